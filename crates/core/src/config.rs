@@ -1,0 +1,818 @@
+//! `sluice.toml`: the one config file (DESIGN.md, "The user-facing contract").
+//!
+//! Parsing is strict (unknown keys are errors) and [`Config::parse`] validates everything that
+//! can be checked without I/O, reporting every problem at once, each naming its field and, where
+//! it can be found, its line. Checks that need the network or the disk belong to `sluice check`.
+//!
+//! Relative paths (lake folder, DuckDB file, local file sources) are relative to the directory
+//! holding the config file, so a project folder can be moved as a whole.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+use crate::types::parse_type;
+
+/// Default lake location when `[lake]` is absent: `./lake` beside the config file.
+pub const DEFAULT_LAKE: &str = "lake";
+/// Default embedded warehouse when no `[warehouses]` is configured.
+pub const DEFAULT_WAREHOUSE_NAME: &str = "local";
+pub const DEFAULT_DUCKDB_PATH: &str = "warehouse.duckdb";
+/// Rows sampled from each of the first files to infer a schema: enough to see past a few
+/// leading nulls, small enough to keep a first sync quick.
+pub const DEFAULT_SAMPLE_ROWS: usize = 1000;
+/// How many files the inference samples, so one odd first file does not decide the types.
+pub const DEFAULT_SAMPLE_FILES: usize = 5;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the lake lives; default `./lake`.
+    #[serde(default)]
+    pub lake: LakeConfig,
+    /// Named warehouses; default one embedded DuckDB file named `local`.
+    #[serde(default)]
+    pub warehouses: BTreeMap<String, WarehouseConfig>,
+    /// Named sources.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// The daemon (`sluice serve`).
+    pub serve: Option<ServeConfig>,
+    /// Run history store.
+    pub state: Option<StateConfig>,
+    /// Alert webhooks.
+    #[serde(default)]
+    pub alerts: Vec<AlertConfig>,
+    /// Directory of the config file; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// A folder, `file://` URL or `s3://bucket/prefix`.
+    #[serde(default = "default_lake")]
+    pub url: String,
+    /// S3 server-side encryption: `"aws:kms"` or `"AES256"`; passed to every write.
+    pub sse: Option<String>,
+    /// KMS key for `sse = "aws:kms"`.
+    pub sse_kms_key_id: Option<String>,
+    /// S3-compatible endpoint (MinIO, a local test server); default AWS.
+    pub endpoint: Option<String>,
+    /// AWS region; default from `AWS_REGION`.
+    pub region: Option<String>,
+}
+
+fn default_lake() -> String {
+    DEFAULT_LAKE.into()
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            url: default_lake(),
+            sse: None,
+            sse_kms_key_id: None,
+            endpoint: None,
+            region: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum WarehouseConfig {
+    Duckdb {
+        /// The database file; default `warehouse.duckdb` beside the config.
+        #[serde(default = "default_duckdb_path")]
+        path: String,
+    },
+    Postgres {
+        url: String,
+        password: Option<Secret>,
+    },
+    Redshift {
+        url: String,
+        password: Option<Secret>,
+        iam_role: Option<String>,
+    },
+}
+
+fn default_duckdb_path() -> String {
+    DEFAULT_DUCKDB_PATH.into()
+}
+
+impl WarehouseConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WarehouseConfig::Duckdb { .. } => "duckdb",
+            WarehouseConfig::Postgres { .. } => "postgres",
+            WarehouseConfig::Redshift { .. } => "redshift",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Mysql,
+    Postgres,
+    Mongodb,
+    Files,
+    Events,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Snapshot,
+    Incremental,
+    Cdc,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    Merge,
+    Append,
+    Replace,
+    History,
+}
+
+impl LoadMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadMode::Merge => "merge",
+            LoadMode::Append => "append",
+            LoadMode::Replace => "replace",
+            LoadMode::History => "history",
+        }
+    }
+}
+
+/// `load = "merge"` or several targets at once: `load = ["merge", "append"]` (the first mode
+/// loads `<table>`, each further one `<table>_<mode>`, like seed 002's stage and history pair).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum LoadSpec {
+    One(LoadMode),
+    Many(Vec<LoadMode>),
+}
+
+impl LoadSpec {
+    pub fn modes(&self) -> Vec<LoadMode> {
+        match self {
+            LoadSpec::One(m) => vec![*m],
+            LoadSpec::Many(ms) => ms.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Deletes {
+    #[default]
+    Hard,
+    Soft,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaPolicy {
+    #[default]
+    Halt,
+    Evolve,
+    Freeze,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    Csv,
+    Tsv,
+    Json,
+    Parquet,
+}
+
+/// `tables = ["a", "b"]` selects tables; `[sources.x.tables.a]` selects and overrides.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Tables {
+    List(Vec<String>),
+    Map(BTreeMap<String, TableConfig>),
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Key columns for merge and history; default: the source's own key.
+    pub primary_key: Option<Vec<String>>,
+    /// Cursor column for incremental mode.
+    pub cursor: Option<String>,
+    /// Overrides the source's `load`.
+    pub load: Option<LoadSpec>,
+    /// Overrides the source's `deletes`.
+    pub deletes: Option<Deletes>,
+    /// Overrides the source's `schema_changes`.
+    pub schema_changes: Option<SchemaPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// Database URL, or for files a folder/pattern (`drops/supplier/{date}/`, `s3://b/p/{date}/`).
+    pub url: String,
+    pub password: Option<Secret>,
+    /// snapshot | incremental | cdc (files: snapshot).
+    pub mode: Option<Mode>,
+    pub tables: Option<Tables>,
+    /// Warehouse name; default the only one configured.
+    pub warehouse: Option<String>,
+    /// merge | append | replace | history, or a list; default merge when a key is known, else append.
+    pub load: Option<LoadSpec>,
+    pub deletes: Option<Deletes>,
+    pub schema_changes: Option<SchemaPolicy>,
+
+    // files
+    /// csv | tsv | json | parquet; default from the file extension, else csv.
+    pub format: Option<FileFormat>,
+    /// One character; default `,` (`\t` for tsv).
+    pub delimiter: Option<String>,
+    /// Whether the first line names the columns; default true.
+    pub header: Option<bool>,
+    /// One character; default `"`.
+    pub quote: Option<String>,
+    /// The text that means NULL; default the empty field.
+    pub null_value: Option<String>,
+    /// The lake table the files feed; default the source name.
+    pub table: Option<String>,
+    /// Declared columns in order, `"name type"` (e.g. `"s_acctbal decimal(15,2)"`); default inferred.
+    pub columns: Option<Vec<String>>,
+    /// Rows sampled per file for inference.
+    pub sample_rows: Option<usize>,
+    /// Only files whose name matches this glob (`*` and `?`), e.g. `"*.tbl"`.
+    pub pattern: Option<String>,
+
+    // scheduling (serve)
+    pub trigger: Option<String>,
+    pub poll_interval_secs: Option<u64>,
+    pub schedule: Option<String>,
+    pub max_lag_secs: Option<u64>,
+    /// json | flatten (nested documents).
+    pub nested: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    pub listen: Option<String>,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    pub webhook: String,
+    pub format: Option<String>,
+}
+
+/// One problem in the config: the field it concerns and, where found, its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.field, self.message),
+            None => write!(f, "{}: {}", self.field, self.message),
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub path: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} has {} problem(s):",
+            self.path.display(),
+            self.errors.len()
+        )?;
+        for e in &self.errors {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// One table a source feeds, with its overrides resolved against the source's settings.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub source: String,
+    pub table: String,
+    pub primary_key: Vec<String>,
+    pub loads: Vec<LoadMode>,
+    pub deletes: Deletes,
+    pub schema_changes: SchemaPolicy,
+    pub warehouse: String,
+}
+
+impl TableSpec {
+    /// The warehouse table each load mode writes: the first mode loads `<table>`, the others
+    /// `<table>_<mode>`.
+    pub fn targets(&self) -> Vec<(LoadMode, String)> {
+        self.loads
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let name = if i == 0 {
+                    self.table.clone()
+                } else {
+                    format!("{}_{}", self.table, m.name())
+                };
+                (*m, name)
+            })
+            .collect()
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            path: path.to_path_buf(),
+            errors: vec![ConfigError {
+                field: "(file)".into(),
+                line: None,
+                message: e.to_string(),
+            }],
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, &base).map_err(|errors| ConfigErrors {
+            path: path.to_path_buf(),
+            errors,
+        })
+    }
+
+    /// Parses and validates config text; relative paths resolve against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+            vec![ConfigError {
+                field: "(syntax)".into(),
+                line,
+                message: e.message().to_string(),
+            }]
+        })?;
+        config.base_dir = if base_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base_dir.to_path_buf()
+        };
+        if config.warehouses.is_empty() {
+            config.warehouses.insert(
+                DEFAULT_WAREHOUSE_NAME.into(),
+                WarehouseConfig::Duckdb {
+                    path: DEFAULT_DUCKDB_PATH.into(),
+                },
+            );
+        }
+        let mut errors = config.validate();
+        for e in &mut errors {
+            e.line = e.line.or_else(|| locate(text, &e.field));
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn validate(&self) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        let mut err = |field: String, message: String| {
+            errs.push(ConfigError {
+                field,
+                line: None,
+                message,
+            })
+        };
+        if self.lake.url.trim().is_empty() {
+            err("lake.url".into(), "must not be empty".into());
+        }
+        if let Some(sse) = &self.lake.sse {
+            if sse != "aws:kms" && sse != "AES256" {
+                err(
+                    "lake.sse".into(),
+                    format!("`{sse}` is not one of \"aws:kms\", \"AES256\""),
+                );
+            }
+        }
+        if self.lake.sse_kms_key_id.is_some() && self.lake.sse.as_deref() != Some("aws:kms") {
+            err(
+                "lake.sse_kms_key_id".into(),
+                "needs sse = \"aws:kms\"".into(),
+            );
+        }
+        for (name, wh) in &self.warehouses {
+            if !matches!(wh, WarehouseConfig::Duckdb { .. }) {
+                err(
+                    format!("warehouses.{name}.kind"),
+                    format!(
+                        "warehouse kind `{}` is not available in this build yet (duckdb is)",
+                        wh.kind()
+                    ),
+                );
+            }
+        }
+        if self.sources.is_empty() {
+            err(
+                "sources".into(),
+                "no sources configured: add a [sources.NAME] section".into(),
+            );
+        }
+        for (name, src) in &self.sources {
+            let f = |key: &str| format!("sources.{name}.{key}");
+            if name.contains('.') {
+                err(
+                    format!("sources.{name}"),
+                    "source names may not contain `.`".into(),
+                );
+            }
+            if src.kind != SourceKind::Files {
+                err(
+                    f("kind"),
+                    format!(
+                        "source kind `{:?}` is not available in this build yet (files is)",
+                        src.kind
+                    )
+                    .to_lowercase(),
+                );
+                continue;
+            }
+            if let Some(w) = &src.warehouse {
+                if !self.warehouses.contains_key(w) {
+                    err(
+                        f("warehouse"),
+                        format!(
+                            "no warehouse named `{w}` (have: {})",
+                            self.warehouse_names()
+                        ),
+                    );
+                }
+            } else if self.warehouses.len() > 1 {
+                err(
+                    f("warehouse"),
+                    format!(
+                        "several warehouses are configured: name one ({})",
+                        self.warehouse_names()
+                    ),
+                );
+            }
+            if let Some(mode) = src.mode {
+                if mode != Mode::Snapshot {
+                    err(
+                        f("mode"),
+                        "files sources read in snapshot mode (each new file is read once)".into(),
+                    );
+                }
+            }
+            for (key, value) in [("delimiter", &src.delimiter), ("quote", &src.quote)] {
+                if let Some(v) = value {
+                    if single_byte(v).is_none() {
+                        err(
+                            f(key),
+                            format!("must be exactly one ASCII character, got {v:?}"),
+                        );
+                    }
+                }
+            }
+            if let Some(cols) = &src.columns {
+                let mut seen = std::collections::HashSet::new();
+                for (i, c) in cols.iter().enumerate() {
+                    match split_column(c) {
+                        Ok((col, _)) => {
+                            if crate::change::is_change_column(col) {
+                                err(
+                                    format!("{}[{i}]", f("columns")),
+                                    format!("`{col}` is reserved for sluice"),
+                                );
+                            }
+                            if !seen.insert(col.to_string()) {
+                                err(
+                                    format!("{}[{i}]", f("columns")),
+                                    format!("column `{col}` is declared twice"),
+                                );
+                            }
+                        }
+                        Err(m) => err(format!("{}[{i}]", f("columns")), m),
+                    }
+                }
+            }
+            if let Some(Tables::List(list)) = &src.tables {
+                if list.len() > 1 {
+                    err(
+                        f("tables"),
+                        "a files source feeds one table; use `table = \"NAME\"`".into(),
+                    );
+                }
+            }
+            if let Some(Tables::Map(map)) = &src.tables {
+                let table = self.files_table_name(name, src);
+                for key in map.keys() {
+                    if *key != table {
+                        err(
+                            format!("sources.{name}.tables.{key}"),
+                            format!("this files source feeds table `{table}` only"),
+                        );
+                    }
+                }
+            }
+            if let Some(p) = &src.pattern {
+                if p.contains('/') {
+                    err(
+                        f("pattern"),
+                        "matches file names only; put folders in `url`".into(),
+                    );
+                }
+            }
+            if src.url.matches("{date}").count() > 1 {
+                err(f("url"), "`{date}` may appear once".into());
+            }
+            for spec in self.source_tables(name, src) {
+                let tf = |key: &str| format!("sources.{name}.tables.{}.{key}", spec.table);
+                if spec.loads.is_empty() {
+                    err(f("load"), "lists no load mode".into());
+                }
+                let mut modes = spec.loads.clone();
+                modes.sort();
+                modes.dedup();
+                if modes.len() != spec.loads.len() {
+                    err(f("load"), "lists a mode twice".into());
+                }
+                for m in &spec.loads {
+                    match m {
+                        LoadMode::Merge if spec.primary_key.is_empty() => err(
+                            tf("primary_key"),
+                            "load = \"merge\" needs a key: set primary_key = [\"col\", ...] or use load = \"append\"".into(),
+                        ),
+                        LoadMode::History => err(f("load"), "history mode is not available in this build yet".into()),
+                        _ => {}
+                    }
+                }
+                if let Some(cols) = &src.columns {
+                    let declared: Vec<&str> = cols
+                        .iter()
+                        .filter_map(|c| split_column(c).ok().map(|(n, _)| n))
+                        .collect();
+                    for k in &spec.primary_key {
+                        if !declared.contains(&k.as_str()) {
+                            err(
+                                tf("primary_key"),
+                                format!("`{k}` is not one of the declared columns"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        errs
+    }
+
+    fn warehouse_names(&self) -> String {
+        self.warehouses
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn files_table_name(&self, name: &str, src: &SourceConfig) -> String {
+        if let Some(t) = &src.table {
+            return t.clone();
+        }
+        match &src.tables {
+            Some(Tables::List(l)) if !l.is_empty() => l[0].clone(),
+            Some(Tables::Map(m)) if !m.is_empty() => m.keys().next().cloned().unwrap_or_default(),
+            _ => name.to_string(),
+        }
+    }
+
+    /// The tables a source feeds, with per-table overrides applied.
+    pub fn source_tables(&self, name: &str, src: &SourceConfig) -> Vec<TableSpec> {
+        let table = self.files_table_name(name, src);
+        let overrides = match &src.tables {
+            Some(Tables::Map(m)) => m.get(&table).cloned().unwrap_or_default(),
+            _ => TableConfig::default(),
+        };
+        let primary_key = overrides.primary_key.clone().unwrap_or_default();
+        let loads = overrides
+            .load
+            .as_ref()
+            .or(src.load.as_ref())
+            .map(LoadSpec::modes)
+            .unwrap_or_else(|| {
+                vec![if primary_key.is_empty() {
+                    LoadMode::Append
+                } else {
+                    LoadMode::Merge
+                }]
+            });
+        let warehouse = src
+            .warehouse
+            .clone()
+            .or_else(|| self.warehouses.keys().next().cloned())
+            .unwrap_or_else(|| DEFAULT_WAREHOUSE_NAME.into());
+        vec![TableSpec {
+            source: name.to_string(),
+            table,
+            primary_key,
+            loads,
+            deletes: overrides.deletes.or(src.deletes).unwrap_or_default(),
+            schema_changes: overrides
+                .schema_changes
+                .or(src.schema_changes)
+                .unwrap_or_default(),
+            warehouse,
+        }]
+    }
+
+    /// Every table of every source, in config order.
+    pub fn all_tables(&self) -> Vec<TableSpec> {
+        self.sources
+            .iter()
+            .flat_map(|(n, s)| self.source_tables(n, s))
+            .collect()
+    }
+
+    /// Resolves a path from the config against the config's directory (URLs pass through).
+    pub fn resolve_path(&self, p: &str) -> String {
+        if p.contains("://") || Path::new(p).is_absolute() {
+            p.to_string()
+        } else {
+            self.base_dir.join(p).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// A one-character option as its byte (`"\t"` and `"|"` alike).
+pub fn single_byte(s: &str) -> Option<u8> {
+    let b = s.as_bytes();
+    (b.len() == 1 && b[0].is_ascii()).then(|| b[0])
+}
+
+/// Splits a declared column `"name type"` and checks the type.
+pub fn split_column(decl: &str) -> Result<(&str, arrow::datatypes::DataType), String> {
+    let decl = decl.trim();
+    let (name, ty) = decl.split_once(char::is_whitespace).ok_or_else(|| {
+        format!("`{decl}` should be \"name type\", e.g. \"s_acctbal decimal(15,2)\"")
+    })?;
+    let t = parse_type(ty)?;
+    Ok((name, t))
+}
+
+/// Finds the line of a dotted field (`sources.x.delimiter`) in the TOML text: the line of its key
+/// under the section header, or the header itself.
+fn locate(text: &str, field: &str) -> Option<usize> {
+    let field = field.split('[').next().unwrap_or(field);
+    let parts: Vec<&str> = field.split('.').collect();
+    for split in (1..=parts.len()).rev() {
+        let section = parts[..split].join(".");
+        let key = parts.get(split);
+        let header = format!("[{section}]");
+        let mut in_section = false;
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                if in_section && key.is_some() {
+                    break;
+                }
+                in_section = t == header;
+                if in_section && key.is_none() {
+                    return Some(i + 1);
+                }
+            } else if in_section {
+                if let Some(k) = key {
+                    if t.split('=').next().map(str::trim) == Some(*k) {
+                        return Some(i + 1);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[lake]
+url = "lake"
+
+[sources.suppliers]
+kind = "files"
+url = "drops/supplier/{date}/"
+format = "csv"
+delimiter = "|"
+header = false
+columns = ["s_suppkey bigint", "s_name text", "s_acctbal decimal(15,2)"]
+table = "supplier"
+load = ["merge", "append"]
+
+[sources.suppliers.tables.supplier]
+primary_key = ["s_suppkey"]
+"#;
+
+    #[test]
+    fn parses_the_contract_example() {
+        let c = Config::parse(GOOD, Path::new("/p")).unwrap();
+        let t = &c.all_tables()[0];
+        assert_eq!(t.table, "supplier");
+        assert_eq!(t.primary_key, vec!["s_suppkey"]);
+        assert_eq!(
+            t.targets(),
+            vec![
+                (LoadMode::Merge, "supplier".into()),
+                (LoadMode::Append, "supplier_append".into())
+            ]
+        );
+        assert_eq!(t.warehouse, "local");
+        assert_eq!(c.resolve_path("lake"), "/p/lake");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_line() {
+        let text = GOOD.replace("header = false", "header = false\ndelimter = \",\"");
+        let errs = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.contains("delimter"), "{:?}", errs[0]);
+        assert_eq!(errs[0].line, Some(11));
+    }
+
+    #[test]
+    fn reports_every_semantic_error_naming_the_field() {
+        let text = GOOD
+            .replace("delimiter = \"|\"", "delimiter = \"||\"")
+            .replace("\"s_name text\"", "\"s_name money\"")
+            .replace("primary_key = [\"s_suppkey\"]", "primary_key = [\"nope\"]");
+        let errs = Config::parse(&text, Path::new(".")).unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"sources.suppliers.delimiter"), "{errs:?}");
+        assert!(fields.contains(&"sources.suppliers.columns[1]"), "{errs:?}");
+        assert!(
+            fields.contains(&"sources.suppliers.tables.supplier.primary_key"),
+            "{errs:?}"
+        );
+        let delim = errs
+            .iter()
+            .find(|e| e.field == "sources.suppliers.delimiter")
+            .unwrap();
+        assert_eq!(delim.line, Some(9));
+    }
+
+    #[test]
+    fn merge_without_key_is_refused_and_default_is_append() {
+        let text = "[sources.a]\nkind = \"files\"\nurl = \"x\"\nload = \"merge\"\n";
+        let errs = Config::parse(text, Path::new(".")).unwrap_err();
+        assert!(errs[0].message.contains("primary_key"));
+        let ok = Config::parse(
+            "[sources.a]\nkind = \"files\"\nurl = \"x\"\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(ok.all_tables()[0].loads, vec![LoadMode::Append]);
+    }
+
+    #[test]
+    fn secrets_only_by_reference_and_never_printed() {
+        let text = "[warehouses.pg]\nkind = \"duckdb\"\n[sources.a]\nkind = \"files\"\nurl = \"x\"\npassword = \"hunter2\"\n";
+        assert!(Config::parse(text, Path::new(".")).is_err());
+        let s = Secret::Env("PG_PW".into());
+        assert_eq!(format!("{s:?}"), "Secret(env PG_PW)");
+    }
+}

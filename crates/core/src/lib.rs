@@ -1,0 +1,18 @@
+//! sluice-core: the vocabulary every other sluice crate speaks.
+//!
+//! - [`change`]: the Arrow shape of a change batch and its `_sluice_*` columns (a public contract);
+//! - [`config`]: `sluice.toml`, parsed strictly and validated without I/O;
+//! - [`secret`]: secrets resolved at use from env or file, never printed;
+//! - [`names`]: source names to warehouse identifiers, and identifier quoting;
+//! - [`types`]: the column type names users write in config, mapped to Arrow in one place.
+//! - [`reject`]: a malformed input record on its way to the quarantine;
+//! - [`store`]: object stores (local folders, `s3://`) from URLs.
+
+pub mod change;
+pub mod config;
+pub mod failpoint;
+pub mod names;
+pub mod reject;
+pub mod secret;
+pub mod store;
+pub mod types;

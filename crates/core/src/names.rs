@@ -1,0 +1,70 @@
+//! Names: the one function that maps a source name to a warehouse identifier, and quoting.
+//!
+//! Identifiers are lower-cased, reduced to `[a-z0-9_]`, prefixed when they start with a digit,
+//! cut to the warehouse's length limit, and de-duplicated within a table (`name`, `name_2`).
+//! Every identifier that reaches generated SQL also goes through [`quote_ident`].
+
+/// Maps one source name to a safe identifier of at most `max_len` bytes.
+pub fn identifier(name: &str, max_len: usize) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_') => c,
+            _ => '_',
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out.truncate(max_len);
+    out
+}
+
+/// Maps a list of column names, resolving collisions (`A` and `a` become `a` and `a_2`).
+pub fn identifiers<'a>(names: impl IntoIterator<Item = &'a str>, max_len: usize) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for name in names {
+        let base = identifier(name, max_len);
+        let mut candidate = base.clone();
+        let mut n = 2;
+        while !seen.insert(candidate.clone()) {
+            let suffix = format!("_{n}");
+            let mut stem = base.clone();
+            stem.truncate(max_len.saturating_sub(suffix.len()));
+            candidate = format!("{stem}{suffix}");
+            n += 1;
+        }
+        out.push(candidate);
+    }
+    out
+}
+
+/// Quotes an identifier for SQL (`"my ""odd"" name"`). Used for every generated identifier.
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for SQL.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_and_dedups() {
+        assert_eq!(identifier("Order Items", 63), "order_items");
+        assert_eq!(identifier("2fa", 63), "_2fa");
+        assert_eq!(identifier("é", 63), "_");
+        assert_eq!(
+            identifiers(["A", "a", "a_2"], 63),
+            vec!["a", "a_2", "a_2_2"]
+        );
+        assert_eq!(identifier(&"x".repeat(100), 63).len(), 63);
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("o'k"), "'o''k'");
+    }
+}

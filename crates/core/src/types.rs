@@ -1,0 +1,115 @@
+//! Column types as users write them (`columns = ["s_acctbal decimal(15,2)"]`), mapped to Arrow
+//! in this one place. The lake stores Arrow types; every warehouse maps Arrow onward.
+
+use arrow::datatypes::{DataType, TimeUnit};
+
+/// Largest decimal precision the lake (Delta) and every warehouse here accepts.
+pub const MAX_DECIMAL_PRECISION: u8 = 38;
+
+/// Parses a column type name (case-insensitive): `int`, `bigint`, `smallint`, `double`, `float`,
+/// `decimal(p,s)`, `text`/`varchar[(n)]`/`string`/`char[(n)]`, `bool`, `date`, `timestamp`
+/// (no zone), `timestamptz` (UTC instant), `json` (kept as JSON text), `binary`.
+pub fn parse_type(name: &str) -> Result<DataType, String> {
+    let lower = name.trim().to_ascii_lowercase();
+    let (base, args) = match lower.find('(') {
+        Some(open) if lower.ends_with(')') => (
+            lower[..open].trim(),
+            Some(&lower[open + 1..lower.len() - 1]),
+        ),
+        Some(_) => return Err(format!("unbalanced parentheses in type `{name}`")),
+        None => (lower.as_str(), None),
+    };
+    let t = match base {
+        "smallint" | "int2" | "short" => DataType::Int16,
+        "int" | "integer" | "int4" => DataType::Int32,
+        "bigint" | "int8" | "long" => DataType::Int64,
+        "float" | "real" | "float4" => DataType::Float32,
+        "double" | "float8" | "double precision" => DataType::Float64,
+        "bool" | "boolean" => DataType::Boolean,
+        "text" | "string" | "varchar" | "char" | "json" => DataType::Utf8,
+        "binary" | "bytea" | "blob" => DataType::Binary,
+        "date" => DataType::Date32,
+        "timestamp" | "datetime" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        "decimal" | "numeric" => {
+            let (p, s) = match args {
+                Some(a) => {
+                    let mut parts = a.split(',').map(|x| x.trim().parse::<u8>());
+                    let p = parts.next().and_then(Result::ok);
+                    let s = parts.next().unwrap_or(Ok(0)).ok();
+                    match (p, s) {
+                        (Some(p), Some(s)) => (p, s),
+                        _ => return Err(format!("bad decimal arguments in `{name}`")),
+                    }
+                }
+                None => (MAX_DECIMAL_PRECISION, 9),
+            };
+            if p == 0 || p > MAX_DECIMAL_PRECISION || s > p {
+                return Err(format!(
+                    "decimal({p},{s}) is out of range: precision 1..={MAX_DECIMAL_PRECISION}, scale <= precision"
+                ));
+            }
+            return Ok(DataType::Decimal128(p, s as i8));
+        }
+        _ => return Err(format!("unknown type `{name}`")),
+    };
+    // Length arguments (varchar(100)) are accepted and ignored: text is unbounded here.
+    if args.is_some() && !matches!(t, DataType::Utf8) {
+        return Err(format!("type `{base}` takes no arguments (in `{name}`)"));
+    }
+    Ok(t)
+}
+
+/// The config-style name of an Arrow type, for messages and `schema show`.
+pub fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Int16 => "smallint".into(),
+        DataType::Int32 => "int".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::Float32 => "float".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Boolean => "bool".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(_, None) => "timestamp".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
+        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_documented_name() {
+        assert_eq!(parse_type("BIGINT").unwrap(), DataType::Int64);
+        assert_eq!(
+            parse_type("decimal(15, 2)").unwrap(),
+            DataType::Decimal128(15, 2)
+        );
+        assert_eq!(parse_type("varchar(100)").unwrap(), DataType::Utf8);
+        assert_eq!(
+            parse_type("timestamptz").unwrap(),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
+        assert!(parse_type("decimal(39,2)").is_err());
+        assert!(parse_type("int(3)").is_err());
+        assert!(parse_type("money").unwrap_err().contains("money"));
+        for t in [
+            "int",
+            "bigint",
+            "double",
+            "bool",
+            "date",
+            "timestamp",
+            "decimal(12,3)",
+            "text",
+        ] {
+            let dt = parse_type(t).unwrap();
+            assert_eq!(parse_type(&type_name(&dt)).unwrap(), dt);
+        }
+    }
+}

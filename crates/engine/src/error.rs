@@ -1,0 +1,34 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] sluice_core::config::ConfigErrors),
+    #[error(transparent)]
+    Source(#[from] sluice_sources::SourceError),
+    #[error(transparent)]
+    Lake(#[from] sluice_lake::LakeError),
+    #[error(transparent)]
+    Warehouse(#[from] sluice_warehouses::WarehouseError),
+    #[error("query: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// Configuration and usage errors exit 2; everything else 1 (DESIGN.md exit codes).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            EngineError::Config(_) | EngineError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}

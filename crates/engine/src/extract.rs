@@ -1,0 +1,218 @@
+//! Extract and land: read what a source has that the lake does not, stamp the change columns,
+//! and commit it to the lake together with the position that covers it.
+//!
+//! Files: one lake commit per file, carrying the `file:<path>` position of that file and the
+//! new `sluice.seq`. Rejects go to the quarantine table first, marked with the same file
+//! position, so a crash between the two commits neither loses nor doubles them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use chrono::Utc;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use sluice_core::change::{change_schema, data_schema, stamp, Op, Stamp};
+use sluice_core::config::{SourceConfig, TableSpec};
+use sluice_core::failpoint;
+use sluice_lake::{LakeTable, TablePath};
+use sluice_sources::files::{FileEntry, FileEvent, FilesSource};
+
+use crate::progress::Progress;
+use crate::{EngineError, Project};
+use sluice_lake::Quarantine;
+
+/// Position id of a consumed file.
+pub fn file_position(id: &str) -> String {
+    format!("file:{id}")
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ExtractReport {
+    pub files: u64,
+    pub rows: u64,
+    pub rejects: u64,
+    /// Lake version after the last commit of this run (None: nothing new).
+    pub lake_version: Option<i64>,
+}
+
+pub async fn extract(
+    project: &Project,
+    spec: &TableSpec,
+    src: &SourceConfig,
+    show_progress: bool,
+) -> Result<ExtractReport, EngineError> {
+    let url = project.config.resolve_path(&src.url);
+    let source = Arc::new(FilesSource::new(
+        &spec.source,
+        &spec.table,
+        src,
+        &url,
+        &project.store_options(),
+    )?);
+    let path = TablePath::changes(&spec.source, &spec.table);
+    let mut log = LakeTable::open(&project.lake, &path).await?;
+
+    let mut pending: Vec<FileEntry> = Vec::new();
+    for entry in source.list().await? {
+        let consumed = match &log {
+            Some(t) => t.app_version(&file_position(&entry.id)).await?.is_some(),
+            None => false,
+        };
+        if !consumed {
+            pending.push(entry);
+        }
+    }
+    let mut report = ExtractReport::default();
+    if pending.is_empty() {
+        return Ok(report);
+    }
+
+    let mut log = match log.take() {
+        Some(t) => t,
+        None => create_log(project, spec, &source, &pending).await?,
+    };
+    let data = Arc::new(data_schema(log.schema()?.as_ref()));
+    let mut seq = log.last_seq().await?;
+    let mut quarantine = Quarantine::new(&project.lake, &spec.source, &spec.table);
+    let ingested_at = Utc::now();
+    let mut progress = Progress::new(
+        show_progress,
+        format!("{}.{} extract", spec.source, spec.table),
+    );
+
+    for entry in pending {
+        let position = file_position(&entry.id);
+        let mut writer = log.writer()?;
+        let mut rejects = Vec::new();
+        let (tx, mut rx) = mpsc::channel::<FileEvent>(4);
+        let reader = {
+            let source = source.clone();
+            let entry = entry.clone();
+            let data: SchemaRef = data.clone();
+            let file = source.fetch(&entry).await?;
+            tokio::task::spawn_blocking(move || {
+                source.read(&entry, &file, &data, &mut |ev| {
+                    tx.blocking_send(ev).map_err(|_| {
+                        sluice_sources::SourceError::Sink("lake writer stopped".into())
+                    })
+                })
+            })
+        };
+        let mut rows = 0u64;
+        let mut write_error = None;
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                FileEvent::Rows(batch) => {
+                    let n = batch.num_rows() as u64;
+                    let stamped = stamp(
+                        &batch,
+                        &Stamp {
+                            op: Op::Read,
+                            first_seq: seq + 1,
+                            source_ts: Some(entry.modified),
+                            ingested_at,
+                        },
+                    )
+                    .map_err(|e| EngineError::Internal(format!("stamping {}: {e}", entry.id)))?;
+                    if let Err(e) = writer.write(stamped).await {
+                        write_error = Some(e);
+                        break;
+                    }
+                    seq += n as i64;
+                    rows += n;
+                    progress.add(n);
+                }
+                FileEvent::Reject(r) => rejects.push(r),
+            }
+        }
+        drop(rx);
+        let stats = reader
+            .await
+            .map_err(|e| EngineError::Internal(format!("reader task: {e}")))?;
+        if let Some(e) = write_error {
+            return Err(e.into());
+        }
+        let stats = stats?;
+        debug_assert_eq!(stats.rows, rows);
+        if !rejects.is_empty() {
+            tracing::warn!(source = %spec.source, table = %spec.table, file = %entry.id, rejects = rejects.len(), "records quarantined");
+            quarantine
+                .add(&position, rejects.clone(), ingested_at)
+                .await?;
+        }
+        let mut meta = serde_json::Map::new();
+        meta.insert("sluice".into(), json!({ "source": spec.source, "table": spec.table, "file": entry.id, "rows": rows, "rejects": rejects.len() }));
+        let version = writer
+            .commit(
+                &mut log,
+                vec![(position, 1), (sluice_lake::SEQ_APP_ID.to_string(), seq)],
+                meta,
+            )
+            .await?;
+        failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
+        report.files += 1;
+        report.rows += rows;
+        report.rejects += rejects.len() as u64;
+        report.lake_version = version.or(report.lake_version);
+        tracing::info!(source = %spec.source, table = %spec.table, file = %entry.id, rows, rejects = rejects.len(), version = ?version, "file landed");
+    }
+    Ok(report)
+}
+
+/// Creates the change log from the declared columns, or from a schema inferred over the
+/// first pending files.
+async fn create_log(
+    project: &Project,
+    spec: &TableSpec,
+    source: &Arc<FilesSource>,
+    pending: &[FileEntry],
+) -> Result<LakeTable, EngineError> {
+    let data = match source.declared_schema() {
+        Some(s) => s,
+        None => {
+            let mut sample = Vec::new();
+            for e in pending
+                .iter()
+                .take(sluice_core::config::DEFAULT_SAMPLE_FILES)
+            {
+                sample.push((e.clone(), source.fetch(e).await?));
+            }
+            let src = source.clone();
+            let inferred = tokio::task::spawn_blocking(move || src.infer_schema(&sample))
+                .await
+                .map_err(|e| EngineError::Internal(format!("inference task: {e}")))??;
+            tracing::info!(source = %spec.source, table = %spec.table, files = inferred.files_sampled, "schema inferred");
+            inferred.schema
+        }
+    };
+    for k in &spec.primary_key {
+        if data.index_of(k).is_err() {
+            return Err(EngineError::Usage(format!(
+                "{}.{}: primary_key column `{k}` is not in the files (columns: {})",
+                spec.source,
+                spec.table,
+                data.fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let mut props = HashMap::new();
+    if !spec.primary_key.is_empty() {
+        props.insert(
+            sluice_lake::PRIMARY_KEY_PROPERTY.to_string(),
+            spec.primary_key.join(","),
+        );
+    }
+    Ok(LakeTable::create(
+        &project.lake,
+        &TablePath::changes(&spec.source, &spec.table),
+        &change_schema(&data),
+        props,
+    )
+    .await?)
+}

@@ -1,0 +1,22 @@
+//! sluice engine: the pipelines that tie sources, the lake and warehouses together, and the
+//! commands built on them.
+//!
+//! ```text
+//!   sync:   source ──batches──► stamp (_sluice_*) ──► lake commit (data + position)
+//!                                                        │
+//!           warehouse ◄── staging + merge + ledger ◄─────┘  (changes after the ledger's seq)
+//! ```
+
+pub mod check;
+pub mod demo;
+mod error;
+mod extract;
+mod load;
+pub mod progress;
+mod project;
+pub mod query;
+pub mod status;
+pub mod sync;
+
+pub use error::EngineError;
+pub use project::Project;

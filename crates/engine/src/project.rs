@@ -1,0 +1,106 @@
+//! A loaded config with its lake: what every command starts from.
+
+use std::path::Path;
+
+use sluice_core::config::{Config, SourceConfig, TableSpec, WarehouseConfig};
+use sluice_core::names::identifier;
+use sluice_core::store::StoreOptions;
+use sluice_lake::Lake;
+use sluice_warehouses::duckdb::{DuckDb, MAX_IDENTIFIER};
+use sluice_warehouses::Target;
+
+use crate::EngineError;
+
+pub struct Project {
+    pub config: Config,
+    pub lake: Lake,
+}
+
+impl Project {
+    /// Reads and validates the config (no I/O beyond reading it and creating a local lake folder).
+    pub fn open(config_path: &Path) -> Result<Project, EngineError> {
+        let config = Config::load(config_path)?;
+        let lake_url = config.resolve_path(&config.lake.url);
+        let lake = Lake::new(&lake_url, Self::store_options_of(&config))?;
+        Ok(Project { config, lake })
+    }
+
+    fn store_options_of(config: &Config) -> StoreOptions {
+        StoreOptions {
+            endpoint: config.lake.endpoint.clone(),
+            region: config.lake.region.clone(),
+            sse: config.lake.sse.clone(),
+            sse_kms_key_id: config.lake.sse_kms_key_id.clone(),
+        }
+    }
+
+    pub fn store_options(&self) -> StoreOptions {
+        Self::store_options_of(&self.config)
+    }
+
+    pub fn source(&self, name: &str) -> Result<&SourceConfig, EngineError> {
+        self.config
+            .sources
+            .get(name)
+            .ok_or_else(|| EngineError::Usage(format!("no source named `{name}`")))
+    }
+
+    /// The tables selected by `SOURCE` or `SOURCE.TABLE` arguments (all when empty).
+    pub fn select(&self, selectors: &[String]) -> Result<Vec<TableSpec>, EngineError> {
+        let all = self.config.all_tables();
+        if selectors.is_empty() {
+            return Ok(all);
+        }
+        let mut out = Vec::new();
+        for s in selectors {
+            let (src, table) = match s.split_once('.') {
+                Some((a, b)) => (a, Some(b)),
+                None => (s.as_str(), None),
+            };
+            self.source(src)?;
+            let matched: Vec<TableSpec> = all
+                .iter()
+                .filter(|t| t.source == src && table.is_none_or(|x| t.table == x))
+                .cloned()
+                .collect();
+            if matched.is_empty() {
+                return Err(EngineError::Usage(format!(
+                    "source `{src}` has no table `{}`",
+                    table.unwrap_or("")
+                )));
+            }
+            out.extend(matched);
+        }
+        Ok(out)
+    }
+
+    /// Opens a warehouse by name.
+    pub fn warehouse(&self, name: &str) -> Result<DuckDb, EngineError> {
+        match self.config.warehouses.get(name) {
+            Some(WarehouseConfig::Duckdb { path }) => {
+                Ok(DuckDb::open(&self.config.resolve_path(path))?)
+            }
+            Some(other) => Err(EngineError::Usage(format!(
+                "warehouse `{name}` ({}) is not available in this build",
+                other.kind()
+            ))),
+            None => Err(EngineError::Usage(format!("no warehouse named `{name}`"))),
+        }
+    }
+
+    /// The warehouse tables a lake table loads into.
+    pub fn targets(&self, spec: &TableSpec) -> Vec<Target> {
+        spec.targets()
+            .into_iter()
+            .map(|(mode, table)| Target {
+                schema: identifier(&spec.source, MAX_IDENTIFIER),
+                table: identifier(&table, MAX_IDENTIFIER),
+                mode,
+                key: spec.primary_key.clone(),
+                deletes: spec.deletes,
+                source: spec.source.clone(),
+                source_table: spec.table.clone(),
+            })
+            .collect()
+    }
+}

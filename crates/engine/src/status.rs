@@ -1,0 +1,128 @@
+//! `sluice status`: per table, what the lake holds and how far each warehouse table is behind.
+
+use serde::Serialize;
+
+use sluice_lake::{LakeTable, TablePath};
+use sluice_warehouses::Warehouse;
+
+use crate::{EngineError, Project};
+
+#[derive(Debug, Serialize)]
+pub struct TargetStatus {
+    pub target: String,
+    pub mode: &'static str,
+    /// Lake version loaded (None: never loaded).
+    pub loaded_version: Option<i64>,
+    /// Lake commits not yet loaded.
+    pub lag_versions: i64,
+    pub halted: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TableStatus {
+    pub source: String,
+    pub table: String,
+    pub mode: String,
+    pub key: Vec<String>,
+    /// Lake version (None: nothing landed yet).
+    pub lake_version: Option<i64>,
+    /// Change rows in the lake.
+    pub changes: i64,
+    /// Records in quarantine.
+    pub quarantined: u64,
+    pub targets: Vec<TargetStatus>,
+}
+
+pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> {
+    let mut out = Vec::new();
+    for spec in project.config.all_tables() {
+        let src = project.source(&spec.source)?;
+        let log = LakeTable::open(
+            &project.lake,
+            &TablePath::changes(&spec.source, &spec.table),
+        )
+        .await?;
+        let (lake_version, changes) = match &log {
+            Some(l) => (Some(l.version()), l.last_seq().await?),
+            None => (None, 0),
+        };
+        let quarantined = match LakeTable::open(
+            &project.lake,
+            &TablePath::quarantine(&spec.source, &spec.table),
+        )
+        .await?
+        {
+            Some(q) => q.row_count()?,
+            None => 0,
+        };
+        let mut targets = Vec::new();
+        let mut wh = project.warehouse(&spec.warehouse)?;
+        for t in project.targets(&spec) {
+            let done = wh.ledger(&t)?;
+            let loaded_version = done.map(|d| d.lake_version);
+            let lag_versions = match (lake_version, done) {
+                (Some(v), Some(d)) if d.seq < changes => v - d.lake_version,
+                (Some(v), None) if changes > 0 => v,
+                _ => 0,
+            };
+            targets.push(TargetStatus {
+                target: t.display(),
+                mode: t.mode.name(),
+                loaded_version,
+                lag_versions,
+                halted: false,
+            });
+        }
+        out.push(TableStatus {
+            source: spec.source.clone(),
+            table: spec.table.clone(),
+            mode: format!(
+                "{:?}",
+                src.mode.unwrap_or(sluice_core::config::Mode::Snapshot)
+            )
+            .to_lowercase(),
+            key: spec.primary_key.clone(),
+            lake_version,
+            changes,
+            quarantined,
+            targets,
+        });
+    }
+    Ok(out)
+}
+
+pub fn render(tables: &[TableStatus]) -> String {
+    let mut out = String::new();
+    for t in tables {
+        let key = if t.key.is_empty() {
+            "no key".to_string()
+        } else {
+            format!("key ({})", t.key.join(", "))
+        };
+        out += &format!(
+            "{}.{}  [{}; {}]  lake version {}, {} change(s), {} quarantined\n",
+            t.source,
+            t.table,
+            t.mode,
+            key,
+            t.lake_version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            t.changes,
+            t.quarantined
+        );
+        for g in &t.targets {
+            out += &format!(
+                "  -> {} ({}): loaded version {}, {} version(s) behind{}\n",
+                g.target,
+                g.mode,
+                g.loaded_version
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                g.lag_versions,
+                if g.halted { ", HALTED" } else { "" }
+            );
+        }
+    }
+    out
+}

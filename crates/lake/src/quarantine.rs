@@ -1,0 +1,120 @@
+//! The quarantine: one Delta table of rejected records per source table, at
+//! `quarantine/<source>/<table>`, with the file, line, column, raw text and reason.
+//!
+//! Rejects of one input unit (a file) are committed with that unit's position id, so when a
+//! crash comes between this commit and the data commit, the rerun sees they are already here
+//! and does not record them twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Utc};
+
+use sluice_core::change::{INGESTED_AT, INGEST_DATE};
+use sluice_core::reject::Reject;
+
+use crate::{Lake, LakeError, LakeTable, TablePath};
+
+pub fn quarantine_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("file", DataType::Utf8, false),
+        Field::new("line", DataType::Int64, false),
+        Field::new("column", DataType::Utf8, true),
+        Field::new("raw", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new(
+            INGESTED_AT,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new(INGEST_DATE, DataType::Utf8, false),
+    ]))
+}
+
+pub struct Quarantine {
+    lake: Lake,
+    path: TablePath,
+    table: Option<LakeTable>,
+}
+
+impl Quarantine {
+    pub fn new(lake: &Lake, source: &str, table: &str) -> Quarantine {
+        Quarantine {
+            lake: lake.clone(),
+            path: TablePath::quarantine(source, table),
+            table: None,
+        }
+    }
+
+    async fn table(&mut self) -> Result<&mut LakeTable, LakeError> {
+        if self.table.is_none() {
+            self.table = match LakeTable::open(&self.lake, &self.path).await? {
+                Some(t) => Some(t),
+                None => Some(
+                    LakeTable::create(&self.lake, &self.path, &quarantine_schema(), HashMap::new())
+                        .await?,
+                ),
+            };
+        }
+        Ok(self.table.as_mut().expect("set above"))
+    }
+
+    /// Records the rejects of the input unit `position` (skipped if already recorded).
+    pub async fn add(
+        &mut self,
+        position: &str,
+        rejects: Vec<Reject>,
+        at: DateTime<Utc>,
+    ) -> Result<(), LakeError> {
+        let name = self.path.to_string();
+        let table = self.table().await?;
+        if table.app_version(position).await?.is_some() {
+            return Ok(());
+        }
+        let n = rejects.len();
+        let day = at.format("%Y-%m-%d").to_string();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                rejects.iter().map(|r| r.file.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rejects.iter().map(|r| r.line as i64),
+            )),
+            Arc::new(StringArray::from_iter(
+                rejects.iter().map(|r| r.column.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rejects.iter().map(|r| r.raw.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rejects.iter().map(|r| r.reason.as_str()),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![at.timestamp_micros(); n])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                day.as_str(),
+                n,
+            ))),
+        ];
+        let batch = RecordBatch::try_new(quarantine_schema(), columns).map_err(|source| {
+            LakeError::Arrow {
+                table: name,
+                source,
+            }
+        })?;
+        let mut writer = table.writer()?;
+        writer.write(batch).await?;
+        writer
+            .commit(
+                table,
+                vec![(position.to_string(), 1)],
+                serde_json::Map::new(),
+            )
+            .await?;
+        Ok(())
+    }
+}

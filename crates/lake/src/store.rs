@@ -1,0 +1,111 @@
+//! Where the lake lives, and teaching `deltalake` to reach S3 through `object_store` directly
+//! (its default log store commits with conditional puts, which S3 supports), so the lake needs
+//! neither the AWS SDK nor a DynamoDB lock table.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Once};
+
+use deltalake::logstore::{
+    logstore_factories, object_store_factories, ObjectStoreFactory, ObjectStoreRef, StorageConfig,
+};
+use deltalake::{DeltaResult, DeltaTableError, Path};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use url::Url;
+
+use sluice_core::store::{location_url, StoreOptions};
+
+use crate::table::TablePath;
+use crate::LakeError;
+
+/// The lake root and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    root: Url,
+    opts: StoreOptions,
+}
+
+struct S3Factory;
+
+impl ObjectStoreFactory for S3Factory {
+    fn parse_url_opts(
+        &self,
+        url: &Url,
+        config: &StorageConfig,
+    ) -> DeltaResult<(ObjectStoreRef, Path)> {
+        let bucket = url
+            .host_str()
+            .ok_or_else(|| DeltaTableError::InvalidTableLocation(url.to_string()))?;
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (k, v) in &config.raw {
+            if let Ok(key) = k.parse::<AmazonS3ConfigKey>() {
+                b = b.with_config(key, v);
+            }
+        }
+        let store = b
+            .build()
+            .map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+        let path = Path::parse(url.path()).map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+        Ok((Arc::new(store), path))
+    }
+}
+
+fn register_s3() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let file = Url::parse("file://").expect("static URL");
+        let default_logstore = logstore_factories().get(&file).map(|f| f.value().clone());
+        for scheme in ["s3://", "s3a://"] {
+            let u = Url::parse(scheme).expect("static URL");
+            object_store_factories().insert(u.clone(), Arc::new(S3Factory));
+            if let Some(f) = &default_logstore {
+                logstore_factories().insert(u, f.clone());
+            }
+        }
+    });
+}
+
+impl Lake {
+    /// `location` is a folder (already resolved against the config directory), `file://` or
+    /// `s3://bucket/prefix`.
+    pub fn new(location: &str, opts: StoreOptions) -> Result<Lake, LakeError> {
+        register_s3();
+        let mut root = location_url(location).map_err(|message| LakeError::Location {
+            location: location.to_string(),
+            message,
+        })?;
+        if !root.path().ends_with('/') {
+            root.set_path(&format!("{}/", root.path()));
+        }
+        if root.scheme() == "file" {
+            let p = root.to_file_path().map_err(|_| LakeError::Location {
+                location: location.into(),
+                message: "not a local path".into(),
+            })?;
+            std::fs::create_dir_all(&p).map_err(|e| LakeError::Location {
+                location: location.into(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(Lake { root, opts })
+    }
+
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// URL of a lake table.
+    pub fn url_of(&self, path: &TablePath) -> Url {
+        self.root
+            .join(&path.relative())
+            .expect("relative path joins")
+    }
+
+    /// Storage options handed to deltalake for this lake.
+    pub fn storage_options(&self) -> HashMap<String, String> {
+        self.opts
+            .s3_pairs()
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_string(), v))
+            .collect()
+    }
+}

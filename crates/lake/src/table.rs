@@ -1,0 +1,320 @@
+//! One lake table: open or create it, read its schema and positions, append batches in one
+//! commit with the position that covers them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+
+use sluice_core::change::INGEST_DATE;
+
+use crate::{Lake, LakeError};
+
+/// Buffered Parquet bytes after which data files are written out (not yet committed): bounds
+/// memory whatever the size of the input.
+pub const FLUSH_BYTES: usize = 64 << 20;
+/// Rows per Parquet row group: bounds the writer's in-progress memory.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Table property holding the key columns (comma-separated).
+pub const PRIMARY_KEY_PROPERTY: &str = "sluice.primaryKey";
+/// Application transaction holding the last `_sluice_seq` committed.
+pub const SEQ_APP_ID: &str = "sluice.seq";
+
+/// Which lake table: `changes/<source>/<table>` or `quarantine/<source>/<table>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePath {
+    pub area: &'static str,
+    pub source: String,
+    pub table: String,
+}
+
+impl TablePath {
+    pub fn changes(source: &str, table: &str) -> TablePath {
+        TablePath {
+            area: "changes",
+            source: source.into(),
+            table: table.into(),
+        }
+    }
+
+    pub fn quarantine(source: &str, table: &str) -> TablePath {
+        TablePath {
+            area: "quarantine",
+            source: source.into(),
+            table: table.into(),
+        }
+    }
+
+    pub fn relative(&self) -> String {
+        format!("{}/{}/{}/", self.area, self.source, self.table)
+    }
+}
+
+impl std::fmt::Display for TablePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.area, self.source, self.table)
+    }
+}
+
+pub struct LakeTable {
+    path: TablePath,
+    table: DeltaTable,
+}
+
+impl LakeTable {
+    fn err(&self, source: DeltaTableError) -> LakeError {
+        LakeError::Delta {
+            table: self.path.to_string(),
+            source,
+        }
+    }
+
+    fn builder(lake: &Lake, path: &TablePath) -> Result<DeltaTableBuilder, LakeError> {
+        let url = lake.url_of(path);
+        let b = DeltaTableBuilder::from_url(url)
+            .map_err(|source| LakeError::Delta {
+                table: path.to_string(),
+                source,
+            })?
+            .with_storage_options(lake.storage_options());
+        Ok(b)
+    }
+
+    /// Opens the table, or None if it has never been written.
+    pub async fn open(lake: &Lake, path: &TablePath) -> Result<Option<LakeTable>, LakeError> {
+        let e = |source: DeltaTableError| LakeError::Delta {
+            table: path.to_string(),
+            source,
+        };
+        let mut table = Self::builder(lake, path)?.build().map_err(e)?;
+        // Ask the store rather than interpret a load error: a table exists iff it has a log.
+        if !table
+            .log_store()
+            .is_delta_table_location()
+            .await
+            .map_err(e)?
+        {
+            return Ok(None);
+        }
+        table.load().await.map_err(e)?;
+        Ok(Some(LakeTable {
+            path: path.clone(),
+            table,
+        }))
+    }
+
+    /// Creates the table (partitioned by ingestion day) with `schema`, which must include
+    /// `_sluice_ingest_date`.
+    pub async fn create(
+        lake: &Lake,
+        path: &TablePath,
+        schema: &Schema,
+        properties: HashMap<String, String>,
+    ) -> Result<LakeTable, LakeError> {
+        let e = |source: DeltaTableError| LakeError::Delta {
+            table: path.to_string(),
+            source,
+        };
+        let kernel: StructType = schema.try_into_kernel().map_err(|err| e(err.into()))?;
+        let url = lake.url_of(path);
+        if url.scheme() == "file" {
+            if let Ok(dir) = url.to_file_path() {
+                std::fs::create_dir_all(&dir).map_err(|err| LakeError::Location {
+                    location: url.to_string(),
+                    message: err.to_string(),
+                })?;
+            }
+        }
+        let table = Self::builder(lake, path)?.build().map_err(e)?;
+        let table = table
+            .create()
+            .with_table_name(format!("{}.{}", path.source, path.table))
+            .with_columns(kernel.fields().cloned())
+            .with_partition_columns([INGEST_DATE])
+            .with_configuration(properties.into_iter().map(|(k, v)| (k, Some(v))))
+            .with_raise_if_key_not_exists(false)
+            .with_save_mode(SaveMode::ErrorIfExists)
+            .await
+            .map_err(e)?;
+        Ok(LakeTable {
+            path: path.clone(),
+            table,
+        })
+    }
+
+    pub fn path(&self) -> &TablePath {
+        &self.path
+    }
+
+    pub fn delta(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// The committed version this handle sees.
+    pub fn version(&self) -> i64 {
+        self.table.version().map(|v| v as i64).unwrap_or(-1)
+    }
+
+    /// Re-reads the log to see commits made since opening.
+    pub async fn refresh(&mut self) -> Result<(), LakeError> {
+        self.table
+            .update_state()
+            .await
+            .map_err(|e| LakeError::Delta {
+                table: self.path.to_string(),
+                source: e,
+            })
+    }
+
+    /// The table's Arrow schema (source columns and change columns).
+    pub fn schema(&self) -> Result<SchemaRef, LakeError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        let kernel = snapshot.schema();
+        let arrow: Schema = kernel
+            .as_ref()
+            .try_into_arrow()
+            .map_err(|e| self.err(e.into()))?;
+        Ok(Arc::new(arrow))
+    }
+
+    /// A table property set at creation (e.g. [`PRIMARY_KEY_PROPERTY`]).
+    pub fn property(&self, key: &str) -> Option<String> {
+        self.table
+            .snapshot()
+            .ok()?
+            .metadata()
+            .configuration()
+            .get(key)
+            .cloned()
+    }
+
+    /// The version recorded for an application transaction id, if any commit recorded one.
+    pub async fn app_version(&self, app_id: &str) -> Result<Option<i64>, LakeError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        snapshot
+            .transaction_version(self.table.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The last `_sluice_seq` committed (0 for an empty table).
+    pub async fn last_seq(&self) -> Result<i64, LakeError> {
+        Ok(self.app_version(SEQ_APP_ID).await?.unwrap_or(0))
+    }
+
+    /// Rows in the table, from the commit statistics (no data is read).
+    pub fn row_count(&self) -> Result<u64, LakeError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        let mut rows = 0u64;
+        for f in snapshot.log_data().iter() {
+            rows += f.num_records().unwrap_or(0) as u64;
+        }
+        Ok(rows)
+    }
+
+    /// A writer for one commit's worth of batches.
+    pub fn writer(&self) -> Result<LakeWriter, LakeError> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(1).expect("valid level"),
+            ))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let inner = RecordBatchWriter::for_table(&self.table)
+            .map_err(|e| self.err(e))?
+            .with_writer_properties(props);
+        Ok(LakeWriter {
+            inner,
+            adds: Vec::new(),
+            rows: 0,
+            table: self.path.to_string(),
+        })
+    }
+}
+
+/// Batches on their way into one lake commit. Data files are written as the buffer fills;
+/// nothing is visible to readers until [`LakeWriter::commit`].
+pub struct LakeWriter {
+    inner: RecordBatchWriter,
+    adds: Vec<Action>,
+    rows: u64,
+    table: String,
+}
+
+impl LakeWriter {
+    fn err(&self, source: DeltaTableError) -> LakeError {
+        LakeError::Delta {
+            table: self.table.clone(),
+            source,
+        }
+    }
+
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<(), LakeError> {
+        self.rows += batch.num_rows() as u64;
+        // Same columns and types; take the table's exact field metadata and nullability.
+        let batch = RecordBatch::try_new(self.inner.arrow_schema(), batch.columns().to_vec())
+            .map_err(|source| LakeError::Arrow {
+                table: self.table.clone(),
+                source,
+            })?;
+        self.inner.write(batch).await.map_err(|e| self.err(e))?;
+        if self.inner.buffer_len() >= FLUSH_BYTES {
+            let adds = self.inner.flush().await.map_err(|e| self.err(e))?;
+            self.adds.extend(adds.into_iter().map(Action::Add));
+        }
+        Ok(())
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Commits everything written, together with the position: application transactions
+    /// (`(app_id, version)`) and commit metadata. Returns the new table version, or None when
+    /// there was nothing to commit.
+    ///
+    /// This is the only place a position advances, and it advances atomically with its data.
+    pub async fn commit(
+        mut self,
+        table: &mut LakeTable,
+        positions: Vec<(String, i64)>,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Option<i64>, LakeError> {
+        let adds = self.inner.flush().await.map_err(|e| self.err(e))?;
+        self.adds.extend(adds.into_iter().map(Action::Add));
+        if self.adds.is_empty() && positions.is_empty() {
+            return Ok(None);
+        }
+        let props = CommitProperties::default()
+            .with_metadata(metadata)
+            .with_application_transactions(
+                positions
+                    .into_iter()
+                    .map(|(id, v)| Transaction::new(id, v))
+                    .collect(),
+            );
+        let snapshot = table.table.snapshot().map_err(|e| self.err(e))?;
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(vec![INGEST_DATE.to_string()]),
+            predicate: None,
+        };
+        let finalized = CommitBuilder::from(props)
+            .with_actions(std::mem::take(&mut self.adds))
+            .build(Some(snapshot), table.table.log_store(), operation)
+            .await
+            .map_err(|e| self.err(e))?;
+        let version = finalized.version() as i64;
+        table.refresh().await?;
+        Ok(Some(version))
+    }
+}

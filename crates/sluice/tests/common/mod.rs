@@ -1,0 +1,96 @@
+//! Test sandbox: a temporary project folder, the real `sluice` binary, and the real DuckDB
+//! file it writes, read back as the oracle.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    pub fn config(&self, text: &str) {
+        self.write("sluice.toml", text);
+    }
+
+    pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.arg("--config")
+            .arg(self.path("sluice.toml"))
+            .args(args)
+            .current_dir(self.dir.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run sluice")
+    }
+
+    /// Runs a command that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, &[]);
+        assert!(
+            out.status.success(),
+            "sluice {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn sync_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["--json", "sync"])).unwrap()
+    }
+
+    pub fn query_lake(&self, sql: &str) -> Vec<serde_json::Value> {
+        let out = self.ok(&["--json", "query", sql]);
+        match serde_json::from_str(&out).unwrap() {
+            serde_json::Value::Array(rows) => rows,
+            other => panic!("not an array: {other}"),
+        }
+    }
+
+    /// Rows of a DuckDB query, every value rendered by DuckDB as text (NULL as None).
+    pub fn duck(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        duck_rows(&self.path("warehouse.duckdb"), sql)
+    }
+}
+
+pub fn duck_rows(db: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
+    let conn = duckdb::Connection::open(db).expect("open duckdb");
+    let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut rows = stmt.query([]).unwrap();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().unwrap() {
+        let n = r.as_ref().column_count();
+        out.push(
+            (0..n)
+                .map(|i| r.get::<_, Option<String>>(i).unwrap())
+                .collect(),
+        );
+    }
+    out
+}
+
+/// `Some("x")` shorthand for expected rows.
+pub fn s(v: &str) -> Option<String> {
+    Some(v.to_string())
+}

@@ -1,0 +1,327 @@
+//! Delimited text (CSV, TSV, TPC-H `.tbl` with its trailing `|`, any one-byte delimiter).
+//!
+//! Each record is checked for field count, UTF-8 and per-column parsing; a record that fails
+//! any check becomes a reject with its line number and raw text, and the rest go on.
+
+use std::io::Read;
+
+use arrow::datatypes::SchemaRef;
+use csv::ByteRecord;
+
+use sluice_core::reject::Reject;
+
+use super::rows::RowBatcher;
+use super::{FileEvent, ReadStats, TextOptions, BATCH_ROWS};
+use crate::values::Inference;
+use crate::SourceError;
+
+fn reader(r: Box<dyn Read + Send>, opts: &TextOptions) -> csv::Reader<Box<dyn Read + Send>> {
+    csv::ReaderBuilder::new()
+        .delimiter(opts.delimiter)
+        .quote(opts.quote)
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(1 << 20)
+        .from_reader(r)
+}
+
+/// Field count without the empty field a trailing delimiter leaves (`a|b|c|`).
+fn field_count(rec: &ByteRecord, expected: usize) -> usize {
+    let n = rec.len();
+    if n == expected + 1 && rec.get(n - 1).is_some_and(|f| f.is_empty()) {
+        n - 1
+    } else {
+        n
+    }
+}
+
+fn raw_text(rec: &ByteRecord, delimiter: u8) -> String {
+    let joined = rec.iter().collect::<Vec<_>>().join(&[delimiter][..]);
+    String::from_utf8_lossy(&joined).into_owned()
+}
+
+fn next(
+    rdr: &mut csv::Reader<Box<dyn Read + Send>>,
+    rec: &mut ByteRecord,
+    id: &str,
+) -> Result<bool, SourceError> {
+    rdr.read_byte_record(rec).map_err(|e| match e.into_kind() {
+        csv::ErrorKind::Io(source) => SourceError::Io {
+            file: id.to_string(),
+            source,
+        },
+        other => SourceError::File {
+            file: id.to_string(),
+            message: format!("{other:?}"),
+        },
+    })
+}
+
+/// Header names, without a trailing empty one.
+fn header_names(rec: &ByteRecord) -> Vec<String> {
+    let mut names: Vec<String> = rec
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).trim().to_string())
+        .collect();
+    if names.last().is_some_and(|n| n.is_empty()) {
+        names.pop();
+    }
+    names
+}
+
+pub fn sample(
+    r: Box<dyn Read + Send>,
+    id: &str,
+    opts: &TextOptions,
+    max_rows: usize,
+    names: &mut Vec<String>,
+    infer: &mut Vec<Inference>,
+) -> Result<(), SourceError> {
+    let mut rdr = reader(r, opts);
+    let mut rec = ByteRecord::new();
+    // Column position in `names` of each field of this file.
+    let mut mapping: Option<Vec<usize>> = None;
+    let mut rows = 0;
+    while rows < max_rows && next(&mut rdr, &mut rec, id)? {
+        let map = match &mapping {
+            Some(m) => m,
+            None => {
+                let here = if opts.header {
+                    header_names(&rec)
+                } else {
+                    let n = field_count(&rec, rec.len().saturating_sub(1));
+                    (1..=n).map(|i| format!("c{i}")).collect()
+                };
+                let m: Vec<usize> = here
+                    .iter()
+                    .map(|n| match names.iter().position(|x| x == n) {
+                        Some(i) => i,
+                        None => {
+                            names.push(n.clone());
+                            infer.push(Inference::default());
+                            names.len() - 1
+                        }
+                    })
+                    .collect();
+                mapping = Some(m);
+                if opts.header {
+                    continue;
+                }
+                mapping.as_ref().expect("just set")
+            }
+        };
+        if field_count(&rec, map.len()) != map.len() {
+            continue; // a malformed row says nothing about types; reading will quarantine it
+        }
+        for (field, &col) in rec.iter().zip(map) {
+            match std::str::from_utf8(field) {
+                Ok(s) if s == opts.null_value => infer[col].observe_null(),
+                Ok(s) => infer[col].observe_text(s),
+                Err(_) => infer[col].observe_text("\u{fffd}"),
+            }
+        }
+        rows += 1;
+    }
+    Ok(())
+}
+
+pub fn read(
+    r: Box<dyn Read + Send>,
+    id: &str,
+    opts: &TextOptions,
+    schema: &SchemaRef,
+    emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
+) -> Result<ReadStats, SourceError> {
+    let mut rdr = reader(r, opts);
+    let mut rec = ByteRecord::new();
+    let ncols = schema.fields().len();
+    // For each schema column, which field of the record holds it (None: absent from this file).
+    let mut mapping: Vec<Option<usize>> = (0..ncols).map(Some).collect();
+    let mut expected = ncols;
+    let mut batcher =
+        RowBatcher::new(schema.clone(), BATCH_ROWS).map_err(|m| SourceError::File {
+            file: id.into(),
+            message: m,
+        })?;
+    let mut stats = ReadStats::default();
+    let mut first = true;
+    while next(&mut rdr, &mut rec, id)? {
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        if first && opts.header {
+            first = false;
+            let names = header_names(&rec);
+            let unknown: Vec<&String> = names
+                .iter()
+                .filter(|n| schema.index_of(n).is_err())
+                .collect();
+            if !unknown.is_empty() {
+                return Err(SourceError::File {
+                    file: id.into(),
+                    message: format!(
+                        "header has columns the table does not: {} (table columns: {})",
+                        unknown
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+            mapping = schema
+                .fields()
+                .iter()
+                .map(|f| names.iter().position(|n| n == f.name()))
+                .collect();
+            expected = names.len();
+            continue;
+        }
+        first = false;
+        let reject = |column: Option<String>, reason: String| {
+            FileEvent::Reject(Reject {
+                file: id.to_string(),
+                line,
+                column,
+                raw: raw_text(&rec, opts.delimiter),
+                reason,
+            })
+        };
+        let n = field_count(&rec, expected);
+        if n != expected {
+            stats.rejects += 1;
+            emit(reject(
+                None,
+                format!("expected {expected} fields, found {n}"),
+            ))?;
+            continue;
+        }
+        let mut fields: Vec<Option<&str>> = Vec::with_capacity(ncols);
+        let mut bad = None;
+        for (i, m) in mapping.iter().enumerate() {
+            let Some(j) = m else {
+                fields.push(None);
+                continue;
+            };
+            match std::str::from_utf8(&rec[*j]) {
+                Ok(s) if s == opts.null_value => fields.push(None),
+                Ok(s) => fields.push(Some(s)),
+                Err(e) => {
+                    bad = Some((i, format!("invalid UTF-8 at byte {}", e.valid_up_to())));
+                    break;
+                }
+            }
+        }
+        let result = match bad {
+            Some((column, reason)) => Err(super::rows::RowError { column, reason }),
+            None => batcher.push_row(&fields),
+        };
+        if let Err(e) = result {
+            stats.rejects += 1;
+            let col = schema.field(e.column).name().clone();
+            emit(reject(
+                Some(col.clone()),
+                format!("column {col}: {}", e.reason),
+            ))?;
+            continue;
+        }
+        stats.rows += 1;
+        if batcher.is_full() {
+            emit(FileEvent::Rows(batcher.take().expect("full")))?;
+        }
+    }
+    if let Some(b) = batcher.take() {
+        emit(FileEvent::Rows(b))?;
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    use super::*;
+
+    fn opts(header: bool) -> TextOptions {
+        TextOptions {
+            delimiter: b'|',
+            quote: b'"',
+            header,
+            null_value: String::new(),
+        }
+    }
+
+    fn run(text: &'static str, header: bool, schema: SchemaRef) -> (Vec<RecordBatch>, Vec<Reject>) {
+        let mut batches = Vec::new();
+        let mut rejects = Vec::new();
+        read(
+            Box::new(text.as_bytes()),
+            "t",
+            &opts(header),
+            &schema,
+            &mut |ev| {
+                match ev {
+                    FileEvent::Rows(b) => batches.push(b),
+                    FileEvent::Reject(r) => rejects.push(r),
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        (batches, rejects)
+    }
+
+    use arrow::array::RecordBatch;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]))
+    }
+
+    #[test]
+    fn trailing_delimiter_is_not_a_field_and_short_rows_are_rejected() {
+        let (b, r) = run("1|x|\n2|y\n3\n4|z|extra|\n", false, schema());
+        let a = b[0].column(0).as_primitive::<Int64Type>();
+        assert_eq!(a.values().to_vec(), vec![1, 2]);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!((r[0].line, r[1].line), (3, 4));
+        assert_eq!(r[1].raw, "4|z|extra|");
+    }
+
+    #[test]
+    fn header_maps_columns_by_name_in_any_order() {
+        let (b, r) = run("b|a\nx|1\n|2\n", true, schema());
+        assert!(r.is_empty());
+        assert_eq!(
+            b[0].column(0).as_primitive::<Int64Type>().values().to_vec(),
+            vec![1, 2]
+        );
+        assert_eq!(b[0].column(1).as_string::<i32>().value(0), "x");
+        assert!(b[0].column(1).is_null(1));
+    }
+
+    #[test]
+    fn unknown_header_column_names_the_columns() {
+        let err = read(
+            Box::new(&b"a|c\n1|2\n"[..]),
+            "f.csv",
+            &opts(true),
+            &schema(),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("f.csv") && err.to_string().contains("c"),
+            "{err}"
+        );
+    }
+}

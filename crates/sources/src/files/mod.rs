@@ -1,0 +1,322 @@
+//! The files source: nightly drops and folders of CSV/TSV/delimited text, JSON (lines or
+//! arrays) and Parquet, optionally `.gz`/`.zst`, on local disk or S3.
+//!
+//! The engine asks for the files not yet consumed ([`FilesSource::list`] + the lake's
+//! positions), fetches each ([`FilesSource::fetch`]: local files are read in place, remote ones
+//! streamed to a temporary file, so memory stays flat whatever the size), and reads it
+//! ([`FilesSource::read`]) into batches of the table's schema plus rejects for the quarantine.
+
+mod delimited;
+mod json;
+pub mod listing;
+mod parquet_file;
+mod rows;
+
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use tokio::io::AsyncWriteExt;
+
+use sluice_core::config::{
+    single_byte, split_column, FileFormat, SourceConfig, DEFAULT_SAMPLE_FILES, DEFAULT_SAMPLE_ROWS,
+};
+use sluice_core::reject::Reject;
+use sluice_core::store::StoreOptions;
+
+pub use listing::{FileEntry, FileLocation};
+
+use crate::values::Inference;
+use crate::SourceError;
+
+/// Rows per Arrow batch: large enough to amortise per-batch work, small enough (a few MB for
+/// typical rows) to keep memory flat.
+pub const BATCH_ROWS: usize = 64 * 1024;
+
+/// What reading a file produces, in order.
+pub enum FileEvent {
+    Rows(RecordBatch),
+    Reject(Reject),
+}
+
+/// Counts for one file.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadStats {
+    pub rows: u64,
+    pub rejects: u64,
+}
+
+/// How delimited text is read.
+#[derive(Debug, Clone)]
+pub struct TextOptions {
+    pub delimiter: u8,
+    pub quote: u8,
+    pub header: bool,
+    pub null_value: String,
+}
+
+/// A file ready to read: in place, or a temporary local copy of a remote one.
+pub struct LocalFile {
+    path: PathBuf,
+    _temp: Option<tempfile::TempPath>,
+}
+
+/// The schema inferred for a table, with the evidence for each column's type.
+#[derive(Debug)]
+pub struct InferredSchema {
+    pub schema: SchemaRef,
+    /// Per column: (values seen, nulls seen, the value that widened it, if any).
+    pub evidence: Vec<crate::values::ColumnEvidence>,
+    pub files_sampled: usize,
+}
+
+pub struct FilesSource {
+    pub name: String,
+    pub table: String,
+    location: FileLocation,
+    format: Option<FileFormat>,
+    delimiter: Option<u8>,
+    quote: u8,
+    header: Option<bool>,
+    null_value: String,
+    declared: Option<SchemaRef>,
+    sample_rows: usize,
+}
+
+impl FilesSource {
+    /// Builds the source from its (validated) config; `url` is already resolved against the
+    /// config directory.
+    pub fn new(
+        name: &str,
+        table: &str,
+        cfg: &SourceConfig,
+        url: &str,
+        opts: &StoreOptions,
+    ) -> Result<FilesSource, SourceError> {
+        let config_err = |message: String| SourceError::Config {
+            source_name: name.to_string(),
+            message,
+        };
+        let location = FileLocation::new(url, cfg.pattern.clone(), opts).map_err(config_err)?;
+        let declared = match &cfg.columns {
+            None => None,
+            Some(cols) => {
+                let fields = cols
+                    .iter()
+                    .map(|c| split_column(c).map(|(n, t)| Field::new(n, t, true)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(config_err)?;
+                Some(Arc::new(Schema::new(fields)))
+            }
+        };
+        Ok(FilesSource {
+            name: name.to_string(),
+            table: table.to_string(),
+            location,
+            format: cfg.format,
+            delimiter: cfg.delimiter.as_deref().and_then(single_byte),
+            quote: cfg.quote.as_deref().and_then(single_byte).unwrap_or(b'"'),
+            header: cfg.header,
+            null_value: cfg.null_value.clone().unwrap_or_default(),
+            declared,
+            sample_rows: cfg.sample_rows.unwrap_or(DEFAULT_SAMPLE_ROWS),
+        })
+    }
+
+    pub fn declared_schema(&self) -> Option<SchemaRef> {
+        self.declared.clone()
+    }
+
+    /// Every file of the source, oldest date first.
+    pub async fn list(&self) -> Result<Vec<FileEntry>, SourceError> {
+        self.location.list().await
+    }
+
+    /// Makes a file readable locally, streaming a remote one to a temporary file.
+    pub async fn fetch(&self, entry: &FileEntry) -> Result<LocalFile, SourceError> {
+        if let Some(path) = self.location.local_path(entry) {
+            return Ok(LocalFile { path, _temp: None });
+        }
+        let io = |source: std::io::Error| SourceError::Io {
+            file: entry.id.clone(),
+            source,
+        };
+        let get = self
+            .location
+            .store()
+            .get(&entry.path)
+            .await
+            .map_err(|e| SourceError::File {
+                file: entry.id.clone(),
+                message: e.to_string(),
+            })?;
+        let temp = tempfile::NamedTempFile::new().map_err(io)?.into_temp_path();
+        let mut out = tokio::fs::File::create(&temp).await.map_err(io)?;
+        let mut stream = get.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| SourceError::File {
+                file: entry.id.clone(),
+                message: e.to_string(),
+            })?;
+            out.write_all(&chunk).await.map_err(io)?;
+        }
+        out.flush().await.map_err(io)?;
+        Ok(LocalFile {
+            path: temp.to_path_buf(),
+            _temp: Some(temp),
+        })
+    }
+
+    fn format_of(&self, entry: &FileEntry) -> FileFormat {
+        if let Some(f) = self.format {
+            return f;
+        }
+        let name = strip_compression(&entry.id).to_ascii_lowercase();
+        if name.ends_with(".parquet") {
+            FileFormat::Parquet
+        } else if name.ends_with(".json") || name.ends_with(".jsonl") || name.ends_with(".ndjson") {
+            FileFormat::Json
+        } else if name.ends_with(".tsv") {
+            FileFormat::Tsv
+        } else {
+            FileFormat::Csv
+        }
+    }
+
+    fn text_options(&self, entry: &FileEntry, format: FileFormat) -> TextOptions {
+        // TPC-H `.tbl` files: `|`-delimited, no header, unless the config says otherwise.
+        let tbl = strip_compression(&entry.id)
+            .to_ascii_lowercase()
+            .ends_with(".tbl");
+        let delimiter = self.delimiter.unwrap_or(match format {
+            FileFormat::Tsv => b'\t',
+            _ if tbl => b'|',
+            _ => b',',
+        });
+        TextOptions {
+            delimiter,
+            quote: self.quote,
+            header: self.header.unwrap_or(!tbl),
+            null_value: self.null_value.clone(),
+        }
+    }
+
+    /// Infers the table schema from a sample of rows across several files.
+    pub fn infer_schema(
+        &self,
+        files: &[(FileEntry, LocalFile)],
+    ) -> Result<InferredSchema, SourceError> {
+        let mut names: Vec<String> = Vec::new();
+        let mut infer: Vec<Inference> = Vec::new();
+        let mut parquet_schema: Option<SchemaRef> = None;
+        let mut sampled = 0;
+        for (entry, file) in files.iter().take(DEFAULT_SAMPLE_FILES) {
+            sampled += 1;
+            let format = self.format_of(entry);
+            match format {
+                FileFormat::Parquet => {
+                    parquet_schema.get_or_insert(parquet_file::schema(&file.path, &entry.id)?);
+                }
+                FileFormat::Json => json::sample(
+                    open_decoded(&file.path, &entry.id)?,
+                    &entry.id,
+                    self.sample_rows,
+                    &mut names,
+                    &mut infer,
+                )?,
+                FileFormat::Csv | FileFormat::Tsv => {
+                    let opts = self.text_options(entry, format);
+                    delimited::sample(
+                        open_decoded(&file.path, &entry.id)?,
+                        &entry.id,
+                        &opts,
+                        self.sample_rows,
+                        &mut names,
+                        &mut infer,
+                    )?
+                }
+            }
+        }
+        if let Some(s) = parquet_schema {
+            return Ok(InferredSchema {
+                evidence: Vec::new(),
+                schema: s,
+                files_sampled: sampled,
+            });
+        }
+        let fields: Vec<Field> = names
+            .iter()
+            .zip(&infer)
+            .map(|(n, i)| Field::new(n, i.data_type(), true))
+            .collect();
+        Ok(InferredSchema {
+            schema: Arc::new(Schema::new(fields)),
+            evidence: infer.into_iter().map(|i| i.evidence).collect(),
+            files_sampled: sampled,
+        })
+    }
+
+    /// Reads one file into batches of `schema` and rejects, handing each to `emit` as it goes
+    /// (memory stays at one batch). `emit` failing stops the read.
+    pub fn read(
+        &self,
+        entry: &FileEntry,
+        file: &LocalFile,
+        schema: &SchemaRef,
+        emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
+    ) -> Result<ReadStats, SourceError> {
+        let format = self.format_of(entry);
+        match format {
+            FileFormat::Parquet => parquet_file::read(&file.path, &entry.id, schema, emit),
+            FileFormat::Json => json::read(
+                open_decoded(&file.path, &entry.id)?,
+                &entry.id,
+                schema,
+                emit,
+            ),
+            FileFormat::Csv | FileFormat::Tsv => {
+                let opts = self.text_options(entry, format);
+                delimited::read(
+                    open_decoded(&file.path, &entry.id)?,
+                    &entry.id,
+                    &opts,
+                    schema,
+                    emit,
+                )
+            }
+        }
+    }
+}
+
+fn strip_compression(name: &str) -> &str {
+    name.strip_suffix(".gz")
+        .or_else(|| name.strip_suffix(".zst"))
+        .unwrap_or(name)
+}
+
+/// Opens a file, decompressing `.gz` (all members) and `.zst` transparently.
+fn open_decoded(path: &std::path::Path, id: &str) -> Result<Box<dyn Read + Send>, SourceError> {
+    let io = |source: std::io::Error| SourceError::Io {
+        file: id.to_string(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let f = BufReader::with_capacity(1 << 20, f);
+    Ok(if id.ends_with(".gz") {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(f),
+        ))
+    } else if id.ends_with(".zst") {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            zstd::stream::read::Decoder::with_buffer(f).map_err(io)?,
+        ))
+    } else {
+        Box::new(f)
+    })
+}

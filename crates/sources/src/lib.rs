@@ -1,0 +1,11 @@
+//! sluice sources. Each source turns what it reads into Arrow batches of source rows (the
+//! engine stamps the change columns and lands them) plus rejects for the quarantine.
+//!
+//! - [`files`]: CSV/TSV/any delimiter, JSON lines and arrays, Parquet; `.gz`/`.zst`; local
+//!   folders and `s3://`; `{date}` folders.
+
+pub mod error;
+pub mod files;
+pub mod values;
+
+pub use error::SourceError;

@@ -1,0 +1,417 @@
+//! The embedded DuckDB warehouse (the default: a file beside the config, no server).
+//!
+//! One load, one transaction:
+//!
+//! ```text
+//!   BEGIN
+//!     CREATE SCHEMA/TABLE IF NOT EXISTS  "<source>"."<table>"      (types from the Arrow schema)
+//!     CREATE TABLE _sluice."stage_…"      ← Arrow appender          (every change row)
+//!     merge:   DELETE target rows whose key is staged; INSERT the latest change per key
+//!              (by _sluice_seq) unless it is a delete (soft: kept with _sluice_deleted)
+//!     append:  INSERT every change with _sluice_op and _sluice_seq
+//!     replace: DELETE everything; INSERT the latest rows
+//!     UPSERT _sluice.ledger (lake version, seq)
+//!     DROP staging
+//!   COMMIT
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use duckdb::{params, Connection};
+
+use sluice_core::change::{is_change_column, DELETED, LOADED_AT, OP, SEQ, SOURCE_TS};
+use sluice_core::config::{Deletes, LoadMode};
+use sluice_core::failpoint;
+use sluice_core::names::{identifier, identifiers, quote_ident as q, quote_literal};
+
+use crate::{LedgerEntry, LoadReport, Target, Warehouse, WarehouseError};
+
+/// DuckDB has no short identifier limit; keep names readable everywhere they may travel.
+pub const MAX_IDENTIFIER: usize = 255;
+
+pub struct DuckDb {
+    conn: Connection,
+    path: String,
+}
+
+/// The DuckDB type of an Arrow type: the one mapping for this warehouse.
+pub fn duckdb_type(t: &DataType) -> Option<String> {
+    Some(match t {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INTEGER".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::UInt8 => "UTINYINT".into(),
+        DataType::UInt16 => "USMALLINT".into(),
+        DataType::UInt32 => "UINTEGER".into(),
+        DataType::UInt64 => "UBIGINT".into(),
+        DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Decimal128(p, s) if *p <= 38 => format!("DECIMAL({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BLOB".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Timestamp(TimeUnit::Microsecond, None) => "TIMESTAMP".into(),
+        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => "TIMESTAMPTZ".into(),
+        DataType::Time64(TimeUnit::Microsecond) => "TIME".into(),
+        _ => return None,
+    })
+}
+
+/// The Arrow type the appender is handed for a lake type (views and large types narrowed).
+fn append_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        other => other.clone(),
+    }
+}
+
+impl DuckDb {
+    pub fn open(path: &str) -> Result<DuckDb, WarehouseError> {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let conn = Connection::open(path).map_err(|source| WarehouseError::Open {
+            path: path.into(),
+            source,
+        })?;
+        let db = DuckDb {
+            conn,
+            path: path.into(),
+        };
+        db.exec(
+            "_sluice.ledger",
+            "CREATE SCHEMA IF NOT EXISTS _sluice;
+             CREATE TABLE IF NOT EXISTS _sluice.ledger (
+                 target_schema VARCHAR NOT NULL, target_table VARCHAR NOT NULL,
+                 source VARCHAR NOT NULL, source_table VARCHAR NOT NULL, load_mode VARCHAR NOT NULL,
+                 lake_version BIGINT NOT NULL, lake_seq BIGINT NOT NULL,
+                 changes_loaded BIGINT NOT NULL, loaded_at TIMESTAMPTZ NOT NULL,
+                 PRIMARY KEY (target_schema, target_table));",
+        )?;
+        Ok(db)
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn exec(&self, table: &str, sql: &str) -> Result<(), WarehouseError> {
+        self.conn
+            .execute_batch(sql)
+            .map_err(|source| WarehouseError::Duckdb {
+                table: table.into(),
+                source,
+            })
+    }
+
+    fn table_exists(&self, schema: &str, table: &str) -> Result<bool, WarehouseError> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                params![schema, table],
+                |r| r.get(0),
+            )
+            .map_err(|source| WarehouseError::Duckdb { table: format!("{schema}.{table}"), source })?;
+        Ok(n > 0)
+    }
+
+    fn load_in_transaction(
+        &mut self,
+        target: &Target,
+        schema: &SchemaRef,
+        batches: &mut dyn Iterator<Item = Result<RecordBatch, String>>,
+        upto: LedgerEntry,
+    ) -> Result<LoadReport, WarehouseError> {
+        let name = target.display();
+        let e = |source| WarehouseError::Duckdb {
+            table: name.clone(),
+            source,
+        };
+
+        // Column names: source columns mapped once, change columns as they are.
+        let data_fields: Vec<&Arc<Field>> = schema
+            .fields()
+            .iter()
+            .filter(|f| !is_change_column(f.name()))
+            .collect();
+        let mapped = identifiers(
+            data_fields.iter().map(|f| f.name().as_str()),
+            MAX_IDENTIFIER,
+        );
+        let col_of = |source_name: &str| -> Option<String> {
+            data_fields
+                .iter()
+                .position(|f| f.name() == source_name)
+                .map(|i| mapped[i].clone())
+        };
+        let sql_type = |f: &Field| {
+            duckdb_type(f.data_type()).ok_or_else(|| WarehouseError::Type {
+                table: name.clone(),
+                column: f.name().clone(),
+                data_type: f.data_type().to_string(),
+            })
+        };
+        let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
+
+        // Target table.
+        if !self.table_exists(&target.schema, &target.table)? {
+            let mut cols = Vec::new();
+            for (f, m) in data_fields.iter().zip(&mapped) {
+                cols.push(format!("{} {}", q(m), sql_type(f)?));
+            }
+            match target.mode {
+                LoadMode::Append => {
+                    cols.push(format!("{} VARCHAR NOT NULL", q(OP)));
+                    cols.push(format!("{} BIGINT NOT NULL", q(SEQ)));
+                }
+                _ => {}
+            }
+            cols.push(format!("{} TIMESTAMPTZ", q(SOURCE_TS)));
+            cols.push(format!("{} TIMESTAMPTZ NOT NULL", q(LOADED_AT)));
+            if target.mode == LoadMode::Merge && target.deletes == Deletes::Soft {
+                cols.push(format!("{} BOOLEAN NOT NULL DEFAULT false", q(DELETED)));
+            }
+            self.exec(
+                &name,
+                &format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {tgt} ({});",
+                    q(&target.schema),
+                    cols.join(", ")
+                ),
+            )?;
+        }
+
+        // Staging: every change row, appended as Arrow.
+        let stage_name = identifier(
+            &format!("stage_{}_{}", target.schema, target.table),
+            MAX_IDENTIFIER,
+        );
+        let stage = format!("_sluice.{}", q(&stage_name));
+        let append_fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .clone()
+                    .with_data_type(append_type(f.data_type()))
+                    .with_nullable(true)
+            })
+            .collect();
+        let append_schema = Arc::new(Schema::new(append_fields));
+        let mut stage_cols = Vec::new();
+        for f in append_schema.fields() {
+            let n = if is_change_column(f.name()) {
+                f.name().clone()
+            } else {
+                col_of(f.name()).expect("data column")
+            };
+            stage_cols.push(format!("{} {}", q(&n), sql_type(f)?));
+        }
+        self.exec(
+            &name,
+            &format!(
+                "CREATE OR REPLACE TABLE {stage} ({});",
+                stage_cols.join(", ")
+            ),
+        )?;
+        let mut changes = 0u64;
+        {
+            let mut app = self
+                .conn
+                .appender_to_db(&stage_name, "_sluice")
+                .map_err(e)?;
+            for batch in batches {
+                let batch = batch.map_err(|message| WarehouseError::Input {
+                    table: name.clone(),
+                    message,
+                })?;
+                let cols = batch
+                    .columns()
+                    .iter()
+                    .zip(append_schema.fields())
+                    .map(|(c, f)| {
+                        if c.data_type() == f.data_type() {
+                            Ok(c.clone())
+                        } else {
+                            cast(c, f.data_type())
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|err| WarehouseError::Input {
+                        table: name.clone(),
+                        message: err.to_string(),
+                    })?;
+                let batch = RecordBatch::try_new(append_schema.clone(), cols).map_err(|err| {
+                    WarehouseError::Input {
+                        table: name.clone(),
+                        message: err.to_string(),
+                    }
+                })?;
+                changes += batch.num_rows() as u64;
+                app.append_record_batch(batch).map_err(e)?;
+            }
+            app.flush().map_err(e)?;
+        }
+
+        // Apply.
+        let data_cols: Vec<String> = mapped.iter().map(|m| q(m)).collect();
+        let data_list = data_cols.join(", ");
+        let keys: Vec<String> = target
+            .key
+            .iter()
+            .map(|k| {
+                col_of(k)
+                    .map(|c| q(&c))
+                    .ok_or_else(|| WarehouseError::Schema {
+                        table: name.clone(),
+                        message: format!("key column `{k}` is not a column of the table"),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        if keys.is_empty() && target.mode == LoadMode::Merge {
+            return Err(WarehouseError::Schema {
+                table: name,
+                message: "merge needs key columns (primary_key)".into(),
+            });
+        }
+        let latest = |where_extra: &str| {
+            format!(
+                "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {} DESC) AS _sluice_rn FROM {stage}) WHERE _sluice_rn = 1{where_extra}",
+                keys.join(", "),
+                q(SEQ)
+            )
+        };
+        let live = format!(" AND {} <> 'd'", q(OP));
+        let sql = match target.mode {
+            LoadMode::Append => format!(
+                "INSERT INTO {tgt} ({data_list}, {op}, {seq}, {ts}, {la}) SELECT {data_list}, {op}, {seq}, {ts}, now() FROM {stage} ORDER BY {seq};",
+                op = q(OP), seq = q(SEQ), ts = q(SOURCE_TS), la = q(LOADED_AT)
+            ),
+            LoadMode::Merge => {
+                let on = keys.iter().map(|k| format!("{tgt}.{k} = s.{k}")).collect::<Vec<_>>().join(" AND ");
+                let delete = format!("DELETE FROM {tgt} USING {stage} AS s WHERE {on};");
+                let insert = if target.deletes == Deletes::Soft {
+                    format!(
+                        "INSERT INTO {tgt} ({data_list}, {ts}, {la}, {del}) SELECT {data_list}, {ts}, now(), {op} = 'd' FROM ({});",
+                        latest(""), ts = q(SOURCE_TS), la = q(LOADED_AT), del = q(DELETED), op = q(OP)
+                    )
+                } else {
+                    format!(
+                        "INSERT INTO {tgt} ({data_list}, {ts}, {la}) SELECT {data_list}, {ts}, now() FROM ({});",
+                        latest(&live), ts = q(SOURCE_TS), la = q(LOADED_AT)
+                    )
+                };
+                format!("{delete}\n{insert}")
+            }
+            LoadMode::Replace => {
+                let rows = if keys.is_empty() {
+                    format!("SELECT * FROM {stage} WHERE {} <> 'd'", q(OP))
+                } else {
+                    latest(&live)
+                };
+                if changes == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        "DELETE FROM {tgt};\nINSERT INTO {tgt} ({data_list}, {ts}, {la}) SELECT {data_list}, {ts}, now() FROM ({rows});",
+                        ts = q(SOURCE_TS), la = q(LOADED_AT)
+                    )
+                }
+            }
+            LoadMode::History => {
+                return Err(WarehouseError::Schema { table: name, message: "history mode is not available in this build yet".into() })
+            }
+        };
+        self.exec(&name, &sql)?;
+        self.exec(
+            &name,
+            &format!(
+                "INSERT INTO _sluice.ledger VALUES ({}, {}, {}, {}, {}, {}, {}, {changes}, now())
+                 ON CONFLICT (target_schema, target_table) DO UPDATE SET
+                   lake_version = excluded.lake_version, lake_seq = excluded.lake_seq,
+                   changes_loaded = changes_loaded + excluded.changes_loaded,
+                   loaded_at = excluded.loaded_at, load_mode = excluded.load_mode;
+                 DROP TABLE {stage};",
+                quote_literal(&target.schema),
+                quote_literal(&target.table),
+                quote_literal(&target.source),
+                quote_literal(&target.source_table),
+                quote_literal(target.mode.name()),
+                upto.lake_version,
+                upto.seq,
+            ),
+        )?;
+        let rows_after: i64 = self
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {tgt}"), [], |r| r.get(0))
+            .map_err(e)?;
+        Ok(LoadReport {
+            changes,
+            rows_after: rows_after as u64,
+        })
+    }
+}
+
+impl Warehouse for DuckDb {
+    fn ledger(&mut self, target: &Target) -> Result<Option<LedgerEntry>, WarehouseError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT lake_version, lake_seq FROM _sluice.ledger WHERE target_schema = ? AND target_table = ?")
+            .map_err(|source| WarehouseError::Duckdb { table: target.display(), source })?;
+        let mut rows = stmt
+            .query(params![target.schema, target.table])
+            .map_err(|source| WarehouseError::Duckdb {
+                table: target.display(),
+                source,
+            })?;
+        match rows.next().map_err(|source| WarehouseError::Duckdb {
+            table: target.display(),
+            source,
+        })? {
+            Some(r) => Ok(Some(LedgerEntry {
+                lake_version: r.get(0).map_err(|source| WarehouseError::Duckdb {
+                    table: target.display(),
+                    source,
+                })?,
+                seq: r.get(1).map_err(|source| WarehouseError::Duckdb {
+                    table: target.display(),
+                    source,
+                })?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    fn load(
+        &mut self,
+        target: &Target,
+        schema: &SchemaRef,
+        batches: &mut dyn Iterator<Item = Result<RecordBatch, String>>,
+        upto: LedgerEntry,
+    ) -> Result<LoadReport, WarehouseError> {
+        self.exec(&target.display(), "BEGIN TRANSACTION;")?;
+        let result = self.load_in_transaction(target, schema, batches, upto);
+        match result {
+            Ok(report) => {
+                failpoint::hit(failpoint::BEFORE_WAREHOUSE_COMMIT);
+                self.exec(&target.display(), "COMMIT;")?;
+                Ok(report)
+            }
+            Err(err) => {
+                let _ = self.conn.execute_batch("ROLLBACK;");
+                Err(err)
+            }
+        }
+    }
+}
