@@ -21,6 +21,9 @@ pub const DEFAULT_LAKE: &str = "lake";
 /// Default embedded warehouse when no `[warehouses]` is configured.
 pub const DEFAULT_WAREHOUSE_NAME: &str = "local";
 pub const DEFAULT_DUCKDB_PATH: &str = "warehouse.duckdb";
+/// DuckDB would take 80% of RAM; a sync shares the machine, and loads spill to the database
+/// file beyond this, so memory stays flat however large the input.
+pub const DEFAULT_DUCKDB_MEMORY: &str = "512MB";
 /// Rows sampled from each of the first files to infer a schema: enough to see past a few
 /// leading nulls, small enough to keep a first sync quick.
 pub const DEFAULT_SAMPLE_ROWS: usize = 1000;
@@ -90,6 +93,8 @@ pub enum WarehouseConfig {
         /// The database file; default `warehouse.duckdb` beside the config.
         #[serde(default = "default_duckdb_path")]
         path: String,
+        /// DuckDB's memory limit (e.g. `"1GB"`); default [`DEFAULT_DUCKDB_MEMORY`].
+        memory_limit: Option<String>,
     },
     Postgres {
         url: String,
@@ -397,6 +402,7 @@ impl Config {
                 DEFAULT_WAREHOUSE_NAME.into(),
                 WarehouseConfig::Duckdb {
                     path: DEFAULT_DUCKDB_PATH.into(),
+                    memory_limit: None,
                 },
             );
         }

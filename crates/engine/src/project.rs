@@ -77,9 +77,12 @@ impl Project {
     /// Opens a warehouse by name.
     pub fn warehouse(&self, name: &str) -> Result<DuckDb, EngineError> {
         match self.config.warehouses.get(name) {
-            Some(WarehouseConfig::Duckdb { path }) => {
-                Ok(DuckDb::open(&self.config.resolve_path(path))?)
-            }
+            Some(WarehouseConfig::Duckdb { path, memory_limit }) => Ok(DuckDb::open(
+                &self.config.resolve_path(path),
+                memory_limit
+                    .as_deref()
+                    .unwrap_or(sluice_core::config::DEFAULT_DUCKDB_MEMORY),
+            )?),
             Some(other) => Err(EngineError::Usage(format!(
                 "warehouse `{name}` ({}) is not available in this build",
                 other.kind()

@@ -17,12 +17,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use duckdb::{params, Connection};
 
-use sluice_core::change::{is_change_column, DELETED, LOADED_AT, OP, SEQ, SOURCE_TS};
+use sluice_core::change::{is_change_column, DELETED, INGESTED_AT, LOADED_AT, OP, SEQ, SOURCE_TS};
 use sluice_core::config::{Deletes, LoadMode};
 use sluice_core::failpoint;
 use sluice_core::names::{identifier, identifiers, quote_ident as q, quote_literal};
@@ -72,7 +72,8 @@ fn append_type(t: &DataType) -> DataType {
 }
 
 impl DuckDb {
-    pub fn open(path: &str) -> Result<DuckDb, WarehouseError> {
+    /// Opens (creating) the database file; `memory_limit` is DuckDB's (e.g. `"512MB"`).
+    pub fn open(path: &str, memory_limit: &str) -> Result<DuckDb, WarehouseError> {
         if let Some(parent) = std::path::Path::new(path).parent() {
             let _ = std::fs::create_dir_all(parent);
         }
@@ -84,6 +85,13 @@ impl DuckDb {
             conn,
             path: path.into(),
         };
+        db.exec(
+            "(settings)",
+            &format!(
+                "SET memory_limit = {};",
+                quote_literal(memory_limit)
+            ),
+        )?;
         db.exec(
             "_sluice.ledger",
             "CREATE SCHEMA IF NOT EXISTS _sluice;
@@ -218,50 +226,77 @@ impl DuckDb {
             };
             stage_cols.push(format!("{} {}", q(&n), sql_type(f)?));
         }
-        self.exec(
-            &name,
-            &format!(
-                "CREATE OR REPLACE TABLE {stage} ({});",
-                stage_cols.join(", ")
-            ),
-        )?;
-        let mut changes = 0u64;
-        {
-            let mut app = self
-                .conn
-                .appender_to_db(&stage_name, "_sluice")
-                .map_err(e)?;
-            for batch in batches {
-                let batch = batch.map_err(|message| WarehouseError::Input {
-                    table: name.clone(),
-                    message,
-                })?;
-                let cols = batch
-                    .columns()
+        if target.mode != LoadMode::Append {
+            self.exec(
+                &name,
+                &format!(
+                    "CREATE OR REPLACE TABLE {stage} ({});",
+                    stage_cols.join(", ")
+                ),
+            )?;
+        }
+        // Append mode writes straight into the target (one pass, no staging copy); the other
+        // modes stage every change and apply them with SQL. Both inside the transaction.
+        let loaded_at: i64 = self
+            .conn
+            .query_row("SELECT epoch_us(now())", [], |r| r.get(0))
+            .map_err(e)?;
+        let changes = if target.mode == LoadMode::Append {
+            let out = Arc::new(Schema::new(
+                append_schema
+                    .fields()
                     .iter()
-                    .zip(append_schema.fields())
-                    .map(|(c, f)| {
-                        if c.data_type() == f.data_type() {
-                            Ok(c.clone())
-                        } else {
-                            cast(c, f.data_type())
-                        }
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|err| WarehouseError::Input {
-                        table: name.clone(),
-                        message: err.to_string(),
-                    })?;
-                let batch = RecordBatch::try_new(append_schema.clone(), cols).map_err(|err| {
-                    WarehouseError::Input {
-                        table: name.clone(),
-                        message: err.to_string(),
-                    }
-                })?;
-                changes += batch.num_rows() as u64;
-                app.append_record_batch(batch).map_err(e)?;
-            }
-            app.flush().map_err(e)?;
+                    .filter(|f| f.name() != INGESTED_AT)
+                    .cloned()
+                    .chain([Arc::new(Field::new(
+                        LOADED_AT,
+                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                        true,
+                    ))])
+                    .collect::<Vec<_>>(),
+            ));
+            self.append(
+                &target.schema,
+                &target.table,
+                &name,
+                &out,
+                batches,
+                &|batch| {
+                    let n = batch.num_rows();
+                    let mut cols: Vec<ArrayRef> = batch
+                        .schema()
+                        .fields()
+                        .iter()
+                        .zip(batch.columns())
+                        .filter(|(f, _)| f.name() != INGESTED_AT)
+                        .map(|(_, c)| c.clone())
+                        .collect();
+                    cols.push(Arc::new(
+                        TimestampMicrosecondArray::from(vec![loaded_at; n]).with_timezone("UTC"),
+                    ));
+                    Ok(cols)
+                },
+            )?
+        } else {
+            self.append(
+                "_sluice",
+                &stage_name,
+                &name,
+                &append_schema,
+                batches,
+                &|batch| Ok(batch.columns().to_vec()),
+            )?
+        };
+        if target.mode == LoadMode::Append {
+            self.record_ledger(target, changes, upto, "")?;
+            let rows_after: i64 = self
+                .conn
+                .query_row(&format!("SELECT count(*) FROM {tgt}"), [], |r| r.get(0))
+                .map_err(e)?;
+            return Ok(LoadReport {
+                changes,
+                rows_after: rows_after as u64,
+            });
         }
 
         // Apply.
@@ -294,12 +329,13 @@ impl DuckDb {
         };
         let live = format!(" AND {} <> 'd'", q(OP));
         let sql = match target.mode {
-            LoadMode::Append => format!(
-                "INSERT INTO {tgt} ({data_list}, {op}, {seq}, {ts}, {la}) SELECT {data_list}, {op}, {seq}, {ts}, now() FROM {stage} ORDER BY {seq};",
-                op = q(OP), seq = q(SEQ), ts = q(SOURCE_TS), la = q(LOADED_AT)
-            ),
+            LoadMode::Append => unreachable!("append returned above"),
             LoadMode::Merge => {
-                let on = keys.iter().map(|k| format!("{tgt}.{k} = s.{k}")).collect::<Vec<_>>().join(" AND ");
+                let on = keys
+                    .iter()
+                    .map(|k| format!("{tgt}.{k} = s.{k}"))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
                 let delete = format!("DELETE FROM {tgt} USING {stage} AS s WHERE {on};");
                 let insert = if target.deletes == Deletes::Soft {
                     format!(
@@ -330,28 +366,14 @@ impl DuckDb {
                 }
             }
             LoadMode::History => {
-                return Err(WarehouseError::Schema { table: name, message: "history mode is not available in this build yet".into() })
+                return Err(WarehouseError::Schema {
+                    table: name,
+                    message: "history mode is not available in this build yet".into(),
+                })
             }
         };
         self.exec(&name, &sql)?;
-        self.exec(
-            &name,
-            &format!(
-                "INSERT INTO _sluice.ledger VALUES ({}, {}, {}, {}, {}, {}, {}, {changes}, now())
-                 ON CONFLICT (target_schema, target_table) DO UPDATE SET
-                   lake_version = excluded.lake_version, lake_seq = excluded.lake_seq,
-                   changes_loaded = changes_loaded + excluded.changes_loaded,
-                   loaded_at = excluded.loaded_at, load_mode = excluded.load_mode;
-                 DROP TABLE {stage};",
-                quote_literal(&target.schema),
-                quote_literal(&target.table),
-                quote_literal(&target.source),
-                quote_literal(&target.source_table),
-                quote_literal(target.mode.name()),
-                upto.lake_version,
-                upto.seq,
-            ),
-        )?;
+        self.record_ledger(target, changes, upto, &format!("DROP TABLE {stage};"))?;
         let rows_after: i64 = self
             .conn
             .query_row(&format!("SELECT count(*) FROM {tgt}"), [], |r| r.get(0))
@@ -360,6 +382,87 @@ impl DuckDb {
             changes,
             rows_after: rows_after as u64,
         })
+    }
+    /// Appends batches to a table with the Arrow appender; `shape` turns an input batch into
+    /// the table's columns (cast where the lake type differs). Returns the rows appended.
+    fn append(
+        &self,
+        schema: &str,
+        table: &str,
+        name: &str,
+        out: &SchemaRef,
+        batches: &mut dyn Iterator<Item = Result<RecordBatch, String>>,
+        shape: &dyn Fn(&RecordBatch) -> Result<Vec<ArrayRef>, String>,
+    ) -> Result<u64, WarehouseError> {
+        let input = |message: String| WarehouseError::Input {
+            table: name.to_string(),
+            message,
+        };
+        let mut app =
+            self.conn
+                .appender_to_db(table, schema)
+                .map_err(|source| WarehouseError::Duckdb {
+                    table: name.to_string(),
+                    source,
+                })?;
+        let mut rows = 0u64;
+        for batch in batches {
+            let batch = batch.map_err(input)?;
+            let cols = shape(&batch)
+                .map_err(input)?
+                .into_iter()
+                .zip(out.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c)
+                    } else {
+                        cast(&c, f.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| input(err.to_string()))?;
+            let batch =
+                RecordBatch::try_new(out.clone(), cols).map_err(|err| input(err.to_string()))?;
+            rows += batch.num_rows() as u64;
+            app.append_record_batch(batch)
+                .map_err(|source| WarehouseError::Duckdb {
+                    table: name.to_string(),
+                    source,
+                })?;
+        }
+        app.flush().map_err(|source| WarehouseError::Duckdb {
+            table: name.to_string(),
+            source,
+        })?;
+        Ok(rows)
+    }
+
+    /// Moves the target's ledger row to `upto` (inside the load's transaction), then runs `then`.
+    fn record_ledger(
+        &self,
+        target: &Target,
+        changes: u64,
+        upto: LedgerEntry,
+        then: &str,
+    ) -> Result<(), WarehouseError> {
+        self.exec(
+            &target.display(),
+            &format!(
+                "INSERT INTO _sluice.ledger VALUES ({}, {}, {}, {}, {}, {}, {}, {changes}, now())
+                 ON CONFLICT (target_schema, target_table) DO UPDATE SET
+                   lake_version = excluded.lake_version, lake_seq = excluded.lake_seq,
+                   changes_loaded = changes_loaded + excluded.changes_loaded,
+                   loaded_at = excluded.loaded_at, load_mode = excluded.load_mode;
+                 {then}",
+                quote_literal(&target.schema),
+                quote_literal(&target.table),
+                quote_literal(&target.source),
+                quote_literal(&target.source_table),
+                quote_literal(target.mode.name()),
+                upto.lake_version,
+                upto.seq,
+            ),
+        )
     }
 }
 
