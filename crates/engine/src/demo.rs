@@ -140,23 +140,29 @@ pub async fn demo(dir: &Path, quiet: bool) -> Result<PathBuf, EngineError> {
     ));
 
     let project = Project::open(&config)?;
-    say("$ sluice sync            # day 1");
-    let r1 = sync(
-        &project,
-        &[],
-        SyncOptions {
-            progress: !quiet,
-            load: true,
-        },
-    )
-    .await?;
-    say(&r1.render());
-    if r1.exit_code() != 0 {
-        return Err(EngineError::Internal(
-            "the demo's first sync failed (see above)".into(),
-        ));
-    }
-
+    let sync_day = |label: &'static str| {
+        let project = &project;
+        async move {
+            say(&format!("$ sluice sync            # {label}"));
+            let r = sync(
+                project,
+                &[],
+                SyncOptions {
+                    progress: !quiet,
+                    load: true,
+                },
+            )
+            .await?;
+            say(&r.render());
+            if r.exit_code() != 0 {
+                return Err(EngineError::Internal(format!(
+                    "the demo's sync ({label}) failed (see above)"
+                )));
+            }
+            Ok(())
+        }
+    };
+    sync_day("day 1").await?;
     write_file(
         &dir.join(format!("drops/supplier/{DAY2}/supplier.tbl")),
         &day2,
@@ -165,22 +171,7 @@ pub async fn demo(dir: &Path, quiet: bool) -> Result<PathBuf, EngineError> {
         "Day {DAY2} arrives: {} suppliers changed their balance.",
         10_000 / CHANGE_EVERY
     ));
-    say("$ sluice sync            # day 2: only the new folder is read");
-    let r2 = sync(
-        &project,
-        &[],
-        SyncOptions {
-            progress: !quiet,
-            load: true,
-        },
-    )
-    .await?;
-    say(&r2.render());
-    if r2.exit_code() != 0 {
-        return Err(EngineError::Internal(
-            "the demo's second sync failed (see above)".into(),
-        ));
-    }
+    sync_day("day 2: only the new folder is read").await?;
 
     say(&format!("$ sluice query \"{}\"", JOIN.replace('\n', " ")));
     let batches = query::query_lake(&project, JOIN).await?;

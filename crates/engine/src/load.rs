@@ -3,22 +3,33 @@
 //! The ledger says the last `_sluice_seq` applied; the changes after it are read from the
 //! lake snapshot (file statistics on `_sluice_seq` skip the files already loaded) and streamed
 //! into the warehouse, which applies them and moves its ledger in one transaction.
+//!
+//! Large backlogs load in chunks of [`CHUNK_CHANGES`] consecutive sequence numbers, one
+//! transaction each: the warehouse's memory stays flat however large the backlog, and a crash
+//! keeps every committed chunk (the ledger says which). Chunks apply in sequence order, so
+//! merge gives the same result as one big transaction. `replace` loads in one transaction,
+//! since truncate-and-load must be atomic.
 
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use sluice_core::change::{is_change_column, INGEST_DATE, SEQ};
-use sluice_core::config::TableSpec;
+use sluice_core::change::{INGEST_DATE, SEQ};
+use sluice_core::config::{LoadMode, TableSpec};
 use sluice_core::names::quote_ident;
 use sluice_lake::{LakeTable, TablePath};
-use sluice_warehouses::{LedgerEntry, Warehouse};
+use sluice_warehouses::duckdb::DuckDb;
+use sluice_warehouses::{LedgerEntry, Target, Warehouse};
 
 use crate::{EngineError, Project};
 
 /// Batches in flight between the lake reader and the warehouse writer.
 const CHANNEL_BATCHES: usize = 2;
+/// Changes per warehouse transaction when a backlog is large.
+pub const CHUNK_CHANGES: i64 = 4_000_000;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadResult {
@@ -28,6 +39,73 @@ pub struct LoadResult {
     pub rows_after: u64,
     pub lake_version: i64,
     pub up_to_date: bool,
+}
+
+/// The change log as DataFusion sees it, at the snapshot the handle holds.
+async fn changes_session(log: &LakeTable) -> Result<SessionContext, EngineError> {
+    let ctx = SessionContext::new();
+    log.delta()
+        .update_datafusion_session(&ctx.state())
+        .map_err(|source| sluice_lake::LakeError::Delta {
+            table: log.path().to_string(),
+            source,
+        })?;
+    let provider = log
+        .delta()
+        .table_provider()
+        .await
+        .map_err(EngineError::Query)?;
+    ctx.register_table("changes", provider)?;
+    Ok(ctx)
+}
+
+/// Streams changes with `after < _sluice_seq <= upto.seq` into one warehouse transaction.
+async fn load_range(
+    ctx: &SessionContext,
+    wh: DuckDb,
+    target: &Target,
+    schema: &SchemaRef,
+    after: i64,
+    upto: LedgerEntry,
+) -> (DuckDb, Result<sluice_warehouses::LoadReport, EngineError>) {
+    let cols: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| quote_ident(f.name()))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM changes WHERE {seq} > {after} AND {seq} <= {}",
+        cols.join(", "),
+        upto.seq,
+        seq = quote_ident(SEQ),
+    );
+    let mut stream = match async { ctx.sql(&sql).await?.execute_stream().await }.await {
+        Ok(s) => s,
+        Err(e) => return (wh, Err(e.into())),
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RecordBatch, String>>(CHANNEL_BATCHES);
+    let feeder = tokio::spawn(async move {
+        while let Some(b) = stream.next().await {
+            let stop = b.is_err();
+            if tx.send(b.map_err(|e| e.to_string())).is_err() || stop {
+                break;
+            }
+        }
+    });
+    let target = target.clone();
+    let schema = schema.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut wh = wh;
+        let r = wh.load(&target, &schema, &mut rx.into_iter(), upto);
+        (wh, r)
+    })
+    .await;
+    feeder.abort();
+    match joined {
+        Ok((wh, r)) => (wh, r.map_err(EngineError::from)),
+        // The warehouse handle was lost with the task: only a panic gets here.
+        Err(e) => panic!("warehouse task failed: {e}"),
+    }
 }
 
 pub async fn load(project: &Project, spec: &TableSpec) -> Result<Vec<LoadResult>, EngineError> {
@@ -40,97 +118,47 @@ pub async fn load(project: &Project, spec: &TableSpec) -> Result<Vec<LoadResult>
         return Ok(Vec::new());
     };
     let lake_seq = log.last_seq().await?;
-    let upto = LedgerEntry {
-        lake_version: log.version(),
-        seq: lake_seq,
-    };
-    let schema = log.schema()?;
-    let mut results = Vec::new();
-    let mut wh = project.warehouse(&spec.warehouse)?;
-    for target in project.targets(spec) {
-        let done = wh.ledger(&target)?;
-        let from_seq = done.map(|d| d.seq).unwrap_or(0);
-        if from_seq >= lake_seq {
-            results.push(LoadResult {
-                target: target.display(),
-                mode: target.mode.name(),
-                changes: 0,
-                rows_after: 0,
-                lake_version: upto.lake_version,
-                up_to_date: true,
-            });
-            continue;
-        }
-        // Read the changes after the ledger from the very snapshot `upto` describes.
-        let ctx = datafusion::prelude::SessionContext::new();
-        log.delta()
-            .update_datafusion_session(&ctx.state())
-            .map_err(|source| sluice_lake::LakeError::Delta {
-                table: log.path().to_string(),
-                source,
-            })?;
-        let provider = log
-            .delta()
-            .table_provider()
-            .await
-            .map_err(EngineError::Query)?;
-        ctx.register_table("changes", provider)?;
-        let cols: Vec<String> = schema
+    let lake_version = log.version();
+    let schema: SchemaRef = Arc::new(Schema::new(
+        log.schema()?
             .fields()
             .iter()
             .filter(|f| f.name() != INGEST_DATE)
-            .map(|f| quote_ident(f.name()))
-            .collect();
-        let sql = format!(
-            "SELECT {} FROM changes WHERE {} > {from_seq} AND {} <= {lake_seq}",
-            cols.join(", "),
-            quote_ident(SEQ),
-            quote_ident(SEQ)
-        );
-        let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
-        let load_schema = Arc::new(arrow::datatypes::Schema::new(
-            schema
-                .fields()
-                .iter()
-                .filter(|f| f.name() != INGEST_DATE)
-                .cloned()
-                .collect::<Vec<_>>(),
-        ));
-        debug_assert!(load_schema
-            .fields()
-            .iter()
-            .any(|f| is_change_column(f.name())));
-
-        let (tx, rx) =
-            std::sync::mpsc::sync_channel::<Result<RecordBatch, String>>(CHANNEL_BATCHES);
-        let feeder = tokio::spawn(async move {
-            while let Some(b) = stream.next().await {
-                let stop = b.is_err();
-                if tx.send(b.map_err(|e| e.to_string())).is_err() || stop {
-                    break;
-                }
-            }
-        });
-        let target_c = target.clone();
-        let (wh_back, result) = tokio::task::spawn_blocking(move || {
-            let mut iter = rx.into_iter();
-            let r = wh.load(&target_c, &load_schema, &mut iter, upto);
-            (wh, r)
-        })
-        .await
-        .map_err(|e| EngineError::Internal(format!("warehouse task: {e}")))?;
-        wh = wh_back;
-        feeder.abort();
-        let report = result?;
-        tracing::info!(target = %target.display(), changes = report.changes, lake_version = upto.lake_version, "loaded");
-        results.push(LoadResult {
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
+    let ctx = changes_session(&log).await?;
+    let mut results = Vec::new();
+    let mut wh = project.warehouse(&spec.warehouse)?;
+    for target in project.targets(spec) {
+        let mut after = wh.ledger(&target)?.map(|d| d.seq).unwrap_or(0);
+        let mut result = LoadResult {
             target: target.display(),
             mode: target.mode.name(),
-            changes: report.changes,
-            rows_after: report.rows_after,
-            lake_version: upto.lake_version,
-            up_to_date: false,
-        });
+            changes: 0,
+            rows_after: 0,
+            lake_version,
+            up_to_date: after >= lake_seq,
+        };
+        while after < lake_seq {
+            let end = if target.mode == LoadMode::Replace {
+                lake_seq
+            } else {
+                lake_seq.min(after + CHUNK_CHANGES)
+            };
+            let upto = LedgerEntry {
+                lake_version,
+                seq: end,
+            };
+            let (back, report) = load_range(&ctx, wh, &target, &schema, after, upto).await;
+            wh = back;
+            let report = report?;
+            tracing::info!(target = %target.display(), changes = report.changes, seq = end, lake_version, "loaded");
+            result.changes += report.changes;
+            result.rows_after = report.rows_after;
+            after = end;
+        }
+        results.push(result);
     }
     Ok(results)
 }

@@ -33,6 +33,16 @@ fn appended(sb: &Sandbox) -> Vec<Vec<Option<String>>> {
     sb.duck("SELECT id::VARCHAR, v, _sluice_seq::VARCHAR FROM s.t_append ORDER BY _sluice_seq")
 }
 
+/// Day 1 (1 a, 2 b) then day 2 (2 b2, 3 c), each change once, in order.
+fn four_changes() -> Vec<Vec<Option<String>>> {
+    vec![
+        vec![s("1"), s("a"), s("1")],
+        vec![s("2"), s("b"), s("2")],
+        vec![s("2"), s("b2"), s("3")],
+        vec![s("3"), s("c"), s("4")],
+    ]
+}
+
 #[test]
 fn rerun_ingests_nothing_and_new_folders_only_their_files() {
     let sb = Sandbox::new();
@@ -58,15 +68,7 @@ fn rerun_ingests_nothing_and_new_folders_only_their_files() {
             vec![s("3"), s("c")]
         ]
     );
-    assert_eq!(
-        appended(&sb),
-        vec![
-            vec![s("1"), s("a"), s("1")],
-            vec![s("2"), s("b"), s("2")],
-            vec![s("2"), s("b2"), s("3")],
-            vec![s("3"), s("c"), s("4")],
-        ]
-    );
+    assert_eq!(appended(&sb), four_changes());
     // A late file in an old folder is new too.
     day(&sb, "20240101", "late.csv", &[(4, "d")]);
     let r = sb.sync_json();
@@ -104,16 +106,7 @@ fn crash_then_recover(failpoint: &str) {
             vec![s("3"), s("c")]
         ]
     );
-    assert_eq!(
-        appended(&sb),
-        vec![
-            vec![s("1"), s("a"), s("1")],
-            vec![s("2"), s("b"), s("2")],
-            vec![s("2"), s("b2"), s("3")],
-            vec![s("3"), s("c"), s("4")],
-        ],
-        "no change doubled"
-    );
+    assert_eq!(appended(&sb), four_changes(), "no change doubled");
     let lake = sb.query_lake("SELECT count(*) AS n FROM s.t__changes");
     assert_eq!(lake[0]["n"], 4);
 }

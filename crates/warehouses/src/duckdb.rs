@@ -87,10 +87,7 @@ impl DuckDb {
         };
         db.exec(
             "(settings)",
-            &format!(
-                "SET memory_limit = {};",
-                quote_literal(memory_limit)
-            ),
+            &format!("SET memory_limit = {};", quote_literal(memory_limit)),
         )?;
         db.exec(
             "_sluice.ledger",
@@ -509,6 +506,13 @@ impl Warehouse for DuckDb {
             Ok(report) => {
                 failpoint::hit(failpoint::BEFORE_WAREHOUSE_COMMIT);
                 self.exec(&target.display(), "COMMIT;")?;
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let used: i64 = self
+                        .conn
+                        .query_row("SELECT sum(memory_usage_bytes)::BIGINT FROM duckdb_memory()", [], |r| r.get(0))
+                        .unwrap_or(-1);
+                    tracing::debug!(target = %target.display(), duckdb_memory_bytes = used, "committed");
+                }
                 Ok(report)
             }
             Err(err) => {
