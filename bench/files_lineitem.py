@@ -22,7 +22,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "..", "shared", "bench"))
 import harness  # noqa: E402
 
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice-target"))
+TARGET = os.environ.setdefault("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice-target"))
 SLUICE = os.path.join(TARGET, "release", "sluice")
 GEN = os.path.join(TARGET, "release", "examples", "tpch_lineitem")
 ROWS = {"0.1": 600_572, "1": 6_001_215, "10": 59_986_052}

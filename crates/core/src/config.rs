@@ -24,6 +24,9 @@ pub const DEFAULT_DUCKDB_PATH: &str = "warehouse.duckdb";
 /// DuckDB would take 80% of RAM; a sync shares the machine, and loads spill to the database
 /// file beyond this, so memory stays flat however large the input.
 pub const DEFAULT_DUCKDB_MEMORY: &str = "512MB";
+/// Large enough that a nightly drop loads in one transaction, small enough that a backlog of
+/// any size loads with flat memory and keeps its progress across a crash.
+pub const DEFAULT_CHANGES_PER_TRANSACTION: i64 = 4_000_000;
 /// Rows sampled from each of the first files to infer a schema: enough to see past a few
 /// leading nulls, small enough to keep a first sync quick.
 pub const DEFAULT_SAMPLE_ROWS: usize = 1000;
@@ -95,6 +98,9 @@ pub enum WarehouseConfig {
         path: String,
         /// DuckDB's memory limit (e.g. `"1GB"`); default [`DEFAULT_DUCKDB_MEMORY`].
         memory_limit: Option<String>,
+        /// Changes applied per warehouse transaction when a backlog is larger; default
+        /// [`DEFAULT_CHANGES_PER_TRANSACTION`].
+        max_changes_per_transaction: Option<i64>,
     },
     Postgres {
         url: String,
@@ -112,6 +118,17 @@ fn default_duckdb_path() -> String {
 }
 
 impl WarehouseConfig {
+    /// See `max_changes_per_transaction`.
+    pub fn changes_per_transaction(&self) -> i64 {
+        match self {
+            WarehouseConfig::Duckdb {
+                max_changes_per_transaction: Some(n),
+                ..
+            } => *n,
+            _ => DEFAULT_CHANGES_PER_TRANSACTION,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             WarehouseConfig::Duckdb { .. } => "duckdb",
@@ -403,6 +420,7 @@ impl Config {
                 WarehouseConfig::Duckdb {
                     path: DEFAULT_DUCKDB_PATH.into(),
                     memory_limit: None,
+                    max_changes_per_transaction: None,
                 },
             );
         }
@@ -444,6 +462,12 @@ impl Config {
             );
         }
         for (name, wh) in &self.warehouses {
+            if wh.changes_per_transaction() < 1 {
+                err(
+                    format!("warehouses.{name}.max_changes_per_transaction"),
+                    "must be at least 1".into(),
+                );
+            }
             if !matches!(wh, WarehouseConfig::Duckdb { .. }) {
                 err(
                     format!("warehouses.{name}.kind"),

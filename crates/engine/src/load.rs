@@ -4,7 +4,7 @@
 //! lake snapshot (file statistics on `_sluice_seq` skip the files already loaded) and streamed
 //! into the warehouse, which applies them and moves its ledger in one transaction.
 //!
-//! Large backlogs load in chunks of [`CHUNK_CHANGES`] consecutive sequence numbers, one
+//! Large backlogs load in chunks of `max_changes_per_transaction` consecutive sequence numbers, one
 //! transaction each: the warehouse's memory stays flat however large the backlog, and a crash
 //! keeps every committed chunk (the ledger says which). Chunks apply in sequence order, so
 //! merge gives the same result as one big transaction. `replace` loads in one transaction,
@@ -28,8 +28,6 @@ use crate::{EngineError, Project};
 
 /// Batches in flight between the lake reader and the warehouse writer.
 const CHANNEL_BATCHES: usize = 2;
-/// Changes per warehouse transaction when a backlog is large.
-pub const CHUNK_CHANGES: i64 = 4_000_000;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadResult {
@@ -130,6 +128,12 @@ pub async fn load(project: &Project, spec: &TableSpec) -> Result<Vec<LoadResult>
     let ctx = changes_session(&log).await?;
     let mut results = Vec::new();
     let mut wh = project.warehouse(&spec.warehouse)?;
+    let chunk = project
+        .config
+        .warehouses
+        .get(&spec.warehouse)
+        .map(|w| w.changes_per_transaction())
+        .unwrap_or(sluice_core::config::DEFAULT_CHANGES_PER_TRANSACTION);
     for target in project.targets(spec) {
         let mut after = wh.ledger(&target)?.map(|d| d.seq).unwrap_or(0);
         let mut result = LoadResult {
@@ -144,7 +148,7 @@ pub async fn load(project: &Project, spec: &TableSpec) -> Result<Vec<LoadResult>
             let end = if target.mode == LoadMode::Replace {
                 lake_seq
             } else {
-                lake_seq.min(after + CHUNK_CHANGES)
+                lake_seq.min(after + chunk)
             };
             let upto = LedgerEntry {
                 lake_version,

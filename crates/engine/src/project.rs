@@ -77,7 +77,9 @@ impl Project {
     /// Opens a warehouse by name.
     pub fn warehouse(&self, name: &str) -> Result<DuckDb, EngineError> {
         match self.config.warehouses.get(name) {
-            Some(WarehouseConfig::Duckdb { path, memory_limit }) => Ok(DuckDb::open(
+            Some(WarehouseConfig::Duckdb {
+                path, memory_limit, ..
+            }) => Ok(DuckDb::open(
                 &self.config.resolve_path(path),
                 memory_limit
                     .as_deref()

@@ -157,7 +157,13 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                 (_, Format::Csv) => OutputFormat::Csv,
                 (_, Format::Table) => OutputFormat::Table,
             };
-            println!("{}", sluice_engine::query::render(&batches, format)?);
+            let text = sluice_engine::query::render(&batches, format)?;
+            // CSV already ends its last line; tables and JSON do not.
+            if text.ends_with('\n') {
+                print!("{text}");
+            } else {
+                println!("{text}");
+            }
             Ok(0)
         }
         Command::Check => {

@@ -45,7 +45,7 @@ fn check_reports_each_part_and_query_formats() {
         "csv",
         "SELECT id, name FROM a.a ORDER BY id",
     ]);
-    assert_eq!(csv, "id,name\n1,x\n2,\"y,z\"\n\n");
+    assert_eq!(csv, "id,name\n1,x\n2,\"y,z\"\n");
     let table = sb.ok(&[
         "query",
         "--warehouse",

@@ -120,3 +120,49 @@ fn crash_after_lake_commit_loses_and_doubles_nothing() {
 fn crash_inside_warehouse_transaction_loses_and_doubles_nothing() {
     crash_then_recover("before-warehouse-commit");
 }
+
+/// A backlog loaded a few changes per transaction ends exactly as one transaction would,
+/// including several changes to one key that fall in different chunks.
+#[test]
+fn chunked_loads_equal_a_single_transaction() {
+    let mut results = Vec::new();
+    for per_txn in [None, Some(2), Some(1)] {
+        let sb = Sandbox::new();
+        let wh = match per_txn {
+            Some(n) => format!(
+                "[warehouses.local]\nkind = \"duckdb\"\nmax_changes_per_transaction = {n}\n"
+            ),
+            None => String::new(),
+        };
+        sb.config(&format!("{wh}{CONFIG}"));
+        day(&sb, "20240101", "a.csv", &[(1, "a"), (2, "b"), (3, "c")]);
+        day(
+            &sb,
+            "20240102",
+            "b.csv",
+            &[(2, "b2"), (4, "d"), (2, "b3"), (1, "a2")],
+        );
+        sb.ok(&["sync", "--lake-only"]);
+        let r = sb.sync_json();
+        assert_eq!(r["tables"][0]["loads"][0]["changes"], 7, "{r}");
+        let ledger =
+            sb.duck("SELECT target_table, lake_seq::VARCHAR FROM _sluice.ledger ORDER BY 1");
+        assert_eq!(
+            ledger,
+            vec![vec![s("t"), s("7")], vec![s("t_append"), s("7")]]
+        );
+        results.push((merged(&sb), appended(&sb)));
+    }
+    assert_eq!(
+        results[0].0,
+        vec![
+            vec![s("1"), s("a2")],
+            vec![s("2"), s("b3")],
+            vec![s("3"), s("c")],
+            vec![s("4"), s("d")]
+        ]
+    );
+    assert_eq!(results[0].1.len(), 7);
+    assert_eq!(results[1], results[0]);
+    assert_eq!(results[2], results[0]);
+}

@@ -509,7 +509,11 @@ impl Warehouse for DuckDb {
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     let used: i64 = self
                         .conn
-                        .query_row("SELECT sum(memory_usage_bytes)::BIGINT FROM duckdb_memory()", [], |r| r.get(0))
+                        .query_row(
+                            "SELECT sum(memory_usage_bytes)::BIGINT FROM duckdb_memory()",
+                            [],
+                            |r| r.get(0),
+                        )
                         .unwrap_or(-1);
                     tracing::debug!(target = %target.display(), duckdb_memory_bytes = used, "committed");
                 }
