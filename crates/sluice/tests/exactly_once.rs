@@ -166,3 +166,34 @@ fn chunked_loads_equal_a_single_transaction() {
     assert_eq!(results[1], results[0]);
     assert_eq!(results[2], results[0]);
 }
+
+/// `replace` (seed 002's staging table): each load's changes replace the table's content, in
+/// one transaction; a sync with nothing new leaves the table as it is.
+#[test]
+fn replace_holds_exactly_the_latest_load() {
+    let sb = Sandbox::new();
+    sb.config(&CONFIG.replace(
+        "load = [\"merge\", \"append\"]",
+        "load = [\"replace\", \"append\"]",
+    ));
+    day(&sb, "20240101", "a.csv", &[(1, "a"), (2, "b")]);
+    sb.sync_json();
+    assert_eq!(
+        merged(&sb),
+        vec![vec![s("1"), s("a")], vec![s("2"), s("b")]]
+    );
+    day(&sb, "20240102", "b.csv", &[(3, "c"), (2, "b2"), (2, "b3")]);
+    sb.sync_json();
+    assert_eq!(
+        merged(&sb),
+        vec![vec![s("2"), s("b3")], vec![s("3"), s("c")]],
+        "latest load only, latest per key"
+    );
+    let again = sb.sync_json();
+    assert_eq!(again["tables"][0]["loads"][0]["up_to_date"], true);
+    assert_eq!(merged(&sb).len(), 2, "nothing new keeps the table");
+    assert_eq!(
+        sb.duck("SELECT count(*)::VARCHAR FROM s.t_append"),
+        vec![vec![s("5")]]
+    );
+}

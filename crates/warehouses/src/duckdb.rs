@@ -62,6 +62,17 @@ pub fn duckdb_type(t: &DataType) -> Option<String> {
     })
 }
 
+/// Hands memory freed during a load back to the OS. DuckDB frees its per-load buffers at
+/// commit, but glibc keeps freed pages in its arenas; measured on SF10 lineitem, peak RSS was
+/// 1.6 GB without this and 0.9 GB with it (DuckDB's own accounting stayed at 0.42 GB).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns unused heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The Arrow type the appender is handed for a lake type (views and large types narrowed).
 fn append_type(t: &DataType) -> DataType {
     match t {
@@ -506,6 +517,7 @@ impl Warehouse for DuckDb {
             Ok(report) => {
                 failpoint::hit(failpoint::BEFORE_WAREHOUSE_COMMIT);
                 self.exec(&target.display(), "COMMIT;")?;
+                release_freed_memory();
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     let used: i64 = self
                         .conn
