@@ -7,11 +7,11 @@ pub enum EngineError {
     #[error(transparent)]
     Source(#[from] sluice_sources::SourceError),
     #[error(transparent)]
-    Lake(#[from] sluice_lake::LakeError),
+    Lake(Box<sluice_lake::LakeError>),
     #[error(transparent)]
     Warehouse(#[from] sluice_warehouses::WarehouseError),
     #[error("query: {0}")]
-    Query(#[from] datafusion::error::DataFusionError),
+    Query(Box<datafusion::error::DataFusionError>),
     #[error("{0}")]
     Usage(String),
     #[error("{context}: {source}")]
@@ -21,6 +21,19 @@ pub enum EngineError {
     },
     #[error("internal: {0}")]
     Internal(String),
+}
+
+// Boxed: these errors are large, and every engine function returns EngineError.
+impl From<sluice_lake::LakeError> for EngineError {
+    fn from(e: sluice_lake::LakeError) -> Self {
+        EngineError::Lake(Box::new(e))
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for EngineError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        EngineError::Query(Box::new(e))
+    }
 }
 
 impl EngineError {

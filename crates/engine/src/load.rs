@@ -52,7 +52,7 @@ async fn changes_session(log: &LakeTable) -> Result<SessionContext, EngineError>
         .delta()
         .table_provider()
         .await
-        .map_err(EngineError::Query)?;
+        .map_err(EngineError::from)?;
     ctx.register_table("changes", provider)?;
     Ok(ctx)
 }

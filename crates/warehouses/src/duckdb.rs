@@ -186,12 +186,9 @@ impl DuckDb {
             for (f, m) in data_fields.iter().zip(&mapped) {
                 cols.push(format!("{} {}", q(m), sql_type(f)?));
             }
-            match target.mode {
-                LoadMode::Append => {
-                    cols.push(format!("{} VARCHAR NOT NULL", q(OP)));
-                    cols.push(format!("{} BIGINT NOT NULL", q(SEQ)));
-                }
-                _ => {}
+            if target.mode == LoadMode::Append {
+                cols.push(format!("{} VARCHAR NOT NULL", q(OP)));
+                cols.push(format!("{} BIGINT NOT NULL", q(SEQ)));
             }
             cols.push(format!("{} TIMESTAMPTZ", q(SOURCE_TS)));
             cols.push(format!("{} TIMESTAMPTZ NOT NULL", q(LOADED_AT)));

@@ -11,7 +11,7 @@ use csv::ByteRecord;
 use sluice_core::reject::Reject;
 
 use super::rows::RowBatcher;
-use super::{FileEvent, ReadStats, TextOptions, BATCH_ROWS};
+use super::{FileEvent, ReadStats, TextOptions};
 use crate::values::Inference;
 use crate::SourceError;
 
@@ -138,11 +138,7 @@ pub fn read(
     // For each schema column, which field of the record holds it (None: absent from this file).
     let mut mapping: Vec<Option<usize>> = (0..ncols).map(Some).collect();
     let mut expected = ncols;
-    let mut batcher =
-        RowBatcher::new(schema.clone(), BATCH_ROWS).map_err(|m| SourceError::File {
-            file: id.into(),
-            message: m,
-        })?;
+    let mut batcher = RowBatcher::for_file(schema, id)?;
     let mut stats = ReadStats::default();
     let mut first = true;
     while next(&mut rdr, &mut rec, id)? {

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use sluice_core::reject::Reject;
 
 use super::rows::RowBatcher;
-use super::{FileEvent, ReadStats, BATCH_ROWS};
+use super::{FileEvent, ReadStats};
 use crate::values::Inference;
 use crate::SourceError;
 
@@ -183,11 +183,7 @@ pub fn read(
     schema: &SchemaRef,
     emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
 ) -> Result<ReadStats, SourceError> {
-    let mut batcher =
-        RowBatcher::new(schema.clone(), BATCH_ROWS).map_err(|m| SourceError::File {
-            file: id.into(),
-            message: m,
-        })?;
+    let mut batcher = RowBatcher::for_file(schema, id)?;
     let mut stats = ReadStats::default();
     let ncols = schema.fields().len();
     let result = for_each_record(r, id, &mut |n, text| {

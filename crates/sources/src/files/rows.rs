@@ -10,9 +10,11 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 
+use super::BATCH_ROWS;
 use crate::values::{
     parse_bool, parse_date, parse_decimal, parse_int, parse_timestamp, parse_timestamptz,
 };
+use crate::SourceError;
 
 /// A field parsed but not yet pushed (so a later bad field can abandon the row).
 #[derive(Debug, Clone, Copy)]
@@ -198,6 +200,14 @@ impl RowBatcher {
             builders,
             parsed: vec![Parsed::Null; n],
             batch_rows,
+        })
+    }
+
+    /// A batcher for reading `file`, in batches of [`BATCH_ROWS`].
+    pub fn for_file(schema: &SchemaRef, file: &str) -> Result<RowBatcher, SourceError> {
+        RowBatcher::new(schema.clone(), BATCH_ROWS).map_err(|message| SourceError::File {
+            file: file.into(),
+            message,
         })
     }
 
