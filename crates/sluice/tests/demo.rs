@@ -80,14 +80,18 @@ fn demo_builds_lake_and_warehouse() {
 
     // Another Delta reader sees the change log with its _sluice_* columns.
     let script = format!(
-        "import deltalake, json\n\
+        "import deltalake, json, os, sys\n\
          t = deltalake.DeltaTable('{}')\n\
          names = [f.name for f in t.schema().fields]\n\
          n = t.to_pyarrow_table().num_rows\n\
-         print(json.dumps({{'names': names, 'rows': n, 'version': t.version()}}))",
+         print(json.dumps({{'names': names, 'rows': n, 'version': t.version()}}))\n\
+         sys.stdout.flush()\n\
+         os._exit(0)",
         dir.join("lake/changes/suppliers/supplier").display()
     );
-    // RUST_BACKTRACE makes the deltalake wheel abort at interpreter exit (after printing).
+    // The deltalake wheel can abort during interpreter shutdown ("terminate called without an
+    // active exception"; always with RUST_BACKTRACE set, sometimes without): the script
+    // leaves with os._exit once its answer is printed.
     let py = Command::new("python3")
         .env_remove("RUST_BACKTRACE")
         .args(["-c", &script])
