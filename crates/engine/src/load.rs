@@ -42,18 +42,7 @@ pub struct LoadResult {
 /// The change log as DataFusion sees it, at the snapshot the handle holds.
 async fn changes_session(log: &LakeTable) -> Result<SessionContext, EngineError> {
     let ctx = SessionContext::new();
-    log.delta()
-        .update_datafusion_session(&ctx.state())
-        .map_err(|source| sluice_lake::LakeError::Delta {
-            table: log.path().to_string(),
-            source,
-        })?;
-    let provider = log
-        .delta()
-        .table_provider()
-        .await
-        .map_err(EngineError::from)?;
-    ctx.register_table("changes", provider)?;
+    crate::query::register(&ctx, "changes".into(), log).await?;
     Ok(ctx)
 }
 

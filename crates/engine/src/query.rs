@@ -28,10 +28,10 @@ pub enum OutputFormat {
     Json,
 }
 
-async fn register(
+/// Registers a lake table in a DataFusion session under `name`, at the snapshot `table` holds.
+pub(crate) async fn register(
     ctx: &SessionContext,
-    source: &str,
-    name: &str,
+    name: TableReference,
     table: &LakeTable,
 ) -> Result<(), EngineError> {
     table
@@ -42,7 +42,7 @@ async fn register(
             source,
         })?;
     let provider = table.delta().table_provider().await?;
-    ctx.register_table(TableReference::partial(source, name), provider)?;
+    ctx.register_table(name, provider)?;
     Ok(())
 }
 
@@ -62,10 +62,10 @@ pub async fn lake_session(project: &Project) -> Result<SessionContext, EngineErr
         )
         .await?
         {
+            let name = format!("{}__quarantine", spec.table);
             register(
                 &ctx,
-                &spec.source,
-                &format!("{}__quarantine", spec.table),
+                TableReference::partial(spec.source.as_str(), name.as_str()),
                 &qt,
             )
             .await?;
@@ -79,13 +79,23 @@ pub async fn lake_session(project: &Project) -> Result<SessionContext, EngineErr
             continue;
         };
         let changes = format!("{}__changes", spec.table);
-        register(&ctx, &spec.source, &changes, &log).await?;
+        register(
+            &ctx,
+            TableReference::partial(spec.source.as_str(), changes.as_str()),
+            &log,
+        )
+        .await?;
         let key: Vec<String> = log
             .property(PRIMARY_KEY_PROPERTY)
             .map(|k| k.split(',').map(String::from).collect())
             .unwrap_or_default();
         if key.is_empty() {
-            register(&ctx, &spec.source, &spec.table, &log).await?;
+            register(
+                &ctx,
+                TableReference::partial(spec.source.as_str(), spec.table.as_str()),
+                &log,
+            )
+            .await?;
             continue;
         }
         let schema = log.schema()?;
