@@ -35,6 +35,7 @@ pub struct TableStatus {
 
 pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> {
     let mut out = Vec::new();
+    let mut warehouses = std::collections::HashMap::new();
     for spec in project.config.all_tables() {
         let src = project.source(&spec.source)?;
         let log = LakeTable::open(
@@ -56,7 +57,13 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
             None => 0,
         };
         let mut targets = Vec::new();
-        let mut wh = project.warehouse(&spec.warehouse)?;
+        // One open per warehouse, not per table.
+        let wh = match warehouses.entry(spec.warehouse.clone()) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(project.warehouse(&spec.warehouse)?)
+            }
+        };
         for t in project.targets(&spec) {
             let done = wh.ledger(&t)?;
             let loaded_version = done.map(|d| d.lake_version);

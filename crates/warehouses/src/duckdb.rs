@@ -231,7 +231,8 @@ impl DuckDb {
             };
             stage_cols.push(format!("{} {}", q(&n), sql_type(f)?));
         }
-        if target.mode != LoadMode::Append {
+        let staged = target.mode != LoadMode::Append;
+        if staged {
             self.exec(
                 &name,
                 &format!(
@@ -242,11 +243,12 @@ impl DuckDb {
         }
         // Append mode writes straight into the target (one pass, no staging copy); the other
         // modes stage every change and apply them with SQL. Both inside the transaction.
-        let loaded_at: i64 = self
-            .conn
-            .query_row("SELECT epoch_us(now())", [], |r| r.get(0))
-            .map_err(e)?;
-        let changes = if target.mode == LoadMode::Append {
+        let changes = if !staged {
+            // now() is the transaction's start: the same _sluice_loaded_at SQL loads stamp.
+            let loaded_at: i64 = self
+                .conn
+                .query_row("SELECT epoch_us(now())", [], |r| r.get(0))
+                .map_err(e)?;
             let out = Arc::new(Schema::new(
                 append_schema
                     .fields()
@@ -292,18 +294,6 @@ impl DuckDb {
                 &|batch| Ok(batch.columns().to_vec()),
             )?
         };
-        if target.mode == LoadMode::Append {
-            self.record_ledger(target, changes, upto, "")?;
-            let rows_after: i64 = self
-                .conn
-                .query_row(&format!("SELECT count(*) FROM {tgt}"), [], |r| r.get(0))
-                .map_err(e)?;
-            return Ok(LoadReport {
-                changes,
-                rows_after: rows_after as u64,
-            });
-        }
-
         // Apply.
         let data_cols: Vec<String> = mapped.iter().map(|m| q(m)).collect();
         let data_list = data_cols.join(", ");
@@ -334,7 +324,8 @@ impl DuckDb {
         };
         let live = format!(" AND {} <> 'd'", q(OP));
         let sql = match target.mode {
-            LoadMode::Append => unreachable!("append returned above"),
+            // Appended straight into the target above.
+            LoadMode::Append => String::new(),
             LoadMode::Merge => {
                 let on = keys
                     .iter()
@@ -377,8 +368,15 @@ impl DuckDb {
                 })
             }
         };
-        self.exec(&name, &sql)?;
-        self.record_ledger(target, changes, upto, &format!("DROP TABLE {stage};"))?;
+        if !sql.is_empty() {
+            self.exec(&name, &sql)?;
+        }
+        let drop_stage = if staged {
+            format!("DROP TABLE {stage};")
+        } else {
+            String::new()
+        };
+        self.record_ledger(target, changes, upto, &drop_stage)?;
         let rows_after: i64 = self
             .conn
             .query_row(&format!("SELECT count(*) FROM {tgt}"), [], |r| r.get(0))
