@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every sluice test, first installing what the tests need when it is missing:
 #   - python3 + pip, the `deltalake` package (a second Delta reader checks the lake),
-#   - `moto[server]` (a local S3-compatible server on 127.0.0.1 for the S3 lake tests).
+#   - `moto[server]` (a local S3-compatible server on 127.0.0.1 for the S3 lake tests),
+#   - MariaDB's server and client binaries (the MySQL tests start private servers from them).
 # Build artefacts go to $CARGO_TARGET_DIR (default ~/.cache/sluice-target), shared with CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,10 @@ if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1
 fi
 python3 -c "import deltalake, pyarrow" 2>/dev/null || python3 -m pip install --quiet deltalake pyarrow
 command -v moto_server >/dev/null || python3 -m pip install --quiet "moto[server]"
+export PATH="$PATH:/usr/sbin:/usr/local/sbin"
+if ! command -v mariadbd >/dev/null || ! command -v mariadb-install-db >/dev/null; then
+  apt-get update && apt-get install -y mariadb-server mariadb-client
+fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
 # One optimised profile serves tests, the demo and the benchmarks (see Cargo.toml).

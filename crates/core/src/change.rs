@@ -106,23 +106,49 @@ pub struct Stamp {
 /// Appends the change columns to a batch of source rows.
 pub fn stamp(data: &RecordBatch, stamp: &Stamp) -> Result<RecordBatch, ArrowError> {
     let n = data.num_rows();
+    let source_ts = stamp.source_ts.map(|t| t.timestamp_micros());
+    stamp_rows(
+        data,
+        &vec![stamp.op; n],
+        &vec![source_ts; n],
+        stamp.first_seq,
+        stamp.ingested_at,
+    )
+}
+
+/// Appends the change columns when each row has its own operation and source commit time
+/// (microseconds), as a change stream's rows do.
+pub fn stamp_rows(
+    data: &RecordBatch,
+    ops: &[Op],
+    source_ts: &[Option<i64>],
+    first_seq: i64,
+    ingested_at: DateTime<Utc>,
+) -> Result<RecordBatch, ArrowError> {
+    let n = data.num_rows();
+    if ops.len() != n || source_ts.len() != n {
+        return Err(ArrowError::InvalidArgumentError(format!(
+            "{n} rows with {} operations and {} commit times",
+            ops.len(),
+            source_ts.len()
+        )));
+    }
     let schema = change_schema(data.schema().as_ref());
     let mut columns: Vec<ArrayRef> = data.columns().to_vec();
     columns.push(Arc::new(StringArray::from_iter_values(
-        std::iter::repeat_n(stamp.op.code(), n),
+        ops.iter().map(|o| o.code()),
     )));
     columns.push(Arc::new(Int64Array::from_iter_values(
-        stamp.first_seq..stamp.first_seq + n as i64,
+        first_seq..first_seq + n as i64,
     )));
-    let source_ts = stamp.source_ts.map(|t| t.timestamp_micros());
     columns.push(Arc::new(
-        TimestampMicrosecondArray::from(vec![source_ts; n]).with_timezone("UTC"),
+        TimestampMicrosecondArray::from(source_ts.to_vec()).with_timezone("UTC"),
     ));
     columns.push(Arc::new(
-        TimestampMicrosecondArray::from(vec![stamp.ingested_at.timestamp_micros(); n])
+        TimestampMicrosecondArray::from(vec![ingested_at.timestamp_micros(); n])
             .with_timezone("UTC"),
     ));
-    let day = stamp.ingested_at.format("%Y-%m-%d").to_string();
+    let day = ingested_at.format("%Y-%m-%d").to_string();
     columns.push(Arc::new(StringArray::from_iter_values(
         std::iter::repeat_n(day.as_str(), n),
     )));

@@ -32,6 +32,15 @@ pub const DEFAULT_CHANGES_PER_TRANSACTION: i64 = 4_000_000;
 pub const DEFAULT_SAMPLE_ROWS: usize = 1000;
 /// How many files the inference samples, so one odd first file does not decide the types.
 pub const DEFAULT_SAMPLE_FILES: usize = 5;
+/// Snapshot chunks read at once: one per core here, each with its own connection.
+pub const DEFAULT_SNAPSHOT_PARALLELISM: usize = 2;
+/// Rows per snapshot chunk: a crash re-reads at most this many per reader, and a chunk's
+/// Arrow data (tens of MB for wide rows) is what each reader holds.
+pub const DEFAULT_CHUNK_ROWS: u64 = 100_000;
+/// CDC commits to the lake at least this often (ms): bounds end-to-end latency.
+pub const DEFAULT_BATCH_MAX_MS: u64 = 1000;
+/// CDC commits once this many changes are buffered: bounds memory under bursts.
+pub const DEFAULT_BATCH_MAX_ROWS: usize = 20_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -280,6 +289,24 @@ pub struct SourceConfig {
     /// Only files whose name matches this glob (`*` and `?`), e.g. `"*.tbl"`.
     pub pattern: Option<String>,
 
+    // databases
+    /// TLS: disabled | preferred (default) | required | verify_ca | verify_identity.
+    pub ssl_mode: Option<String>,
+    /// CA certificate (PEM) for verify_ca / verify_identity.
+    pub ssl_ca: Option<String>,
+    /// Cursor column for `mode = "incremental"` (tables may override).
+    pub cursor: Option<String>,
+    /// Snapshot chunks read at once, each on its own connection; default 2.
+    pub snapshot_parallelism: Option<usize>,
+    /// Rows per snapshot chunk (the unit of resumption); default 100,000.
+    pub chunk_rows: Option<u64>,
+    /// Server id sluice uses as a binlog replica; default derived from the source name.
+    pub server_id: Option<u32>,
+    /// CDC: changes buffered before a lake commit; default 20,000.
+    pub batch_max_rows: Option<usize>,
+    /// CDC: longest a change waits before its lake commit, in milliseconds; default 1,000.
+    pub batch_max_ms: Option<u64>,
+
     // scheduling (serve)
     pub trigger: Option<String>,
     pub poll_interval_secs: Option<u64>,
@@ -360,6 +387,8 @@ pub struct TableSpec {
     pub deletes: Deletes,
     pub schema_changes: SchemaPolicy,
     pub warehouse: String,
+    /// Cursor column (incremental mode).
+    pub cursor: Option<String>,
 }
 
 impl TableSpec {
@@ -492,17 +521,6 @@ impl Config {
                     "source names may not contain `.`".into(),
                 );
             }
-            if src.kind != SourceKind::Files {
-                err(
-                    f("kind"),
-                    format!(
-                        "source kind `{:?}` is not available in this build yet (files is)",
-                        src.kind
-                    )
-                    .to_lowercase(),
-                );
-                continue;
-            }
             if let Some(w) = &src.warehouse {
                 if !self.warehouses.contains_key(w) {
                     err(
@@ -522,11 +540,47 @@ impl Config {
                     ),
                 );
             }
+            match src.kind {
+                SourceKind::Files => {}
+                SourceKind::Mysql => {
+                    for (key, m) in self.validate_mysql(name, src) {
+                        err(f(key), m);
+                    }
+                    continue;
+                }
+                other => {
+                    err(
+                        f("kind"),
+                        format!(
+                            "source kind `{other:?}` is not available in this build yet (files and mysql are)"
+                        )
+                        .to_lowercase(),
+                    );
+                    continue;
+                }
+            }
             if let Some(mode) = src.mode {
                 if mode != Mode::Snapshot {
                     err(
                         f("mode"),
                         "files sources read in snapshot mode (each new file is read once)".into(),
+                    );
+                }
+            }
+            for (key, set) in [
+                ("ssl_mode", src.ssl_mode.is_some()),
+                ("ssl_ca", src.ssl_ca.is_some()),
+                ("cursor", src.cursor.is_some()),
+                ("snapshot_parallelism", src.snapshot_parallelism.is_some()),
+                ("chunk_rows", src.chunk_rows.is_some()),
+                ("server_id", src.server_id.is_some()),
+                ("batch_max_rows", src.batch_max_rows.is_some()),
+                ("batch_max_ms", src.batch_max_ms.is_some()),
+            ] {
+                if set {
+                    err(
+                        f(key),
+                        "is a database source option; files sources do not take it".into(),
                     );
                 }
             }
@@ -651,14 +705,46 @@ impl Config {
         }
     }
 
-    /// The tables a source feeds, with per-table overrides applied.
+    /// The tables a source feeds, with per-table overrides applied. A database source
+    /// without a `tables` list feeds whatever discovery finds (see [`Config::table_spec`]).
     pub fn source_tables(&self, name: &str, src: &SourceConfig) -> Vec<TableSpec> {
-        let table = self.files_table_name(name, src);
-        let overrides = match &src.tables {
-            Some(Tables::Map(m)) => m.get(&table).cloned().unwrap_or_default(),
-            _ => TableConfig::default(),
+        if src.kind == SourceKind::Files {
+            let table = self.files_table_name(name, src);
+            return vec![self.table_spec(name, src, &table, &[])];
+        }
+        let names: Vec<String> = match &src.tables {
+            Some(Tables::List(l)) => l.clone(),
+            Some(Tables::Map(m)) => m.keys().cloned().collect(),
+            None => Vec::new(),
         };
-        let primary_key = overrides.primary_key.clone().unwrap_or_default();
+        names
+            .iter()
+            .map(|t| self.table_spec(name, src, t, &[]))
+            .collect()
+    }
+
+    /// The overrides configured for one table of a source.
+    pub fn table_overrides(src: &SourceConfig, table: &str) -> TableConfig {
+        match &src.tables {
+            Some(Tables::Map(m)) => m.get(table).cloned().unwrap_or_default(),
+            _ => TableConfig::default(),
+        }
+    }
+
+    /// One table's spec: configured overrides first, then the source's settings; the key is
+    /// the configured `primary_key`, else `source_key` (what the database declares).
+    pub fn table_spec(
+        &self,
+        name: &str,
+        src: &SourceConfig,
+        table: &str,
+        source_key: &[String],
+    ) -> TableSpec {
+        let overrides = Self::table_overrides(src, table);
+        let primary_key = overrides
+            .primary_key
+            .clone()
+            .unwrap_or_else(|| source_key.to_vec());
         let loads = overrides
             .load
             .as_ref()
@@ -676,9 +762,9 @@ impl Config {
             .clone()
             .or_else(|| self.warehouses.keys().next().cloned())
             .unwrap_or_else(|| DEFAULT_WAREHOUSE_NAME.into());
-        vec![TableSpec {
+        TableSpec {
             source: name.to_string(),
-            table,
+            table: table.to_string(),
             primary_key,
             loads,
             deletes: overrides.deletes.or(src.deletes).unwrap_or_default(),
@@ -687,7 +773,94 @@ impl Config {
                 .or(src.schema_changes)
                 .unwrap_or_default(),
             warehouse,
-        }]
+            cursor: overrides.cursor.clone().or_else(|| src.cursor.clone()),
+        }
+    }
+
+    /// Checks of a MySQL/MariaDB source: `(field, message)` pairs.
+    fn validate_mysql(&self, name: &str, src: &SourceConfig) -> Vec<(&'static str, String)> {
+        let mut errs = Vec::new();
+        match url::Url::parse(&src.url) {
+            Ok(u) if u.scheme() == "mysql" => {
+                if u.password().is_some() {
+                    errs.push((
+                        "url",
+                        "holds a password: put it in `password = { env = \"NAME\" }` or `{ file = \"PATH\" }`".into(),
+                    ));
+                }
+                if u.path().trim_matches('/').is_empty() {
+                    errs.push((
+                        "url",
+                        "names no database: mysql://user@host:3306/DATABASE".into(),
+                    ));
+                }
+            }
+            _ => errs.push((
+                "url",
+                "must look like mysql://user@host:3306/database".into(),
+            )),
+        }
+        match src.ssl_mode.as_deref() {
+            None | Some("disabled") | Some("preferred") | Some("required") => {}
+            Some("verify_ca") | Some("verify_identity") => {
+                if src.ssl_ca.is_none() {
+                    errs.push(("ssl_ca", "verify_ca and verify_identity need ssl_ca = \"/path/ca.pem\"".into()));
+                }
+            }
+            Some(other) => errs.push((
+                "ssl_mode",
+                format!("`{other}` is not one of disabled, preferred, required, verify_ca, verify_identity"),
+            )),
+        }
+        for (key, set) in [
+            ("format", src.format.is_some()),
+            ("delimiter", src.delimiter.is_some()),
+            ("header", src.header.is_some()),
+            ("quote", src.quote.is_some()),
+            ("null_value", src.null_value.is_some()),
+            ("table", src.table.is_some()),
+            ("columns", src.columns.is_some()),
+            ("sample_rows", src.sample_rows.is_some()),
+            ("pattern", src.pattern.is_some()),
+        ] {
+            if set {
+                errs.push((
+                    key,
+                    "is a files source option; mysql sources take `tables`".into(),
+                ));
+            }
+        }
+        if src.snapshot_parallelism == Some(0) {
+            errs.push(("snapshot_parallelism", "must be at least 1".into()));
+        }
+        if src.chunk_rows == Some(0) {
+            errs.push(("chunk_rows", "must be at least 1".into()));
+        }
+        if src.batch_max_rows == Some(0) {
+            errs.push(("batch_max_rows", "must be at least 1".into()));
+        }
+        let mode = src.mode.unwrap_or(Mode::Snapshot);
+        for spec in self.source_tables(name, src) {
+            if mode == Mode::Incremental && spec.cursor.is_none() {
+                errs.push((
+                    "cursor",
+                    format!("mode = \"incremental\" needs a cursor column for table `{}` (cursor = \"updated_at\")", spec.table),
+                ));
+            }
+            if spec.loads.contains(&LoadMode::History) {
+                errs.push((
+                    "load",
+                    "history mode is not available in this build yet".into(),
+                ));
+            }
+        }
+        if mode != Mode::Incremental && src.cursor.is_some() {
+            errs.push((
+                "cursor",
+                "only mode = \"incremental\" reads by a cursor column".into(),
+            ));
+        }
+        errs
     }
 
     /// Every table of every source, in config order.
@@ -844,5 +1017,40 @@ primary_key = ["s_suppkey"]
         assert!(Config::parse(text, Path::new(".")).is_err());
         let s = Secret::Env("PG_PW".into());
         assert_eq!(format!("{s:?}"), "Secret(env PG_PW)");
+    }
+
+    #[test]
+    fn mysql_sources_are_checked_field_by_field() {
+        let ok = "[sources.shop]\nkind = \"mysql\"\nurl = \"mysql://u@h:3306/shop\"\nmode = \"incremental\"\ncursor = \"updated_at\"\ntables = [\"a\", \"b\"]\n";
+        let c = Config::parse(ok, Path::new(".")).unwrap();
+        let specs = c.all_tables();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[1].cursor.as_deref(), Some("updated_at"));
+        // Discovered keys decide the default load.
+        let src = &c.sources["shop"];
+        assert_eq!(
+            c.table_spec("shop", src, "a", &["id".into()]).loads,
+            vec![LoadMode::Merge]
+        );
+        assert_eq!(
+            c.table_spec("shop", src, "a", &[]).loads,
+            vec![LoadMode::Append]
+        );
+
+        let bad = "[sources.shop]\nkind = \"mysql\"\nurl = \"mysql://u:secret@h:3306/\"\nmode = \"incremental\"\nssl_mode = \"verify_ca\"\ndelimiter = \",\"\n";
+        let errs = Config::parse(bad, Path::new(".")).unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let has = |field: &str, words: &str| {
+            text.iter()
+                .any(|t| t.contains(&format!("sources.shop.{field}")) && t.contains(words))
+        };
+        assert!(has("url", "holds a password"), "{text:?}");
+        assert!(has("url", "names no database"), "{text:?}");
+        assert!(has("ssl_ca", "verify_ca"), "{text:?}");
+        assert!(has("delimiter", "files source option"), "{text:?}");
+        assert!(
+            !text.iter().any(|t| t.contains("secret")),
+            "the password is never echoed: {text:?}"
+        );
     }
 }

@@ -82,6 +82,19 @@ pub async fn check(project: &Project) -> Vec<Check> {
             },
         );
     }
+    for (name, src) in &project.config.sources {
+        if src.kind == SourceKind::Mysql {
+            let (ok, detail) = match crate::mysql::check_source(project, name, src).await {
+                Ok(d) => (true, d),
+                Err(e) => (false, e.to_string()),
+            };
+            out.push(Check {
+                what: format!("source {name} (mysql)"),
+                ok,
+                detail,
+            });
+        }
+    }
     for name in project.config.warehouses.keys() {
         let what = format!("warehouse {name}");
         out.push(match project.warehouse(name) {

@@ -149,7 +149,7 @@ pub async fn demo(dir: &Path, quiet: bool) -> Result<PathBuf, EngineError> {
                 &[],
                 SyncOptions {
                     progress: !quiet,
-                    load: true,
+                    ..SyncOptions::default()
                 },
             )
             .await?;

@@ -33,8 +33,15 @@ pub struct ExtractReport {
     pub files: u64,
     pub rows: u64,
     pub rejects: u64,
+    /// Zero dates (`0000-00-00`) that landed as NULL.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub zero_dates: u64,
     /// Lake version after the last commit of this run (None: nothing new).
     pub lake_version: Option<i64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub async fn extract(

@@ -12,6 +12,7 @@ pub mod demo;
 mod error;
 mod extract;
 mod load;
+pub mod mysql;
 pub mod progress;
 mod project;
 pub mod query;

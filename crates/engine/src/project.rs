@@ -11,6 +11,9 @@ use sluice_warehouses::Target;
 
 use crate::EngineError;
 
+/// A source and the tables named of it (None: all).
+pub type Selected = (String, Option<Vec<String>>);
+
 pub struct Project {
     pub config: Config,
     pub lake: Lake,
@@ -70,6 +73,77 @@ impl Project {
                 )));
             }
             out.extend(matched);
+        }
+        Ok(out)
+    }
+
+    /// The sources `SOURCE` / `SOURCE.TABLE` arguments name, in config order, each with the
+    /// tables named (None: all of them). Database sources may name tables discovery will find.
+    pub fn select_sources(&self, selectors: &[String]) -> Result<Vec<Selected>, EngineError> {
+        let mut picked: Vec<Selected> = Vec::new();
+        for s in selectors {
+            let (src, table) = match s.split_once('.') {
+                Some((a, b)) => (a.to_string(), Some(b.to_string())),
+                None => (s.clone(), None),
+            };
+            let config = self.source(&src)?;
+            if let (Some(t), sluice_core::config::SourceKind::Files) = (&table, config.kind) {
+                if !self
+                    .config
+                    .source_tables(&src, config)
+                    .iter()
+                    .any(|x| &x.table == t)
+                {
+                    return Err(EngineError::Usage(format!(
+                        "source `{src}` has no table `{t}`"
+                    )));
+                }
+            }
+            match picked.iter_mut().find(|(n, _)| *n == src) {
+                Some((_, tables)) => match (tables.as_mut(), table) {
+                    (Some(list), Some(t)) => list.push(t),
+                    _ => *tables = None,
+                },
+                None => picked.push((src, table.map(|t| vec![t]))),
+            }
+        }
+        if selectors.is_empty() {
+            picked = self
+                .config
+                .sources
+                .keys()
+                .map(|k| (k.clone(), None))
+                .collect();
+        }
+        Ok(picked)
+    }
+
+    /// Every table the project knows: configured ones, and for database sources that select
+    /// all their tables, those already in the lake (with the key the lake recorded).
+    pub async fn known_tables(&self) -> Result<Vec<TableSpec>, EngineError> {
+        let mut out = Vec::new();
+        for (name, src) in &self.config.sources {
+            let configured = self.config.source_tables(name, src);
+            if src.kind == sluice_core::config::SourceKind::Files {
+                out.extend(configured);
+                continue;
+            }
+            let names: Vec<String> = if configured.is_empty() {
+                self.lake.tables_of(name).await?
+            } else {
+                configured.into_iter().map(|s| s.table).collect()
+            };
+            for t in names {
+                let key: Vec<String> = sluice_lake::LakeTable::open(
+                    &self.lake,
+                    &sluice_lake::TablePath::changes(name, &t),
+                )
+                .await?
+                .and_then(|l| l.property(sluice_lake::PRIMARY_KEY_PROPERTY))
+                .map(|k| k.split(',').map(String::from).collect())
+                .unwrap_or_default();
+                out.push(self.config.table_spec(name, src, &t, &key));
+            }
         }
         Ok(out)
     }

@@ -52,7 +52,7 @@ pub async fn lake_session(project: &Project) -> Result<SessionContext, EngineErr
     let catalog = ctx
         .catalog("datafusion")
         .ok_or_else(|| EngineError::Internal("DataFusion default catalog missing".into()))?;
-    for spec in project.config.all_tables() {
+    for spec in project.known_tables().await? {
         if catalog.schema(&spec.source).is_none() {
             catalog.register_schema(&spec.source, Arc::new(MemorySchemaProvider::new()))?;
         }

@@ -36,7 +36,7 @@ pub struct TableStatus {
 pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> {
     let mut out = Vec::new();
     let mut warehouses = std::collections::HashMap::new();
-    for spec in project.config.all_tables() {
+    for spec in project.known_tables().await? {
         let src = project.source(&spec.source)?;
         let log = LakeTable::open(
             &project.lake,

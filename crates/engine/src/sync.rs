@@ -3,18 +3,25 @@
 
 use serde::Serialize;
 
-use sluice_core::config::SourceKind;
+use tokio::sync::watch;
+
+use sluice_core::config::{SourceKind, TableSpec};
 
 use crate::extract::{extract, ExtractReport};
 use crate::load::{load, LoadResult};
+use crate::mysql::{extract_source, MySqlOptions};
 use crate::{EngineError, Project};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SyncOptions {
     /// Progress lines on a terminal.
     pub progress: bool,
     /// Load the warehouse after landing (false: lake only).
     pub load: bool,
+    /// Change streams stay open, loading as they commit, until this turns true.
+    pub follow: Option<watch::Receiver<bool>>,
+    /// `SOURCE.TABLE`s to snapshot again from scratch.
+    pub resnapshot: Vec<String>,
 }
 
 impl Default for SyncOptions {
@@ -22,6 +29,8 @@ impl Default for SyncOptions {
         SyncOptions {
             progress: false,
             load: true,
+            follow: None,
+            resnapshot: Vec::new(),
         }
     }
 }
@@ -33,6 +42,12 @@ pub struct TableSync {
     pub extract: ExtractReport,
     pub loads: Vec<LoadResult>,
     pub error: Option<String>,
+    /// A schema change stopped this table's capture (see `sluice status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
+    /// A files source (its report counts files).
+    #[serde(skip)]
+    pub reads_files: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,10 +56,13 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
-    /// 0 when every table synced, 1 when one failed (DESIGN.md exit codes).
+    /// 0 when every table synced, 1 when one failed, 3 when one is halted by a schema
+    /// change (DESIGN.md exit codes).
     pub fn exit_code(&self) -> i32 {
         if self.tables.iter().any(|t| t.error.is_some()) {
             1
+        } else if self.tables.iter().any(|t| t.halted.is_some()) {
+            3
         } else {
             0
         }
@@ -54,17 +72,30 @@ impl SyncReport {
         let mut out = String::new();
         for t in &self.tables {
             let e = &t.extract;
+            let files = if t.reads_files {
+                format!("{} new file(s), ", e.files)
+            } else {
+                String::new()
+            };
             out += &format!(
-                "{}.{}: {} new file(s), {} row(s) landed, {} rejected{}\n",
+                "{}.{}: {files}{} row(s) landed, {} rejected{}\n",
                 t.source,
                 t.table,
-                e.files,
                 e.rows,
                 e.rejects,
                 e.lake_version
                     .map(|v| format!(" (lake version {v})"))
                     .unwrap_or_default()
             );
+            if e.zero_dates > 0 {
+                out += &format!(
+                    "  {} zero date(s) (0000-00-00) landed as NULL\n",
+                    e.zero_dates
+                );
+            }
+            if let Some(h) = &t.halted {
+                out += &format!("  HALTED: {h}\n");
+            }
             if e.rejects > 0 {
                 out += &format!(
                     "  quarantined: sluice query \"SELECT * FROM {}.{}__quarantine\"\n",
@@ -95,30 +126,84 @@ pub async fn sync(
     opts: SyncOptions,
 ) -> Result<SyncReport, EngineError> {
     let mut tables = Vec::new();
-    for spec in project.select(selectors)? {
-        let src = project.source(&spec.source)?;
-        let mut ts = TableSync {
-            source: spec.source.clone(),
-            table: spec.table.clone(),
-            extract: ExtractReport::default(),
-            loads: Vec::new(),
-            error: None,
-        };
-        let extracted = match src.kind {
-            SourceKind::Files => extract(project, &spec, src, opts.progress).await,
-            other => Err(EngineError::Usage(format!(
-                "source kind {other:?} is not available in this build"
-            ))),
-        };
-        match extracted {
-            Ok(r) => ts.extract = r,
-            Err(e) => ts.error = Some(e.to_string()),
+    for (source, only) in project.select_sources(selectors)? {
+        let src = project.source(&source)?;
+        match src.kind {
+            SourceKind::Files => {
+                for spec in project.select(&[match &only {
+                    Some(t) if t.len() == 1 => format!("{source}.{}", t[0]),
+                    _ => source.clone(),
+                }])? {
+                    let extracted = extract(project, &spec, src, opts.progress).await;
+                    let (report, error) = match extracted {
+                        Ok(r) => (r, None),
+                        Err(e) => (ExtractReport::default(), Some(e.to_string())),
+                    };
+                    let mut ts = finish(project, spec, report, error, None, &opts).await;
+                    ts.reads_files = true;
+                    tables.push(ts);
+                }
+            }
+            SourceKind::Mysql => {
+                let mopts = MySqlOptions {
+                    progress: opts.progress,
+                    follow: opts.follow.clone(),
+                    load_while_following: opts.load,
+                    resnapshot: opts
+                        .resnapshot
+                        .iter()
+                        .filter_map(|s| s.strip_prefix(&format!("{source}.")).map(String::from))
+                        .collect(),
+                };
+                match extract_source(project, &source, src, only.as_deref(), &mopts).await {
+                    Ok(outcomes) => {
+                        for o in outcomes {
+                            tables.push(
+                                finish(project, o.spec, o.report, o.error, o.halted, &opts).await,
+                            );
+                        }
+                    }
+                    Err(e) => tables.push(TableSync {
+                        source: source.clone(),
+                        table: only.map(|t| t.join(",")).unwrap_or_else(|| "*".into()),
+                        extract: ExtractReport::default(),
+                        loads: Vec::new(),
+                        error: Some(e.to_string()),
+                        halted: None,
+                        reads_files: false,
+                    }),
+                }
+            }
+            other => {
+                return Err(EngineError::Usage(format!(
+                    "source kind {other:?} is not available in this build"
+                )))
+            }
         }
-        // Load even after an extract failure: what the lake already holds is still owed.
-        if !opts.load {
-            tables.push(ts);
-            continue;
-        }
+    }
+    Ok(SyncReport { tables })
+}
+
+/// Loads what the lake holds for a table (even after an extract failure: what landed is
+/// still owed) and assembles its report.
+async fn finish(
+    project: &Project,
+    spec: TableSpec,
+    extract: ExtractReport,
+    error: Option<String>,
+    halted: Option<String>,
+    opts: &SyncOptions,
+) -> TableSync {
+    let mut ts = TableSync {
+        source: spec.source.clone(),
+        table: spec.table.clone(),
+        extract,
+        loads: Vec::new(),
+        error,
+        halted,
+        reads_files: false,
+    };
+    if opts.load {
         match load(project, &spec).await {
             Ok(l) => ts.loads = l,
             Err(e) => {
@@ -129,10 +214,9 @@ pub async fn sync(
                 });
             }
         }
-        if let Some(err) = &ts.error {
-            tracing::error!(source = %spec.source, table = %spec.table, error = %err, "sync failed");
-        }
-        tables.push(ts);
     }
-    Ok(SyncReport { tables })
+    if let Some(err) = &ts.error {
+        tracing::error!(source = %spec.source, table = %spec.table, error = %err, "sync failed");
+    }
+    ts
 }

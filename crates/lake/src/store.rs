@@ -100,6 +100,31 @@ impl Lake {
             .expect("relative path joins")
     }
 
+    /// Names of the tables a source has in the change-log area (`changes/<source>/*`).
+    pub async fn tables_of(&self, source: &str) -> Result<Vec<String>, LakeError> {
+        let url = self
+            .root
+            .join(&format!("changes/{source}/"))
+            .expect("relative path joins");
+        let err = |message: String| LakeError::Location {
+            location: url.to_string(),
+            message,
+        };
+        let (store, prefix) = sluice_core::store::store_for(&url, &self.opts).map_err(err)?;
+        let listing = match store.list_with_delimiter(Some(&prefix)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(String::from))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Storage options handed to deltalake for this lake.
     pub fn storage_options(&self) -> HashMap<String, String> {
         self.opts

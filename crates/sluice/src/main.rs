@@ -39,14 +39,20 @@ enum Command {
     /// Extract what is new, land it in the lake, load it into the warehouse.
     ///
     /// With no arguments every table syncs; name `SOURCE` or `SOURCE.TABLE` to pick.
+    /// CDC sources (MySQL binlog) catch up to the server's current position, load, and exit.
     /// Exit code 0: every table synced; 1: some table failed (the others still synced);
-    /// 2: configuration error.
+    /// 2: configuration error; 3: some table halted by a schema change.
     Sync {
-        /// Sources or tables to sync (`suppliers`, `suppliers.supplier`).
+        /// Sources or tables to sync (`suppliers`, `shop.orders`).
         selectors: Vec<String>,
-        /// Keep going: sync again every `--interval-secs` until Ctrl-C.
+        /// Keep going until Ctrl-C or SIGTERM: change streams stay open and load as they
+        /// commit; other sources sync again every `--interval-secs`.
         #[arg(long)]
         follow: bool,
+        /// Snapshot these `SOURCE.TABLE`s again from scratch (e.g. after the binlog position
+        /// they needed was purged), then continue CDC from the new snapshot.
+        #[arg(long, value_name = "SOURCE.TABLE")]
+        resnapshot: Vec<String>,
         /// Pause between passes with --follow.
         #[arg(long, default_value_t = 30)]
         interval_secs: u64,
@@ -104,10 +110,19 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
         Command::Sync {
             selectors,
             follow,
+            resnapshot,
             interval_secs,
             lake_only,
         } => {
             let project = Project::open(&cli.config)?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            if follow {
+                tokio::spawn(async move {
+                    wait_for_stop_signal().await;
+                    let _ = stop_tx.send(true);
+                });
+            }
+            let mut resnapshot = resnapshot;
             loop {
                 let report = sluice_engine::sync::sync(
                     &project,
@@ -115,6 +130,8 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                     sluice_engine::sync::SyncOptions {
                         progress,
                         load: !lake_only,
+                        follow: follow.then(|| stop_rx.clone()),
+                        resnapshot: std::mem::take(&mut resnapshot),
                     },
                 )
                 .await?;
@@ -126,9 +143,13 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                 if !follow {
                     return Ok(report.exit_code());
                 }
+                if *stop_rx.borrow() {
+                    return Ok(report.exit_code());
+                }
+                let mut stop = stop_rx.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(interval_secs)) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(report.exit_code()),
+                    _ = stop.wait_for(|v| *v) => return Ok(report.exit_code()),
                 }
             }
         }
@@ -185,6 +206,26 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
             Ok(if ok { 0 } else { 1 })
         }
     }
+}
+
+/// Ctrl-C or SIGTERM: finish the current batch and exit.
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn main() -> ExitCode {

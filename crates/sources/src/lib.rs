@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod files;
+pub mod mysql;
 pub mod values;
 
 pub use error::SourceError;

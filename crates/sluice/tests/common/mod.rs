@@ -94,3 +94,4 @@ pub fn duck_rows(db: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
 pub fn s(v: &str) -> Option<String> {
     Some(v.to_string())
 }
+pub mod mariadb;

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""MariaDB -> sluice: TPC-H lineitem SF1 snapshot, CDC throughput and end-to-end latency,
+beside the raw scan limit `mariadb --quick`, in one run through ../shared/bench/harness.py.
+
+Cases:
+  reference  mariadb --quick -N -e "select * from tpch.lineitem" > /dev/null   (raw scan, TCP)
+  (a)        sluice snapshot -> lake                  `sluice sync --lake-only`, mode snapshot
+  (b)        sluice snapshot -> lake -> DuckDB        `sluice sync`
+  (c)        sluice CDC, 500,000 row changes -> lake  250k INSERTs + 250k UPDATEs in 50
+             transactions of 10,000 (as series D), untimed; then the timed catch-up
+  (d)        latency at a steady 2,000 changes/s for 60 s: `sluice sync --follow` while a
+             client commits 20 transactions of 100 rows per second; per row, DuckDB's
+             `_sluice_loaded_at` minus the row's commit time (`NOW(6)` in the row) -> p50/p99
+
+Uses the shared private MariaDB (servers.sh, 127.0.0.1:3307, ROW binlog) and loads
+tpch.lineitem from sluice's own generator when data.sh has not (same DDL as data.sh).
+Usage: bench/mysql_lineitem.py     (env: RUNS=3, SCRATCH=/var/tmp/sluice-bench, LATENCY_SECS=60)
+"""
+import json, os, statistics, subprocess, sys, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SHARED = os.path.join(ROOT, "..", "shared", "bench")
+sys.path.insert(0, SHARED)
+import harness  # noqa: E402
+
+TARGET = os.environ.setdefault("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice-target"))
+SLUICE = os.path.join(TARGET, "release", "sluice")
+GEN = os.path.join(TARGET, "release", "examples", "tpch_lineitem")
+ROWS = 6_001_215
+PORT = 3307
+MY = f"mariadb --no-defaults --protocol=TCP -h127.0.0.1 -P{PORT} -ubench -pbench"
+ROOT_SQL = "mariadb --no-defaults -S {sock} -uroot --local-infile=1"
+
+DDL = """CREATE TABLE lineitem (
+    l_orderkey BIGINT NOT NULL, l_partkey BIGINT NOT NULL, l_suppkey BIGINT NOT NULL, l_linenumber INT NOT NULL,
+    l_quantity DECIMAL(15,2) NOT NULL, l_extendedprice DECIMAL(15,2) NOT NULL,
+    l_discount DECIMAL(15,2) NOT NULL, l_tax DECIMAL(15,2) NOT NULL,
+    l_returnflag CHAR(1) NOT NULL, l_linestatus CHAR(1) NOT NULL,
+    l_shipdate DATE NOT NULL, l_commitdate DATE NOT NULL, l_receiptdate DATE NOT NULL,
+    l_shipinstruct CHAR(25) NOT NULL, l_shipmode CHAR(10) NOT NULL, l_comment VARCHAR(44) NOT NULL,
+    PRIMARY KEY (l_orderkey, l_linenumber)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def root(env, sql):
+    return sh(f"{ROOT_SQL.format(sock=env['SCRATCH'] + '/mariadb.sock')} -N -e \"{sql}\"")
+
+
+def ensure_lineitem(env):
+    sh(f"{SHARED}/servers.sh start")
+    n = root(env, "SELECT count(*) FROM information_schema.tables WHERE table_schema='tpch' AND table_name='lineitem'")
+    if n.strip() == "1" and root(env, "SELECT count(*) FROM tpch.lineitem").strip() == str(ROWS):
+        return
+    csv = os.path.join(env["SCRATCH"], "sluice-files", "sf1", "drops-csv", "20240101", "lineitem.csv")
+    if not os.path.exists(csv):
+        os.makedirs(os.path.dirname(csv), exist_ok=True)
+        tbl = csv.replace("drops-csv", "drops-tbl").replace(".csv", ".tbl")
+        os.makedirs(os.path.dirname(tbl), exist_ok=True)
+        subprocess.run([GEN, "1", tbl, csv], check=True, stdout=subprocess.DEVNULL)
+    harness.log("loading tpch.lineitem into MariaDB (binlog off for the load)")
+    root(env, f"SET SESSION sql_log_bin = 0; CREATE DATABASE IF NOT EXISTS tpch; USE tpch; DROP TABLE IF EXISTS lineitem; {DDL}; "
+              f"LOAD DATA LOCAL INFILE '{csv}' INTO TABLE lineitem CHARACTER SET utf8mb4 "
+              "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\\\\\"' LINES TERMINATED BY '\\\\n' IGNORE 1 LINES; ANALYZE TABLE lineitem")
+
+
+def project(base, name, mode, tables, extra=""):
+    d = os.path.join(base, name)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "sluice.toml"), "w") as f:
+        f.write(f"""[sources.tpch]
+kind = "mysql"
+url = "mysql://bench@127.0.0.1:{PORT}/tpch"
+password = {{ env = "BENCH_MY_PASS" }}
+mode = "{mode}"
+tables = {json.dumps(tables)}
+{extra}
+""")
+    return d
+
+
+def cdc_setup(d, table):
+    """A fresh table, snapshotted (empty), then 500k row changes waiting in the binlog."""
+    sql = (f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id INT PRIMARY KEY, a BIGINT, b VARCHAR(40), "
+           "c DECIMAL(15,2), d DATETIME(6)) ENGINE=InnoDB")
+    return (f"{MY} tpch -e \"{sql}\" && rm -rf {d}/lake {d}/warehouse.duckdb && "
+            f"BENCH_MY_PASS=bench {SLUICE} --config {d}/sluice.toml sync --lake-only > /dev/null && "
+            f"python3 {__file__} --changes {table}")
+
+
+def write_changes(table):
+    """25 transactions of 10,000 INSERTs, then 25 of 10,000 UPDATEs."""
+    p = subprocess.Popen(f"{MY} tpch", shell=True, stdin=subprocess.PIPE, text=True)
+    for t in range(25):
+        rows = ",".join(f"({t * 10000 + i}, {i}, 'row {i}', {i}.25, NOW(6))" for i in range(10000))
+        p.stdin.write(f"START TRANSACTION; INSERT INTO {table} VALUES {rows}; COMMIT;\n")
+    for t in range(25):
+        p.stdin.write(f"UPDATE {table} SET a = a + 1, b = 'updated' WHERE id >= {t * 10000} AND id < {(t + 1) * 10000};\n")
+    p.stdin.close()
+    assert p.wait() == 0
+
+
+def latency(d, secs):
+    """Steady 2,000 changes/s for `secs` while `sync --follow` runs; returns (p50, p99, rss)."""
+    table = "lat"
+    sh(f"{MY} tpch -e \"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id INT PRIMARY KEY, v INT, at DATETIME(6))\"")
+    sh(f"rm -rf {d}/lake {d}/warehouse.duckdb")
+    env = dict(os.environ, BENCH_MY_PASS="bench")
+    sh(f"{SLUICE} --config {d}/sluice.toml sync", env=env)
+    follower = subprocess.Popen(["/usr/bin/time", "-v", SLUICE, "--config", f"{d}/sluice.toml", "sync", "--follow"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    client = subprocess.Popen(f"{MY} tpch", shell=True, stdin=subprocess.PIPE, text=True)
+    start, n = time.time(), 0
+    for tick in range(secs * 20):
+        rows = ",".join(f"({n + i}, {i}, NOW(6))" for i in range(100))
+        client.stdin.write(f"INSERT INTO {table} VALUES {rows};\n")
+        client.stdin.flush()
+        n += 100
+        wait = start + (tick + 1) / 20 - time.time()
+        if wait > 0:
+            time.sleep(wait)
+    client.stdin.close()
+    client.wait()
+    time.sleep(5)
+    follower.terminate()
+    err = follower.communicate()[1]
+    rss = next((int(l.split(":")[1]) // 1024 for l in err.splitlines() if "Maximum resident" in l), None)
+    import duckdb  # noqa: E402  (the bench venv has it)
+    con = duckdb.connect(f"{d}/warehouse.duckdb", read_only=True)
+    lat = [r[0] for r in con.execute(
+        f"SELECT epoch_us(_sluice_loaded_at) - epoch_us(at::TIMESTAMPTZ) FROM tpch.{table}").fetchall()]
+    got = len(lat)
+    lat.sort()
+    return {"rows": n, "loaded": got, "p50_ms": lat[len(lat) // 2] / 1000, "p99_ms": lat[int(len(lat) * 0.99)] / 1000,
+            "max_ms": lat[-1] / 1000, "peak_rss_mb": rss}
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--changes":
+        write_changes(sys.argv[2])
+        return
+    env = harness.load_env()
+    subprocess.run(["cargo", "build", "--release", "--workspace", "--examples", "--bins"], cwd=ROOT, check=True)
+    ensure_lineitem(env)
+    base = os.path.join(env["SCRATCH"], "sluice-mysql")
+    snap = project(base, "snapshot", "snapshot", ["lineitem"], 'load = "append"')
+    cdc = project(base, "cdc", "cdc", ["cdc_bench"], 'load = "append"')
+    lat = project(base, "latency", "cdc", ["lat"], 'load = "append"\nbatch_max_ms = 500')
+    os.environ["BENCH_MY_PASS"] = "bench"
+
+    def tools(_env):
+        out = [harness.measure("mariadb --quick scan (raw limit)",
+                               f"{MY} --quick -N -e 'select * from tpch.lineitem' > /dev/null", ROWS)]
+        count = (f"{SLUICE} --config {snap}/sluice.toml query --format csv "
+                 f"'SELECT count(*) AS n FROM tpch.lineitem__changes' | tail -1")
+        out.append(harness.measure("sluice snapshot -> lake", f"{SLUICE} --config {snap}/sluice.toml sync --lake-only",
+                                   ROWS, setup=f"rm -rf {snap}/lake {snap}/warehouse.duckdb", verify=count))
+        out.append(harness.measure("sluice snapshot -> lake -> DuckDB", f"{SLUICE} --config {snap}/sluice.toml sync",
+                                   ROWS, setup=f"rm -rf {snap}/lake {snap}/warehouse.duckdb", verify=count))
+        ccount = (f"{SLUICE} --config {cdc}/sluice.toml query --format csv "
+                  f"'SELECT count(*) AS n FROM tpch.cdc_bench__changes' | tail -1")
+        out.append(harness.measure("sluice CDC 500k row changes -> lake",
+                                   f"{SLUICE} --config {cdc}/sluice.toml sync --lake-only", 500_000,
+                                   setup=cdc_setup(cdc, "cdc_bench"), verify=ccount))
+        return out
+
+    harness.series("sluice_mysql", tools)
+    res = latency(lat, int(os.environ.get("LATENCY_SECS", "60")))
+    print(json.dumps({"series": "sluice_mysql_latency", **res}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+//! A private MariaDB server for one test: its own data directory and port on 127.0.0.1,
+//! ROW binlog, started from the installed binaries and stopped by pid when dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct MariaDb {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Child,
+    // One server at a time: each test's server and sluice already keep both cores busy.
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl MariaDb {
+    /// Starts a server with `extra` server options (e.g. `--max-binlog-size=4096`).
+    pub fn start(extra: &[&str]) -> MariaDb {
+        let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+        // Under /tmp: short socket paths, and no surprises with root's home permissions.
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-mariadb-")
+            .tempdir_in("/tmp")
+            .expect("tempdir")
+            .keep();
+        let data = dir.join("data");
+        let install = Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                &format!("--datadir={}", data.display()),
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .output()
+            .expect("mariadb-install-db (apt-get install mariadb-server)");
+        assert!(
+            install.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&install.stdout),
+            String::from_utf8_lossy(&install.stderr)
+        );
+        let port = free_port();
+        let mut args = vec![
+            "--no-defaults".to_string(),
+            format!("--datadir={}", data.display()),
+            "--user=root".into(),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--socket={}", dir.join("sock").display()),
+            format!("--pid-file={}", dir.join("pid").display()),
+            format!("--log-bin={}", data.join("binlog").display()),
+            "--binlog-format=ROW".into(),
+            "--server-id=1".into(),
+            "--skip-name-resolve".into(),
+            "--innodb-buffer-pool-size=64M".into(),
+            format!("--log-error={}", dir.join("error.log").display()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new("mariadbd")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mariadbd");
+        let db = MariaDb {
+            port,
+            dir,
+            child,
+            _turn: turn,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while db.client("mysql", "SELECT 1").is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "MariaDB did not start: {}",
+                std::fs::read_to_string(db.dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        db.client("mysql", "CREATE DATABASE shop")
+            .expect("CREATE DATABASE shop");
+        db
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/shop", self.port)
+    }
+
+    pub fn try_sql(&self, sql: &str) -> Result<String, String> {
+        self.client("shop", sql)
+    }
+
+    fn client(&self, database: &str, sql: &str) -> Result<String, String> {
+        use std::io::Write;
+        // On stdin: scripts of thousands of statements exceed the argument limit.
+        let mut child = Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-h127.0.0.1",
+                &format!("-P{}", self.port),
+                "-uroot",
+                "--batch",
+                "--skip-column-names",
+                "--default-character-set=utf8mb4",
+                database,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(sql.as_bytes()).map_err(|e| e.to_string())?;
+        drop(stdin);
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Runs SQL in database `shop`; panics with the server's message on failure.
+    pub fn sql(&self, sql: &str) -> String {
+        self.try_sql(sql).unwrap_or_else(|e| {
+            let shown: String = sql.chars().take(300).collect();
+            panic!("MariaDB: {e}\nin: {shown}")
+        })
+    }
+
+    /// Rows of a query, tab-separated fields, `NULL` as None.
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.sql(sql)
+            .lines()
+            .map(|l| {
+                l.split('\t')
+                    .map(|f| (f != "NULL").then(|| unescape(f)))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// The batch output's escapes: `\t`, `\n`, `\\`, `\0`.
+fn unescape(f: &str) -> String {
+    let mut out = String::new();
+    let mut it = f.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('t') => out.push('\t'),
+                Some('n') => out.push('\n'),
+                Some('0') => out.push('\0'),
+                Some(o) => out.push(o),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

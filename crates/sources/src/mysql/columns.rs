@@ -1,0 +1,347 @@
+//! The one mapping from MySQL/MariaDB column definitions to Arrow types.
+//!
+//! Every column's definition (as `information_schema.COLUMNS` describes it) is kept with the
+//! lake table, so binlog rows are decoded with the definitions that were current when they were
+//! written, not whatever the table looks like when sluice happens to read them.
+//!
+//! | MySQL                                   | Arrow                         |
+//! |-----------------------------------------|-------------------------------|
+//! | TINYINT / SMALLINT / MEDIUMINT, INT / BIGINT | Int8 / Int16 / Int32 / Int64 |
+//! | … UNSIGNED                              | the next wider signed type; BIGINT UNSIGNED → Decimal(20,0) |
+//! | DECIMAL(p,s), p ≤ 38                    | Decimal128(p,s)               |
+//! | DECIMAL(p,s), p > 38                    | Utf8, the exact decimal text (Delta stops at 38 digits) |
+//! | FLOAT / DOUBLE                          | Float32 / Float64             |
+//! | BIT(1) / BIT(n)                         | Boolean / Binary (big-endian, ⌈n/8⌉ bytes) |
+//! | CHAR, VARCHAR, *TEXT, ENUM, SET, JSON   | Utf8 (SET as `a,b`; MySQL JSON normalised) |
+//! | BINARY, VARBINARY, *BLOB                | Binary                        |
+//! | geometry types                          | Binary, WKB (the 4-byte SRID prefix removed) |
+//! | DATE                                    | Date32                        |
+//! | DATETIME(fsp)                           | Timestamp(µs)                 |
+//! | TIMESTAMP(fsp)                          | Timestamp(µs, UTC)            |
+//! | TIME(fsp)                               | Utf8 `[-]H:MM:SS[.f]`, as MySQL prints it (its range, ±838 h, fits no Arrow time type) |
+//! | YEAR                                    | Int16                         |
+//!
+//! Zero dates (`0000-00-00`) have no Arrow value: they become NULL and are counted.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+/// Column definition as read from `information_schema.COLUMNS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    /// `DATA_TYPE`, lowercase: `int`, `varchar`, `enum`, …
+    pub data_type: String,
+    /// `COLUMN_TYPE`, lowercase: `int(10) unsigned`, `enum('a','b')`, `decimal(65,30)`, …
+    pub column_type: String,
+    /// `CHARACTER_SET_NAME` (None for non-text columns).
+    pub charset: Option<String>,
+    pub nullable: bool,
+}
+
+/// How values of a column become Arrow values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// An integer held in `bits`, stored by MySQL in `width` bits, signed or not (the binlog
+    /// does not say which unless binlog_row_metadata=FULL, so values are re-read by width).
+    Int {
+        bits: u8,
+        width: u8,
+        unsigned: bool,
+    },
+    /// BIGINT UNSIGNED: its maximum needs 20 digits.
+    UnsignedBig,
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
+    /// DECIMAL wider than Arrow/Delta's 38 digits: kept as its exact text.
+    WideDecimal,
+    Float,
+    Double,
+    Bool,
+    /// BIT(n), n > 1.
+    Bits {
+        bytes: usize,
+    },
+    Text {
+        charset: Charset,
+    },
+    Json,
+    Enum {
+        labels: Vec<String>,
+    },
+    Set {
+        labels: Vec<String>,
+    },
+    /// BINARY(n): the binlog drops trailing zero bytes, which are part of the value.
+    FixedBinary {
+        len: usize,
+    },
+    Binary,
+    Geometry,
+    Date,
+    DateTime,
+    Timestamp,
+    Time {
+        fsp: u8,
+    },
+    Year,
+}
+
+/// Character sets whose bytes the binlog carries as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charset {
+    Utf8,
+    /// MySQL's latin1 is Windows-1252.
+    Latin1,
+    /// Anything else: decoded by name through `encoding_rs`, else as UTF-8 with replacement.
+    Other(&'static encoding_rs::Encoding),
+}
+
+impl Charset {
+    fn of(name: Option<&str>) -> Charset {
+        match name.unwrap_or("utf8mb4") {
+            "utf8" | "utf8mb3" | "utf8mb4" | "ascii" | "binary" => Charset::Utf8,
+            "latin1" => Charset::Latin1,
+            other => {
+                let label = match other {
+                    "cp1250" => "windows-1250",
+                    "cp1251" => "windows-1251",
+                    "cp1256" => "windows-1256",
+                    "cp1257" => "windows-1257",
+                    "latin2" => "iso-8859-2",
+                    "greek" => "iso-8859-7",
+                    "hebrew" => "iso-8859-8",
+                    "koi8r" => "koi8-r",
+                    "koi8u" => "koi8-u",
+                    "sjis" | "cp932" => "shift_jis",
+                    "ujis" | "eucjpms" => "euc-jp",
+                    "gbk" | "gb2312" => "gbk",
+                    "gb18030" => "gb18030",
+                    "big5" => "big5",
+                    "euckr" => "euc-kr",
+                    "utf16" => "utf-16be",
+                    "utf16le" => "utf-16le",
+                    _ => "utf-8",
+                };
+                Charset::Other(
+                    encoding_rs::Encoding::for_label(label.as_bytes())
+                        .unwrap_or(encoding_rs::UTF_8),
+                )
+            }
+        }
+    }
+
+    /// Text of stored bytes.
+    pub fn decode(self, bytes: &[u8]) -> String {
+        match self {
+            Charset::Utf8 => String::from_utf8_lossy(bytes).into_owned(),
+            Charset::Latin1 => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),
+            Charset::Other(enc) => enc.decode(bytes).0.into_owned(),
+        }
+    }
+}
+
+impl ColumnDef {
+    /// The conversion for this column; `Err` names what is not understood.
+    pub fn kind(&self) -> Kind {
+        let ct = self.column_type.as_str();
+        let unsigned = ct.contains("unsigned");
+        let args = type_args(ct);
+        let arg = |i: usize| args.get(i).and_then(|a| a.trim().parse::<u32>().ok());
+        match self.data_type.as_str() {
+            "tinyint" if unsigned => int(16, 8, true),
+            "tinyint" => int(8, 8, false),
+            "smallint" if unsigned => int(32, 16, true),
+            "smallint" => int(16, 16, false),
+            "mediumint" if unsigned => int(32, 24, true),
+            "mediumint" => int(32, 24, false),
+            "int" | "integer" if unsigned => int(64, 32, true),
+            "int" | "integer" => int(32, 32, false),
+            "bigint" if unsigned => Kind::UnsignedBig,
+            "bigint" => int(64, 64, false),
+            "decimal" | "numeric" => {
+                let p = arg(0).unwrap_or(10);
+                let s = arg(1).unwrap_or(0);
+                if p <= 38 {
+                    Kind::Decimal {
+                        precision: p as u8,
+                        scale: s as i8,
+                    }
+                } else {
+                    Kind::WideDecimal
+                }
+            }
+            "float" => Kind::Float,
+            "double" | "real" => Kind::Double,
+            "bit" if arg(0).unwrap_or(1) == 1 => Kind::Bool,
+            "bit" => Kind::Bits {
+                bytes: (arg(0).unwrap_or(1) as usize).div_ceil(8),
+            },
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => Kind::Text {
+                charset: Charset::of(self.charset.as_deref()),
+            },
+            "json" => Kind::Json,
+            "enum" => Kind::Enum {
+                labels: quoted_list(ct),
+            },
+            "set" => Kind::Set {
+                labels: quoted_list(ct),
+            },
+            "binary" => Kind::FixedBinary {
+                len: arg(0).unwrap_or(1) as usize,
+            },
+            "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => Kind::Binary,
+            "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+            | "multipolygon" | "geometrycollection" | "geomcollection" => Kind::Geometry,
+            "date" => Kind::Date,
+            "datetime" => Kind::DateTime,
+            "timestamp" => Kind::Timestamp,
+            "time" => Kind::Time {
+                fsp: arg(0).unwrap_or(0) as u8,
+            },
+            "year" => Kind::Year,
+            // MariaDB's inet4/inet6/uuid and anything newer: kept as text.
+            _ => Kind::Text {
+                charset: Charset::Utf8,
+            },
+        }
+    }
+}
+
+fn int(bits: u8, width: u8, unsigned: bool) -> Kind {
+    Kind::Int {
+        bits,
+        width,
+        unsigned,
+    }
+}
+
+impl Kind {
+    pub fn arrow_type(&self) -> DataType {
+        match self {
+            Kind::Int { bits: 8, .. } => DataType::Int8,
+            Kind::Int { bits: 16, .. } => DataType::Int16,
+            Kind::Int { bits: 32, .. } => DataType::Int32,
+            Kind::Int { .. } => DataType::Int64,
+            Kind::UnsignedBig => DataType::Decimal128(20, 0),
+            Kind::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
+            Kind::Float => DataType::Float32,
+            Kind::Double => DataType::Float64,
+            Kind::Bool => DataType::Boolean,
+            Kind::Bits { .. } | Kind::FixedBinary { .. } | Kind::Binary | Kind::Geometry => {
+                DataType::Binary
+            }
+            Kind::WideDecimal
+            | Kind::Text { .. }
+            | Kind::Json
+            | Kind::Enum { .. }
+            | Kind::Set { .. }
+            | Kind::Time { .. } => DataType::Utf8,
+            Kind::Date => DataType::Date32,
+            Kind::DateTime => DataType::Timestamp(TimeUnit::Microsecond, None),
+            Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Kind::Year => DataType::Int16,
+        }
+    }
+}
+
+/// The Arrow schema of a table's columns (all nullable: zero dates become NULL).
+pub fn arrow_schema(columns: &[ColumnDef]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.kind().arrow_type(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The arguments in the first parentheses: `decimal(65,30)` → `["65", "30"]`.
+fn type_args(column_type: &str) -> Vec<&str> {
+    match (column_type.find('('), column_type.find(')')) {
+        (Some(a), Some(b)) if a < b => column_type[a + 1..b].split(',').collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The labels of `enum('a','it''s')` / `set(...)`, unescaped.
+fn quoted_list(column_type: &str) -> Vec<String> {
+    let Some(open) = column_type.find('(') else {
+        return Vec::new();
+    };
+    let mut labels = Vec::new();
+    let mut chars = column_type[open + 1..].chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue;
+        }
+        let mut label = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    label.push('\'');
+                }
+                '\'' => break,
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        label.push(n);
+                    }
+                }
+                other => label.push(other),
+            }
+        }
+        labels.push(label);
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(data_type: &str, column_type: &str) -> ColumnDef {
+        ColumnDef {
+            name: "c".into(),
+            data_type: data_type.into(),
+            column_type: column_type.into(),
+            charset: None,
+            nullable: true,
+        }
+    }
+
+    #[test]
+    fn every_type_maps_to_one_arrow_type() {
+        let cases = [
+            ("tinyint", "tinyint(4)", DataType::Int8),
+            ("tinyint", "tinyint(3) unsigned", DataType::Int16),
+            ("smallint", "smallint(5) unsigned", DataType::Int32),
+            ("mediumint", "mediumint(8) unsigned", DataType::Int32),
+            ("int", "int(10) unsigned", DataType::Int64),
+            ("bigint", "bigint(20) unsigned", DataType::Decimal128(20, 0)),
+            ("decimal", "decimal(15,2)", DataType::Decimal128(15, 2)),
+            ("decimal", "decimal(65,30)", DataType::Utf8),
+            ("bit", "bit(1)", DataType::Boolean),
+            ("bit", "bit(12)", DataType::Binary),
+            ("time", "time(3)", DataType::Utf8),
+            ("timestamp", "timestamp(6)", Kind::Timestamp.arrow_type()),
+            ("year", "year(4)", DataType::Int16),
+            ("point", "point", DataType::Binary),
+        ];
+        for (dt, ct, want) in cases {
+            assert_eq!(def(dt, ct).kind().arrow_type(), want, "{ct}");
+        }
+    }
+
+    #[test]
+    fn enum_labels_are_unescaped() {
+        assert_eq!(
+            quoted_list("enum('a','it''s','x,y')"),
+            vec!["a", "it's", "x,y"]
+        );
+        assert_eq!(def("bit", "bit(12)").kind(), Kind::Bits { bytes: 2 });
+    }
+}

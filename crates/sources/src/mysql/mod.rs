@@ -1,0 +1,297 @@
+//! MySQL and MariaDB: discovery, consistent chunked snapshots, incremental reads by a cursor
+//! column, and the binlog as a replica reads it.
+//!
+//! - [`columns`]: the one type mapping (MySQL column definition → Arrow).
+//! - [`convert`]: values from queries and from binlog row images → Arrow arrays.
+//! - [`snapshot`]: chunk plans over the primary key and the chunk reader.
+//! - [`binlog`]: positions and the change stream, assembled into source transactions.
+
+pub mod binlog;
+pub mod columns;
+pub mod convert;
+pub mod snapshot;
+
+use std::path::PathBuf;
+use std::sync::Once;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
+
+use crate::SourceError;
+pub use binlog::BinlogPosition;
+pub use columns::ColumnDef;
+
+/// How the connection uses TLS (the MySQL client's `--ssl-mode` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    Disabled,
+    /// TLS when the server offers it, else plain.
+    #[default]
+    Preferred,
+    /// TLS, without checking the certificate.
+    Required,
+    /// TLS with a certificate signed by `ssl_ca`.
+    VerifyCa,
+    /// As `verify_ca`, and the certificate names the host.
+    VerifyIdentity,
+}
+
+impl SslMode {
+    pub fn parse(s: &str) -> Option<SslMode> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "disabled" => SslMode::Disabled,
+            "preferred" => SslMode::Preferred,
+            "required" => SslMode::Required,
+            "verify_ca" => SslMode::VerifyCa,
+            "verify_identity" => SslMode::VerifyIdentity,
+            _ => return None,
+        })
+    }
+}
+
+/// Which server: their binlogs and status commands differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    MySql,
+    MariaDb,
+}
+
+/// A table as discovered: columns in ordinal order, its key, a size estimate.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    pub primary_key: Vec<String>,
+    pub rows_estimate: u64,
+}
+
+/// One configured MySQL/MariaDB source.
+#[derive(Clone)]
+pub struct MySql {
+    pub source: String,
+    pub database: String,
+    opts: Opts,
+    ssl_mode: SslMode,
+}
+
+impl std::fmt::Debug for MySql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The options hold the password.
+        write!(
+            f,
+            "MySql({} at {}:{}/{})",
+            self.source,
+            self.opts.ip_or_hostname(),
+            self.opts.tcp_port(),
+            self.database
+        )
+    }
+}
+
+fn install_tls_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // rustls is built with two providers in this tree; pick one for the process.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+impl MySql {
+    /// `url` is `mysql://user@host:port/database`; the password comes from a secret.
+    pub fn new(
+        source: &str,
+        url: &str,
+        password: Option<String>,
+        ssl_mode: SslMode,
+        ssl_ca: Option<PathBuf>,
+    ) -> Result<MySql, SourceError> {
+        let err = |message: String| SourceError::Config {
+            source_name: source.into(),
+            message,
+        };
+        let base = Opts::from_url(url).map_err(|e| err(format!("url: {e}")))?;
+        let database = base
+            .db_name()
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| err("url names no database: mysql://user@host:port/DATABASE".into()))?
+            .to_string();
+        let mut builder = OptsBuilder::from_opts(base)
+            .init(vec![
+                // Values arrive as UTC and UTF-8 whatever the server's defaults.
+                "SET time_zone = '+00:00'",
+                "SET NAMES utf8mb4",
+            ])
+            .stmt_cache_size(16)
+            .tcp_nodelay(true);
+        if let Some(p) = password {
+            builder = builder.pass(Some(p));
+        }
+        let ssl = match ssl_mode {
+            SslMode::Disabled => None,
+            SslMode::Preferred | SslMode::Required => Some(
+                SslOpts::default()
+                    .with_danger_accept_invalid_certs(true)
+                    .with_danger_skip_domain_validation(true),
+            ),
+            SslMode::VerifyCa | SslMode::VerifyIdentity => {
+                let ca = ssl_ca.ok_or_else(|| {
+                    err(
+                        "ssl_mode verify_ca / verify_identity needs ssl_ca = \"/path/ca.pem\""
+                            .into(),
+                    )
+                })?;
+                Some(
+                    SslOpts::default()
+                        .with_root_certs(vec![ca.into()])
+                        .with_danger_skip_domain_validation(ssl_mode == SslMode::VerifyCa),
+                )
+            }
+        };
+        if ssl.is_some() {
+            install_tls_provider();
+        }
+        builder = builder.ssl_opts(ssl);
+        Ok(MySql {
+            source: source.into(),
+            database,
+            opts: builder.into(),
+            ssl_mode,
+        })
+    }
+
+    pub fn err(&self, message: impl Into<String>) -> SourceError {
+        SourceError::Config {
+            source_name: self.source.clone(),
+            message: message.into(),
+        }
+    }
+
+    pub fn db_err(&self, doing: &str, e: mysql_async::Error) -> SourceError {
+        self.err(format!("{doing}: {e}"))
+    }
+
+    /// A connection in UTC and utf8mb4.
+    pub async fn connect(&self) -> Result<Conn, SourceError> {
+        let host = format!("{}:{}", self.opts.ip_or_hostname(), self.opts.tcp_port());
+        match Conn::new(self.opts.clone()).await {
+            Ok(c) => Ok(c),
+            Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            )) if self.ssl_mode == SslMode::Preferred => {
+                tracing::debug!(source = %self.source, "server offers no TLS; connecting without");
+                let plain = OptsBuilder::from_opts(self.opts.clone()).ssl_opts(None::<SslOpts>);
+                Conn::new(plain)
+                    .await
+                    .map_err(|e| self.db_err(&format!("connecting to {host}"), e))
+            }
+            Err(e) => Err(self.db_err(&format!("connecting to {host}"), e)),
+        }
+    }
+
+    pub fn opts(&self) -> &Opts {
+        &self.opts
+    }
+
+    pub async fn flavor(&self, conn: &mut Conn) -> Result<Flavor, SourceError> {
+        let version: Option<String> = conn
+            .query_first("SELECT VERSION()")
+            .await
+            .map_err(|e| self.db_err("reading the server version", e))?;
+        Ok(if version.unwrap_or_default().contains("MariaDB") {
+            Flavor::MariaDb
+        } else {
+            Flavor::MySql
+        })
+    }
+
+    /// Tables of the database (all base tables, or those named), with columns and keys.
+    pub async fn discover(
+        &self,
+        conn: &mut Conn,
+        selected: Option<&[String]>,
+    ) -> Result<Vec<TableInfo>, SourceError> {
+        let names: Vec<(String, Option<u64>)> = conn
+            .exec(
+                "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+                (&self.database,),
+            )
+            .await
+            .map_err(|e| self.db_err("listing tables", e))?;
+        if let Some(sel) = selected {
+            let missing: Vec<&String> = sel
+                .iter()
+                .filter(|s| !names.iter().any(|(n, _)| n == *s))
+                .collect();
+            if !missing.is_empty() {
+                return Err(self.err(format!(
+                    "database `{}` has no table {}",
+                    self.database,
+                    missing
+                        .iter()
+                        .map(|m| format!("`{m}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        let mut out = Vec::new();
+        for (name, rows) in names {
+            if selected.is_some_and(|s| !s.contains(&name)) {
+                continue;
+            }
+            let columns = self.columns(conn, &name).await?;
+            let primary_key: Vec<String> = conn
+                .exec(
+                    "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+                     ORDER BY ORDINAL_POSITION",
+                    (&self.database, &name),
+                )
+                .await
+                .map_err(|e| self.db_err(&format!("reading the key of `{name}`"), e))?;
+            out.push(TableInfo {
+                name,
+                columns,
+                primary_key,
+                rows_estimate: rows.unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    /// One table's column definitions in ordinal order.
+    pub async fn columns(
+        &self,
+        conn: &mut Conn,
+        table: &str,
+    ) -> Result<Vec<ColumnDef>, SourceError> {
+        type Row = (String, String, String, Option<String>, String);
+        let rows: Vec<Row> = conn
+            .exec(
+                "SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(COLUMN_TYPE), CHARACTER_SET_NAME, IS_NULLABLE \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+                 ORDER BY ORDINAL_POSITION",
+                (&self.database, table),
+            )
+            .await
+            .map_err(|e| self.db_err(&format!("reading the columns of `{table}`"), e))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, data_type, column_type, charset, nullable)| ColumnDef {
+                    name,
+                    data_type,
+                    column_type,
+                    charset,
+                    nullable: nullable == "YES",
+                },
+            )
+            .collect())
+    }
+}
+
+/// `db`.`table` with every identifier quoted for MySQL.
+pub fn quote(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
+}
