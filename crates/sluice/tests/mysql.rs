@@ -432,3 +432,138 @@ fn kill_9_during_snapshot_and_cdc_loses_and_doubles_nothing() {
     let dup = sb.query_lake("SELECT count(*) AS n FROM (SELECT _sluice_seq FROM shop.big__changes GROUP BY 1 HAVING count(*) > 1)");
     assert_eq!(dup[0]["n"], 0);
 }
+
+/// A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sluice test CA",
+    ]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other-ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=another CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[test]
+fn tls_verifies_the_server_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    let db = MariaDb::start(&[
+        &format!("--ssl-ca={}", p("ca.pem")),
+        &format!("--ssl-cert={}", p("server.pem")),
+        &format!("--ssl-key={}", p("server.key")),
+    ]);
+    db.sql(
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO t VALUES (1, 'secret')",
+    );
+    let accepted = || {
+        db.rows("SHOW GLOBAL STATUS LIKE 'Ssl_accepts'")[0][1]
+            .clone()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = accepted();
+    let sb = Sandbox::new();
+    sb.config(&config(
+        &db,
+        "cdc",
+        &format!(
+            "ssl_mode = \"verify_identity\"\nssl_ca = \"{}\"",
+            p("ca.pem")
+        ),
+    ));
+    sb.sync_json();
+    assert_eq!(
+        sb.duck("SELECT v FROM shop.t"),
+        vec![vec![common::s("secret")]]
+    );
+    assert!(accepted() > before, "sluice's connections were not TLS");
+    // A certificate from another CA is refused, naming the problem.
+    let sb = Sandbox::new();
+    sb.config(&config(
+        &db,
+        "cdc",
+        &format!(
+            "ssl_mode = \"verify_ca\"\nssl_ca = \"{}\"",
+            p("other-ca.pem")
+        ),
+    ));
+    let out = sb.run(&["sync"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        text.contains("certificate") || text.contains("tls"),
+        "{text}"
+    );
+}
