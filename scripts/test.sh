@@ -2,7 +2,8 @@
 # Runs every sluice test, first installing what the tests need when it is missing:
 #   - python3 + pip, the `deltalake` package (a second Delta reader checks the lake),
 #   - `moto[server]` (a local S3-compatible server on 127.0.0.1 for the S3 lake tests),
-#   - MariaDB's server and client binaries (the MySQL tests start private servers from them).
+#   - MariaDB's server and client binaries (the MySQL tests start private servers from them),
+#     and openssl (certificates for the TLS test).
 # Build artefacts go to $CARGO_TARGET_DIR (default ~/.cache/sluice-target), shared with CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,7 @@ export PATH="$PATH:/usr/sbin:/usr/local/sbin"
 if ! command -v mariadbd >/dev/null || ! command -v mariadb-install-db >/dev/null; then
   apt-get update && apt-get install -y mariadb-server mariadb-client
 fi
+command -v openssl >/dev/null || { apt-get update && apt-get install -y openssl; }   # TLS test certificates
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
 # One optimised profile serves tests, the demo and the benchmarks (see Cargo.toml).
