@@ -724,7 +724,7 @@ impl Config {
     }
 
     /// The overrides configured for one table of a source.
-    pub fn table_overrides(src: &SourceConfig, table: &str) -> TableConfig {
+    fn table_overrides(src: &SourceConfig, table: &str) -> TableConfig {
         match &src.tables {
             Some(Tables::Map(m)) => m.get(table).cloned().unwrap_or_default(),
             _ => TableConfig::default(),

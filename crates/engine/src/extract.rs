@@ -8,15 +8,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use sluice_core::change::{change_schema, data_schema, stamp, Op, Stamp};
 use sluice_core::config::{SourceConfig, TableSpec};
 use sluice_core::failpoint;
-use sluice_lake::{LakeTable, TablePath};
+use sluice_lake::{LakeTable, LakeWriter, TablePath};
 use sluice_sources::files::{FileEntry, FileEvent, FilesSource};
 
 use crate::progress::Progress;
@@ -112,24 +113,17 @@ pub async fn extract(
         while let Some(ev) = rx.recv().await {
             match ev {
                 FileEvent::Rows(batch) => {
-                    let n = batch.num_rows() as u64;
-                    let stamped = stamp(
-                        &batch,
-                        &Stamp {
-                            op: Op::Read,
-                            first_seq: seq + 1,
-                            source_ts: Some(entry.modified),
-                            ingested_at,
-                        },
-                    )
-                    .map_err(|e| EngineError::Internal(format!("stamping {}: {e}", entry.id)))?;
-                    if let Err(e) = writer.write(stamped).await {
-                        write_error = Some(e);
-                        break;
+                    let at = (Some(entry.modified), ingested_at);
+                    match write_reads(&mut writer, &batch, &mut seq, at, &entry.id).await {
+                        Ok(n) => {
+                            rows += n;
+                            progress.add(n);
+                        }
+                        Err(e) => {
+                            write_error = Some(e);
+                            break;
+                        }
                     }
-                    seq += n as i64;
-                    rows += n;
-                    progress.add(n);
                 }
                 FileEvent::Reject(r) => rejects.push(r),
             }
@@ -139,7 +133,7 @@ pub async fn extract(
             .await
             .map_err(|e| EngineError::Internal(format!("reader task: {e}")))?;
         if let Some(e) = write_error {
-            return Err(e.into());
+            return Err(e);
         }
         let stats = stats?;
         debug_assert_eq!(stats.rows, rows);
@@ -166,6 +160,31 @@ pub async fn extract(
         tracing::info!(source = %spec.source, table = %spec.table, file = %entry.id, rows, rejects = rejects.len(), version = ?version, "file landed");
     }
     Ok(report)
+}
+
+/// Stamps source rows as reads (`r`) numbered after `seq`, with `(source_ts, ingested_at)`,
+/// writes them, and moves `seq` on. Returns the rows written.
+pub(crate) async fn write_reads(
+    writer: &mut LakeWriter,
+    batch: &RecordBatch,
+    seq: &mut i64,
+    (source_ts, ingested_at): (Option<DateTime<Utc>>, DateTime<Utc>),
+    what: &str,
+) -> Result<u64, EngineError> {
+    let stamped = stamp(
+        batch,
+        &Stamp {
+            op: Op::Read,
+            first_seq: *seq + 1,
+            source_ts,
+            ingested_at,
+        },
+    )
+    .map_err(|e| EngineError::Internal(format!("stamping {what}: {e}")))?;
+    writer.write(stamped).await?;
+    let n = batch.num_rows() as u64;
+    *seq += n as i64;
+    Ok(n)
 }
 
 /// Creates the change log from the declared columns, or from a schema inferred over the

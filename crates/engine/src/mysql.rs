@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-use sluice_core::change::{change_schema, stamp, stamp_rows, Op, Stamp};
+use sluice_core::change::{change_schema, stamp_rows, Op};
 use sluice_core::config::{
     Mode, SourceConfig, TableSpec, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS,
     DEFAULT_CHUNK_ROWS, DEFAULT_SNAPSHOT_PARALLELISM,
@@ -38,7 +38,7 @@ use sluice_sources::mysql::convert::RowsBuilder;
 use sluice_sources::mysql::snapshot::{self, ChunkPlan};
 use sluice_sources::mysql::{BinlogPosition, ColumnDef, Flavor, MySql, SslMode, TableInfo};
 
-use crate::extract::ExtractReport;
+use crate::extract::{write_reads, ExtractReport};
 use crate::progress::Progress;
 use crate::{EngineError, Project};
 
@@ -257,16 +257,8 @@ pub async fn extract_source(
             max_rows: src.batch_max_rows.unwrap_or(DEFAULT_BATCH_MAX_ROWS),
             max_wait: Duration::from_millis(src.batch_max_ms.unwrap_or(DEFAULT_BATCH_MAX_MS)),
         };
-        if let Err(e) = stream_changes(
-            project,
-            &mysql,
-            flavor,
-            &mut tables,
-            server_id,
-            batching,
-            opts,
-        )
-        .await
+        if let Err(e) =
+            stream_changes(project, &mysql, &mut tables, server_id, batching, opts).await
         {
             let msg = e.to_string();
             for t in tables
@@ -424,7 +416,7 @@ async fn snapshot_table(
     let done = t.log.app_version(DONE).await?;
     let resuming = run.is_some() && run != done && !fresh;
     let ingested_at = Utc::now();
-    let (mut readers, position, _) = snapshot::open_readers(
+    let (mut readers, position) = snapshot::open_readers(
         mysql,
         parallelism,
         flavor,
@@ -522,20 +514,15 @@ async fn snapshot_table(
                 break;
             }
         };
-        for b in chunk.batches {
-            let n = b.num_rows() as i64;
-            let stamped = stamp(
-                &b,
-                &Stamp {
-                    op: Op::Read,
-                    first_seq: seq + 1,
-                    source_ts,
-                    ingested_at,
-                },
+        for b in &chunk.batches {
+            write_reads(
+                &mut writer,
+                b,
+                &mut seq,
+                (source_ts, ingested_at),
+                &t.spec.table,
             )
-            .map_err(|e| EngineError::Internal(format!("stamping {}: {e}", t.spec.table)))?;
-            writer.write(stamped).await?;
-            seq += n;
+            .await?;
         }
         progress.add(chunk.rows);
         rows_in_commit += chunk.rows;
@@ -733,22 +720,11 @@ async fn incremental_table(
         format!("{}.{} incremental", t.spec.source, t.spec.table),
     );
     while let Some(b) = rx.recv().await {
-        let n = b.num_rows() as i64;
         high = high.max(max_cursor(&b, col));
-        let stamped = stamp(
-            &b,
-            &Stamp {
-                op: Op::Read,
-                first_seq: seq + 1,
-                source_ts: Some(ingested_at),
-                ingested_at,
-            },
-        )
-        .map_err(|e| EngineError::Internal(format!("stamping {}: {e}", t.spec.table)))?;
-        writer.write(stamped).await?;
-        seq += n;
-        rows += n as u64;
-        progress.add(n as u64);
+        let at = (Some(ingested_at), ingested_at);
+        let n = write_reads(&mut writer, &b, &mut seq, at, &t.spec.table).await?;
+        rows += n;
+        progress.add(n);
     }
     let (read, zero_dates) = reader
         .await
@@ -795,7 +771,6 @@ struct Pending {
 async fn stream_changes(
     project: &Project,
     mysql: &MySql,
-    flavor: Flavor,
     tables: &mut [Captured],
     server_id: u32,
     batching: Batching,
@@ -803,7 +778,6 @@ async fn stream_changes(
 ) -> Result<(), EngineError> {
     let mut conn = mysql.connect().await?;
     let files = binlog::binary_logs(mysql, &mut conn).await?;
-    let (server_now, _) = binlog::current_position(mysql, &mut conn, flavor).await?;
     let _ = conn.disconnect().await;
 
     let mut positions: HashMap<String, BinlogPosition> = HashMap::new();
@@ -858,24 +832,21 @@ async fn stream_changes(
     let follow = opts.follow.clone();
     let names: HashSet<String> = index.keys().cloned().collect();
     let mut reader = BinlogReader::open(mysql, &start, server_id, names, follow.is_none()).await?;
-    tracing::info!(source = %mysql.source, from = %start, server = %server_now, "streaming the binlog");
+    tracing::info!(source = %mysql.source, from = %start, "streaming the binlog");
     let mut progress = Progress::new(opts.progress, format!("{} binlog", mysql.source));
-    let mut buffered = 0usize;
-    let mut oldest: Option<Instant> = None;
+    let mut buffered = Buffered::default();
     let mut last_seen = start.clone();
     let mut last_idle_advance = Instant::now();
     let mut stop = follow.clone();
     loop {
-        let wait = oldest
+        let wait = buffered
+            .since
             .map(|t0| batching.max_wait.saturating_sub(t0.elapsed()))
             .unwrap_or(Duration::from_secs(3600));
         let item = tokio::select! {
             item = reader.next() => item?,
             _ = tokio::time::sleep(wait) => {
-                let flushed = flush(tables, &mut pending).await?;
-                load_flushed(project, tables, &flushed, opts).await;
-                buffered = 0;
-                oldest = None;
+                commit_buffered(project, tables, &mut pending, &mut buffered, opts).await?;
                 continue;
             }
             _ = async {
@@ -889,7 +860,6 @@ async fn stream_changes(
         match item {
             StreamItem::Txn(txn) => {
                 last_seen = txn.end.clone();
-                let mut touched = false;
                 for change in txn.changes {
                     let Some(&ti) = index.get(&change.table) else {
                         continue;
@@ -902,8 +872,7 @@ async fn stream_changes(
                         continue; // halted, or already in the lake
                     }
                     if change.columns != t.info.columns.len() {
-                        let flushed = flush(tables, &mut pending).await?;
-                        load_flushed(project, tables, &flushed, opts).await;
+                        commit_buffered(project, tables, &mut pending, &mut buffered, opts).await?;
                         let t = &mut tables[ti];
                         t.halted = Some(format!(
                             "schema changed at the source: rows at {} have {} columns, the lake's `{}` has {}",
@@ -919,26 +888,16 @@ async fn stream_changes(
                             EngineError::Usage(format!("{}.{}: {e}", t.spec.source, t.spec.table))
                         })?;
                     pending[ti].end = Some(txn.end.clone());
-                    buffered += n;
+                    buffered.add(n);
                     progress.add(n as u64);
-                    touched = true;
                 }
-                if touched && oldest.is_none() {
-                    oldest = Some(Instant::now());
-                }
-                if buffered >= batching.max_rows {
-                    let flushed = flush(tables, &mut pending).await?;
-                    load_flushed(project, tables, &flushed, opts).await;
-                    buffered = 0;
-                    oldest = None;
+                if buffered.rows >= batching.max_rows {
+                    commit_buffered(project, tables, &mut pending, &mut buffered, opts).await?;
                 }
             }
             StreamItem::Ddl(ddl) => {
                 last_seen = ddl.end.clone();
-                let flushed = flush(tables, &mut pending).await?;
-                load_flushed(project, tables, &flushed, opts).await;
-                buffered = 0;
-                oldest = None;
+                commit_buffered(project, tables, &mut pending, &mut buffered, opts).await?;
                 for name in &ddl.tables {
                     if let Some(&ti) = index.get(name) {
                         let t = &mut tables[ti];
@@ -958,10 +917,7 @@ async fn stream_changes(
             StreamItem::Position(p) => last_seen = p,
         }
         if follow.is_some() && last_idle_advance.elapsed() >= Duration::from_secs(60) {
-            let flushed = flush(tables, &mut pending).await?;
-            load_flushed(project, tables, &flushed, opts).await;
-            buffered = 0;
-            oldest = None;
+            commit_buffered(project, tables, &mut pending, &mut buffered, opts).await?;
             advance_idle(tables, &positions, &last_seen).await?;
             last_idle_advance = Instant::now();
         }
@@ -971,6 +927,34 @@ async fn stream_changes(
     // the server may have purged by then.
     advance_idle(tables, &positions, &last_seen).await?;
     tracing::info!(source = %mysql.source, at = %last_seen, "caught up");
+    Ok(())
+}
+
+/// How many changes wait for the next lake commit, and since when.
+#[derive(Default)]
+struct Buffered {
+    rows: usize,
+    since: Option<Instant>,
+}
+
+impl Buffered {
+    fn add(&mut self, rows: usize) {
+        self.rows += rows;
+        self.since.get_or_insert_with(Instant::now);
+    }
+}
+
+/// Commits every table's buffered changes (and, following, loads them); the buffer starts over.
+async fn commit_buffered(
+    project: &Project,
+    tables: &mut [Captured],
+    pending: &mut [Pending],
+    buffered: &mut Buffered,
+    opts: &MySqlOptions,
+) -> Result<(), EngineError> {
+    let flushed = flush(tables, pending).await?;
+    load_flushed(project, tables, &flushed, opts).await;
+    *buffered = Buffered::default();
     Ok(())
 }
 

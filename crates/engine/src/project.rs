@@ -48,35 +48,6 @@ impl Project {
             .ok_or_else(|| EngineError::Usage(format!("no source named `{name}`")))
     }
 
-    /// The tables selected by `SOURCE` or `SOURCE.TABLE` arguments (all when empty).
-    pub fn select(&self, selectors: &[String]) -> Result<Vec<TableSpec>, EngineError> {
-        let all = self.config.all_tables();
-        if selectors.is_empty() {
-            return Ok(all);
-        }
-        let mut out = Vec::new();
-        for s in selectors {
-            let (src, table) = match s.split_once('.') {
-                Some((a, b)) => (a, Some(b)),
-                None => (s.as_str(), None),
-            };
-            self.source(src)?;
-            let matched: Vec<TableSpec> = all
-                .iter()
-                .filter(|t| t.source == src && table.is_none_or(|x| t.table == x))
-                .cloned()
-                .collect();
-            if matched.is_empty() {
-                return Err(EngineError::Usage(format!(
-                    "source `{src}` has no table `{}`",
-                    table.unwrap_or("")
-                )));
-            }
-            out.extend(matched);
-        }
-        Ok(out)
-    }
-
     /// The sources `SOURCE` / `SOURCE.TABLE` arguments name, in config order, each with the
     /// tables named (None: all of them). Database sources may name tables discovery will find.
     pub fn select_sources(&self, selectors: &[String]) -> Result<Vec<Selected>, EngineError> {

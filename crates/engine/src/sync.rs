@@ -130,10 +130,11 @@ pub async fn sync(
         let src = project.source(&source)?;
         match src.kind {
             SourceKind::Files => {
-                for spec in project.select(&[match &only {
-                    Some(t) if t.len() == 1 => format!("{source}.{}", t[0]),
-                    _ => source.clone(),
-                }])? {
+                let specs = project.config.source_tables(&source, src);
+                for spec in specs
+                    .into_iter()
+                    .filter(|s| only.as_ref().is_none_or(|o| o.contains(&s.table)))
+                {
                     let extracted = extract(project, &spec, src, opts.progress).await;
                     let (report, error) = match extracted {
                         Ok(r) => (r, None),

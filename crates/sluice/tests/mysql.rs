@@ -447,36 +447,14 @@ fn make_certs(dir: &std::path::Path) {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=sluice test CA",
-    ]);
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "other.key",
-        "-out",
-        "other-ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=another CA",
-    ]);
+    let ca = |key: &str, pem: &str, subject: &str| {
+        run(&[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", pem, "-days",
+            "2", "-subj", subject,
+        ])
+    };
+    ca("ca.key", "ca.pem", "/CN=sluice test CA");
+    ca("other.key", "other-ca.pem", "/CN=another CA");
     run(&[
         "req",
         "-newkey",

@@ -201,7 +201,6 @@ pub struct BinlogReader {
     tables: HashSet<String>,
     file: String,
     txn: Option<Vec<RowChange>>,
-    skipped_since_report: u64,
 }
 
 impl BinlogReader {
@@ -231,7 +230,6 @@ impl BinlogReader {
             tables,
             file: from.file.clone(),
             txn: None,
-            skipped_since_report: 0,
         })
     }
 
@@ -312,7 +310,6 @@ impl BinlogReader {
                                     start,
                                 })));
                             }
-                            self.note_skipped();
                         }
                     }
                 }
@@ -326,10 +323,6 @@ impl BinlogReader {
                 _ => {}
             }
         }
-    }
-
-    fn note_skipped(&mut self) {
-        self.skipped_since_report += 1;
     }
 
     fn commit(&mut self, end: BinlogPosition, ts: u32, changes: Vec<RowChange>) -> StreamItem {

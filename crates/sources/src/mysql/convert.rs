@@ -156,14 +156,6 @@ impl RowsBuilder {
         }
     }
 
-    pub fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    pub fn width(&self) -> usize {
-        self.defs.len()
-    }
-
     pub fn len(&self) -> usize {
         self.rows
     }
@@ -231,37 +223,35 @@ impl RowsBuilder {
 
     fn push(&mut self, col: usize, value: Value, origin: Origin) -> Result<(), ConvertError> {
         let cell = convert(&self.kinds[col], value, origin).map_err(|m| self.error(col, m))?;
-        let b = &mut self.builders[col];
-        match (b, cell) {
-            (b, Cell::Null) => b.null(),
-            (b, Cell::Zero) => {
-                self.zero_dates += 1;
-                b.null()
-            }
-            (Builder::I8(b), Cell::I(v)) => b.append_value(narrow(v)?),
-            (Builder::I16(b), Cell::I(v)) => b.append_value(narrow(v)?),
-            (Builder::I32(b), Cell::I(v)) => b.append_value(narrow(v)?),
-            (Builder::I64(b), Cell::I(v)) => b.append_value(v),
-            (Builder::Dec(b), Cell::D(v)) => b.append_value(v),
-            (Builder::F32(b), Cell::F(v)) => b.append_value(v as f32),
-            (Builder::F64(b), Cell::F(v)) => b.append_value(v),
-            (Builder::Bool(b), Cell::B(v)) => b.append_value(v),
-            (Builder::Str(b), Cell::S(v)) => b.append_value(v),
-            (Builder::Bin(b), Cell::Bytes(v)) => b.append_value(v),
-            (Builder::Date(b), Cell::Days(v)) => b.append_value(v),
-            (Builder::Ts(b), Cell::Micros(v)) => b.append_value(v),
-            _ => return Err(self.error(col, "value does not fit the column's Arrow type".into())),
+        if matches!(cell, Cell::Zero) {
+            self.zero_dates += 1;
         }
-        return Ok(());
-
-        fn narrow<T: TryFrom<i64>>(v: i64) -> Result<T, ConvertError> {
-            T::try_from(v).map_err(|_| ConvertError {
-                column: String::new(),
-                column_type: String::new(),
-                message: format!("{v} is out of range"),
-            })
-        }
+        append(&mut self.builders[col], cell).map_err(|m| self.error(col, m))
     }
+}
+
+/// Appends a converted value to its column's builder.
+fn append(b: &mut Builder, cell: Cell) -> Result<(), String> {
+    fn narrow<T: TryFrom<i64>>(v: i64) -> Result<T, String> {
+        T::try_from(v).map_err(|_| format!("{v} is out of range"))
+    }
+    match (b, cell) {
+        (b, Cell::Null | Cell::Zero) => b.null(),
+        (Builder::I8(b), Cell::I(v)) => b.append_value(narrow(v)?),
+        (Builder::I16(b), Cell::I(v)) => b.append_value(narrow(v)?),
+        (Builder::I32(b), Cell::I(v)) => b.append_value(narrow(v)?),
+        (Builder::I64(b), Cell::I(v)) => b.append_value(v),
+        (Builder::Dec(b), Cell::D(v)) => b.append_value(v),
+        (Builder::F32(b), Cell::F(v)) => b.append_value(v as f32),
+        (Builder::F64(b), Cell::F(v)) => b.append_value(v),
+        (Builder::Bool(b), Cell::B(v)) => b.append_value(v),
+        (Builder::Str(b), Cell::S(v)) => b.append_value(v),
+        (Builder::Bin(b), Cell::Bytes(v)) => b.append_value(v),
+        (Builder::Date(b), Cell::Days(v)) => b.append_value(v),
+        (Builder::Ts(b), Cell::Micros(v)) => b.append_value(v),
+        _ => return Err("value does not fit the column's Arrow type".into()),
+    }
+    Ok(())
 }
 
 fn text(v: Value) -> Result<Vec<u8>, String> {

@@ -188,10 +188,6 @@ impl MySql {
         }
     }
 
-    pub fn opts(&self) -> &Opts {
-        &self.opts
-    }
-
     pub async fn flavor(&self, conn: &mut Conn) -> Result<Flavor, SourceError> {
         let version: Option<String> = conn
             .query_first("SELECT VERSION()")

@@ -5,7 +5,7 @@
 
 use arrow::array::RecordBatch;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Row};
+use mysql_async::Conn;
 
 use super::binlog::{current_position, BinlogPosition};
 use super::columns::Kind;
@@ -109,7 +109,7 @@ pub async fn open_readers(
     n: usize,
     flavor: Flavor,
     want_position: bool,
-) -> Result<(Vec<Conn>, Option<BinlogPosition>, bool), SourceError> {
+) -> Result<(Vec<Conn>, Option<BinlogPosition>), SourceError> {
     let mut coordinator = mysql.connect().await?;
     // One reader needs no lock to be consistent with itself; several need it to share a
     // point in time, and CDC needs it to know which binlog position that point is.
@@ -154,7 +154,7 @@ pub async fn open_readers(
     }
     started?;
     let _ = coordinator.disconnect().await;
-    Ok((readers, position, locked))
+    Ok((readers, position))
 }
 
 /// Reads chunk `i` of `table` on a reader connection into batches of [`BATCH_ROWS`].
@@ -223,7 +223,9 @@ async fn query_rows(
         .map_err(|e| mysql.db_err(what, e))?;
     let mut rows = 0u64;
     while let Some(row) = result.next().await.map_err(|e| mysql.db_err(what, e))? {
-        push(builder, row, Origin::Query).map_err(|e| mysql.err(format!("{what}: {e}")))?;
+        builder
+            .push_row(row.unwrap(), Origin::Query)
+            .map_err(|e| mysql.err(format!("{what}: {e}")))?;
         rows += 1;
         if builder.len() >= BATCH_ROWS {
             emit(mysql, &mut out, builder.finish()).await?;
@@ -247,11 +249,6 @@ async fn emit(mysql: &MySql, out: &mut Out<'_>, batch: RecordBatch) -> Result<()
             .await
             .map_err(|_| mysql.err("the lake writer stopped")),
     }
-}
-
-fn push(builder: &mut RowsBuilder, row: Row, origin: Origin) -> Result<(), String> {
-    let values = row.unwrap();
-    builder.push_row(values, origin).map_err(|e| e.to_string())
 }
 
 /// Rows whose cursor column is at or past `from` (all rows when None), in cursor order:
