@@ -22,6 +22,8 @@ if ! command -v mariadbd >/dev/null || ! command -v mariadb-install-db >/dev/nul
   apt-get update && apt-get install -y mariadb-server mariadb-client
 fi
 command -v openssl >/dev/null || { apt-get update && apt-get install -y openssl; }   # TLS test certificates
+# PostgreSQL warehouse tests start private servers from the installed binaries.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update && apt-get install -y postgresql; }
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
 # One optimised profile serves tests, the demo and the benchmarks (see Cargo.toml).

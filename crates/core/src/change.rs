@@ -30,8 +30,16 @@ pub const LOADED_AT: &str = "_sluice_loaded_at";
 /// Added by warehouses in soft-delete mode.
 pub const DELETED: &str = "_sluice_deleted";
 
+/// Added by warehouses in history mode: when this version became true (the source commit
+/// time of its change)...
+pub const VALID_FROM: &str = "_sluice_valid_from";
+/// ...and when the next change of its key replaced or deleted it (NULL while current).
+pub const VALID_TO: &str = "_sluice_valid_to";
+/// History mode: whether this is the key's live version.
+pub const IS_CURRENT: &str = "_sluice_is_current";
+
 /// Every column name sluice reserves; a source column may not use one.
-pub const RESERVED: [&str; 7] = [
+pub const RESERVED: [&str; 10] = [
     OP,
     SEQ,
     SOURCE_TS,
@@ -39,6 +47,9 @@ pub const RESERVED: [&str; 7] = [
     INGEST_DATE,
     LOADED_AT,
     DELETED,
+    VALID_FROM,
+    VALID_TO,
+    IS_CURRENT,
 ];
 
 /// The operation a change row records.

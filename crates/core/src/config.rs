@@ -112,14 +112,66 @@ pub enum WarehouseConfig {
         max_changes_per_transaction: Option<i64>,
     },
     Postgres {
+        /// `postgres://user@host:5432/database` (the password goes in `password`).
         url: String,
         password: Option<Secret>,
+        /// TLS: disable | prefer (default) | require | verify-ca | verify-full.
+        ssl_mode: Option<String>,
+        /// CA certificate (PEM) for verify-ca / verify-full.
+        ssl_ca: Option<String>,
+        /// As for DuckDB.
+        max_changes_per_transaction: Option<i64>,
     },
     Redshift {
         url: String,
         password: Option<Secret>,
         iam_role: Option<String>,
     },
+}
+
+/// PostgreSQL warehouse settings: the URL's shape, no password in it, a known TLS mode.
+fn validate_postgres(
+    url: &str,
+    ssl_mode: Option<&str>,
+    has_ca: bool,
+) -> Vec<(&'static str, String)> {
+    let mut errs = Vec::new();
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "postgres" || u.scheme() == "postgresql" => {
+            if u.password().is_some() {
+                errs.push((
+                    "url",
+                    "holds a password: put it in `password = { env = \"NAME\" }` or `{ file = \"PATH\" }`".into(),
+                ));
+            }
+            if u.path().trim_matches('/').is_empty() {
+                errs.push((
+                    "url",
+                    "names no database: postgres://user@host:5432/DATABASE".into(),
+                ));
+            }
+        }
+        _ => errs.push((
+            "url",
+            "must look like postgres://user@host:5432/database".into(),
+        )),
+    }
+    match ssl_mode {
+        None | Some("disable") | Some("prefer") | Some("require") => {}
+        Some("verify-ca") | Some("verify-full") => {
+            if !has_ca {
+                errs.push((
+                    "ssl_ca",
+                    "verify-ca and verify-full need ssl_ca = \"/path/root.crt\"".into(),
+                ));
+            }
+        }
+        Some(other) => errs.push((
+            "ssl_mode",
+            format!("`{other}` is not one of disable, prefer, require, verify-ca, verify-full"),
+        )),
+    }
+    errs
 }
 
 fn default_duckdb_path() -> String {
@@ -131,6 +183,10 @@ impl WarehouseConfig {
     pub fn changes_per_transaction(&self) -> i64 {
         match self {
             WarehouseConfig::Duckdb {
+                max_changes_per_transaction: Some(n),
+                ..
+            }
+            | WarehouseConfig::Postgres {
                 max_changes_per_transaction: Some(n),
                 ..
             } => *n,
@@ -497,14 +553,22 @@ impl Config {
                     "must be at least 1".into(),
                 );
             }
-            if !matches!(wh, WarehouseConfig::Duckdb { .. }) {
-                err(
+            match wh {
+                WarehouseConfig::Duckdb { .. } => {}
+                WarehouseConfig::Postgres {
+                    url,
+                    ssl_mode,
+                    ssl_ca,
+                    ..
+                } => {
+                    for (key, message) in validate_postgres(url, ssl_mode.as_deref(), ssl_ca.is_some()) {
+                        err(format!("warehouses.{name}.{key}"), message);
+                    }
+                }
+                WarehouseConfig::Redshift { .. } => err(
                     format!("warehouses.{name}.kind"),
-                    format!(
-                        "warehouse kind `{}` is not available in this build yet (duckdb is)",
-                        wh.kind()
-                    ),
-                );
+                    "warehouse kind `redshift` is not available in this build yet (duckdb and postgres are)".into(),
+                ),
             }
         }
         if self.sources.is_empty() {
@@ -663,7 +727,10 @@ impl Config {
                             tf("primary_key"),
                             "load = \"merge\" needs a key: set primary_key = [\"col\", ...] or use load = \"append\"".into(),
                         ),
-                        LoadMode::History => err(f("load"), "history mode is not available in this build yet".into()),
+                        LoadMode::History if spec.primary_key.is_empty() => err(
+                            tf("primary_key"),
+                            "load = \"history\" keeps versions per key: set primary_key = [\"col\", ...]".into(),
+                        ),
                         _ => {}
                     }
                 }
@@ -845,12 +912,6 @@ impl Config {
                 errs.push((
                     "cursor",
                     format!("mode = \"incremental\" needs a cursor column for table `{}` (cursor = \"updated_at\")", spec.table),
-                ));
-            }
-            if spec.loads.contains(&LoadMode::History) {
-                errs.push((
-                    "load",
-                    "history mode is not available in this build yet".into(),
                 ));
             }
         }
@@ -1052,5 +1113,25 @@ primary_key = ["s_suppkey"]
             !text.iter().any(|t| t.contains("secret")),
             "the password is never echoed: {text:?}"
         );
+    }
+
+    #[test]
+    fn postgres_warehouses_and_history_are_checked() {
+        let src = "[sources.a]\nkind = \"files\"\nurl = \"x\"\nload = \"history\"\n";
+        let ok = format!("[warehouses.pg]\nkind = \"postgres\"\nurl = \"postgres://loader@db:5432/wh\"\nssl_mode = \"verify-full\"\nssl_ca = \"ca.pem\"\nmax_changes_per_transaction = 10\n{src}[sources.a.tables.a]\nprimary_key = [\"id\"]\n");
+        let c = Config::parse(&ok, Path::new(".")).unwrap();
+        assert_eq!(c.warehouses["pg"].changes_per_transaction(), 10);
+        assert_eq!(c.all_tables()[0].loads, vec![LoadMode::History]);
+
+        let bad = format!("[warehouses.pg]\nkind = \"postgres\"\nurl = \"postgres://u:secret@db/\"\nssl_mode = \"verify-full\"\n{src}");
+        let errs = Config::parse(&bad, Path::new(".")).unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let has =
+            |field: &str, words: &str| text.iter().any(|t| t.contains(field) && t.contains(words));
+        assert!(has("warehouses.pg.url", "holds a password"), "{text:?}");
+        assert!(has("warehouses.pg.url", "names no database"), "{text:?}");
+        assert!(has("warehouses.pg.ssl_ca", "verify-full"), "{text:?}");
+        assert!(has("primary_key", "history"), "{text:?}");
+        assert!(!text.iter().any(|t| t.contains("secret")), "{text:?}");
     }
 }

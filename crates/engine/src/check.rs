@@ -101,7 +101,7 @@ pub async fn check(project: &Project) -> Vec<Check> {
             Ok(w) => Check {
                 what,
                 ok: true,
-                detail: format!("opened {}", w.path()),
+                detail: format!("opened {}", w.describe()),
             },
             Err(e) => Check {
                 what,

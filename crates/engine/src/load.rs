@@ -21,7 +21,6 @@ use sluice_core::change::{INGEST_DATE, SEQ};
 use sluice_core::config::{LoadMode, TableSpec};
 use sluice_core::names::quote_ident;
 use sluice_lake::{LakeTable, TablePath};
-use sluice_warehouses::duckdb::DuckDb;
 use sluice_warehouses::{LedgerEntry, Target, Warehouse};
 
 use crate::{EngineError, Project};
@@ -49,12 +48,15 @@ async fn changes_session(log: &LakeTable) -> Result<SessionContext, EngineError>
 /// Streams changes with `after < _sluice_seq <= upto.seq` into one warehouse transaction.
 async fn load_range(
     ctx: &SessionContext,
-    wh: DuckDb,
+    wh: Box<dyn Warehouse>,
     target: &Target,
     schema: &SchemaRef,
     after: i64,
     upto: LedgerEntry,
-) -> (DuckDb, Result<sluice_warehouses::LoadReport, EngineError>) {
+) -> (
+    Box<dyn Warehouse>,
+    Result<sluice_warehouses::LoadReport, EngineError>,
+) {
     let cols: Vec<String> = schema
         .fields()
         .iter()

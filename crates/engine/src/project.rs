@@ -6,8 +6,9 @@ use sluice_core::config::{Config, SourceConfig, TableSpec, WarehouseConfig};
 use sluice_core::names::identifier;
 use sluice_core::store::StoreOptions;
 use sluice_lake::Lake;
-use sluice_warehouses::duckdb::{DuckDb, MAX_IDENTIFIER};
-use sluice_warehouses::Target;
+use sluice_warehouses::duckdb::DuckDb;
+use sluice_warehouses::postgres::{PgOptions, Postgres};
+use sluice_warehouses::{Target, Warehouse};
 
 use crate::EngineError;
 
@@ -120,16 +121,35 @@ impl Project {
     }
 
     /// Opens a warehouse by name.
-    pub fn warehouse(&self, name: &str) -> Result<DuckDb, EngineError> {
+    pub fn warehouse(&self, name: &str) -> Result<Box<dyn Warehouse>, EngineError> {
         match self.config.warehouses.get(name) {
             Some(WarehouseConfig::Duckdb {
                 path, memory_limit, ..
-            }) => Ok(DuckDb::open(
+            }) => Ok(Box::new(DuckDb::open(
                 &self.config.resolve_path(path),
                 memory_limit
                     .as_deref()
                     .unwrap_or(sluice_core::config::DEFAULT_DUCKDB_MEMORY),
-            )?),
+            )?)),
+            Some(WarehouseConfig::Postgres {
+                url,
+                password,
+                ssl_mode,
+                ssl_ca,
+                ..
+            }) => {
+                let password = password
+                    .as_ref()
+                    .map(|p| p.resolve())
+                    .transpose()
+                    .map_err(|e| EngineError::Usage(format!("warehouses.{name}.password: {e}")))?;
+                Ok(Box::new(Postgres::connect(&PgOptions {
+                    url: url.clone(),
+                    password,
+                    ssl_mode: ssl_mode.clone(),
+                    ssl_ca: ssl_ca.as_ref().map(|p| self.config.resolve_path(p)),
+                })?))
+            }
             Some(other) => Err(EngineError::Usage(format!(
                 "warehouse `{name}` ({}) is not available in this build",
                 other.kind()
@@ -138,16 +158,26 @@ impl Project {
         }
     }
 
+    /// The longest identifier a warehouse takes.
+    fn identifier_limit(&self, warehouse: &str) -> usize {
+        match self.config.warehouses.get(warehouse) {
+            Some(WarehouseConfig::Postgres { .. }) => sluice_warehouses::postgres::MAX_IDENTIFIER,
+            _ => sluice_warehouses::duckdb::MAX_IDENTIFIER,
+        }
+    }
+
     /// The warehouse tables a lake table loads into.
     pub fn targets(&self, spec: &TableSpec) -> Vec<Target> {
+        let limit = self.identifier_limit(&spec.warehouse);
         spec.targets()
             .into_iter()
             .map(|(mode, table)| Target {
-                schema: identifier(&spec.source, MAX_IDENTIFIER),
-                table: identifier(&table, MAX_IDENTIFIER),
+                schema: identifier(&spec.source, limit),
+                table: identifier(&table, limit),
                 mode,
                 key: spec.primary_key.clone(),
                 deletes: spec.deletes,
+                schema_changes: spec.schema_changes,
                 source: spec.source.clone(),
                 source_table: spec.table.clone(),
             })

@@ -134,21 +134,7 @@ pub fn query_warehouse(
     warehouse: &str,
     sql: &str,
 ) -> Result<Vec<RecordBatch>, EngineError> {
-    let wh = project.warehouse(warehouse)?;
-    let mut stmt = wh.connection().prepare(sql).map_err(|source| {
-        sluice_warehouses::WarehouseError::Duckdb {
-            table: "(query)".into(),
-            source,
-        }
-    })?;
-    let batches = stmt
-        .query_arrow([])
-        .map_err(|source| sluice_warehouses::WarehouseError::Duckdb {
-            table: "(query)".into(),
-            source,
-        })?
-        .collect();
-    Ok(batches)
+    Ok(project.warehouse(warehouse)?.query(sql)?)
 }
 
 /// Renders query results.

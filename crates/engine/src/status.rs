@@ -3,7 +3,6 @@
 use serde::Serialize;
 
 use sluice_lake::{LakeTable, TablePath};
-use sluice_warehouses::Warehouse;
 
 use crate::{EngineError, Project};
 

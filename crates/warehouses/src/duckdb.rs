@@ -8,8 +8,10 @@
 //!     CREATE TABLE _sluice."stage_…"      ← Arrow appender          (every change row)
 //!     merge:   DELETE target rows whose key is staged; INSERT the latest change per key
 //!              (by _sluice_seq) unless it is a delete (soft: kept with _sluice_deleted)
-//!     append:  INSERT every change with _sluice_op and _sluice_seq
+//!     append:  every change with _sluice_op and _sluice_seq, appended straight to the target
 //!     replace: DELETE everything; INSERT the latest rows
+//!     history: close each staged key's current version; INSERT every version (SCD2)
+//!     (the statements are shared with every SQL warehouse: see `sql`)
 //!     UPSERT _sluice.ledger (lake version, seq)
 //!     DROP staging
 //!   COMMIT
@@ -22,12 +24,21 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use duckdb::{params, Connection};
 
-use sluice_core::change::{is_change_column, DELETED, INGESTED_AT, LOADED_AT, OP, SEQ, SOURCE_TS};
-use sluice_core::config::{Deletes, LoadMode};
+use sluice_core::change::{is_change_column, LOADED_AT};
+use sluice_core::config::LoadMode;
 use sluice_core::failpoint;
-use sluice_core::names::{identifier, identifiers, quote_ident as q, quote_literal};
+use sluice_core::names::{identifier, quote_ident as q, quote_literal};
 
+use crate::columns::{columns_to_add, Columns};
+use crate::sql::{system_columns, Apply, SystemTypes, LEDGER_DDL};
 use crate::{LedgerEntry, LoadReport, Target, Warehouse, WarehouseError};
+
+const SYSTEM_TYPES: SystemTypes = SystemTypes {
+    text: "VARCHAR",
+    bigint: "BIGINT",
+    timestamptz: "TIMESTAMPTZ",
+    boolean: "BOOLEAN",
+};
 
 /// DuckDB has no short identifier limit; keep names readable everywhere they may travel.
 pub const MAX_IDENTIFIER: usize = 255;
@@ -90,7 +101,7 @@ impl DuckDb {
         }
         let conn = Connection::open(path).map_err(|source| WarehouseError::Open {
             path: path.into(),
-            source,
+            message: source.to_string(),
         })?;
         let db = DuckDb {
             conn,
@@ -100,16 +111,7 @@ impl DuckDb {
             "(settings)",
             &format!("SET memory_limit = {};", quote_literal(memory_limit)),
         )?;
-        db.exec(
-            "_sluice.ledger",
-            "CREATE SCHEMA IF NOT EXISTS _sluice;
-             CREATE TABLE IF NOT EXISTS _sluice.ledger (
-                 target_schema VARCHAR NOT NULL, target_table VARCHAR NOT NULL,
-                 source VARCHAR NOT NULL, source_table VARCHAR NOT NULL, load_mode VARCHAR NOT NULL,
-                 lake_version BIGINT NOT NULL, lake_seq BIGINT NOT NULL,
-                 changes_loaded BIGINT NOT NULL, loaded_at TIMESTAMPTZ NOT NULL,
-                 PRIMARY KEY (target_schema, target_table));",
-        )?;
+        db.exec("_sluice.ledger", LEDGER_DDL)?;
         Ok(db)
     }
 
@@ -130,71 +132,41 @@ impl DuckDb {
             })
     }
 
-    fn table_exists(&self, schema: &str, table: &str) -> Result<bool, WarehouseError> {
-        let n: i64 = self
-            .conn
-            .query_row(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                params![schema, table],
-                |r| r.get(0),
-            )
-            .map_err(|source| WarehouseError::Duckdb { table: format!("{schema}.{table}"), source })?;
-        Ok(n > 0)
-    }
-
-    fn load_in_transaction(
-        &mut self,
-        target: &Target,
-        schema: &SchemaRef,
-        batches: &mut dyn Iterator<Item = Result<RecordBatch, String>>,
-        upto: LedgerEntry,
-    ) -> Result<LoadReport, WarehouseError> {
-        let name = target.display();
+    /// The table's column names in order (empty when it does not exist).
+    fn table_columns(&self, schema: &str, table: &str) -> Result<Vec<String>, WarehouseError> {
         let e = |source| WarehouseError::Duckdb {
-            table: name.clone(),
+            table: format!("{schema}.{table}"),
             source,
         };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position")
+            .map_err(e)?;
+        let names = stmt
+            .query_map(params![schema, table], |r| r.get::<_, String>(0))
+            .map_err(e)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(e)?;
+        Ok(names)
+    }
 
-        // Column names: source columns mapped once, change columns as they are.
-        let data_fields: Vec<&Arc<Field>> = schema
-            .fields()
-            .iter()
-            .filter(|f| !is_change_column(f.name()))
-            .collect();
-        let mapped = identifiers(
-            data_fields.iter().map(|f| f.name().as_str()),
-            MAX_IDENTIFIER,
-        );
-        let col_of = |source_name: &str| -> Option<String> {
-            data_fields
-                .iter()
-                .position(|f| f.name() == source_name)
-                .map(|i| mapped[i].clone())
-        };
-        let sql_type = |f: &Field| {
-            duckdb_type(f.data_type()).ok_or_else(|| WarehouseError::Type {
-                table: name.clone(),
-                column: f.name().clone(),
-                data_type: f.data_type().to_string(),
-            })
-        };
+    /// Creates the target table, or adds the columns the source gained (by policy).
+    /// Returns the table's columns in order.
+    fn ensure_target(
+        &self,
+        target: &Target,
+        data: &[(String, String)],
+    ) -> Result<Vec<String>, WarehouseError> {
+        let name = target.display();
         let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
-
-        // Target table.
-        if !self.table_exists(&target.schema, &target.table)? {
-            let mut cols = Vec::new();
-            for (f, m) in data_fields.iter().zip(&mapped) {
-                cols.push(format!("{} {}", q(m), sql_type(f)?));
-            }
-            if target.mode == LoadMode::Append {
-                cols.push(format!("{} VARCHAR NOT NULL", q(OP)));
-                cols.push(format!("{} BIGINT NOT NULL", q(SEQ)));
-            }
-            cols.push(format!("{} TIMESTAMPTZ", q(SOURCE_TS)));
-            cols.push(format!("{} TIMESTAMPTZ NOT NULL", q(LOADED_AT)));
-            if target.mode == LoadMode::Merge && target.deletes == Deletes::Soft {
-                cols.push(format!("{} BOOLEAN NOT NULL DEFAULT false", q(DELETED)));
-            }
+        let existing = self.table_columns(&target.schema, &target.table)?;
+        if existing.is_empty() {
+            let cols: Vec<String> = data
+                .iter()
+                .cloned()
+                .chain(system_columns(target.mode, target.deletes, &SYSTEM_TYPES))
+                .map(|(n, t)| format!("{} {t}", q(&n)))
+                .collect();
             self.exec(
                 &name,
                 &format!(
@@ -203,7 +175,39 @@ impl DuckDb {
                     cols.join(", ")
                 ),
             )?;
+        } else {
+            let add = columns_to_add(target, &existing, data)?;
+            if add.is_empty() {
+                return Ok(existing);
+            }
+            for (n, t) in add {
+                tracing::info!(target = %name, column = %n, "adding column (schema_changes = evolve)");
+                self.exec(
+                    &name,
+                    &format!("ALTER TABLE {tgt} ADD COLUMN {} {t};", q(n)),
+                )?;
+            }
         }
+        self.table_columns(&target.schema, &target.table)
+    }
+
+    fn load_in_transaction(
+        &mut self,
+        target: &Target,
+        schema: &SchemaRef,
+        batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
+        upto: LedgerEntry,
+    ) -> Result<LoadReport, WarehouseError> {
+        let name = target.display();
+        let e = |source| WarehouseError::Duckdb {
+            table: name.clone(),
+            source,
+        };
+        let columns = Columns::new(schema, MAX_IDENTIFIER);
+        let data = columns.typed(target, |f| duckdb_type(f.data_type()))?;
+        let keys = columns.keys(target)?;
+        let table_columns = self.ensure_target(target, &data)?;
+        let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
 
         // Staging: every change row, appended as Arrow.
         let stage_name = identifier(
@@ -222,17 +226,25 @@ impl DuckDb {
             })
             .collect();
         let append_schema = Arc::new(Schema::new(append_fields));
-        let mut stage_cols = Vec::new();
-        for f in append_schema.fields() {
-            let n = if is_change_column(f.name()) {
-                f.name().clone()
-            } else {
-                col_of(f.name()).expect("data column")
-            };
-            stage_cols.push(format!("{} {}", q(&n), sql_type(f)?));
-        }
         let staged = target.mode != LoadMode::Append;
         if staged {
+            let mut stage_cols = Vec::new();
+            for f in append_schema.fields() {
+                let n = if is_change_column(f.name()) {
+                    f.name().clone()
+                } else {
+                    columns
+                        .mapped_of(f.name())
+                        .expect("data column")
+                        .to_string()
+                };
+                let t = duckdb_type(f.data_type()).ok_or_else(|| WarehouseError::Type {
+                    table: name.clone(),
+                    column: f.name().clone(),
+                    data_type: f.data_type().to_string(),
+                })?;
+                stage_cols.push(format!("{} {t}", q(&n)));
+            }
             self.exec(
                 &name,
                 &format!(
@@ -249,19 +261,37 @@ impl DuckDb {
                 .conn
                 .query_row("SELECT epoch_us(now())", [], |r| r.get(0))
                 .map_err(e)?;
-            let out = Arc::new(Schema::new(
-                append_schema
-                    .fields()
-                    .iter()
-                    .filter(|f| f.name() != INGESTED_AT)
-                    .cloned()
-                    .chain([Arc::new(Field::new(
+            // The table's columns in its own order (columns added by evolve come last).
+            let mut sources: Vec<Option<usize>> = Vec::new();
+            let mut out_fields: Vec<Field> = Vec::new();
+            for col in &table_columns {
+                if col == LOADED_AT {
+                    sources.push(None);
+                    out_fields.push(Field::new(
                         LOADED_AT,
                         DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
                         true,
-                    ))])
-                    .collect::<Vec<_>>(),
-            ));
+                    ));
+                    continue;
+                }
+                let i = append_schema
+                    .fields()
+                    .iter()
+                    .position(|f| {
+                        if is_change_column(f.name()) {
+                            f.name() == col
+                        } else {
+                            columns.mapped_of(f.name()) == Some(col.as_str())
+                        }
+                    })
+                    .ok_or_else(|| WarehouseError::Schema {
+                        table: name.clone(),
+                        message: format!("warehouse column `{col}` is not in the lake table"),
+                    })?;
+                sources.push(Some(i));
+                out_fields.push(append_schema.field(i).clone().with_name(col));
+            }
+            let out = Arc::new(Schema::new(out_fields));
             self.append(
                 &target.schema,
                 &target.table,
@@ -270,18 +300,16 @@ impl DuckDb {
                 batches,
                 &|batch| {
                     let n = batch.num_rows();
-                    let mut cols: Vec<ArrayRef> = batch
-                        .schema()
-                        .fields()
+                    Ok(sources
                         .iter()
-                        .zip(batch.columns())
-                        .filter(|(f, _)| f.name() != INGESTED_AT)
-                        .map(|(_, c)| c.clone())
-                        .collect();
-                    cols.push(Arc::new(
-                        TimestampMicrosecondArray::from(vec![loaded_at; n]).with_timezone("UTC"),
-                    ));
-                    Ok(cols)
+                        .map(|s| match s {
+                            Some(i) => batch.column(*i).clone(),
+                            None => Arc::new(
+                                TimestampMicrosecondArray::from(vec![loaded_at; n])
+                                    .with_timezone("UTC"),
+                            ) as ArrayRef,
+                        })
+                        .collect())
                 },
             )?
         } else {
@@ -295,78 +323,24 @@ impl DuckDb {
             )?
         };
         // Apply.
-        let data_cols: Vec<String> = mapped.iter().map(|m| q(m)).collect();
-        let data_list = data_cols.join(", ");
-        let keys: Vec<String> = target
-            .key
-            .iter()
-            .map(|k| {
-                col_of(k)
-                    .map(|c| q(&c))
-                    .ok_or_else(|| WarehouseError::Schema {
-                        table: name.clone(),
-                        message: format!("key column `{k}` is not a column of the table"),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        if keys.is_empty() && target.mode == LoadMode::Merge {
-            return Err(WarehouseError::Schema {
-                table: name,
-                message: "merge needs key columns (primary_key)".into(),
-            });
-        }
-        let latest = |where_extra: &str| {
-            format!(
-                "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {} DESC) AS _sluice_rn FROM {stage}) WHERE _sluice_rn = 1{where_extra}",
-                keys.join(", "),
-                q(SEQ)
-            )
+        let work = q(&identifier(
+            &format!("work_{}_{}", target.schema, target.table),
+            MAX_IDENTIFIER,
+        ));
+        let apply = Apply {
+            target: &tgt,
+            stage: &stage,
+            work: &work,
+            keys: &keys,
+            columns: &columns.mapped,
         };
-        let live = format!(" AND {} <> 'd'", q(OP));
         let sql = match target.mode {
             // Appended straight into the target above.
             LoadMode::Append => String::new(),
-            LoadMode::Merge => {
-                let on = keys
-                    .iter()
-                    .map(|k| format!("{tgt}.{k} = s.{k}"))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                let delete = format!("DELETE FROM {tgt} USING {stage} AS s WHERE {on};");
-                let insert = if target.deletes == Deletes::Soft {
-                    format!(
-                        "INSERT INTO {tgt} ({data_list}, {ts}, {la}, {del}) SELECT {data_list}, {ts}, now(), {op} = 'd' FROM ({});",
-                        latest(""), ts = q(SOURCE_TS), la = q(LOADED_AT), del = q(DELETED), op = q(OP)
-                    )
-                } else {
-                    format!(
-                        "INSERT INTO {tgt} ({data_list}, {ts}, {la}) SELECT {data_list}, {ts}, now() FROM ({});",
-                        latest(&live), ts = q(SOURCE_TS), la = q(LOADED_AT)
-                    )
-                };
-                format!("{delete}\n{insert}")
-            }
-            LoadMode::Replace => {
-                let rows = if keys.is_empty() {
-                    format!("SELECT * FROM {stage} WHERE {} <> 'd'", q(OP))
-                } else {
-                    latest(&live)
-                };
-                if changes == 0 {
-                    String::new()
-                } else {
-                    format!(
-                        "DELETE FROM {tgt};\nINSERT INTO {tgt} ({data_list}, {ts}, {la}) SELECT {data_list}, {ts}, now() FROM ({rows});",
-                        ts = q(SOURCE_TS), la = q(LOADED_AT)
-                    )
-                }
-            }
-            LoadMode::History => {
-                return Err(WarehouseError::Schema {
-                    table: name,
-                    message: "history mode is not available in this build yet".into(),
-                })
-            }
+            LoadMode::Merge => apply.merge(target.deletes),
+            LoadMode::Replace if changes == 0 => String::new(),
+            LoadMode::Replace => apply.replace(),
+            LoadMode::History => apply.history(),
         };
         if !sql.is_empty() {
             self.exec(&name, &sql)?;
@@ -394,7 +368,7 @@ impl DuckDb {
         table: &str,
         name: &str,
         out: &SchemaRef,
-        batches: &mut dyn Iterator<Item = Result<RecordBatch, String>>,
+        batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
         shape: &dyn Fn(&RecordBatch) -> Result<Vec<ArrayRef>, String>,
     ) -> Result<u64, WarehouseError> {
         let input = |message: String| WarehouseError::Input {
@@ -470,6 +444,20 @@ impl DuckDb {
 }
 
 impl Warehouse for DuckDb {
+    fn describe(&self) -> String {
+        format!("duckdb {}", self.path)
+    }
+
+    fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, WarehouseError> {
+        let e = |source| WarehouseError::Duckdb {
+            table: "(query)".into(),
+            source,
+        };
+        let mut stmt = self.conn.prepare(sql).map_err(e)?;
+        let batches = stmt.query_arrow([]).map_err(e)?.collect();
+        Ok(batches)
+    }
+
     fn ledger(&mut self, target: &Target) -> Result<Option<LedgerEntry>, WarehouseError> {
         let mut stmt = self
             .conn
@@ -503,7 +491,7 @@ impl Warehouse for DuckDb {
         &mut self,
         target: &Target,
         schema: &SchemaRef,
-        batches: &mut dyn Iterator<Item = Result<RecordBatch, String>>,
+        batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
         upto: LedgerEntry,
     ) -> Result<LoadReport, WarehouseError> {
         self.exec(&target.display(), "BEGIN TRANSACTION;")?;

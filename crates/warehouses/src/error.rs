@@ -17,9 +17,8 @@ pub enum WarehouseError {
     Input { table: String, message: String },
     #[error("warehouse table {table}: {message}")]
     Schema { table: String, message: String },
-    #[error("opening warehouse {path}: {source}")]
-    Open {
-        path: String,
-        source: ::duckdb::Error,
-    },
+    #[error("warehouse table {table}: {message}")]
+    Postgres { table: String, message: String },
+    #[error("opening warehouse {path}: {message}")]
+    Open { path: String, message: String },
 }

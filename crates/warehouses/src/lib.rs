@@ -5,9 +5,17 @@
 //! so, and the next load starts after the ledger.
 //!
 //! - [`duckdb`]: the embedded default.
+//! - [`postgres`]: PostgreSQL, loaded by binary COPY into a staging table.
+//!
+//! Both apply staged changes with the same statements ([`sql`]).
 
+mod columns;
 pub mod duckdb;
 mod error;
+pub mod pgcopy;
+mod pgtls;
+pub mod postgres;
+pub mod sql;
 mod target;
 
 pub use error::WarehouseError;
@@ -17,7 +25,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
 /// A destination for change batches.
-pub trait Warehouse {
+pub trait Warehouse: Send {
     /// How far `target` has been loaded (None: never).
     fn ledger(&mut self, target: &Target) -> Result<Option<LedgerEntry>, WarehouseError>;
 
@@ -29,7 +37,13 @@ pub trait Warehouse {
         &mut self,
         target: &Target,
         schema: &SchemaRef,
-        batches: &mut dyn Iterator<Item = Result<RecordBatch, String>>,
+        batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
         upto: LedgerEntry,
     ) -> Result<LoadReport, WarehouseError>;
+
+    /// What it is and where, for `sluice check` (never a password).
+    fn describe(&self) -> String;
+
+    /// Runs a query for `sluice query --warehouse`.
+    fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, WarehouseError>;
 }

@@ -1,4 +1,4 @@
-use sluice_core::config::{Deletes, LoadMode};
+use sluice_core::config::{Deletes, LoadMode, SchemaPolicy};
 
 /// One warehouse table and how it is loaded.
 #[derive(Debug, Clone)]
@@ -11,6 +11,8 @@ pub struct Target {
     /// Key columns (source names) for merge.
     pub key: Vec<String>,
     pub deletes: Deletes,
+    /// What a load does when the lake has columns the table lacks (evolve adds them).
+    pub schema_changes: SchemaPolicy,
     /// The lake table it loads from, for the ledger.
     pub source: String,
     pub source_table: String,

@@ -1,0 +1,763 @@
+//! The warehouse conformance suite: the same scenarios against every warehouse (embedded DuckDB
+//! and a private PostgreSQL server), each compared value by value with a model computed here
+//! from the changes loaded: schema creation, type round trip, merge (updates, deletes, key
+//! changes, several changes per key in one load), soft deletes, append, replace, history
+//! (SCD2), evolve, and a load that fails between staging and commit.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array,
+    Int16Array, Int32Array, Int64Array, Int8Array, RecordBatch, StringArray,
+    Time64MicrosecondArray, TimestampMicrosecondArray, UInt16Array, UInt32Array, UInt64Array,
+    UInt8Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::util::display::array_value_to_string;
+use chrono::{TimeZone, Utc};
+
+use common::postgres::{PgServer, PASSWORD};
+use sluice_core::change::{stamp_rows, Op, INGEST_DATE};
+use sluice_core::config::{Deletes, LoadMode, SchemaPolicy};
+use sluice_warehouses::duckdb::DuckDb;
+use sluice_warehouses::postgres::{PgOptions, Postgres};
+use sluice_warehouses::{LedgerEntry, Target, Warehouse};
+
+/// One warehouse under test and how its SQL spells the few things that differ.
+struct Wh {
+    wh: Box<dyn Warehouse>,
+    postgres: bool,
+    _server: Option<PgServer>,
+    _dir: tempfile::TempDir,
+}
+
+fn duckdb() -> Wh {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.duckdb");
+    Wh {
+        wh: Box::new(DuckDb::open(path.to_str().unwrap(), "256MB").unwrap()),
+        postgres: false,
+        _server: None,
+        _dir: dir,
+    }
+}
+
+fn postgres() -> Wh {
+    let server = PgServer::start(None);
+    let wh = Postgres::connect(&PgOptions {
+        url: server.url(),
+        password: Some(PASSWORD.into()),
+        ssl_mode: Some("disable".into()),
+        ssl_ca: None,
+    })
+    .unwrap();
+    Wh {
+        wh: Box::new(wh),
+        postgres: true,
+        _server: Some(server),
+        _dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Wh {
+    /// Rows of a query, every value as text (NULL as None). In `sql`, `{ts:col}` becomes the
+    /// column's microseconds since the epoch and `{hex:col}` its bytes in hex, spelled in
+    /// the warehouse's dialect.
+    fn rows(&mut self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let sql = self.dialect(sql);
+        let batches = self
+            .wh
+            .query(&sql)
+            .unwrap_or_else(|e| panic!("{e}\nin: {sql}"));
+        let mut out = Vec::new();
+        for b in batches {
+            for row in 0..b.num_rows() {
+                out.push(
+                    b.columns()
+                        .iter()
+                        .map(|c| (!c.is_null(row)).then(|| array_value_to_string(c, row).unwrap()))
+                        .collect(),
+                );
+            }
+        }
+        out
+    }
+
+    fn dialect(&self, sql: &str) -> String {
+        let mut out = String::new();
+        let mut rest = sql;
+        while let Some(start) = rest.find('{') {
+            out += &rest[..start];
+            let end = start + rest[start..].find('}').unwrap();
+            let (kind, col) = rest[start + 1..end].split_once(':').unwrap();
+            out += &match (kind, self.postgres) {
+                ("ts", true) => {
+                    format!("CAST(CAST(extract(epoch FROM {col}) * 1000000 AS BIGINT) AS VARCHAR)")
+                }
+                ("ts", false) => format!("CAST(epoch_us({col}) AS VARCHAR)"),
+                ("hex", true) => format!("encode({col}, 'hex')"),
+                ("hex", false) => format!("lower(hex({col}))"),
+                _ => panic!("unknown placeholder {kind}"),
+            };
+            rest = &rest[end + 1..];
+        }
+        out + rest
+    }
+
+    fn load(&mut self, t: &Target, batch: &RecordBatch, seq: i64) -> sluice_warehouses::LoadReport {
+        self.try_load(t, vec![Ok(batch.clone())], seq).unwrap()
+    }
+
+    fn try_load(
+        &mut self,
+        t: &Target,
+        batches: Vec<Result<RecordBatch, String>>,
+        seq: i64,
+    ) -> Result<sluice_warehouses::LoadReport, sluice_warehouses::WarehouseError> {
+        let schema = batches
+            .iter()
+            .find_map(|b| b.as_ref().ok().map(|b| b.schema()))
+            .unwrap();
+        self.wh.load(
+            t,
+            &schema,
+            &mut batches.into_iter(),
+            LedgerEntry {
+                lake_version: seq,
+                seq,
+            },
+        )
+    }
+}
+
+fn target(table: &str, mode: LoadMode) -> Target {
+    Target {
+        schema: "shop".into(),
+        table: table.into(),
+        mode,
+        key: vec!["id".into()],
+        deletes: Deletes::Hard,
+        schema_changes: SchemaPolicy::Halt,
+        source: "shop".into(),
+        source_table: table.into(),
+    }
+}
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+/// Source columns + change columns, as the lake hands them to a load (no partition column).
+fn changes(data: RecordBatch, ops: &[Op], ts: &[Option<i64>], first_seq: i64) -> RecordBatch {
+    let ingested = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+    let b = stamp_rows(&data, ops, ts, first_seq, ingested).unwrap();
+    let keep: Vec<usize> = (0..b.num_columns())
+        .filter(|&i| b.schema().field(i).name() != INGEST_DATE)
+        .collect();
+    b.project(&keep).unwrap()
+}
+
+// ---- the small table most scenarios use: (id, name, amount) ----
+
+#[derive(Clone, Copy)]
+struct Change {
+    op: Op,
+    id: i64,
+    name: &'static str,
+    cents: i64,
+    /// Source commit time, seconds.
+    ts: i64,
+}
+
+fn c(op: Op, id: i64, name: &'static str, cents: i64, ts: i64) -> Change {
+    Change {
+        op,
+        id,
+        name,
+        cents,
+        ts,
+    }
+}
+
+fn small_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("amount", DataType::Decimal128(12, 2), true),
+    ]))
+}
+
+fn batch_of(list: &[Change], first_seq: i64) -> RecordBatch {
+    let data = RecordBatch::try_new(
+        small_schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(list.iter().map(|c| c.id))),
+            Arc::new(StringArray::from_iter_values(list.iter().map(|c| c.name))),
+            Arc::new(
+                Decimal128Array::from_iter_values(list.iter().map(|c| c.cents as i128))
+                    .with_precision_and_scale(12, 2)
+                    .unwrap(),
+            ),
+        ],
+    )
+    .unwrap();
+    let ops: Vec<Op> = list.iter().map(|c| c.op).collect();
+    let ts: Vec<Option<i64>> = list.iter().map(|c| Some(c.ts * 1_000_000)).collect();
+    changes(data, &ops, &ts, first_seq)
+}
+
+fn money(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+/// Loads `loads` (each a list of changes) one transaction each, numbering changes on.
+fn load_all(w: &mut Wh, t: &Target, loads: &[Vec<Change>]) {
+    let mut seq = 1;
+    for l in loads {
+        let b = batch_of(l, seq);
+        seq += l.len() as i64;
+        let r = w.load(t, &b, seq - 1);
+        assert_eq!(r.changes, l.len() as u64);
+    }
+}
+
+/// The changes of the merge scenarios: inserts; then two updates of one key in one load, a
+/// delete, a key change (delete 3 + insert 30), an insert deleted in the same load; then a
+/// re-insert of the deleted key; then inserts of a loaded key and of new keys.
+fn merge_loads() -> Vec<Vec<Change>> {
+    use Op::*;
+    vec![
+        (1..=5)
+            .map(|i| {
+                c(
+                    Read,
+                    i,
+                    ["a", "b", "c", "d", "e"][i as usize - 1],
+                    i * 100,
+                    10,
+                )
+            })
+            .collect(),
+        vec![
+            c(Update, 1, "a1", 111, 20),
+            c(Update, 1, "a2", 112, 21),
+            c(Delete, 2, "b", 200, 22),
+            c(Delete, 3, "c", 300, 23),
+            c(Insert, 30, "c", 300, 23),
+            c(Insert, 6, "f", 600, 24),
+            c(Delete, 6, "f", 600, 25),
+            c(Insert, 7, "g'quote", 700, 26),
+        ],
+        vec![
+            c(Insert, 2, "b-again", 201, 30),
+            c(Update, 4, "d1", 401, 31),
+        ],
+        // Inserts only, one of a key already loaded (PostgreSQL's fast path must fall back)...
+        vec![c(Insert, 8, "h", 800, 40), c(Insert, 5, "e-again", 501, 41)],
+        // ...and inserts only of new keys (the fast path into a loaded table).
+        vec![c(Insert, 9, "i", 900, 50), c(Read, 10, "j", 1000, 50)],
+    ]
+}
+
+/// Latest state per key after the changes (deleted keys kept, flagged, for soft deletes).
+fn merge_model(loads: &[Vec<Change>]) -> BTreeMap<i64, (Change, bool)> {
+    let mut m = BTreeMap::new();
+    for ch in loads.iter().flatten() {
+        m.insert(ch.id, (*ch, ch.op == Op::Delete));
+    }
+    m
+}
+
+fn small_rows(w: &mut Wh, table: &str, extra: &str) -> Vec<Vec<Option<String>>> {
+    w.rows(&format!(
+        "SELECT CAST(id AS VARCHAR), name, CAST(amount AS VARCHAR), {{ts:_sluice_source_ts}}{extra} FROM shop.{table} AS t ORDER BY t.id"
+    ))
+}
+
+fn merge_scenario(mut w: Wh) {
+    let t = target("orders", LoadMode::Merge);
+    let loads = merge_loads();
+    // Load by load, the table equals the model of the changes so far.
+    for n in 1..=loads.len() {
+        let mut seq = 1 + loads[..n - 1].iter().map(|l| l.len() as i64).sum::<i64>();
+        let b = batch_of(&loads[n - 1], seq);
+        seq += loads[n - 1].len() as i64;
+        w.load(&t, &b, seq - 1);
+        let want: Vec<Vec<Option<String>>> = merge_model(&loads[..n])
+            .values()
+            .filter(|(_, deleted)| !deleted)
+            .map(|(ch, _)| {
+                vec![
+                    s(&ch.id.to_string()),
+                    s(ch.name),
+                    s(&money(ch.cents)),
+                    s(&(ch.ts * 1_000_000).to_string()),
+                ]
+            })
+            .collect();
+        assert_eq!(small_rows(&mut w, "orders", ""), want, "after load {n}");
+    }
+    assert_eq!(
+        w.wh.ledger(&t).unwrap(),
+        Some(LedgerEntry {
+            lake_version: 19,
+            seq: 19
+        })
+    );
+    // Every row carries the load time.
+    let unstamped = w.rows("SELECT count(*) FROM shop.orders WHERE _sluice_loaded_at IS NULL");
+    assert_eq!(unstamped, vec![vec![s("0")]]);
+}
+
+fn soft_delete_scenario(mut w: Wh) {
+    let mut t = target("orders", LoadMode::Merge);
+    t.deletes = Deletes::Soft;
+    let loads = merge_loads();
+    load_all(&mut w, &t, &loads);
+    let want: Vec<Vec<Option<String>>> = merge_model(&loads)
+        .values()
+        .map(|(ch, deleted)| {
+            vec![
+                s(&ch.id.to_string()),
+                s(ch.name),
+                s(&money(ch.cents)),
+                s(&(ch.ts * 1_000_000).to_string()),
+                s(&deleted.to_string()),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        small_rows(&mut w, "orders", ", CAST(_sluice_deleted AS VARCHAR)"),
+        want
+    );
+}
+
+fn append_scenario(mut w: Wh) {
+    let t = target("orders_log", LoadMode::Append);
+    let loads = merge_loads();
+    load_all(&mut w, &t, &loads);
+    let want: Vec<Vec<Option<String>>> = loads
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, ch)| {
+            vec![
+                s(&ch.id.to_string()),
+                s(ch.name),
+                s(&money(ch.cents)),
+                s(ch.op.code()),
+                s(&(i + 1).to_string()),
+            ]
+        })
+        .collect();
+    let got = w.rows("SELECT CAST(id AS VARCHAR), name, CAST(amount AS VARCHAR), _sluice_op, CAST(_sluice_seq AS VARCHAR) FROM shop.orders_log AS t ORDER BY t._sluice_seq");
+    assert_eq!(got, want);
+}
+
+fn replace_scenario(mut w: Wh) {
+    let t = target("orders_now", LoadMode::Replace);
+    use Op::*;
+    let first = vec![c(Read, 1, "a", 100, 10), c(Read, 2, "b", 200, 10)];
+    let second = vec![
+        c(Read, 2, "b2", 201, 20),
+        c(Read, 3, "c", 300, 20),
+        c(Update, 3, "c2", 301, 21),
+    ];
+    load_all(&mut w, &t, &[first, second]);
+    assert_eq!(
+        small_rows(&mut w, "orders_now", ""),
+        vec![
+            vec![s("2"), s("b2"), s("2.01"), s("20000000")],
+            vec![s("3"), s("c2"), s("3.01"), s("21000000")],
+        ]
+    );
+}
+
+/// Versions per key with times made monotonic per key, as the history contract says.
+fn history_model(loads: &[Vec<Change>]) -> Vec<Vec<Option<String>>> {
+    let mut by_key: BTreeMap<i64, Vec<(Change, i64)>> = BTreeMap::new();
+    for ch in loads.iter().flatten() {
+        let list = by_key.entry(ch.id).or_default();
+        let t = list.last().map(|(_, t)| (*t).max(ch.ts)).unwrap_or(ch.ts);
+        list.push((*ch, t));
+    }
+    let mut rows = Vec::new();
+    for list in by_key.values() {
+        for (i, (ch, t)) in list.iter().enumerate() {
+            if ch.op == Op::Delete {
+                continue;
+            }
+            let to = list.get(i + 1).map(|(_, t)| (t * 1_000_000).to_string());
+            rows.push(vec![
+                s(&ch.id.to_string()),
+                s(ch.name),
+                s(&(t * 1_000_000).to_string()),
+                to.clone(),
+                s(&to.is_none().to_string()),
+            ]);
+        }
+    }
+    rows
+}
+
+fn history_scenario(mut w: Wh) {
+    let t = target("orders_history", LoadMode::History);
+    use Op::*;
+    let loads = vec![
+        vec![
+            c(Insert, 1, "v1", 100, 10),
+            c(Update, 1, "v2", 101, 20),
+            c(Update, 1, "v3", 102, 30),
+            c(Insert, 2, "only", 200, 10),
+            // The commit clock steps back: the version starts no earlier than the last one.
+            c(Insert, 3, "x1", 300, 50),
+            c(Update, 3, "x2", 301, 40),
+        ],
+        vec![c(Update, 1, "v4", 103, 40), c(Delete, 1, "v4", 103, 50)],
+        vec![c(Insert, 1, "back", 104, 60), c(Delete, 2, "only", 200, 60)],
+    ];
+    load_all(&mut w, &t, &loads);
+    let got = w.rows(
+        "SELECT CAST(id AS VARCHAR), name, {ts:_sluice_valid_from}, {ts:_sluice_valid_to}, CAST(_sluice_is_current AS VARCHAR) FROM shop.orders_history AS t ORDER BY t.id, t._sluice_seq",
+    );
+    assert_eq!(got, history_model(&loads));
+    // Key 1: five versions; contiguous until the delete at 50, then the re-insert at 60.
+    assert_eq!(got.iter().filter(|r| r[0] == s("1")).count(), 5);
+    // No two versions of a key overlap, checked by the warehouse itself.
+    let overlaps = w.rows(
+        "SELECT count(*) FROM shop.orders_history a JOIN shop.orders_history b
+           ON a.id = b.id AND a._sluice_seq < b._sluice_seq
+          WHERE a._sluice_valid_to IS NULL OR b._sluice_valid_from < a._sluice_valid_to",
+    );
+    assert_eq!(overlaps, vec![vec![s("0")]]);
+    let current = w.rows("SELECT count(*) FROM shop.orders_history WHERE _sluice_is_current GROUP BY id HAVING count(*) > 1");
+    assert!(
+        current.is_empty(),
+        "a key with two current versions: {current:?}"
+    );
+}
+
+/// Change 2: an insert of key 2 with a column the source gained.
+fn with_coupon(code: &str) -> RecordBatch {
+    let wide = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("amount", DataType::Decimal128(12, 2), true),
+        Field::new("Coupon Code", DataType::Utf8, true),
+    ]));
+    let data = RecordBatch::try_new(
+        wide,
+        vec![
+            Arc::new(Int64Array::from(vec![2])),
+            Arc::new(StringArray::from(vec!["b"])),
+            Arc::new(
+                Decimal128Array::from(vec![200])
+                    .with_precision_and_scale(12, 2)
+                    .unwrap(),
+            ),
+            Arc::new(StringArray::from(vec![code])),
+        ],
+    )
+    .unwrap();
+    changes(data, &[Op::Insert], &[Some(20_000_000)], 2)
+}
+
+fn evolve_scenario(mut w: Wh) {
+    use Op::*;
+    let mut t = target("orders", LoadMode::Merge);
+    load_all(&mut w, &t, &[vec![c(Read, 1, "a", 100, 10)]]);
+    // The source gains a column.
+    let b = with_coupon("SPRING");
+    // Under halt the load stops, names the column, and changes nothing.
+    let err = w
+        .try_load(&t, vec![Ok(b.clone())], 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("coupon_code") && err.contains("evolve"),
+        "{err}"
+    );
+    assert_eq!(w.wh.ledger(&t).unwrap().unwrap().seq, 1);
+    assert_eq!(
+        w.rows("SELECT count(*) FROM shop.orders"),
+        vec![vec![s("1")]]
+    );
+    // Under evolve the column is added and loaded; older rows hold NULL.
+    t.schema_changes = SchemaPolicy::Evolve;
+    w.try_load(&t, vec![Ok(b)], 2).unwrap();
+    assert_eq!(
+        w.rows("SELECT CAST(id AS VARCHAR), name, coupon_code FROM shop.orders AS t ORDER BY t.id"),
+        vec![
+            vec![s("1"), s("a"), None],
+            vec![s("2"), s("b"), s("SPRING")]
+        ]
+    );
+    // Append tables grow the same way, the new column after sluice's own.
+    let mut log = target("orders_log", LoadMode::Append);
+    log.schema_changes = SchemaPolicy::Evolve;
+    load_all(&mut w, &log, &[vec![c(Read, 1, "a", 100, 10)]]);
+    let b = with_coupon("SUMMER");
+    w.try_load(&log, vec![Ok(b)], 2).unwrap();
+    assert_eq!(
+        w.rows("SELECT CAST(id AS VARCHAR), _sluice_op, coupon_code FROM shop.orders_log AS t ORDER BY t._sluice_seq"),
+        vec![vec![s("1"), s("r"), None], vec![s("2"), s("c"), s("SUMMER")]]
+    );
+}
+
+/// A load that fails after staging (the lake read breaks midway) leaves the table and the
+/// ledger as they were; the retry applies everything once.
+fn failed_load_scenario(mut w: Wh) {
+    use Op::*;
+    for mode in [LoadMode::Merge, LoadMode::Append, LoadMode::History] {
+        let t = target(&format!("t_{}", mode.name()), mode);
+        load_all(&mut w, &t, &[vec![c(Read, 1, "a", 100, 10)]]);
+        let before = small_rows(&mut w, &t.table, "");
+        let next = batch_of(
+            &[c(Update, 1, "a2", 101, 20), c(Insert, 2, "b", 200, 20)],
+            2,
+        );
+        let err = w
+            .try_load(
+                &t,
+                vec![Ok(next.clone()), Err("lake read failed".into())],
+                3,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lake read failed"), "{err}");
+        assert_eq!(small_rows(&mut w, &t.table, ""), before, "{}", mode.name());
+        assert_eq!(w.wh.ledger(&t).unwrap().unwrap().seq, 1);
+        w.try_load(&t, vec![Ok(next)], 3).unwrap();
+        assert_eq!(w.wh.ledger(&t).unwrap().unwrap().seq, 3);
+        let n = w.rows(&format!("SELECT count(*) FROM shop.{}", t.table));
+        let want = match mode {
+            LoadMode::Merge => "2",
+            _ => "3",
+        };
+        assert_eq!(n, vec![vec![s(want)]], "{}", mode.name());
+    }
+}
+
+// ---- every type the lake hands a warehouse ----
+
+fn types_scenario(mut w: Wh) {
+    let mut json_meta = std::collections::HashMap::new();
+    json_meta.insert("ARROW:extension:name".to_string(), "arrow.json".to_string());
+    let utc = || Some("UTC".into());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("b", DataType::Boolean, true),
+        Field::new("i8", DataType::Int8, true),
+        Field::new("i16", DataType::Int16, true),
+        Field::new("i32", DataType::Int32, true),
+        Field::new("u8", DataType::UInt8, true),
+        Field::new("u16", DataType::UInt16, true),
+        Field::new("u32", DataType::UInt32, true),
+        Field::new("u64", DataType::UInt64, true),
+        Field::new("f32", DataType::Float32, true),
+        Field::new("f64", DataType::Float64, true),
+        Field::new("d38", DataType::Decimal128(38, 10), true),
+        Field::new("d5", DataType::Decimal128(5, 2), true),
+        Field::new("txt", DataType::Utf8, true),
+        Field::new("doc", DataType::Utf8, true).with_metadata(json_meta),
+        Field::new("bin", DataType::Binary, true),
+        Field::new("day", DataType::Date32, true),
+        Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Microsecond, utc()),
+            true,
+        ),
+        Field::new(
+            "local",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            true,
+        ),
+        Field::new("tod", DataType::Time64(TimeUnit::Microsecond), true),
+    ]));
+    let big = 10i128.pow(38) - 1;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![1, 2, 3])),
+        Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
+        Arc::new(Int8Array::from(vec![Some(i8::MIN), Some(i8::MAX), None])),
+        Arc::new(Int16Array::from(vec![Some(i16::MIN), Some(i16::MAX), None])),
+        Arc::new(Int32Array::from(vec![Some(i32::MIN), Some(i32::MAX), None])),
+        Arc::new(UInt8Array::from(vec![Some(0), Some(u8::MAX), None])),
+        Arc::new(UInt16Array::from(vec![Some(0), Some(u16::MAX), None])),
+        Arc::new(UInt32Array::from(vec![Some(0), Some(u32::MAX), None])),
+        Arc::new(UInt64Array::from(vec![Some(0), Some(u64::MAX), None])),
+        Arc::new(Float32Array::from(vec![Some(1.5), Some(-2.25), None])),
+        Arc::new(Float64Array::from(vec![
+            Some(0.125),
+            Some(-123456.789),
+            None,
+        ])),
+        Arc::new(
+            Decimal128Array::from(vec![Some(big), Some(-1), None])
+                .with_precision_and_scale(38, 10)
+                .unwrap(),
+        ),
+        Arc::new(
+            Decimal128Array::from(vec![Some(-99999), Some(5), None])
+                .with_precision_and_scale(5, 2)
+                .unwrap(),
+        ),
+        Arc::new(StringArray::from(vec![
+            Some("héllo 🦀 \"q\" 'a'"),
+            Some(""),
+            None,
+        ])),
+        Arc::new(StringArray::from(vec![
+            Some("{\"a\": [1, 2], \"b\": \"x\"}"),
+            Some("[]"),
+            None,
+        ])),
+        Arc::new(BinaryArray::from(vec![
+            Some(&[0u8, 1, 255][..]),
+            Some(&[][..]),
+            None,
+        ])),
+        Arc::new(Date32Array::from(vec![Some(19782), Some(-719162), None])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![Some(1_709_211_845_123_456), Some(-1), None])
+                .with_timezone("UTC"),
+        ),
+        Arc::new(TimestampMicrosecondArray::from(vec![
+            Some(1_709_211_845_000_001),
+            Some(0),
+            None,
+        ])),
+        Arc::new(Time64MicrosecondArray::from(vec![
+            Some(86_399_999_999),
+            Some(0),
+            None,
+        ])),
+    ];
+    let data = RecordBatch::try_new(schema, columns).unwrap();
+    let t = target("every_type", LoadMode::Merge);
+    let b = changes(data, &[Op::Read; 3], &[Some(1), None, Some(2)], 1);
+    w.load(&t, &b, 3);
+    let got = w.rows(
+        "SELECT CAST(id AS VARCHAR), CAST(b AS VARCHAR), CAST(i8 AS VARCHAR), CAST(i16 AS VARCHAR), CAST(i32 AS VARCHAR),
+                CAST(u8 AS VARCHAR), CAST(u16 AS VARCHAR), CAST(u32 AS VARCHAR), CAST(u64 AS VARCHAR),
+                CAST(f32 AS VARCHAR), CAST(f64 AS VARCHAR), CAST(d38 AS VARCHAR), CAST(d5 AS VARCHAR),
+                txt, CAST(doc AS VARCHAR), {hex:bin}, CAST(day AS VARCHAR), {ts:\"at\"}, {ts:\"local\"}, CAST(tod AS VARCHAR)
+           FROM shop.every_type AS t ORDER BY t.id",
+    );
+    let row = |v: &[Option<&str>]| v.iter().map(|x| x.map(String::from)).collect::<Vec<_>>();
+    assert_eq!(
+        got,
+        vec![
+            row(&[
+                Some("1"),
+                Some("true"),
+                Some("-128"),
+                Some("-32768"),
+                Some("-2147483648"),
+                Some("0"),
+                Some("0"),
+                Some("0"),
+                Some("0"),
+                Some("1.5"),
+                Some("0.125"),
+                Some("9999999999999999999999999999.9999999999"),
+                Some("-999.99"),
+                Some("héllo 🦀 \"q\" 'a'"),
+                Some("{\"a\": [1, 2], \"b\": \"x\"}"),
+                Some("0001ff"),
+                Some("2024-02-29"),
+                Some("1709211845123456"),
+                Some("1709211845000001"),
+                Some("23:59:59.999999"),
+            ]),
+            row(&[
+                Some("2"),
+                Some("false"),
+                Some("127"),
+                Some("32767"),
+                Some("2147483647"),
+                Some("255"),
+                Some("65535"),
+                Some("4294967295"),
+                Some("18446744073709551615"),
+                Some("-2.25"),
+                Some("-123456.789"),
+                Some("-0.0000000001"),
+                Some("0.05"),
+                Some(""),
+                Some("[]"),
+                Some(""),
+                Some("0001-01-01"),
+                Some("-1"),
+                Some("0"),
+                Some("00:00:00"),
+            ]),
+            row(&[
+                Some("3"),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None
+            ]),
+        ]
+    );
+    if w.postgres {
+        // The column types the mapping promises.
+        let types = w.rows(
+            "SELECT column_name, data_type, CAST(numeric_precision AS VARCHAR), CAST(numeric_scale AS VARCHAR)
+               FROM information_schema.columns WHERE table_schema = 'shop' AND table_name = 'every_type'
+                AND column_name IN ('u64', 'd38', 'doc', 'bin', 'at', 'local', 'i8') ORDER BY column_name",
+        );
+        assert_eq!(
+            types,
+            vec![
+                vec![s("at"), s("timestamp with time zone"), None, None],
+                vec![s("bin"), s("bytea"), None, None],
+                vec![s("d38"), s("numeric"), s("38"), s("10")],
+                vec![s("doc"), s("jsonb"), None, None],
+                vec![s("i8"), s("smallint"), s("16"), s("0")],
+                vec![s("local"), s("timestamp without time zone"), None, None],
+                vec![s("u64"), s("numeric"), s("20"), s("0")],
+            ]
+        );
+    }
+}
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod duckdb_warehouse {
+            $(#[test] fn $scenario() { super::$scenario(super::duckdb()) })*
+        }
+        mod postgres_warehouse {
+            $(#[test] fn $scenario() { super::$scenario(super::postgres()) })*
+        }
+    };
+}
+
+conformance!(
+    types_scenario,
+    merge_scenario,
+    soft_delete_scenario,
+    append_scenario,
+    replace_scenario,
+    history_scenario,
+    evolve_scenario,
+    failed_load_scenario,
+);

@@ -1,0 +1,103 @@
+//! A load's columns: the lake's source columns mapped to warehouse identifiers once, by the
+//! one naming function, and the key columns found among them.
+
+use arrow::datatypes::{FieldRef, SchemaRef};
+
+use sluice_core::change::is_change_column;
+use sluice_core::config::LoadMode;
+use sluice_core::names::identifiers;
+
+use crate::{Target, WarehouseError};
+
+pub struct Columns {
+    /// The source columns of the change schema, in lake order.
+    pub fields: Vec<FieldRef>,
+    /// Their warehouse names (same order).
+    pub mapped: Vec<String>,
+}
+
+impl Columns {
+    pub fn new(schema: &SchemaRef, max_identifier: usize) -> Columns {
+        let fields: Vec<FieldRef> = schema
+            .fields()
+            .iter()
+            .filter(|f| !is_change_column(f.name()))
+            .cloned()
+            .collect();
+        let mapped = identifiers(fields.iter().map(|f| f.name().as_str()), max_identifier);
+        Columns { fields, mapped }
+    }
+
+    /// The warehouse name of a source column.
+    pub fn mapped_of(&self, source_name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .position(|f| f.name() == source_name)
+            .map(|i| self.mapped[i].as_str())
+    }
+
+    /// The target's key columns, mapped; an error when one is missing or merge/history has none.
+    pub fn keys(&self, target: &Target) -> Result<Vec<String>, WarehouseError> {
+        let keys = target
+            .key
+            .iter()
+            .map(|k| {
+                self.mapped_of(k)
+                    .map(String::from)
+                    .ok_or_else(|| WarehouseError::Schema {
+                        table: target.display(),
+                        message: format!("key column `{k}` is not a column of the table"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() && matches!(target.mode, LoadMode::Merge | LoadMode::History) {
+            return Err(WarehouseError::Schema {
+                table: target.display(),
+                message: format!("{} needs key columns (primary_key)", target.mode.name()),
+            });
+        }
+        Ok(keys)
+    }
+
+    /// `(warehouse name, SQL type)` of every source column through a warehouse's type mapping.
+    pub fn typed(
+        &self,
+        target: &Target,
+        sql_type: impl Fn(&arrow::datatypes::Field) -> Option<String>,
+    ) -> Result<Vec<(String, String)>, WarehouseError> {
+        self.fields
+            .iter()
+            .zip(&self.mapped)
+            .map(|(f, m)| {
+                sql_type(f)
+                    .map(|t| (m.clone(), t))
+                    .ok_or_else(|| WarehouseError::Type {
+                        table: target.display(),
+                        column: f.name().clone(),
+                        data_type: f.data_type().to_string(),
+                    })
+            })
+            .collect()
+    }
+}
+
+/// The columns a load would add to an existing table, checked against the table's policy:
+/// `evolve` adds them, anything else stops the load naming them.
+pub fn columns_to_add<'a>(
+    target: &Target,
+    existing: &[String],
+    wanted: &'a [(String, String)],
+) -> Result<Vec<&'a (String, String)>, WarehouseError> {
+    let missing = crate::sql::missing_columns(existing, wanted);
+    if missing.is_empty() || target.schema_changes == sluice_core::config::SchemaPolicy::Evolve {
+        return Ok(missing);
+    }
+    let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
+    Err(WarehouseError::Schema {
+        table: target.display(),
+        message: format!(
+            "the source has new column(s) {} that the warehouse table lacks; set schema_changes = \"evolve\" on the source or table to add them",
+            names.join(", ")
+        ),
+    })
+}

@@ -1,0 +1,685 @@
+//! The PostgreSQL warehouse.
+//!
+//! One load, one transaction:
+//!
+//! ```text
+//!   BEGIN
+//!     CREATE SCHEMA/TABLE IF NOT EXISTS "<source>"."<table>"   (types: pgcopy::postgres_type)
+//!     ALTER TABLE ... ADD COLUMN                               (schema_changes = evolve)
+//!     CREATE TEMP TABLE sluice_stage ... ON COMMIT DROP
+//!     COPY sluice_stage FROM STDIN (FORMAT binary)             ← Arrow batches, encoded as they come
+//!     apply by mode (the statements of `sql`, shared with DuckDB)
+//!     UPSERT _sluice.ledger (lake version, seq)
+//!   COMMIT
+//! ```
+//!
+//! Append mode copies straight into the target. Merge tables have a unique index on the key;
+//! a merge whose staged changes are all inserts (a snapshot, an insert-only stream) inserts
+//! every staged row under a savepoint, and only when a key repeats or is already loaded does
+//! the index refuse, the savepoint roll back and the full merge run.
+//!
+//! The client is async (tokio-postgres) and the [`Warehouse`] trait is not: the connection
+//! lives on a runtime of its own, and each call runs it on a short-lived thread, so a call is
+//! safe from async and blocking code alike.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use bytes::BytesMut;
+use futures::SinkExt;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use sluice_core::change::{is_change_column, INGESTED_AT, LOADED_AT, OP};
+use sluice_core::config::LoadMode;
+use sluice_core::failpoint;
+use sluice_core::names::{identifier, quote_ident as q};
+
+use crate::columns::{columns_to_add, Columns};
+use crate::pgcopy::{self, postgres_type};
+use crate::sql::{system_columns, Apply, SystemTypes, LEDGER_DDL};
+use crate::{LedgerEntry, LoadReport, Target, Warehouse, WarehouseError};
+
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1).
+pub const MAX_IDENTIFIER: usize = 63;
+
+/// COPY data is sent in pieces of about this size.
+const COPY_CHUNK_BYTES: usize = 1 << 20;
+
+const SYSTEM_TYPES: SystemTypes = SystemTypes {
+    text: "TEXT",
+    bigint: "BIGINT",
+    timestamptz: "TIMESTAMPTZ",
+    boolean: "BOOLEAN",
+};
+
+const STAGE: &str = "\"sluice_stage\"";
+const WORK: &str = "\"sluice_work\"";
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user@host:port/db`; `sslmode` and `sslrootcert` may also be URL parameters.
+    pub url: String,
+    pub password: Option<String>,
+    /// disable | prefer (default) | require | verify-ca | verify-full.
+    pub ssl_mode: Option<String>,
+    /// CA certificate (PEM) for verify-ca / verify-full.
+    pub ssl_ca: Option<String>,
+}
+
+pub struct Postgres {
+    client: Client,
+    /// The connection's own runtime; `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// `host:port/db` for messages (never the password).
+    name: String,
+}
+
+/// A tokio-postgres error with the server's message, detail and hint when there are any.
+fn server_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut m = format!("{} ({})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                m += &format!("; {d}");
+            }
+            if let Some(h) = db.hint() {
+                m += &format!("; hint: {h}");
+            }
+            if let Some(w) = db.where_() {
+                m += &format!("; at {w}");
+            }
+            m
+        }
+        None => {
+            // The cause (a TLS or I/O error) is in the source chain, not the message.
+            let mut m = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                m += &format!(": {c}");
+                cause = c.source();
+            }
+            m
+        }
+    }
+}
+
+fn pg_error(table: &str) -> impl Fn(tokio_postgres::Error) -> WarehouseError + '_ {
+    move |e| WarehouseError::Postgres {
+        table: table.to_string(),
+        message: server_message(&e),
+    }
+}
+
+impl Postgres {
+    /// Connects and makes sure the ledger exists.
+    pub fn connect(opts: &PgOptions) -> Result<Postgres, WarehouseError> {
+        let open_err = |message: String| WarehouseError::Open {
+            path: redacted(&opts.url),
+            message,
+        };
+        let (config, ssl_mode, ssl_ca) = pg_config(opts).map_err(open_err)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| open_err(e.to_string()))?;
+        let client = on_own_thread(|| {
+            runtime.block_on(async {
+                if ssl_mode == "disable" {
+                    let (client, conn) = config.connect(NoTls).await?;
+                    tokio::spawn(conn);
+                    Ok(client)
+                } else {
+                    let tls = crate::pgtls::connector(&ssl_mode, ssl_ca.as_deref())
+                        .map_err(PgConnectError::Tls)?;
+                    let (client, conn) = config.connect(tls).await?;
+                    tokio::spawn(conn);
+                    Ok::<Client, PgConnectError>(client)
+                }
+            })
+        });
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                // Dropping a runtime blocks, which tokio forbids in async callers.
+                runtime.shutdown_background();
+                return Err(open_err(e.to_string()));
+            }
+        };
+        let pg = Postgres {
+            client,
+            runtime: Some(runtime),
+            name: redacted(&opts.url),
+        };
+        pg.batch(
+            "_sluice.ledger",
+            &format!("SET TimeZone = 'UTC';\n{LEDGER_DDL}"),
+        )?;
+        Ok(pg)
+    }
+
+    /// `host:port/database`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs a future on the connection's runtime, from any context.
+    fn run<T: Send>(&self, fut: impl std::future::Future<Output = T> + Send) -> T {
+        let rt = self.runtime.as_ref().expect("runtime present until drop");
+        on_own_thread(|| rt.block_on(fut))
+    }
+
+    fn batch(&self, table: &str, sql: &str) -> Result<(), WarehouseError> {
+        self.run(self.client.batch_execute(sql))
+            .map_err(pg_error(table))
+    }
+
+    /// Runs a query and returns its rows as text (for `sluice query --warehouse`).
+    pub fn query_text(&self, sql: &str) -> Result<Vec<RecordBatch>, WarehouseError> {
+        let messages = self
+            .run(self.client.simple_query(sql))
+            .map_err(pg_error("(query)"))?;
+        let mut names: Vec<String> = Vec::new();
+        let mut columns: Vec<Vec<Option<String>>> = Vec::new();
+        for m in messages {
+            match m {
+                tokio_postgres::SimpleQueryMessage::RowDescription(cols) => {
+                    names = cols.iter().map(|c| c.name().to_string()).collect();
+                    columns = vec![Vec::new(); names.len()];
+                }
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    for (i, col) in columns.iter_mut().enumerate() {
+                        col.push(row.get(i).map(String::from));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let schema = Arc::new(arrow::datatypes::Schema::new(
+            names
+                .iter()
+                .map(|n| Field::new(n, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let arrays: Vec<ArrayRef> = columns
+            .into_iter()
+            .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(schema, arrays).map_err(|e| WarehouseError::Input {
+            table: "(query)".into(),
+            message: e.to_string(),
+        })?;
+        Ok(vec![batch])
+    }
+
+    /// The table's column names in order (empty when it does not exist).
+    async fn table_columns(
+        client: &Client,
+        schema: &str,
+        table: &str,
+    ) -> Result<Vec<String>, tokio_postgres::Error> {
+        let rows = client
+            .query(
+                "SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                   JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+                  ORDER BY a.attnum",
+                &[&schema, &table],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn load_in_transaction(
+        client: &Client,
+        target: &Target,
+        schema: &SchemaRef,
+        batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
+        upto: LedgerEntry,
+    ) -> Result<LoadReport, WarehouseError> {
+        let name = target.display();
+        let e = pg_error(&name);
+        let columns = Columns::new(schema, MAX_IDENTIFIER);
+        let data = columns.typed(target, postgres_type)?;
+        let keys = columns.keys(target)?;
+        let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
+
+        // Target table: created, or grown by evolve.
+        let existing = Self::table_columns(client, &target.schema, &target.table)
+            .await
+            .map_err(&e)?;
+        let created = existing.is_empty();
+        if created {
+            let cols: Vec<String> = data
+                .iter()
+                .cloned()
+                .chain(system_columns(target.mode, target.deletes, &SYSTEM_TYPES))
+                .map(|(n, t)| {
+                    // Append copies straight into the table: the load time comes from a default.
+                    if n == LOADED_AT {
+                        format!("{} {t} DEFAULT now()", q(&n))
+                    } else {
+                        format!("{} {t}", q(&n))
+                    }
+                })
+                .collect();
+            client
+                .batch_execute(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {tgt} ({});",
+                    q(&target.schema),
+                    cols.join(", ")
+                ))
+                .await
+                .map_err(&e)?;
+        } else {
+            for (n, t) in columns_to_add(target, &existing, &data)? {
+                tracing::info!(target = %name, column = %n, "adding column (schema_changes = evolve)");
+                client
+                    .batch_execute(&format!("ALTER TABLE {tgt} ADD COLUMN {} {t};", q(n)))
+                    .await
+                    .map_err(&e)?;
+            }
+        }
+
+        // What the COPY carries: append goes straight to the target (no ingest time; the
+        // load time is the column default); the other modes stage every change column.
+        let staged = target.mode != LoadMode::Append;
+        let copied: Vec<usize> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| staged || f.name() != INGESTED_AT)
+            .map(|(i, _)| i)
+            .collect();
+        let warehouse_name = |f: &Field| -> String {
+            if is_change_column(f.name()) {
+                f.name().clone()
+            } else {
+                columns
+                    .mapped_of(f.name())
+                    .expect("data column")
+                    .to_string()
+            }
+        };
+        let copy_list: Vec<String> = copied
+            .iter()
+            .map(|&i| q(&warehouse_name(schema.field(i))))
+            .collect();
+        let into = if staged {
+            let mut cols = Vec::new();
+            for &i in &copied {
+                let f = schema.field(i);
+                let t = postgres_type(f).ok_or_else(|| WarehouseError::Type {
+                    table: name.clone(),
+                    column: f.name().clone(),
+                    data_type: f.data_type().to_string(),
+                })?;
+                cols.push(format!("{} {t}", q(&warehouse_name(f))));
+            }
+            client
+                .batch_execute(&format!(
+                    "CREATE TEMP TABLE {STAGE} ({}) ON COMMIT DROP;",
+                    cols.join(", ")
+                ))
+                .await
+                .map_err(&e)?;
+            STAGE.to_string()
+        } else {
+            tgt.clone()
+        };
+        let copy = format!(
+            "COPY {into} ({}) FROM STDIN (FORMAT binary)",
+            copy_list.join(", ")
+        );
+        let fields: Vec<&Field> = copied.iter().map(|&i| schema.field(i)).collect();
+        let op_index = schema.index_of(OP).ok();
+        // Updates and deletes staged: while there are none, merge may try its fast path.
+        let (changes, not_inserts) = {
+            let sink = client.copy_in(copy.as_str()).await.map_err(&e)?;
+            futures::pin_mut!(sink);
+            let mut buf = BytesMut::with_capacity(2 * COPY_CHUNK_BYTES);
+            buf.extend_from_slice(pgcopy::header());
+            let mut changes = 0u64;
+            let mut not_inserts = 0u64;
+            for batch in batches {
+                let batch = batch.map_err(|message| WarehouseError::Input {
+                    table: name.clone(),
+                    message,
+                })?;
+                changes += batch.num_rows() as u64;
+                if let Some(i) = op_index {
+                    let ops = batch.column(i).as_string_opt::<i32>();
+                    not_inserts += ops
+                        .map(|a| {
+                            a.iter()
+                                .filter(|o| !matches!(o, Some("r") | Some("c")))
+                                .count() as u64
+                        })
+                        .unwrap_or(0);
+                }
+                let arrays: Vec<ArrayRef> =
+                    copied.iter().map(|&i| batch.column(i).clone()).collect();
+                pgcopy::encode(&fields, &arrays, &mut buf).map_err(|message| {
+                    WarehouseError::Input {
+                        table: name.clone(),
+                        message,
+                    }
+                })?;
+                if buf.len() >= COPY_CHUNK_BYTES {
+                    sink.send(buf.split().freeze()).await.map_err(&e)?;
+                }
+            }
+            buf.extend_from_slice(pgcopy::trailer());
+            sink.send(buf.split().freeze()).await.map_err(&e)?;
+            sink.as_mut().finish().await.map_err(&e)?;
+            (changes, not_inserts)
+        };
+
+        // Apply.
+        let apply = Apply {
+            target: &tgt,
+            stage: STAGE,
+            work: WORK,
+            keys: &keys,
+            columns: &columns.mapped,
+        };
+        let key_list = keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
+        let index_name = q(&identifier(
+            &format!("{}_sluice_key", target.table),
+            MAX_IDENTIFIER,
+        ));
+        let index = match target.mode {
+            LoadMode::Merge if created => {
+                format!("CREATE UNIQUE INDEX {index_name} ON {tgt} ({key_list});")
+            }
+            LoadMode::History if created => {
+                format!("CREATE INDEX {index_name} ON {tgt} ({key_list});")
+            }
+            _ => String::new(),
+        };
+        match target.mode {
+            LoadMode::Append => {}
+            LoadMode::Merge => {
+                // Only inserts, into a table whose key is unique (or about to be): insert
+                // every staged row. A key that repeats or is already there violates the
+                // unique index, and the load falls back to the full merge.
+                let unique_key = created
+                    || client
+                        .query_one(
+                            "SELECT to_regclass($1) IS NOT NULL",
+                            &[&format!("{}.{index_name}", q(&target.schema))],
+                        )
+                        .await
+                        .map_err(&e)?
+                        .get::<_, bool>(0);
+                let mut merged = false;
+                if not_inserts == 0 && unique_key {
+                    client
+                        .batch_execute("SAVEPOINT sluice_fast;")
+                        .await
+                        .map_err(&e)?;
+                    let fast = format!("{}\n{index}", apply.insert_all());
+                    match client.batch_execute(&fast).await {
+                        Ok(()) => {
+                            client
+                                .batch_execute("RELEASE SAVEPOINT sluice_fast;")
+                                .await
+                                .map_err(&e)?;
+                            merged = true;
+                        }
+                        Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                            tracing::debug!(target = %name, "a staged key is already loaded or repeats: full merge");
+                            client
+                                .batch_execute("ROLLBACK TO SAVEPOINT sluice_fast;")
+                                .await
+                                .map_err(&e)?;
+                        }
+                        Err(err) => return Err(e(err)),
+                    }
+                }
+                if !merged {
+                    let sql = format!("ANALYZE {STAGE};\n{}\n{index}", apply.merge(target.deletes));
+                    client.batch_execute(&sql).await.map_err(&e)?;
+                }
+            }
+            LoadMode::Replace if changes == 0 => {}
+            LoadMode::Replace => client.batch_execute(&apply.replace()).await.map_err(&e)?,
+            LoadMode::History => {
+                let sql = format!("ANALYZE {STAGE};\n{}\n{index}", apply.history());
+                client.batch_execute(&sql).await.map_err(&e)?;
+            }
+        }
+        client
+            .execute(
+                "INSERT INTO _sluice.ledger VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+                 ON CONFLICT (target_schema, target_table) DO UPDATE SET
+                   lake_version = excluded.lake_version, lake_seq = excluded.lake_seq,
+                   changes_loaded = _sluice.ledger.changes_loaded + excluded.changes_loaded,
+                   loaded_at = excluded.loaded_at, load_mode = excluded.load_mode",
+                &[
+                    &target.schema,
+                    &target.table,
+                    &target.source,
+                    &target.source_table,
+                    &target.mode.name(),
+                    &upto.lake_version,
+                    &upto.seq,
+                    &(changes as i64),
+                ],
+            )
+            .await
+            .map_err(&e)?;
+        let rows_after: i64 = client
+            .query_one(format!("SELECT count(*) FROM {tgt}").as_str(), &[])
+            .await
+            .map_err(&e)?
+            .get(0);
+        Ok(LoadReport {
+            changes,
+            rows_after: rows_after as u64,
+        })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio forbids inside async code: let it go quietly.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Warehouse for Postgres {
+    fn ledger(&mut self, target: &Target) -> Result<Option<LedgerEntry>, WarehouseError> {
+        let row = self
+            .run(self.client.query_opt(
+                "SELECT lake_version, lake_seq FROM _sluice.ledger WHERE target_schema = $1 AND target_table = $2",
+                &[&target.schema, &target.table],
+            ))
+            .map_err(pg_error(&target.display()))?;
+        Ok(row.map(|r| LedgerEntry {
+            lake_version: r.get(0),
+            seq: r.get(1),
+        }))
+    }
+
+    fn load(
+        &mut self,
+        target: &Target,
+        schema: &SchemaRef,
+        batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
+        upto: LedgerEntry,
+    ) -> Result<LoadReport, WarehouseError> {
+        let client = &self.client;
+        let name = target.display();
+        self.run(async move {
+            client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(pg_error(&name))?;
+            match Self::load_in_transaction(client, target, schema, batches, upto).await {
+                Ok(report) => {
+                    failpoint::hit(failpoint::BEFORE_WAREHOUSE_COMMIT);
+                    client
+                        .batch_execute("COMMIT")
+                        .await
+                        .map_err(pg_error(&name))?;
+                    Ok(report)
+                }
+                Err(err) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(err)
+                }
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("postgres {}", self.name)
+    }
+
+    fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, WarehouseError> {
+        self.query_text(sql)
+    }
+}
+
+/// Runs `f` on a fresh thread: a thread outside every tokio context may block on a runtime.
+fn on_own_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PgConnectError {
+    #[error("{}", server_message(.0))]
+    Pg(#[from] tokio_postgres::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// The URL without user info, for messages.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}:{}{}",
+            u.host_str().unwrap_or("localhost"),
+            u.port().unwrap_or(5432),
+            u.path()
+        ),
+        Err(_) => "(unparsable url)".into(),
+    }
+}
+
+/// The connection settings from the URL and options; returns the TLS mode and CA file too
+/// (`sslmode`/`sslrootcert` URL parameters are read like libpq's; the options win).
+fn pg_config(opts: &PgOptions) -> Result<(tokio_postgres::Config, String, Option<String>), String> {
+    let u = url::Url::parse(&opts.url).map_err(|e| format!("url: {e}"))?;
+    if u.scheme() != "postgres" && u.scheme() != "postgresql" {
+        return Err("url must start with postgres://".into());
+    }
+    let mut config = tokio_postgres::Config::new();
+    config.application_name("sluice");
+    let user = if u.username().is_empty() {
+        "postgres".to_string()
+    } else {
+        percent_decode(u.username())
+    };
+    config.user(&user);
+    if let Some(p) = &opts.password {
+        config.password(p);
+    }
+    config.dbname(percent_decode(u.path().trim_start_matches('/')));
+    config.port(u.port().unwrap_or(5432));
+    let mut ssl_mode = opts.ssl_mode.clone();
+    let mut ssl_ca = opts.ssl_ca.clone();
+    let mut host = u.host_str().map(String::from);
+    for (k, v) in u.query_pairs() {
+        match k.as_ref() {
+            "sslmode" if ssl_mode.is_none() => ssl_mode = Some(v.into_owned()),
+            "sslrootcert" if ssl_ca.is_none() => ssl_ca = Some(v.into_owned()),
+            // A Unix socket folder, as libpq takes it.
+            "host" => host = Some(v.into_owned()),
+            "sslmode" | "sslrootcert" => {}
+            other => {
+                return Err(format!(
+                    "url parameter `{other}` is not supported (sslmode, sslrootcert, host are)"
+                ))
+            }
+        }
+    }
+    config.host(host.as_deref().unwrap_or("localhost"));
+    let ssl_mode = ssl_mode.unwrap_or_else(|| "prefer".into());
+    config.ssl_mode(match ssl_mode.as_str() {
+        "disable" => tokio_postgres::config::SslMode::Disable,
+        "prefer" => tokio_postgres::config::SslMode::Prefer,
+        "require" | "verify-ca" | "verify-full" => tokio_postgres::config::SslMode::Require,
+        other => {
+            return Err(format!(
+                "ssl_mode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"
+            ))
+        }
+    });
+    if ssl_mode.starts_with("verify") && ssl_ca.is_none() {
+        return Err(format!(
+            "ssl_mode {ssl_mode} needs ssl_ca (the CA certificate file)"
+        ));
+    }
+    Ok((config, ssl_mode, ssl_ca))
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parameters_and_options() {
+        let (c, mode, ca) = pg_config(&PgOptions {
+            url: "postgres://load%40er@db.example:6543/wh?sslmode=verify-full&sslrootcert=/ca.pem"
+                .into(),
+            password: Some("pw".into()),
+            ssl_mode: None,
+            ssl_ca: None,
+        })
+        .unwrap();
+        assert_eq!(c.get_user(), Some("load@er"));
+        assert_eq!(c.get_dbname(), Some("wh"));
+        assert_eq!(c.get_ports(), &[6543]);
+        assert_eq!(
+            (mode.as_str(), ca.as_deref()),
+            ("verify-full", Some("/ca.pem"))
+        );
+        let err = pg_config(&PgOptions {
+            url: "postgres://u@h/db?sslmode=verify-ca".into(),
+            password: None,
+            ssl_mode: None,
+            ssl_ca: None,
+        })
+        .unwrap_err();
+        assert!(err.contains("ssl_ca"), "{err}");
+        assert!(pg_config(&PgOptions {
+            url: "postgres://u@h/db?options=x".into(),
+            password: None,
+            ssl_mode: None,
+            ssl_ca: None,
+        })
+        .unwrap_err()
+        .contains("options"));
+    }
+}

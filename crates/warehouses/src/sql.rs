@@ -1,0 +1,280 @@
+//! The load statements every SQL warehouse shares. A load stages its change rows in a table;
+//! these statements apply the staged changes to the target by its mode. They are written in
+//! the SQL that DuckDB, PostgreSQL and Redshift all accept (`DELETE ... USING`, `UPDATE ...
+//! FROM`, window functions, `CREATE TEMP TABLE ... AS`), so one text serves every warehouse and
+//! every identifier in it arrives quoted.
+
+use sluice_core::change::{
+    DELETED, INGESTED_AT, IS_CURRENT, LOADED_AT, OP, SEQ, SOURCE_TS, VALID_FROM, VALID_TO,
+};
+use sluice_core::config::{Deletes, LoadMode};
+use sluice_core::names::quote_ident as q;
+
+/// The ledger: per warehouse table, how far it is loaded. Moved in each load's transaction.
+pub const LEDGER_DDL: &str = "CREATE SCHEMA IF NOT EXISTS _sluice;
+CREATE TABLE IF NOT EXISTS _sluice.ledger (
+    target_schema TEXT NOT NULL, target_table TEXT NOT NULL,
+    source TEXT NOT NULL, source_table TEXT NOT NULL, load_mode TEXT NOT NULL,
+    lake_version BIGINT NOT NULL, lake_seq BIGINT NOT NULL,
+    changes_loaded BIGINT NOT NULL, loaded_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (target_schema, target_table));";
+
+/// The SQL type names a warehouse uses for the columns sluice adds.
+pub struct SystemTypes {
+    pub text: &'static str,
+    pub bigint: &'static str,
+    pub timestamptz: &'static str,
+    pub boolean: &'static str,
+}
+
+/// The columns sluice adds to a target table after the source columns, by load mode:
+/// `(name, type and constraint)`.
+pub fn system_columns(mode: LoadMode, deletes: Deletes, t: &SystemTypes) -> Vec<(String, String)> {
+    let mut cols = Vec::new();
+    let mut add = |name: &str, ty: String| cols.push((name.to_string(), ty));
+    match mode {
+        LoadMode::Append => {
+            add(OP, format!("{} NOT NULL", t.text));
+            add(SEQ, format!("{} NOT NULL", t.bigint));
+        }
+        LoadMode::History => {
+            add(VALID_FROM, format!("{} NOT NULL", t.timestamptz));
+            add(VALID_TO, t.timestamptz.into());
+            add(IS_CURRENT, format!("{} NOT NULL", t.boolean));
+            add(SEQ, format!("{} NOT NULL", t.bigint));
+        }
+        LoadMode::Merge | LoadMode::Replace => {}
+    }
+    add(SOURCE_TS, t.timestamptz.into());
+    add(LOADED_AT, format!("{} NOT NULL", t.timestamptz));
+    if mode == LoadMode::Merge && deletes == Deletes::Soft {
+        add(DELETED, format!("{} NOT NULL DEFAULT false", t.boolean));
+    }
+    cols
+}
+
+/// The source columns a target table lacks (a column the source gained), in lake order.
+pub fn missing_columns<'a>(
+    existing: &[String],
+    wanted: &'a [(String, String)],
+) -> Vec<&'a (String, String)> {
+    wanted
+        .iter()
+        .filter(|(name, _)| !existing.iter().any(|e| e == name))
+        .collect()
+}
+
+/// One load's tables and columns, every name already mapped (not yet quoted).
+pub struct Apply<'a> {
+    /// `"schema"."table"`, quoted.
+    pub target: &'a str,
+    /// The staging table, quoted: every change row with the change columns.
+    pub stage: &'a str,
+    /// A scratch table name for history, quoted.
+    pub work: &'a str,
+    pub keys: &'a [String],
+    pub columns: &'a [String],
+}
+
+impl Apply<'_> {
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| q(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn key_list(&self, alias: &str) -> String {
+        self.keys
+            .iter()
+            .map(|k| format!("{alias}{}", q(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `a.k1 = b.k1 AND a.k2 = b.k2`.
+    fn key_match(&self, a: &str, b: &str) -> String {
+        self.keys
+            .iter()
+            .map(|k| format!("{a}.{k} = {b}.{k}", k = q(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// The latest staged change per key (by `_sluice_seq`), deletes included.
+    fn latest(&self) -> String {
+        format!(
+            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {} DESC) AS \"_sluice_rn\" FROM {}) AS l WHERE \"_sluice_rn\" = 1",
+            self.key_list(""),
+            q(SEQ),
+            self.stage
+        )
+    }
+
+    /// Merge: remove the target rows of every staged key, then insert each key's latest
+    /// change unless it is a delete (soft deletes: insert it flagged).
+    pub fn merge(&self, deletes: Deletes) -> String {
+        let cols = self.column_list();
+        let delete = format!(
+            "DELETE FROM {t} USING {s} AS s WHERE {on}",
+            t = self.target,
+            s = self.stage,
+            on = self.key_match(self.target, "s")
+        );
+        let insert = match deletes {
+            Deletes::Soft => format!(
+                "INSERT INTO {t} ({cols}, {ts}, {la}, {del}) SELECT {cols}, {ts}, now(), {op} = 'd' FROM ({latest}) AS m",
+                t = self.target,
+                ts = q(SOURCE_TS),
+                la = q(LOADED_AT),
+                del = q(DELETED),
+                op = q(OP),
+                latest = self.latest()
+            ),
+            Deletes::Hard => format!(
+                "INSERT INTO {t} ({cols}, {ts}, {la}) SELECT {cols}, {ts}, now() FROM ({latest}) AS m WHERE {op} <> 'd'",
+                t = self.target,
+                ts = q(SOURCE_TS),
+                la = q(LOADED_AT),
+                op = q(OP),
+                latest = self.latest()
+            ),
+        };
+        format!("{delete};\n{insert};")
+    }
+
+    /// Inserts every staged change as a row, as merge would when the target holds none of
+    /// the keys and no key repeats (the caller makes sure, e.g. with a unique index).
+    pub fn insert_all(&self) -> String {
+        let cols = self.column_list();
+        format!(
+            "INSERT INTO {t} ({cols}, {ts}, {la}) SELECT {cols}, {ts}, now() FROM {s};",
+            t = self.target,
+            s = self.stage,
+            ts = q(SOURCE_TS),
+            la = q(LOADED_AT),
+        )
+    }
+
+    /// Replace: the target becomes the staged rows (the latest per key when keyed).
+    pub fn replace(&self) -> String {
+        let cols = self.column_list();
+        let rows = if self.keys.is_empty() {
+            format!("SELECT * FROM {} AS m WHERE {} <> 'd'", self.stage, q(OP))
+        } else {
+            format!(
+                "SELECT * FROM ({}) AS m WHERE {} <> 'd'",
+                self.latest(),
+                q(OP)
+            )
+        };
+        format!(
+            "DELETE FROM {t};\nINSERT INTO {t} ({cols}, {ts}, {la}) SELECT {cols}, {ts}, now() FROM ({rows}) AS r;",
+            t = self.target,
+            ts = q(SOURCE_TS),
+            la = q(LOADED_AT),
+        )
+    }
+
+    /// History (SCD2): every staged change of a key becomes a version in `_sluice_seq`
+    /// order. A version is valid from its change's source commit time until the next change
+    /// of its key (a delete only closes). Times are made monotonic per key (a running max,
+    /// and never before the key's last recorded time), so one key's intervals never overlap
+    /// even when commit clocks step back; `[t, t)` is possible when two changes share a
+    /// timestamp (MariaDB's binlog has second precision).
+    pub fn history(&self) -> String {
+        let cols = self.column_list();
+        let work = self.work;
+        let t = self.target;
+        let s = self.stage;
+        let (vf, vt, cur) = (q(VALID_FROM), q(VALID_TO), q(IS_CURRENT));
+        let seq = q(SEQ);
+        format!(
+            "CREATE TEMP TABLE {work} AS
+SELECT v.*, lead(v.\"_sluice_vf\") OVER (PARTITION BY {vkeys} ORDER BY v.{seq}) AS \"_sluice_vt\"
+FROM (
+  SELECT r.*, CASE WHEN p.\"_sluice_last\" IS NOT NULL AND p.\"_sluice_last\" > r.\"_sluice_t\" THEN p.\"_sluice_last\" ELSE r.\"_sluice_t\" END AS \"_sluice_vf\"
+  FROM (
+    SELECT s.*, max(COALESCE(s.{ts}, s.{ing})) OVER (PARTITION BY {skeys} ORDER BY s.{seq} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS \"_sluice_t\"
+    FROM {s} AS s
+  ) AS r
+  LEFT JOIN (
+    SELECT {hkeys}, max(COALESCE(h.{vt}, h.{vf})) AS \"_sluice_last\"
+    FROM {t} AS h
+    WHERE EXISTS (SELECT 1 FROM {s} AS k WHERE {hk})
+    GROUP BY {hkeys}
+  ) AS p ON {pr}
+) AS v;
+UPDATE {t} SET {vt} = f.\"_sluice_vf\", {cur} = false
+FROM (SELECT {keys}, min(\"_sluice_vf\") AS \"_sluice_vf\" FROM {work} GROUP BY {keys}) AS f
+WHERE {tf} AND {t}.{cur};
+INSERT INTO {t} ({cols}, {vf}, {vt}, {cur}, {seq}, {ts}, {la})
+SELECT {cols}, \"_sluice_vf\", \"_sluice_vt\", \"_sluice_vt\" IS NULL, {seq}, {ts}, now() FROM {work} AS w WHERE {op} <> 'd';
+DROP TABLE {work};",
+            vkeys = self.key_list("v."),
+            skeys = self.key_list("s."),
+            hkeys = self.key_list("h."),
+            keys = self.key_list(""),
+            hk = self.key_match("h", "k"),
+            pr = self.key_match("p", "r"),
+            tf = self.key_match(t, "f"),
+            ts = q(SOURCE_TS),
+            ing = q(INGESTED_AT),
+            la = q(LOADED_AT),
+            op = q(OP),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_every_identifier() {
+        let keys = vec!["Id".to_string()];
+        let cols = vec!["Id".to_string(), "we\"ird".to_string()];
+        let a = Apply {
+            target: "\"s\".\"t\"",
+            stage: "\"stage\"",
+            work: "\"work\"",
+            keys: &keys,
+            columns: &cols,
+        };
+        let merge = a.merge(Deletes::Hard);
+        assert!(merge.contains("\"s\".\"t\".\"Id\" = s.\"Id\""), "{merge}");
+        assert!(merge.contains("\"we\"\"ird\""), "{merge}");
+        let history = a.history();
+        assert!(history.contains("PARTITION BY v.\"Id\""), "{history}");
+        assert!(!history.contains(" Id "), "{history}");
+    }
+
+    #[test]
+    fn system_columns_by_mode() {
+        let t = SystemTypes {
+            text: "TEXT",
+            bigint: "BIGINT",
+            timestamptz: "TIMESTAMPTZ",
+            boolean: "BOOLEAN",
+        };
+        let names = |m, d| {
+            system_columns(m, d, &t)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(LoadMode::Merge, Deletes::Soft),
+            [SOURCE_TS, LOADED_AT, DELETED]
+        );
+        assert_eq!(
+            names(LoadMode::History, Deletes::Hard),
+            [VALID_FROM, VALID_TO, IS_CURRENT, SEQ, SOURCE_TS, LOADED_AT]
+        );
+        assert_eq!(
+            names(LoadMode::Append, Deletes::Hard),
+            [OP, SEQ, SOURCE_TS, LOADED_AT]
+        );
+    }
+}
