@@ -27,6 +27,9 @@ pub const DEFAULT_DUCKDB_MEMORY: &str = "512MB";
 /// Large enough that a nightly drop loads in one transaction, small enough that a backlog of
 /// any size loads with flat memory and keeps its progress across a crash.
 pub const DEFAULT_CHANGES_PER_TRANSACTION: i64 = 4_000_000;
+/// PostgreSQL streams a load (COPY) and spills on the server, so its memory does not grow with
+/// the transaction: larger transactions there only save per-transaction work.
+pub const DEFAULT_POSTGRES_CHANGES_PER_TRANSACTION: i64 = 50_000_000;
 /// Rows sampled from each of the first files to infer a schema: enough to see past a few
 /// leading nulls, small enough to keep a first sync quick.
 pub const DEFAULT_SAMPLE_ROWS: usize = 1000;
@@ -119,7 +122,7 @@ pub enum WarehouseConfig {
         ssl_mode: Option<String>,
         /// CA certificate (PEM) for verify-ca / verify-full.
         ssl_ca: Option<String>,
-        /// As for DuckDB.
+        /// As for DuckDB; default [`DEFAULT_POSTGRES_CHANGES_PER_TRANSACTION`].
         max_changes_per_transaction: Option<i64>,
     },
     Redshift {
@@ -190,6 +193,7 @@ impl WarehouseConfig {
                 max_changes_per_transaction: Some(n),
                 ..
             } => *n,
+            WarehouseConfig::Postgres { .. } => DEFAULT_POSTGRES_CHANGES_PER_TRANSACTION,
             _ => DEFAULT_CHANGES_PER_TRANSACTION,
         }
     }

@@ -13,10 +13,13 @@
 //!   COMMIT
 //! ```
 //!
-//! Append mode copies straight into the target. Merge tables have a unique index on the key;
-//! a merge whose staged changes are all inserts (a snapshot, an insert-only stream) inserts
-//! every staged row under a savepoint, and only when a key repeats or is already loaded does
-//! the index refuse, the savepoint roll back and the full merge run.
+//! Append mode copies straight into the target. Merge tables have a unique index on the key.
+//! A merge table's first load also copies straight into it (with the op and seq as helper
+//! columns, dropped at the end): when every change is an insert the unique index is built
+//! and that is all; a delete, an update or a repeated key turns the copied rows into the
+//! staging table for the full merge. Later loads whose changes are all inserts insert every
+//! staged row under a savepoint, and only when a key repeats or is already loaded does the
+//! index refuse, the savepoint roll back and the full merge run.
 //!
 //! The client is async (tokio-postgres) and the [`Warehouse`] trait is not: the connection
 //! lives on a runtime of its own, and each call runs it on a short-lived thread, so a call is
@@ -31,7 +34,7 @@ use futures::SinkExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use sluice_core::change::{is_change_column, INGESTED_AT, LOADED_AT, OP};
+use sluice_core::change::{is_change_column, INGESTED_AT, LOADED_AT, OP, SEQ, SOURCE_TS};
 use sluice_core::config::LoadMode;
 use sluice_core::failpoint;
 use sluice_core::names::{identifier, quote_ident as q};
@@ -236,6 +239,33 @@ impl Postgres {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Runs `sql` under a savepoint; false (rolled back) when it violates a unique index.
+    async fn try_unique(client: &Client, sql: &str, name: &str) -> Result<bool, WarehouseError> {
+        let e = pg_error(name);
+        client
+            .batch_execute("SAVEPOINT sluice_fast;")
+            .await
+            .map_err(&e)?;
+        match client.batch_execute(sql).await {
+            Ok(()) => {
+                client
+                    .batch_execute("RELEASE SAVEPOINT sluice_fast;")
+                    .await
+                    .map_err(&e)?;
+                Ok(true)
+            }
+            Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                tracing::debug!(target = %name, "a key repeats or is already loaded: full merge");
+                client
+                    .batch_execute("ROLLBACK TO SAVEPOINT sluice_fast;")
+                    .await
+                    .map_err(&e)?;
+                Ok(false)
+            }
+            Err(err) => Err(e(err)),
+        }
+    }
+
     async fn load_in_transaction(
         client: &Client,
         target: &Target,
@@ -255,11 +285,24 @@ impl Postgres {
             .await
             .map_err(&e)?;
         let created = existing.is_empty();
+        // A merge table's first load copies straight into it, with two helper columns (the
+        // change's op and seq) that the end of the load drops: a snapshot is written once,
+        // not staged and then copied.
+        let direct = created && target.mode == LoadMode::Merge;
         if created {
+            let helpers = if direct {
+                vec![
+                    (OP.to_string(), "TEXT".to_string()),
+                    (SEQ.to_string(), "BIGINT".to_string()),
+                ]
+            } else {
+                Vec::new()
+            };
             let cols: Vec<String> = data
                 .iter()
                 .cloned()
                 .chain(system_columns(target.mode, target.deletes, &SYSTEM_TYPES))
+                .chain(helpers)
                 .map(|(n, t)| {
                     // Append copies straight into the table: the load time comes from a default.
                     if n == LOADED_AT {
@@ -289,7 +332,7 @@ impl Postgres {
 
         // What the COPY carries: append goes straight to the target (no ingest time; the
         // load time is the column default); the other modes stage every change column.
-        let staged = target.mode != LoadMode::Append;
+        let staged = target.mode != LoadMode::Append && !direct;
         let copied: Vec<usize> = schema
             .fields()
             .iter()
@@ -405,46 +448,60 @@ impl Postgres {
         };
         match target.mode {
             LoadMode::Append => {}
-            LoadMode::Merge => {
-                // Only inserts, into a table whose key is unique (or about to be): insert
-                // every staged row. A key that repeats or is already there violates the
-                // unique index, and the load falls back to the full merge.
-                let unique_key = created
-                    || client
-                        .query_one(
-                            "SELECT to_regclass($1) IS NOT NULL",
-                            &[&format!("{}.{index_name}", q(&target.schema))],
-                        )
-                        .await
-                        .map_err(&e)?
-                        .get::<_, bool>(0);
+            LoadMode::Merge if direct => {
+                // Copied into the fresh table: done when every change was an insert and no
+                // key repeats (the unique index says); otherwise the copied rows become the
+                // staging table and the full merge runs.
                 let mut merged = false;
-                if not_inserts == 0 && unique_key {
-                    client
-                        .batch_execute("SAVEPOINT sluice_fast;")
-                        .await
-                        .map_err(&e)?;
-                    let fast = format!("{}\n{index}", apply.insert_all());
-                    match client.batch_execute(&fast).await {
-                        Ok(()) => {
-                            client
-                                .batch_execute("RELEASE SAVEPOINT sluice_fast;")
-                                .await
-                                .map_err(&e)?;
-                            merged = true;
-                        }
-                        Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                            tracing::debug!(target = %name, "a staged key is already loaded or repeats: full merge");
-                            client
-                                .batch_execute("ROLLBACK TO SAVEPOINT sluice_fast;")
-                                .await
-                                .map_err(&e)?;
-                        }
-                        Err(err) => return Err(e(err)),
-                    }
+                if not_inserts == 0 {
+                    merged = Self::try_unique(client, &index, &name).await?;
                 }
                 if !merged {
-                    let sql = format!("ANALYZE {STAGE};\n{}\n{index}", apply.merge(target.deletes));
+                    let stage_cols = format!(
+                        "{}, {}, {}, {}",
+                        columns
+                            .mapped
+                            .iter()
+                            .map(|c| q(c))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        q(OP),
+                        q(SEQ),
+                        q(SOURCE_TS)
+                    );
+                    let sql = format!(
+                        "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {stage_cols} FROM {tgt};\nTRUNCATE {tgt};\nANALYZE {STAGE};\n{}\n{index}",
+                        apply.merge(target.deletes)
+                    );
+                    client.batch_execute(&sql).await.map_err(&e)?;
+                }
+                client
+                    .batch_execute(&format!(
+                        "ALTER TABLE {tgt} DROP COLUMN {}, DROP COLUMN {};",
+                        q(OP),
+                        q(SEQ)
+                    ))
+                    .await
+                    .map_err(&e)?;
+            }
+            LoadMode::Merge => {
+                // Only inserts, into a table whose key is unique: insert every staged row. A
+                // key that repeats or is already there violates the unique index, and the
+                // load falls back to the full merge.
+                let unique_key = client
+                    .query_one(
+                        "SELECT to_regclass($1) IS NOT NULL",
+                        &[&format!("{}.{index_name}", q(&target.schema))],
+                    )
+                    .await
+                    .map_err(&e)?
+                    .get::<_, bool>(0);
+                let mut merged = false;
+                if not_inserts == 0 && unique_key {
+                    merged = Self::try_unique(client, &apply.insert_all(), &name).await?;
+                }
+                if !merged {
+                    let sql = format!("ANALYZE {STAGE};\n{}", apply.merge(target.deletes));
                     client.batch_execute(&sql).await.map_err(&e)?;
                 }
             }
