@@ -363,6 +363,24 @@ fn sync_killed_after(sb: &Sandbox, rng: &mut Lcg, max_ms: u64) -> bool {
     running
 }
 
+/// Kills `sync` runs at random points until `want` kills landed while sluice was running,
+/// halving the longest delay after each run that finished first (a fast machine finishes the
+/// work sooner); at most `3 * want` runs. Returns the kills that landed.
+fn kill_runs(sb: &Sandbox, rng: &mut Lcg, want: u32, mut max_ms: u64) -> u32 {
+    let mut landed = 0;
+    for _ in 0..want * 3 {
+        if sync_killed_after(sb, rng, max_ms) {
+            landed += 1;
+            if landed == want {
+                break;
+            }
+        } else {
+            max_ms = (max_ms / 2).max(50);
+        }
+    }
+    landed
+}
+
 fn assert_big_equal(db: &MariaDb, sb: &Sandbox) {
     let want = db.rows("SELECT id, v, n FROM big ORDER BY id");
     let got =
@@ -386,14 +404,10 @@ fn kill_9_during_snapshot_and_cdc_loses_and_doubles_nothing() {
     ));
     let mut rng = Lcg::seeded();
     let mut killed_running = 0;
-    for _ in 0..4 {
-        killed_running += sync_killed_after(&sb, &mut rng, 2500) as u32;
-    }
+    killed_running += kill_runs(&sb, &mut rng, 4, 2500);
     // Changes during the interrupted snapshot: CDC picks them up from the recorded position.
     db.sql("UPDATE big SET n = -n WHERE id % 1000 = 0; DELETE FROM big WHERE id % 999 = 0");
-    for _ in 0..2 {
-        killed_running += sync_killed_after(&sb, &mut rng, 2500) as u32;
-    }
+    killed_running += kill_runs(&sb, &mut rng, 2, 2500);
     sb.sync_json();
     assert_big_equal(&db, &sb);
 
@@ -410,9 +424,7 @@ fn kill_9_during_snapshot_and_cdc_loses_and_doubles_nothing() {
         );
     }
     db.sql(&sql);
-    for _ in 0..4 {
-        killed_running += sync_killed_after(&sb, &mut rng, 1000) as u32;
-    }
+    killed_running += kill_runs(&sb, &mut rng, 4, 1000);
     sb.sync_json();
     assert_big_equal(&db, &sb);
     assert!(
