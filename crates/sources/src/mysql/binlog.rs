@@ -271,7 +271,7 @@ impl BinlogReader {
             };
             match data {
                 EventData::RotateEvent(r) => {
-                    self.file = clean_file_name(r.name_raw());
+                    self.file = clean_file_name(r.name_raw(), &self.file);
                     if header.timestamp() != 0 || header.log_pos() != 0 {
                         return Ok(Some(StreamItem::Position(BinlogPosition {
                             file: self.file.clone(),
@@ -389,17 +389,36 @@ impl BinlogReader {
 }
 
 /// A rotate event's file name. Fake rotate events (sent when a stream starts) carry the
-/// event checksum after the name on MariaDB; binlog files are named `<base>.<digits>`, so the
-/// name ends with its number.
-fn clean_file_name(raw: &[u8]) -> String {
-    // Servers number binlog files with at least six digits.
-    let digits_at = |i: usize| raw[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-    for (i, b) in raw.iter().enumerate() {
-        if *b == b'.' && digits_at(i + 1) >= 6 {
-            return String::from_utf8_lossy(&raw[..i + 1 + digits_at(i + 1)]).into_owned();
-        }
-    }
-    String::from_utf8_lossy(raw).into_owned()
+/// event checksum after the name on MariaDB, and a checksum byte may be an ASCII digit, so the
+/// number's end cannot be found by looking for the last digit. Servers name files
+/// `<base>.<number>` with the number zero-padded to six digits (`%06lu`): a number that starts
+/// with 0 has exactly six digits; a longer one is the shortest reading that does not go back
+/// before `current`, the file the stream is in (rotation only moves forward).
+fn clean_file_name(raw: &[u8], current: &str) -> String {
+    let digits_after = |i: usize| {
+        raw[i + 1..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+    let Some(dot) = (0..raw.len()).find(|&i| raw[i] == b'.' && digits_after(i) >= 6) else {
+        return String::from_utf8_lossy(raw).into_owned();
+    };
+    let digits = digits_after(dot);
+    let number = |len: usize| -> u64 {
+        std::str::from_utf8(&raw[dot + 1..dot + 1 + len])
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0)
+    };
+    let len = if raw[dot + 1] == b'0' {
+        6
+    } else {
+        (6..=digits)
+            .find(|&len| number(len) >= file_seq(current))
+            .unwrap_or(digits)
+    };
+    String::from_utf8_lossy(&raw[..dot + 1 + len]).into_owned()
 }
 
 fn first_word(sql: &str) -> String {
@@ -582,9 +601,32 @@ mod tests {
 
     #[test]
     fn rotate_names_lose_trailing_checksum_bytes() {
-        assert_eq!(clean_file_name(b"binlog.000001\"\xa7\x1f"), "binlog.000001");
-        assert_eq!(clean_file_name(b"binlog.000001Ab3x"), "binlog.000001");
-        assert_eq!(clean_file_name(b"mysql-bin.000123"), "mysql-bin.000123");
+        assert_eq!(
+            clean_file_name(b"binlog.000001\"\xa7\x1f", "binlog.000001"),
+            "binlog.000001"
+        );
+        assert_eq!(
+            clean_file_name(b"binlog.000001Ab3x", "binlog.000001"),
+            "binlog.000001"
+        );
+        assert_eq!(
+            clean_file_name(b"mysql-bin.000123", "mysql-bin.000122"),
+            "mysql-bin.000123"
+        );
+        // A checksum that starts with a digit (seen: file 1 read as 13).
+        assert_eq!(
+            clean_file_name(b"binlog.0000013\xa7\x1f\x02", "binlog.000001"),
+            "binlog.000001"
+        );
+        // Past six digits: the reading that does not go back.
+        assert_eq!(
+            clean_file_name(b"binlog.12345674\x00\x01", "binlog.1234567"),
+            "binlog.1234567"
+        );
+        assert_eq!(
+            clean_file_name(b"binlog.10000009\x00", "binlog.999999"),
+            "binlog.1000000"
+        );
     }
 
     #[test]
