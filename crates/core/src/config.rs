@@ -132,15 +132,12 @@ pub enum WarehouseConfig {
     },
 }
 
-/// PostgreSQL warehouse settings: the URL's shape, no password in it, a known TLS mode.
-fn validate_postgres(
-    url: &str,
-    ssl_mode: Option<&str>,
-    has_ca: bool,
-) -> Vec<(&'static str, String)> {
-    let mut errs = Vec::new();
+/// A database URL's problems: not one of `schemes`, a password in it, no database named.
+/// `example` is the URL up to the database (`mysql://user@host:3306`).
+fn database_url_errors(url: &str, schemes: &[&str], example: &str) -> Vec<(&'static str, String)> {
     match url::Url::parse(url) {
-        Ok(u) if u.scheme() == "postgres" || u.scheme() == "postgresql" => {
+        Ok(u) if schemes.contains(&u.scheme()) => {
+            let mut errs = Vec::new();
             if u.password().is_some() {
                 errs.push((
                     "url",
@@ -148,17 +145,25 @@ fn validate_postgres(
                 ));
             }
             if u.path().trim_matches('/').is_empty() {
-                errs.push((
-                    "url",
-                    "names no database: postgres://user@host:5432/DATABASE".into(),
-                ));
+                errs.push(("url", format!("names no database: {example}/DATABASE")));
             }
+            errs
         }
-        _ => errs.push((
-            "url",
-            "must look like postgres://user@host:5432/database".into(),
-        )),
+        _ => vec![("url", format!("must look like {example}/database"))],
     }
+}
+
+/// PostgreSQL warehouse settings: the URL's shape, no password in it, a known TLS mode.
+fn validate_postgres(
+    url: &str,
+    ssl_mode: Option<&str>,
+    has_ca: bool,
+) -> Vec<(&'static str, String)> {
+    let mut errs = database_url_errors(
+        url,
+        &["postgres", "postgresql"],
+        "postgres://user@host:5432",
+    );
     match ssl_mode {
         None | Some("disable") | Some("prefer") | Some("require") => {}
         Some("verify-ca") | Some("verify-full") => {
@@ -850,27 +855,7 @@ impl Config {
 
     /// Checks of a MySQL/MariaDB source: `(field, message)` pairs.
     fn validate_mysql(&self, name: &str, src: &SourceConfig) -> Vec<(&'static str, String)> {
-        let mut errs = Vec::new();
-        match url::Url::parse(&src.url) {
-            Ok(u) if u.scheme() == "mysql" => {
-                if u.password().is_some() {
-                    errs.push((
-                        "url",
-                        "holds a password: put it in `password = { env = \"NAME\" }` or `{ file = \"PATH\" }`".into(),
-                    ));
-                }
-                if u.path().trim_matches('/').is_empty() {
-                    errs.push((
-                        "url",
-                        "names no database: mysql://user@host:3306/DATABASE".into(),
-                    ));
-                }
-            }
-            _ => errs.push((
-                "url",
-                "must look like mysql://user@host:3306/database".into(),
-            )),
-        }
+        let mut errs = database_url_errors(&src.url, &["mysql"], "mysql://user@host:3306");
         match src.ssl_mode.as_deref() {
             None | Some("disabled") | Some("preferred") | Some("required") => {}
             Some("verify_ca") | Some("verify_identity") => {

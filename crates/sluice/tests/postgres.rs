@@ -39,21 +39,17 @@ fn day(sb: &Sandbox, date: &str, rows: &[(i64, &str)]) {
     sb.write(&format!("drops/{date}/part.csv"), text);
 }
 
+/// `sluice sync` with the warehouse password in the environment (plus `env`).
 fn sync(sb: &Sandbox, env: &[(&str, &str)]) -> std::process::Output {
     let mut env = env.to_vec();
     env.push(("PGWH_PASSWORD", PASSWORD));
     sb.run(&["--json", "sync"], &env)
 }
 
-fn ok(out: std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "sync failed ({:?}):\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+/// A sync that must succeed: its JSON report.
+fn ok(sb: &Sandbox) -> serde_json::Value {
+    let out = sb.ok_env(&["--json", "sync"], &[("PGWH_PASSWORD", PASSWORD)]);
+    serde_json::from_str(&out).unwrap()
 }
 
 #[test]
@@ -66,9 +62,9 @@ fn files_into_postgres_over_verified_tls_exactly_once() {
     sb.config(&config(&pg, &ca));
 
     day(&sb, "20240101", &[(1, "a"), (2, "b")]);
-    ok(sync(&sb, &[]));
+    ok(&sb);
     day(&sb, "20240102", &[(2, "b2"), (3, "c's")]);
-    let r = ok(sync(&sb, &[]));
+    let r = ok(&sb);
     assert_eq!(r["tables"][0]["loads"][0]["changes"], 2, "{r}");
 
     let merged = || pg.rows("SELECT id, v FROM s.t ORDER BY id");
@@ -104,7 +100,7 @@ fn files_into_postgres_over_verified_tls_exactly_once() {
     assert!(!out.status.success(), "the failpoint must kill the run");
     assert_eq!(merged()[0], vec![s("1"), s("a")]);
     assert_eq!(appended().len(), 4);
-    ok(sync(&sb, &[]));
+    ok(&sb);
     assert_eq!(merged()[0], vec![s("1"), s("a3")]);
     let all = appended();
     assert_eq!(all.len(), 5);

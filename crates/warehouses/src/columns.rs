@@ -83,7 +83,7 @@ impl Columns {
 
 /// The columns a load would add to an existing table, checked against the table's policy:
 /// `evolve` adds them, anything else stops the load naming them.
-pub fn columns_to_add<'a>(
+fn columns_to_add<'a>(
     target: &Target,
     existing: &[String],
     wanted: &'a [(String, String)],
@@ -99,5 +99,54 @@ pub fn columns_to_add<'a>(
             "the source has new column(s) {} that the warehouse table lacks; set schema_changes = \"evolve\" on the source or table to add them",
             names.join(", ")
         ),
+    })
+}
+
+/// What a load does to its target table before loading.
+pub struct TableShape {
+    /// `CREATE SCHEMA/TABLE`, or `ALTER TABLE ... ADD COLUMN` per added column; may be empty.
+    pub statements: String,
+    /// The table's columns afterwards, in table order.
+    pub columns: Vec<String>,
+    pub created: bool,
+}
+
+/// Shapes `tgt` (quoted) for a load: created with `create` (`(name, type and constraints)`)
+/// when `existing` is empty (it does not exist), else grown by the `data` columns it lacks
+/// when the policy allows.
+pub fn shape_table(
+    target: &Target,
+    tgt: &str,
+    existing: Vec<String>,
+    data: &[(String, String)],
+    create: &[(String, String)],
+) -> Result<TableShape, WarehouseError> {
+    use sluice_core::names::quote_ident as q;
+    if existing.is_empty() {
+        let cols: Vec<String> = create
+            .iter()
+            .map(|(n, t)| format!("{} {t}", q(n)))
+            .collect();
+        return Ok(TableShape {
+            statements: format!(
+                "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {tgt} ({});",
+                q(&target.schema),
+                cols.join(", ")
+            ),
+            columns: create.iter().map(|(n, _)| n.clone()).collect(),
+            created: true,
+        });
+    }
+    let mut statements = String::new();
+    let mut columns = existing.clone();
+    for (n, t) in columns_to_add(target, &existing, data)? {
+        tracing::info!(target = %target.display(), column = %n, "adding column (schema_changes = evolve)");
+        statements += &format!("ALTER TABLE {tgt} ADD COLUMN {} {t};\n", q(n));
+        columns.push(n.clone());
+    }
+    Ok(TableShape {
+        statements,
+        columns,
+        created: false,
     })
 }

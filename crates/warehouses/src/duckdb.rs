@@ -29,7 +29,7 @@ use sluice_core::config::LoadMode;
 use sluice_core::failpoint;
 use sluice_core::names::{identifier, quote_ident as q, quote_literal};
 
-use crate::columns::{columns_to_add, Columns};
+use crate::columns::{shape_table, Columns};
 use crate::sql::{system_columns, Apply, SystemTypes, LEDGER_DDL};
 use crate::{LedgerEntry, LoadReport, Target, Warehouse, WarehouseError};
 
@@ -115,14 +115,6 @@ impl DuckDb {
         Ok(db)
     }
 
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     fn exec(&self, table: &str, sql: &str) -> Result<(), WarehouseError> {
         self.conn
             .execute_batch(sql)
@@ -150,47 +142,6 @@ impl DuckDb {
         Ok(names)
     }
 
-    /// Creates the target table, or adds the columns the source gained (by policy).
-    /// Returns the table's columns in order.
-    fn ensure_target(
-        &self,
-        target: &Target,
-        data: &[(String, String)],
-    ) -> Result<Vec<String>, WarehouseError> {
-        let name = target.display();
-        let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
-        let existing = self.table_columns(&target.schema, &target.table)?;
-        if existing.is_empty() {
-            let cols: Vec<String> = data
-                .iter()
-                .cloned()
-                .chain(system_columns(target.mode, target.deletes, &SYSTEM_TYPES))
-                .map(|(n, t)| format!("{} {t}", q(&n)))
-                .collect();
-            self.exec(
-                &name,
-                &format!(
-                    "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {tgt} ({});",
-                    q(&target.schema),
-                    cols.join(", ")
-                ),
-            )?;
-        } else {
-            let add = columns_to_add(target, &existing, data)?;
-            if add.is_empty() {
-                return Ok(existing);
-            }
-            for (n, t) in add {
-                tracing::info!(target = %name, column = %n, "adding column (schema_changes = evolve)");
-                self.exec(
-                    &name,
-                    &format!("ALTER TABLE {tgt} ADD COLUMN {} {t};", q(n)),
-                )?;
-            }
-        }
-        self.table_columns(&target.schema, &target.table)
-    }
-
     fn load_in_transaction(
         &mut self,
         target: &Target,
@@ -206,8 +157,18 @@ impl DuckDb {
         let columns = Columns::new(schema, MAX_IDENTIFIER);
         let data = columns.typed(target, |f| duckdb_type(f.data_type()))?;
         let keys = columns.keys(target)?;
-        let table_columns = self.ensure_target(target, &data)?;
         let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
+        let create: Vec<(String, String)> = data
+            .iter()
+            .cloned()
+            .chain(system_columns(target.mode, target.deletes, &SYSTEM_TYPES))
+            .collect();
+        let existing = self.table_columns(&target.schema, &target.table)?;
+        let shape = shape_table(target, &tgt, existing, &data, &create)?;
+        if !shape.statements.is_empty() {
+            self.exec(&name, &shape.statements)?;
+        }
+        let table_columns = shape.columns;
 
         // Staging: every change row, appended as Arrow.
         let stage_name = identifier(

@@ -144,34 +144,8 @@ impl Column {
         })
     }
 
-    fn is_null(&self, row: usize) -> bool {
-        match self {
-            Column::Bool(a) => a.is_null(row),
-            Column::I8(a) => a.is_null(row),
-            Column::I16(a) => a.is_null(row),
-            Column::I32(a) => a.is_null(row),
-            Column::I64(a) => a.is_null(row),
-            Column::U8(a) => a.is_null(row),
-            Column::U16(a) => a.is_null(row),
-            Column::U32(a) => a.is_null(row),
-            Column::U64(a) => a.is_null(row),
-            Column::F32(a) => a.is_null(row),
-            Column::F64(a) => a.is_null(row),
-            Column::Decimal(a, _) => a.is_null(row),
-            Column::Text(a) | Column::Json(a) => a.is_null(row),
-            Column::Bytes(a) => a.is_null(row),
-            Column::Date(a) => a.is_null(row),
-            Column::Timestamp(a) => a.is_null(row),
-            Column::Time(a) => a.is_null(row),
-        }
-    }
-
-    /// Writes one field (length, then value).
+    /// Writes one non-null field (length, then value).
     fn put(&self, row: usize, buf: &mut BytesMut) {
-        if self.is_null(row) {
-            buf.put_i32(-1);
-            return;
-        }
         match self {
             Column::Bool(a) => {
                 buf.put_i32(1);
@@ -318,14 +292,18 @@ pub fn encode(fields: &[&Field], arrays: &[ArrayRef], buf: &mut BytesMut) -> Res
     let columns = fields
         .iter()
         .zip(arrays)
-        .map(|(f, a)| Column::new(f, a))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(f, a)| Ok((Column::new(f, a)?, a.logical_nulls())))
+        .collect::<Result<Vec<_>, String>>()?;
     let rows = arrays.first().map(|a| a.len()).unwrap_or(0);
     let count = columns.len() as i16;
     for row in 0..rows {
         buf.put_i16(count);
-        for c in &columns {
-            c.put(row, buf);
+        for (c, nulls) in &columns {
+            if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
+                buf.put_i32(-1);
+            } else {
+                c.put(row, buf);
+            }
         }
     }
     Ok(())

@@ -39,7 +39,7 @@ use sluice_core::config::LoadMode;
 use sluice_core::failpoint;
 use sluice_core::names::{identifier, quote_ident as q};
 
-use crate::columns::{columns_to_add, Columns};
+use crate::columns::{shape_table, Columns};
 use crate::pgcopy::{self, postgres_type};
 use crate::sql::{system_columns, Apply, SystemTypes, LEDGER_DDL};
 use crate::{LedgerEntry, LoadReport, Target, Warehouse, WarehouseError};
@@ -163,11 +163,6 @@ impl Postgres {
         Ok(pg)
     }
 
-    /// `host:port/database`.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Runs a future on the connection's runtime, from any context.
     fn run<T: Send>(&self, fut: impl std::future::Future<Output = T> + Send) -> T {
         let rt = self.runtime.as_ref().expect("runtime present until drop");
@@ -177,47 +172,6 @@ impl Postgres {
     fn batch(&self, table: &str, sql: &str) -> Result<(), WarehouseError> {
         self.run(self.client.batch_execute(sql))
             .map_err(pg_error(table))
-    }
-
-    /// Runs a query and returns its rows as text (for `sluice query --warehouse`).
-    pub fn query_text(&self, sql: &str) -> Result<Vec<RecordBatch>, WarehouseError> {
-        let messages = self
-            .run(self.client.simple_query(sql))
-            .map_err(pg_error("(query)"))?;
-        let mut names: Vec<String> = Vec::new();
-        let mut columns: Vec<Vec<Option<String>>> = Vec::new();
-        for m in messages {
-            match m {
-                tokio_postgres::SimpleQueryMessage::RowDescription(cols) => {
-                    names = cols.iter().map(|c| c.name().to_string()).collect();
-                    columns = vec![Vec::new(); names.len()];
-                }
-                tokio_postgres::SimpleQueryMessage::Row(row) => {
-                    for (i, col) in columns.iter_mut().enumerate() {
-                        col.push(row.get(i).map(String::from));
-                    }
-                }
-                _ => {}
-            }
-        }
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        let schema = Arc::new(arrow::datatypes::Schema::new(
-            names
-                .iter()
-                .map(|n| Field::new(n, DataType::Utf8, true))
-                .collect::<Vec<_>>(),
-        ));
-        let arrays: Vec<ArrayRef> = columns
-            .into_iter()
-            .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
-            .collect();
-        let batch = RecordBatch::try_new(schema, arrays).map_err(|e| WarehouseError::Input {
-            table: "(query)".into(),
-            message: e.to_string(),
-        })?;
-        Ok(vec![batch])
     }
 
     /// The table's column names in order (empty when it does not exist).
@@ -266,6 +220,50 @@ impl Postgres {
         }
     }
 
+    /// Streams the batches' `copied` columns through `copy` (a `COPY ... FROM STDIN (FORMAT
+    /// binary)`); returns the rows sent and how many of them were not inserts.
+    async fn copy_changes(
+        client: &Client,
+        copy: &str,
+        schema: &SchemaRef,
+        copied: &[usize],
+        batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
+        name: &str,
+    ) -> Result<(u64, u64), WarehouseError> {
+        let e = pg_error(name);
+        let input = |message| WarehouseError::Input {
+            table: name.to_string(),
+            message,
+        };
+        let fields: Vec<&Field> = copied.iter().map(|&i| schema.field(i)).collect();
+        let op_index = schema.index_of(OP).ok();
+        let sink = client.copy_in(copy).await.map_err(&e)?;
+        futures::pin_mut!(sink);
+        let mut buf = BytesMut::with_capacity(2 * COPY_CHUNK_BYTES);
+        buf.extend_from_slice(pgcopy::header());
+        let mut changes = 0u64;
+        let mut not_inserts = 0u64;
+        for batch in batches {
+            let batch = batch.map_err(input)?;
+            changes += batch.num_rows() as u64;
+            if let Some(ops) = op_index.and_then(|i| batch.column(i).as_string_opt::<i32>()) {
+                not_inserts += ops
+                    .iter()
+                    .filter(|o| !matches!(o, Some("r") | Some("c")))
+                    .count() as u64;
+            }
+            let arrays: Vec<ArrayRef> = copied.iter().map(|&i| batch.column(i).clone()).collect();
+            pgcopy::encode(&fields, &arrays, &mut buf).map_err(input)?;
+            if buf.len() >= COPY_CHUNK_BYTES {
+                sink.send(buf.split().freeze()).await.map_err(&e)?;
+            }
+        }
+        buf.extend_from_slice(pgcopy::trailer());
+        sink.send(buf.split().freeze()).await.map_err(&e)?;
+        sink.as_mut().finish().await.map_err(&e)?;
+        Ok((changes, not_inserts))
+    }
+
     async fn load_in_transaction(
         client: &Client,
         target: &Target,
@@ -284,50 +282,29 @@ impl Postgres {
         let existing = Self::table_columns(client, &target.schema, &target.table)
             .await
             .map_err(&e)?;
-        let created = existing.is_empty();
         // A merge table's first load copies straight into it, with two helper columns (the
         // change's op and seq) that the end of the load drops: a snapshot is written once,
         // not staged and then copied.
-        let direct = created && target.mode == LoadMode::Merge;
-        if created {
-            let helpers = if direct {
-                vec![
-                    (OP.to_string(), "TEXT".to_string()),
-                    (SEQ.to_string(), "BIGINT".to_string()),
-                ]
-            } else {
-                Vec::new()
-            };
-            let cols: Vec<String> = data
-                .iter()
-                .cloned()
-                .chain(system_columns(target.mode, target.deletes, &SYSTEM_TYPES))
-                .chain(helpers)
-                .map(|(n, t)| {
-                    // Append copies straight into the table: the load time comes from a default.
-                    if n == LOADED_AT {
-                        format!("{} {t} DEFAULT now()", q(&n))
-                    } else {
-                        format!("{} {t}", q(&n))
-                    }
-                })
-                .collect();
-            client
-                .batch_execute(&format!(
-                    "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {tgt} ({});",
-                    q(&target.schema),
-                    cols.join(", ")
-                ))
-                .await
-                .map_err(&e)?;
-        } else {
-            for (n, t) in columns_to_add(target, &existing, &data)? {
-                tracing::info!(target = %name, column = %n, "adding column (schema_changes = evolve)");
-                client
-                    .batch_execute(&format!("ALTER TABLE {tgt} ADD COLUMN {} {t};", q(n)))
-                    .await
-                    .map_err(&e)?;
-            }
+        let direct = existing.is_empty() && target.mode == LoadMode::Merge;
+        let helpers = [(OP, "TEXT"), (SEQ, "BIGINT")]
+            .into_iter()
+            .filter(|_| direct)
+            .map(|(n, t)| (n.to_string(), t.to_string()));
+        let create: Vec<(String, String)> = data
+            .iter()
+            .cloned()
+            .chain(system_columns(target.mode, target.deletes, &SYSTEM_TYPES))
+            .chain(helpers)
+            // Append copies straight into the table: the load time comes from a default.
+            .map(|(n, t)| match n == LOADED_AT {
+                true => (n, format!("{t} DEFAULT now()")),
+                false => (n, t),
+            })
+            .collect();
+        let shape = shape_table(target, &tgt, existing, &data, &create)?;
+        let created = shape.created;
+        if !shape.statements.is_empty() {
+            client.batch_execute(&shape.statements).await.map_err(&e)?;
         }
 
         // What the COPY carries: append goes straight to the target (no ingest time; the
@@ -380,49 +357,9 @@ impl Postgres {
             "COPY {into} ({}) FROM STDIN (FORMAT binary)",
             copy_list.join(", ")
         );
-        let fields: Vec<&Field> = copied.iter().map(|&i| schema.field(i)).collect();
-        let op_index = schema.index_of(OP).ok();
-        // Updates and deletes staged: while there are none, merge may try its fast path.
-        let (changes, not_inserts) = {
-            let sink = client.copy_in(copy.as_str()).await.map_err(&e)?;
-            futures::pin_mut!(sink);
-            let mut buf = BytesMut::with_capacity(2 * COPY_CHUNK_BYTES);
-            buf.extend_from_slice(pgcopy::header());
-            let mut changes = 0u64;
-            let mut not_inserts = 0u64;
-            for batch in batches {
-                let batch = batch.map_err(|message| WarehouseError::Input {
-                    table: name.clone(),
-                    message,
-                })?;
-                changes += batch.num_rows() as u64;
-                if let Some(i) = op_index {
-                    let ops = batch.column(i).as_string_opt::<i32>();
-                    not_inserts += ops
-                        .map(|a| {
-                            a.iter()
-                                .filter(|o| !matches!(o, Some("r") | Some("c")))
-                                .count() as u64
-                        })
-                        .unwrap_or(0);
-                }
-                let arrays: Vec<ArrayRef> =
-                    copied.iter().map(|&i| batch.column(i).clone()).collect();
-                pgcopy::encode(&fields, &arrays, &mut buf).map_err(|message| {
-                    WarehouseError::Input {
-                        table: name.clone(),
-                        message,
-                    }
-                })?;
-                if buf.len() >= COPY_CHUNK_BYTES {
-                    sink.send(buf.split().freeze()).await.map_err(&e)?;
-                }
-            }
-            buf.extend_from_slice(pgcopy::trailer());
-            sink.send(buf.split().freeze()).await.map_err(&e)?;
-            sink.as_mut().finish().await.map_err(&e)?;
-            (changes, not_inserts)
-        };
+        // Updates and deletes copied: while there are none, merge may try its fast path.
+        let (changes, not_inserts) =
+            Self::copy_changes(client, &copy, schema, &copied, batches, &name).await?;
 
         // Apply.
         let apply = Apply {
@@ -602,8 +539,45 @@ impl Warehouse for Postgres {
         format!("postgres {}", self.name)
     }
 
+    /// Runs a query; every value comes back as text.
     fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, WarehouseError> {
-        self.query_text(sql)
+        let messages = self
+            .run(self.client.simple_query(sql))
+            .map_err(pg_error("(query)"))?;
+        let mut names: Vec<String> = Vec::new();
+        let mut columns: Vec<Vec<Option<String>>> = Vec::new();
+        for m in messages {
+            match m {
+                tokio_postgres::SimpleQueryMessage::RowDescription(cols) => {
+                    names = cols.iter().map(|c| c.name().to_string()).collect();
+                    columns = vec![Vec::new(); names.len()];
+                }
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    for (i, col) in columns.iter_mut().enumerate() {
+                        col.push(row.get(i).map(String::from));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let schema = Arc::new(arrow::datatypes::Schema::new(
+            names
+                .iter()
+                .map(|n| Field::new(n, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let arrays: Vec<ArrayRef> = columns
+            .into_iter()
+            .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(schema, arrays).map_err(|e| WarehouseError::Input {
+            table: "(query)".into(),
+            message: e.to_string(),
+        })?;
+        Ok(vec![batch])
     }
 }
 

@@ -45,7 +45,12 @@ impl Sandbox {
 
     /// Runs a command that must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args, &[]);
+        self.ok_env(args, &[])
+    }
+
+    /// `ok` with extra environment variables.
+    pub fn ok_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = self.run(args, env);
         assert!(
             out.status.success(),
             "sluice {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",

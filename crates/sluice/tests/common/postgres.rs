@@ -151,22 +151,23 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/wh", self.port)
     }
 
-    /// Runs SQL in `database` with psql over TCP (password auth).
+    /// Runs SQL (fed on stdin) in `database` with psql over TCP (password auth).
     pub fn try_sql(&self, database: &str, sql: &str) -> Result<String, String> {
+        use std::io::Write;
         let out = Command::new(self.bin.join("psql"))
             .args(["-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"])
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-d", database, "-c", sql])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", database])
             .env("PGPASSWORD", PASSWORD)
             .env("PGSSLMODE", "prefer")
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(sql.as_bytes())?;
+                c.wait_with_output()
+            })
             .map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -182,35 +183,7 @@ impl PgServer {
 
     /// Rows of a query in database `wh`, tab-separated fields; NULL is shown as `\N`.
     pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
-        let sql = format!("\\pset null '\\\\N'\n{sql}");
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"])
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-d", "wh"])
-            .env("PGPASSWORD", PASSWORD)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(sql.as_bytes())?;
-                c.wait_with_output()
-            })
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql: {}\nin: {sql}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
+        self.sql("wh", &format!("\\pset null '\\\\N'\n{sql}"))
             .lines()
             .map(|l| {
                 l.split('\t')
@@ -218,11 +191,6 @@ impl PgServer {
                     .collect()
             })
             .collect()
-    }
-
-    /// The server's log.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 }
 
