@@ -22,4 +22,4 @@ mod table;
 pub use error::LakeError;
 pub use quarantine::{quarantine_schema, Quarantine};
 pub use store::Lake;
-pub use table::{LakeTable, LakeWriter, TablePath, PRIMARY_KEY_PROPERTY, SEQ_APP_ID};
+pub use table::{DataFile, LakeTable, LakeWriter, TablePath, PRIMARY_KEY_PROPERTY, SEQ_APP_ID};

@@ -15,7 +15,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
-use sluice_core::change::INGEST_DATE;
+use sluice_core::change::{INGEST_DATE, SEQ};
 
 use crate::{Lake, LakeError};
 
@@ -221,6 +221,39 @@ impl LakeTable {
         Ok(rows)
     }
 
+    /// The data files of this snapshot that may hold changes with `after < _sluice_seq <=
+    /// upto`, judged by each file's commit statistics (a file without them is listed), in
+    /// path order. For warehouses that copy the lake's files themselves (Redshift).
+    pub fn data_files(&self, after: i64, upto: i64) -> Result<Vec<DataFile>, LakeError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        let mut files = Vec::new();
+        for f in snapshot.log_data().iter() {
+            let seq_range = f.stats().and_then(|s| seq_range(&s));
+            if let Some((min, max)) = seq_range {
+                if max <= after || min > upto {
+                    continue;
+                }
+            }
+            files.push(DataFile {
+                path: f.path().into_owned(),
+                size: f.size().max(0) as u64,
+                rows: f.num_records().map(|n| n as u64),
+            });
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    /// The table's URL (`file:///…/changes/src/t/` or `s3://bucket/…/`).
+    pub fn url(&self) -> &url::Url {
+        self.table.table_url()
+    }
+
+    /// The object store rooted at the table's folder.
+    pub fn store(&self) -> Arc<dyn object_store::ObjectStore> {
+        self.table.log_store().object_store(None)
+    }
+
     /// A writer for one commit's worth of batches.
     pub fn writer(&self) -> Result<LakeWriter, LakeError> {
         let props = WriterProperties::builder()
@@ -239,6 +272,23 @@ impl LakeTable {
             table: self.path.to_string(),
         })
     }
+}
+
+/// One Parquet data file of a lake table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// Relative to the table's folder.
+    pub path: String,
+    pub size: u64,
+    pub rows: Option<u64>,
+}
+
+/// `(min, max)` of `_sluice_seq` from a file's Delta statistics (JSON).
+fn seq_range(stats: &str) -> Option<(i64, i64)> {
+    let v: serde_json::Value = serde_json::from_str(stats).ok()?;
+    let min = v.get("minValues")?.get(SEQ)?.as_i64()?;
+    let max = v.get("maxValues")?.get(SEQ)?.as_i64()?;
+    Some((min, max))
 }
 
 /// Batches on their way into one lake commit. Data files are written as the buffer fills;
@@ -316,5 +366,90 @@ impl LakeWriter {
         let version = finalized.version() as i64;
         table.refresh().await?;
         Ok(Some(version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field};
+    use sluice_core::change::{stamp_rows, Op};
+
+    /// A load's files are chosen by the commits' `_sluice_seq` statistics: a range gets the
+    /// files that may hold it and no others.
+    #[test]
+    fn data_files_by_seq_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let lake = Lake::new(dir.path().to_str().unwrap(), Default::default()).unwrap();
+            let path = TablePath::changes("shop", "orders");
+            let batch = |first: i64| {
+                let data = RecordBatch::try_new(
+                    Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+                    vec![Arc::new(Int64Array::from(vec![
+                        first,
+                        first + 1,
+                        first + 2,
+                    ]))],
+                )
+                .unwrap();
+                stamp_rows(
+                    &data,
+                    &[Op::Insert; 3],
+                    &[None; 3],
+                    first,
+                    chrono::Utc::now(),
+                )
+                .unwrap()
+            };
+            let mut table = LakeTable::create(&lake, &path, &batch(1).schema(), HashMap::new())
+                .await
+                .unwrap();
+            for first in [1, 4, 7] {
+                let mut w = table.writer().unwrap();
+                w.write(batch(first)).await.unwrap();
+                w.commit(
+                    &mut table,
+                    vec![(SEQ_APP_ID.into(), first + 2)],
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+            }
+            let rows = |after, upto| -> Vec<u64> {
+                table
+                    .data_files(after, upto)
+                    .unwrap()
+                    .iter()
+                    .map(|f| f.rows.unwrap())
+                    .collect()
+            };
+            assert_eq!(rows(0, 9), vec![3, 3, 3]);
+            assert_eq!(table.data_files(2, 7).unwrap().len(), 3);
+            assert!(table.data_files(9, 20).unwrap().is_empty());
+            // Each commit's range picks its own file.
+            let only = |after, upto| {
+                let files = table.data_files(after, upto).unwrap();
+                assert_eq!(files.len(), 1, "{after}..{upto}: {files:?}");
+                files[0].clone()
+            };
+            let (first, second, third) = (only(0, 3), only(3, 6), only(6, 9));
+            assert!(first != second && second != third && first != third);
+            assert!(
+                second.size > 0 && second.path.ends_with(".parquet"),
+                "{second:?}"
+            );
+            let all = table.data_files(0, 9).unwrap();
+            assert!(
+                all.iter()
+                    .all(|f| f.path.starts_with("_sluice_ingest_date=")),
+                "{all:?}"
+            );
+        });
     }
 }
