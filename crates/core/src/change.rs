@@ -38,8 +38,11 @@ pub const VALID_TO: &str = "_sluice_valid_to";
 /// History mode: whether this is the key's live version.
 pub const IS_CURRENT: &str = "_sluice_is_current";
 
+/// Added by Redshift: a value of the row was cut to fit (it is whole in the lake).
+pub const TRUNCATED: &str = "_sluice_truncated";
+
 /// Every column name sluice reserves; a source column may not use one.
-pub const RESERVED: [&str; 10] = [
+pub const RESERVED: [&str; 11] = [
     OP,
     SEQ,
     SOURCE_TS,
@@ -50,6 +53,7 @@ pub const RESERVED: [&str; 10] = [
     VALID_FROM,
     VALID_TO,
     IS_CURRENT,
+    TRUNCATED,
 ];
 
 /// The operation a change row records.

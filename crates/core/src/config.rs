@@ -125,10 +125,19 @@ pub enum WarehouseConfig {
         /// As for DuckDB; default [`DEFAULT_POSTGRES_CHANGES_PER_TRANSACTION`].
         max_changes_per_transaction: Option<i64>,
     },
+    /// Loaded by `COPY ... FORMAT AS PARQUET MANIFEST` straight from the lake's files on S3.
     Redshift {
+        /// `redshift://user@cluster.abc.us-east-1.redshift.amazonaws.com:5439/dev` (or
+        /// `postgres://`; the password goes in `password`).
         url: String,
         password: Option<Secret>,
-        iam_role: Option<String>,
+        /// The IAM role Redshift assumes to read the lake (`arn:aws:iam::123456789012:role/x`).
+        iam_role: String,
+        /// TLS, as for PostgreSQL; default prefer.
+        ssl_mode: Option<String>,
+        ssl_ca: Option<String>,
+        /// As for DuckDB; default [`DEFAULT_POSTGRES_CHANGES_PER_TRANSACTION`].
+        max_changes_per_transaction: Option<i64>,
     },
 }
 
@@ -197,8 +206,14 @@ impl WarehouseConfig {
             | WarehouseConfig::Postgres {
                 max_changes_per_transaction: Some(n),
                 ..
+            }
+            | WarehouseConfig::Redshift {
+                max_changes_per_transaction: Some(n),
+                ..
             } => *n,
-            WarehouseConfig::Postgres { .. } => DEFAULT_POSTGRES_CHANGES_PER_TRANSACTION,
+            WarehouseConfig::Postgres { .. } | WarehouseConfig::Redshift { .. } => {
+                DEFAULT_POSTGRES_CHANGES_PER_TRANSACTION
+            }
             _ => DEFAULT_CHANGES_PER_TRANSACTION,
         }
     }
@@ -315,6 +330,25 @@ pub struct TableConfig {
     pub deletes: Option<Deletes>,
     /// Overrides the source's `schema_changes`.
     pub schema_changes: Option<SchemaPolicy>,
+    /// Physical layout of the warehouse table, where the warehouse has one (Redshift).
+    pub layout: Option<Layout>,
+}
+
+/// How a Redshift table is distributed, sorted and compressed (`[sources.x.tables.t.layout]`).
+/// Columns are source column names.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Layout {
+    /// auto | even | all | key (key needs `distkey`); default auto, or key with a `distkey`.
+    pub diststyle: Option<String>,
+    pub distkey: Option<String>,
+    /// Compound sort key columns, in order.
+    #[serde(default)]
+    pub sortkey: Vec<String>,
+    /// Per-column encodings (`{ l_comment = "zstd" }`); the other columns and the table get
+    /// `ENCODE AUTO`.
+    #[serde(default)]
+    pub encode: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -454,6 +488,7 @@ pub struct TableSpec {
     pub warehouse: String,
     /// Cursor column (incremental mode).
     pub cursor: Option<String>,
+    pub layout: Layout,
 }
 
 impl TableSpec {
@@ -570,14 +605,46 @@ impl Config {
                     ssl_ca,
                     ..
                 } => {
-                    for (key, message) in validate_postgres(url, ssl_mode.as_deref(), ssl_ca.is_some()) {
+                    for (key, message) in
+                        validate_postgres(url, ssl_mode.as_deref(), ssl_ca.is_some())
+                    {
                         err(format!("warehouses.{name}.{key}"), message);
                     }
                 }
-                WarehouseConfig::Redshift { .. } => err(
-                    format!("warehouses.{name}.kind"),
-                    "warehouse kind `redshift` is not available in this build yet (duckdb and postgres are)".into(),
-                ),
+                WarehouseConfig::Redshift {
+                    url,
+                    ssl_mode,
+                    ssl_ca,
+                    iam_role,
+                    ..
+                } => {
+                    let mut errs = validate_postgres(
+                        &url.replacen("redshift://", "postgres://", 1),
+                        ssl_mode.as_deref(),
+                        ssl_ca.is_some(),
+                    );
+                    for e in &mut errs {
+                        e.1 = e.1.replace("postgres://", "redshift://");
+                    }
+                    if !iam_role.starts_with("arn:aws") || !iam_role.contains(":role/") {
+                        errs.push((
+                            "iam_role",
+                            format!("`{iam_role}` is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"),
+                        ));
+                    }
+                    if !self.lake.url.starts_with("s3://") {
+                        errs.push((
+                            "kind",
+                            format!(
+                                "Redshift copies the lake's files from S3, but lake.url is `{}`: put the lake on s3://",
+                                self.lake.url
+                            ),
+                        ));
+                    }
+                    for (key, message) in errs {
+                        err(format!("warehouses.{name}.{key}"), message);
+                    }
+                }
             }
         }
         if self.sources.is_empty() {
@@ -850,6 +917,7 @@ impl Config {
                 .unwrap_or_default(),
             warehouse,
             cursor: overrides.cursor.clone().or_else(|| src.cursor.clone()),
+            layout: overrides.layout.clone().unwrap_or_default(),
         }
     }
 
@@ -1121,6 +1189,33 @@ primary_key = ["s_suppkey"]
         assert!(has("warehouses.pg.url", "names no database"), "{text:?}");
         assert!(has("warehouses.pg.ssl_ca", "verify-full"), "{text:?}");
         assert!(has("primary_key", "history"), "{text:?}");
+        assert!(!text.iter().any(|t| t.contains("secret")), "{text:?}");
+    }
+
+    #[test]
+    fn redshift_warehouses_and_layouts_are_checked() {
+        let src = "[sources.a]\nkind = \"files\"\nurl = \"x\"\n[sources.a.tables.a]\nprimary_key = [\"id\"]\n[sources.a.tables.a.layout]\ndistkey = \"id\"\nsortkey = [\"day\", \"id\"]\nencode = { note = \"zstd\" }\n";
+        let ok = format!("[lake]\nurl = \"s3://lake/prefix\"\n[warehouses.rs]\nkind = \"redshift\"\nurl = \"redshift://loader@c.abc.us-east-1.redshift.amazonaws.com:5439/dev\"\niam_role = \"arn:aws:iam::123456789012:role/sluice\"\n{src}");
+        let c = Config::parse(&ok, Path::new(".")).unwrap();
+        let spec = &c.all_tables()[0];
+        assert_eq!(spec.layout.distkey.as_deref(), Some("id"));
+        assert_eq!(spec.layout.sortkey, vec!["day", "id"]);
+        assert_eq!(spec.layout.encode["note"], "zstd");
+
+        let bad = format!("[warehouses.rs]\nkind = \"redshift\"\nurl = \"redshift://u:secret@c:5439/dev\"\niam_role = \"sluice\"\n{src}");
+        let errs = Config::parse(&bad, Path::new(".")).unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let has =
+            |field: &str, words: &str| text.iter().any(|t| t.contains(field) && t.contains(words));
+        assert!(has("warehouses.rs.url", "holds a password"), "{text:?}");
+        assert!(
+            has("warehouses.rs.iam_role", "not an IAM role ARN"),
+            "{text:?}"
+        );
+        assert!(
+            has("warehouses.rs.kind", "put the lake on s3://"),
+            "{text:?}"
+        );
         assert!(!text.iter().any(|t| t.contains("secret")), "{text:?}");
     }
 }

@@ -21,7 +21,7 @@ use sluice_core::change::{INGEST_DATE, SEQ};
 use sluice_core::config::{LoadMode, TableSpec};
 use sluice_core::names::quote_ident;
 use sluice_lake::{LakeTable, TablePath};
-use sluice_warehouses::{LedgerEntry, Target, Warehouse};
+use sluice_warehouses::{LakeFiles, LedgerEntry, Target, Warehouse};
 
 use crate::{EngineError, Project};
 
@@ -57,6 +57,21 @@ async fn load_range(
     Box<dyn Warehouse>,
     Result<sluice_warehouses::LoadReport, EngineError>,
 ) {
+    if wh.wants_lake_files() {
+        // It copies the lake's files itself (given before this call): nothing to stream.
+        let target = target.clone();
+        let schema = schema.clone();
+        return match tokio::task::spawn_blocking(move || {
+            let mut wh = wh;
+            let r = wh.load(&target, &schema, &mut std::iter::empty(), upto);
+            (wh, r)
+        })
+        .await
+        {
+            Ok((wh, r)) => (wh, r.map_err(EngineError::from)),
+            Err(e) => panic!("warehouse task failed: {e}"),
+        };
+    }
     let cols: Vec<String> = schema
         .fields()
         .iter()
@@ -145,6 +160,17 @@ pub async fn load(project: &Project, spec: &TableSpec) -> Result<Vec<LoadResult>
                 lake_version,
                 seq: end,
             };
+            if wh.wants_lake_files() {
+                wh.use_lake_files(LakeFiles {
+                    table_url: log.url().clone(),
+                    store: log.store(),
+                    files: log
+                        .data_files(after, end)?
+                        .into_iter()
+                        .map(|f| (f.path, f.size))
+                        .collect(),
+                });
+            }
             let (back, report) = load_range(&ctx, wh, &target, &schema, after, upto).await;
             wh = back;
             let report = report?;

@@ -4,10 +4,12 @@ use std::path::Path;
 
 use sluice_core::config::{Config, SourceConfig, TableSpec, WarehouseConfig};
 use sluice_core::names::identifier;
+use sluice_core::secret::Secret;
 use sluice_core::store::StoreOptions;
 use sluice_lake::Lake;
 use sluice_warehouses::duckdb::DuckDb;
 use sluice_warehouses::postgres::{PgOptions, Postgres};
+use sluice_warehouses::redshift::{Redshift, Staging};
 use sluice_warehouses::{Target, Warehouse};
 
 use crate::EngineError;
@@ -137,31 +139,53 @@ impl Project {
                 ssl_mode,
                 ssl_ca,
                 ..
-            }) => {
-                let password = password
-                    .as_ref()
-                    .map(|p| p.resolve())
-                    .transpose()
-                    .map_err(|e| EngineError::Usage(format!("warehouses.{name}.password: {e}")))?;
-                Ok(Box::new(Postgres::connect(&PgOptions {
-                    url: url.clone(),
-                    password,
-                    ssl_mode: ssl_mode.clone(),
-                    ssl_ca: ssl_ca.as_ref().map(|p| self.config.resolve_path(p)),
-                })?))
-            }
-            Some(other) => Err(EngineError::Usage(format!(
-                "warehouse `{name}` ({}) is not available in this build",
-                other.kind()
-            ))),
+            }) => Ok(Box::new(Postgres::connect(
+                &self.pg_options(name, url, password, ssl_mode, ssl_ca)?,
+            )?)),
+            Some(WarehouseConfig::Redshift {
+                url,
+                password,
+                ssl_mode,
+                ssl_ca,
+                iam_role,
+                ..
+            }) => Ok(Box::new(Redshift::connect(
+                &self.pg_options(name, url, password, ssl_mode, ssl_ca)?,
+                Staging::LakeManifest {
+                    iam_role: iam_role.clone(),
+                },
+            )?)),
             None => Err(EngineError::Usage(format!("no warehouse named `{name}`"))),
         }
+    }
+
+    /// Connection options of a PostgreSQL-protocol warehouse, its password resolved.
+    fn pg_options(
+        &self,
+        name: &str,
+        url: &str,
+        password: &Option<Secret>,
+        ssl_mode: &Option<String>,
+        ssl_ca: &Option<String>,
+    ) -> Result<PgOptions, EngineError> {
+        let password = password
+            .as_ref()
+            .map(|p| p.resolve())
+            .transpose()
+            .map_err(|e| EngineError::Usage(format!("warehouses.{name}.password: {e}")))?;
+        Ok(PgOptions {
+            url: url.to_string(),
+            password,
+            ssl_mode: ssl_mode.clone(),
+            ssl_ca: ssl_ca.as_ref().map(|p| self.config.resolve_path(p)),
+        })
     }
 
     /// The longest identifier a warehouse takes.
     fn identifier_limit(&self, warehouse: &str) -> usize {
         match self.config.warehouses.get(warehouse) {
             Some(WarehouseConfig::Postgres { .. }) => sluice_warehouses::postgres::MAX_IDENTIFIER,
+            Some(WarehouseConfig::Redshift { .. }) => sluice_warehouses::redshift::MAX_IDENTIFIER,
             _ => sluice_warehouses::duckdb::MAX_IDENTIFIER,
         }
     }
@@ -180,6 +204,7 @@ impl Project {
                 schema_changes: spec.schema_changes,
                 source: spec.source.clone(),
                 source_table: spec.table.clone(),
+                layout: spec.layout.clone(),
             })
             .collect()
     }

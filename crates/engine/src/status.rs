@@ -15,6 +15,8 @@ pub struct TargetStatus {
     /// Lake commits not yet loaded.
     pub lag_versions: i64,
     pub halted: bool,
+    /// Rows holding a value cut to fit the warehouse (Redshift); whole in the lake.
+    pub truncated_rows: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,12 +73,17 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
                 (Some(v), None) if changes > 0 => v,
                 _ => 0,
             };
+            let truncated_rows = match done {
+                Some(_) => wh.truncated_rows(&t)?,
+                None => 0,
+            };
             targets.push(TargetStatus {
                 target: t.display(),
                 mode: t.mode.name(),
                 loaded_version,
                 lag_versions,
                 halted: false,
+                truncated_rows,
             });
         }
         out.push(TableStatus {
@@ -118,8 +125,12 @@ pub fn render(tables: &[TableStatus]) -> String {
             t.quarantined
         );
         for g in &t.targets {
+            let cut = match g.truncated_rows {
+                0 => String::new(),
+                n => format!(", {n} row(s) hold values cut to fit (whole in the lake)"),
+            };
             out += &format!(
-                "  -> {} ({}): loaded version {}, {} version(s) behind{}\n",
+                "  -> {} ({}): loaded version {}, {} version(s) behind{cut}{}\n",
                 g.target,
                 g.mode,
                 g.loaded_version

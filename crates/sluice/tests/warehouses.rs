@@ -1,5 +1,7 @@
-//! The warehouse conformance suite: the same scenarios against every warehouse (embedded DuckDB
-//! and a private PostgreSQL server), each compared value by value with a model computed here
+//! The warehouse conformance suite: the same scenarios against every warehouse (embedded DuckDB,
+//! a private PostgreSQL server, and the Redshift loader with PostgreSQL standing in for
+//! Redshift: its tables, staging, apply statements and ledger, with the rows sent over the
+//! connection instead of copied from S3), each compared value by value with a model computed here
 //! from the changes loaded: schema creation, type round trip, merge (updates, deletes, key
 //! changes, several changes per key in one load), soft deletes, append, replace, history
 //! (SCD2), evolve, and a load that fails between staging and commit.
@@ -24,12 +26,15 @@ use sluice_core::change::{stamp_rows, Op, INGEST_DATE};
 use sluice_core::config::{Deletes, LoadMode, SchemaPolicy};
 use sluice_warehouses::duckdb::DuckDb;
 use sluice_warehouses::postgres::{PgOptions, Postgres};
+use sluice_warehouses::redshift::{Redshift, Staging};
 use sluice_warehouses::{LedgerEntry, Target, Warehouse};
 
 /// One warehouse under test and how its SQL spells the few things that differ.
 struct Wh {
     wh: Box<dyn Warehouse>,
     postgres: bool,
+    /// The Redshift loader (on a PostgreSQL stand-in).
+    redshift: bool,
     _server: Option<PgServer>,
     _dir: tempfile::TempDir,
 }
@@ -40,6 +45,7 @@ fn duckdb() -> Wh {
     Wh {
         wh: Box::new(DuckDb::open(path.to_str().unwrap(), "256MB").unwrap()),
         postgres: false,
+        redshift: false,
         _server: None,
         _dir: dir,
     }
@@ -57,6 +63,28 @@ fn postgres() -> Wh {
     Wh {
         wh: Box::new(wh),
         postgres: true,
+        redshift: false,
+        _server: Some(server),
+        _dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn redshift() -> Wh {
+    let server = PgServer::start(None);
+    let wh = Redshift::connect(
+        &PgOptions {
+            url: server.url(),
+            password: Some(PASSWORD.into()),
+            ssl_mode: Some("disable".into()),
+            ssl_ca: None,
+        },
+        Staging::PostgresStandIn,
+    )
+    .unwrap();
+    Wh {
+        wh: Box::new(wh),
+        postgres: true,
+        redshift: true,
         _server: Some(server),
         _dir: tempfile::tempdir().unwrap(),
     }
@@ -143,6 +171,7 @@ fn target(table: &str, mode: LoadMode) -> Target {
         schema_changes: SchemaPolicy::Halt,
         source: "shop".into(),
         source_table: table.into(),
+        layout: Default::default(),
     }
 }
 
@@ -740,6 +769,22 @@ fn types_scenario(mut w: Wh) {
             ]),
         ]
     );
+    if w.redshift {
+        // Text is a VARCHAR as wide as its longest value, rounded up to a power of two.
+        let txt = b.column(b.schema().index_of("txt").unwrap()).clone();
+        let longest = (0..txt.len())
+            .filter(|&i| !txt.is_null(i))
+            .map(|i| array_value_to_string(&txt, i).unwrap().len())
+            .max()
+            .unwrap();
+        assert_eq!(
+            w.rows("SELECT data_type, CAST(character_maximum_length AS VARCHAR) FROM information_schema.columns WHERE table_schema = 'shop' AND table_name = 'every_type' AND column_name = 'txt'"),
+            vec![vec![
+                s("character varying"),
+                Some(sluice_warehouses::redshift::varchar_size(longest).to_string())
+            ]]
+        );
+    }
     if w.postgres {
         // The column types the mapping promises.
         let types = w.rows(
@@ -762,6 +807,50 @@ fn types_scenario(mut w: Wh) {
     }
 }
 
+/// Redshift only: a VARCHAR is sized from the data and widened when longer values come; a
+/// value over Redshift's 65,535 bytes loads cut (on a character boundary) with its row
+/// flagged `_sluice_truncated`.
+fn redshift_fit_scenario(mut w: Wh) {
+    use Op::*;
+    let t = target("orders", LoadMode::Merge);
+    let width = |w: &mut Wh| {
+        w.rows(
+            "SELECT CAST(character_maximum_length AS VARCHAR) FROM information_schema.columns
+              WHERE table_schema = 'shop' AND table_name = 'orders' AND column_name = 'name'",
+        )
+    };
+    load_all(&mut w, &t, &[vec![c(Read, 1, "a", 100, 10)]]);
+    assert_eq!(width(&mut w), vec![vec![s("16")]]);
+    let mid: &'static str = Box::leak("m".repeat(300).into_boxed_str());
+    w.load(&t, &batch_of(&[c(Insert, 2, mid, 200, 20)], 2), 2);
+    assert_eq!(width(&mut w), vec![vec![s("512")]]);
+    // 70,001 bytes, a two-byte character straddling the limit.
+    let huge: &'static str = Box::leak(format!("{}é", "h".repeat(69_999)).into_boxed_str());
+    let r = w.load(
+        &t,
+        &batch_of(
+            &[c(Insert, 3, huge, 300, 30), c(Update, 1, "a2", 110, 30)],
+            3,
+        ),
+        4,
+    );
+    assert_eq!(r.changes, 2);
+    assert_eq!(width(&mut w), vec![vec![s("65535")]]);
+    assert_eq!(
+        w.rows(
+            "SELECT CAST(id AS VARCHAR), CAST(octet_length(name) AS VARCHAR), CAST(name = repeat('h', octet_length(name)) AS VARCHAR), CAST(_sluice_truncated AS VARCHAR)
+               FROM shop.orders AS t ORDER BY t.id"
+        ),
+        vec![
+            vec![s("1"), s("2"), s("false"), s("false")],
+            vec![s("2"), s("300"), s("false"), s("false")],
+            vec![s("3"), s("65535"), s("true"), s("true")],
+        ]
+    );
+    // What `sluice status` reports.
+    assert_eq!(w.wh.truncated_rows(&t).unwrap(), 1);
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod duckdb_warehouse {
@@ -769,6 +858,10 @@ macro_rules! conformance {
         }
         mod postgres_warehouse {
             $(#[test] fn $scenario() { super::$scenario(super::postgres()) })*
+        }
+        mod redshift_on_postgres {
+            $(#[test] fn $scenario() { super::$scenario(super::redshift()) })*
+            #[test] fn fit_scenario() { super::redshift_fit_scenario(super::redshift()) }
         }
     };
 }

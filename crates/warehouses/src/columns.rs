@@ -81,6 +81,35 @@ impl Columns {
     }
 }
 
+impl Columns {
+    /// `(warehouse name, SQL type)` of every column of the change `schema`, in order: the
+    /// source columns mapped, the change columns as they are. A staging table's shape.
+    pub fn staged(
+        &self,
+        schema: &SchemaRef,
+        target: &Target,
+        sql_type: impl Fn(&arrow::datatypes::Field) -> Option<String>,
+    ) -> Result<Vec<(String, String)>, WarehouseError> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = match is_change_column(f.name()) {
+                    true => f.name().clone(),
+                    false => self.mapped_of(f.name()).expect("data column").to_string(),
+                };
+                sql_type(f)
+                    .map(|t| (name, t))
+                    .ok_or_else(|| WarehouseError::Type {
+                        table: target.display(),
+                        column: f.name().clone(),
+                        data_type: f.data_type().to_string(),
+                    })
+            })
+            .collect()
+    }
+}
+
 /// The columns a load would add to an existing table, checked against the table's policy:
 /// `evolve` adds them, anything else stops the load naming them.
 fn columns_to_add<'a>(

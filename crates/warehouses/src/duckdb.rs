@@ -294,6 +294,9 @@ impl DuckDb {
             work: &work,
             keys: &keys,
             columns: &columns.mapped,
+            now: "now()",
+            values: &[],
+            extra: &[],
         };
         let sql = match target.mode {
             // Appended straight into the target above.

@@ -6,8 +6,9 @@
 //!
 //! - [`duckdb`]: the embedded default.
 //! - [`postgres`]: PostgreSQL, loaded by binary COPY into a staging table.
+//! - [`redshift`]: Redshift, loaded by COPY from the lake's own Parquet files on S3.
 //!
-//! Both apply staged changes with the same statements ([`sql`]).
+//! All apply staged changes with the same statements ([`sql`]).
 
 mod columns;
 pub mod duckdb;
@@ -15,14 +16,28 @@ mod error;
 pub mod pgcopy;
 mod pgtls;
 pub mod postgres;
+pub mod redshift;
 pub mod sql;
 mod target;
 
 pub use error::WarehouseError;
 pub use target::{LedgerEntry, LoadReport, Target};
 
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+
+/// The lake's data files holding a load's changes, for a warehouse that copies them from
+/// object storage itself.
+pub struct LakeFiles {
+    /// The lake table's folder (`s3://bucket/lake/changes/src/t/`).
+    pub table_url: url::Url,
+    /// The object store rooted at that folder.
+    pub store: Arc<dyn object_store::ObjectStore>,
+    /// `(path relative to the folder, size in bytes)`.
+    pub files: Vec<(String, u64)>,
+}
 
 /// A destination for change batches.
 pub trait Warehouse: Send {
@@ -46,4 +61,18 @@ pub trait Warehouse: Send {
 
     /// Runs a query for `sluice query --warehouse`.
     fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, WarehouseError>;
+
+    /// Whether loads copy the lake's files themselves (Redshift), and so want
+    /// [`Warehouse::use_lake_files`] before each load.
+    fn wants_lake_files(&self) -> bool {
+        false
+    }
+
+    /// The lake files of the next load.
+    fn use_lake_files(&mut self, _files: LakeFiles) {}
+
+    /// Rows of a loaded `target` holding a value cut to fit (Redshift's width limits).
+    fn truncated_rows(&mut self, _target: &Target) -> Result<u64, WarehouseError> {
+        Ok(0)
+    }
 }

@@ -49,7 +49,7 @@ pub fn postgres_type(field: &Field) -> Option<String> {
     })
 }
 
-fn is_json(field: &Field) -> bool {
+pub(crate) fn is_json(field: &Field) -> bool {
     matches!(
         field.data_type(),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View

@@ -109,7 +109,7 @@ fn server_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
-fn pg_error(table: &str) -> impl Fn(tokio_postgres::Error) -> WarehouseError + '_ {
+pub(crate) fn pg_error(table: &str) -> impl Fn(tokio_postgres::Error) -> WarehouseError + '_ {
     move |e| WarehouseError::Postgres {
         table: table.to_string(),
         message: server_message(&e),
@@ -117,6 +117,10 @@ fn pg_error(table: &str) -> impl Fn(tokio_postgres::Error) -> WarehouseError + '
 }
 
 impl Postgres {
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Connects and makes sure the ledger exists.
     pub fn connect(opts: &PgOptions) -> Result<Postgres, WarehouseError> {
         let open_err = |message: String| WarehouseError::Open {
@@ -164,12 +168,12 @@ impl Postgres {
     }
 
     /// Runs a future on the connection's runtime, from any context.
-    fn run<T: Send>(&self, fut: impl std::future::Future<Output = T> + Send) -> T {
+    pub(crate) fn run<T: Send>(&self, fut: impl std::future::Future<Output = T> + Send) -> T {
         let rt = self.runtime.as_ref().expect("runtime present until drop");
         on_own_thread(|| rt.block_on(fut))
     }
 
-    fn batch(&self, table: &str, sql: &str) -> Result<(), WarehouseError> {
+    pub(crate) fn batch(&self, table: &str, sql: &str) -> Result<(), WarehouseError> {
         self.run(self.client.batch_execute(sql))
             .map_err(pg_error(table))
     }
@@ -222,7 +226,7 @@ impl Postgres {
 
     /// Streams the batches' `copied` columns through `copy` (a `COPY ... FROM STDIN (FORMAT
     /// binary)`); returns the rows sent and how many of them were not inserts.
-    async fn copy_changes(
+    pub(crate) async fn copy_changes(
         client: &Client,
         copy: &str,
         schema: &SchemaRef,
@@ -368,6 +372,9 @@ impl Postgres {
             work: WORK,
             keys: &keys,
             columns: &columns.mapped,
+            now: "now()",
+            values: &[],
+            extra: &[],
         };
         let key_list = keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
         let index_name = q(&identifier(

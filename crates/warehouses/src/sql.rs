@@ -74,13 +74,38 @@ pub struct Apply<'a> {
     pub work: &'a str,
     pub keys: &'a [String],
     pub columns: &'a [String],
+    /// The load time: `now()`, or a literal where the server has no such function on its
+    /// compute nodes (Redshift).
+    pub now: &'a str,
+    /// What each of `columns` is loaded from, when not the staged column of the same name
+    /// (e.g. `JSON_PARSE("doc")` for a SUPER column); empty: the staged columns.
+    pub values: &'a [String],
+    /// Further target columns, each with its value over a staged row (Redshift's
+    /// `_sluice_truncated`).
+    pub extra: &'a [(String, String)],
 }
 
 impl Apply<'_> {
+    /// The target columns a load writes from staged rows: the source columns and `extra`.
     fn column_list(&self) -> String {
         self.columns
             .iter()
             .map(|c| q(c))
+            .chain(self.extra.iter().map(|(c, _)| q(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The values of [`Apply::column_list`] over a staged row.
+    fn value_list(&self) -> String {
+        let values: Vec<String> = if self.values.is_empty() {
+            self.columns.iter().map(|c| q(c)).collect()
+        } else {
+            self.values.to_vec()
+        };
+        values
+            .into_iter()
+            .chain(self.extra.iter().map(|(_, v)| v.clone()))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -115,7 +140,7 @@ impl Apply<'_> {
     /// Merge: remove the target rows of every staged key, then insert each key's latest
     /// change unless it is a delete (soft deletes: insert it flagged).
     pub fn merge(&self, deletes: Deletes) -> String {
-        let cols = self.column_list();
+        let (cols, vals, now) = (self.column_list(), self.value_list(), self.now);
         let delete = format!(
             "DELETE FROM {t} USING {s} AS s WHERE {on}",
             t = self.target,
@@ -124,7 +149,7 @@ impl Apply<'_> {
         );
         let insert = match deletes {
             Deletes::Soft => format!(
-                "INSERT INTO {t} ({cols}, {ts}, {la}, {del}) SELECT {cols}, {ts}, now(), {op} = 'd' FROM ({latest}) AS m",
+                "INSERT INTO {t} ({cols}, {ts}, {la}, {del}) SELECT {vals}, {ts}, {now}, {op} = 'd' FROM ({latest}) AS m",
                 t = self.target,
                 ts = q(SOURCE_TS),
                 la = q(LOADED_AT),
@@ -133,7 +158,7 @@ impl Apply<'_> {
                 latest = self.latest()
             ),
             Deletes::Hard => format!(
-                "INSERT INTO {t} ({cols}, {ts}, {la}) SELECT {cols}, {ts}, now() FROM ({latest}) AS m WHERE {op} <> 'd'",
+                "INSERT INTO {t} ({cols}, {ts}, {la}) SELECT {vals}, {ts}, {now} FROM ({latest}) AS m WHERE {op} <> 'd'",
                 t = self.target,
                 ts = q(SOURCE_TS),
                 la = q(LOADED_AT),
@@ -147,9 +172,9 @@ impl Apply<'_> {
     /// Inserts every staged change as a row, as merge would when the target holds none of
     /// the keys and no key repeats (the caller makes sure, e.g. with a unique index).
     pub fn insert_all(&self) -> String {
-        let cols = self.column_list();
+        let (cols, vals, now) = (self.column_list(), self.value_list(), self.now);
         format!(
-            "INSERT INTO {t} ({cols}, {ts}, {la}) SELECT {cols}, {ts}, now() FROM {s};",
+            "INSERT INTO {t} ({cols}, {ts}, {la}) SELECT {vals}, {ts}, {now} FROM {s};",
             t = self.target,
             s = self.stage,
             ts = q(SOURCE_TS),
@@ -158,8 +183,22 @@ impl Apply<'_> {
     }
 
     /// Replace: the target becomes the staged rows (the latest per key when keyed).
+    /// Append: every staged change becomes a row, with its op and seq.
+    pub fn append(&self) -> String {
+        let (cols, vals, now) = (self.column_list(), self.value_list(), self.now);
+        format!(
+            "INSERT INTO {t} ({cols}, {op}, {seq}, {ts}, {la}) SELECT {vals}, {op}, {seq}, {ts}, {now} FROM {s};",
+            t = self.target,
+            s = self.stage,
+            op = q(OP),
+            seq = q(SEQ),
+            ts = q(SOURCE_TS),
+            la = q(LOADED_AT),
+        )
+    }
+
     pub fn replace(&self) -> String {
-        let cols = self.column_list();
+        let (cols, vals, now) = (self.column_list(), self.value_list(), self.now);
         let rows = if self.keys.is_empty() {
             format!("SELECT * FROM {} AS m WHERE {} <> 'd'", self.stage, q(OP))
         } else {
@@ -170,7 +209,7 @@ impl Apply<'_> {
             )
         };
         format!(
-            "DELETE FROM {t};\nINSERT INTO {t} ({cols}, {ts}, {la}) SELECT {cols}, {ts}, now() FROM ({rows}) AS r;",
+            "DELETE FROM {t};\nINSERT INTO {t} ({cols}, {ts}, {la}) SELECT {vals}, {ts}, {now} FROM ({rows}) AS r;",
             t = self.target,
             ts = q(SOURCE_TS),
             la = q(LOADED_AT),
@@ -184,7 +223,7 @@ impl Apply<'_> {
     /// even when commit clocks step back; `[t, t)` is possible when two changes share a
     /// timestamp (MariaDB's binlog has second precision).
     pub fn history(&self) -> String {
-        let cols = self.column_list();
+        let (cols, vals, now) = (self.column_list(), self.value_list(), self.now);
         let work = self.work;
         let t = self.target;
         let s = self.stage;
@@ -210,7 +249,7 @@ UPDATE {t} SET {vt} = f.\"_sluice_vf\", {cur} = false
 FROM (SELECT {keys}, min(\"_sluice_vf\") AS \"_sluice_vf\" FROM {work} GROUP BY {keys}) AS f
 WHERE {tf} AND {t}.{cur};
 INSERT INTO {t} ({cols}, {vf}, {vt}, {cur}, {seq}, {ts}, {la})
-SELECT {cols}, \"_sluice_vf\", \"_sluice_vt\", \"_sluice_vt\" IS NULL, {seq}, {ts}, now() FROM {work} AS w WHERE {op} <> 'd';
+SELECT {vals}, \"_sluice_vf\", \"_sluice_vt\", \"_sluice_vt\" IS NULL, {seq}, {ts}, {now} FROM {work} AS w WHERE {op} <> 'd';
 DROP TABLE {work};",
             vkeys = self.key_list("v."),
             skeys = self.key_list("s."),
@@ -241,6 +280,9 @@ mod tests {
             work: "\"work\"",
             keys: &keys,
             columns: &cols,
+            now: "now()",
+            values: &[],
+            extra: &[],
         };
         let merge = a.merge(Deletes::Hard);
         assert!(merge.contains("\"s\".\"t\".\"Id\" = s.\"Id\""), "{merge}");

@@ -1,4 +1,4 @@
-use sluice_core::config::{Deletes, LoadMode, SchemaPolicy};
+use sluice_core::config::{Deletes, Layout, LoadMode, SchemaPolicy};
 
 /// One warehouse table and how it is loaded.
 #[derive(Debug, Clone)]
@@ -16,6 +16,8 @@ pub struct Target {
     /// The lake table it loads from, for the ledger.
     pub source: String,
     pub source_table: String,
+    /// Distribution, sort key and encodings where the warehouse has them (Redshift).
+    pub layout: Layout,
 }
 
 impl Target {

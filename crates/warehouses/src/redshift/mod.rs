@@ -1,0 +1,471 @@
+//! The Redshift warehouse.
+//!
+//! Redshift loads fast from S3, and the lake is on S3: a load lists the Parquet files of the
+//! lake commits it covers in a manifest and copies them itself, then applies them in one
+//! transaction with the ledger.
+//!
+//! ```text
+//!   read the files' text columns       → VARCHAR sizes; oversize values (file rewritten cut)
+//!   PUT <table>/_sluice_redshift/<load>.manifest
+//!   CREATE TABLE ... ENCODE AUTO | per-column ENCODE, DISTSTYLE/DISTKEY, COMPOUND SORTKEY
+//!   ALTER TABLE ... ADD COLUMN (evolve) / ALTER COLUMN ... TYPE VARCHAR(n) (widen)
+//!   BEGIN
+//!     CREATE TEMP TABLE sluice_stage (shaped like the files)
+//!     COPY sluice_stage FROM '…manifest' IAM_ROLE '…' FORMAT AS PARQUET MANIFEST
+//!     DELETE FROM sluice_stage WHERE seq outside the load's range
+//!     apply by mode (the statements of `sql`, shared with DuckDB and PostgreSQL)
+//!     UPDATE/INSERT _sluice.ledger
+//!   END
+//! ```
+//!
+//! Table changes run before the transaction because Redshift refuses `ALTER COLUMN` inside
+//! one; a column widened or added by a load that then fails is harmless.
+//!
+//! There is no Redshift here. [`Staging::PostgresStandIn`] runs the same loader against
+//! PostgreSQL (which speaks the same protocol): the change rows come over the connection
+//! instead of from S3, and the Redshift-only spellings (`SUPER`, `VARBYTE`, `JSON_PARSE`, the
+//! layout clauses) are translated, so the conformance suite checks everything else.
+
+mod dialect;
+mod fit;
+mod lakecopy;
+
+pub use dialect::{
+    column_type, copy_manifest, create_stage, create_table, ledger_upsert, load_time, manifest,
+    trim_stage, truncated_flag, varchar_size, widen, Bound, TableLayout, MAX_IDENTIFIER,
+    MAX_VARBYTE, MAX_VARCHAR,
+};
+pub use fit::Fit;
+
+use std::collections::HashMap;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use tokio_postgres::Client;
+
+use sluice_core::change::{OP, SEQ, TRUNCATED};
+use sluice_core::config::LoadMode;
+use sluice_core::failpoint;
+use sluice_core::names::quote_ident as q;
+
+use crate::columns::{shape_table, Columns};
+use crate::pgcopy::postgres_type;
+use crate::postgres::{pg_error, PgOptions, Postgres};
+use crate::sql::{system_columns, Apply};
+use crate::{LakeFiles, LedgerEntry, LoadReport, Target, Warehouse, WarehouseError};
+
+const STAGE: &str = "\"sluice_stage\"";
+const WORK: &str = "\"sluice_work\"";
+
+/// Where a load's change rows come from.
+#[derive(Debug, Clone)]
+pub enum Staging {
+    /// Redshift: `COPY ... FORMAT AS PARQUET MANIFEST IAM_ROLE` from the lake's own files.
+    LakeManifest { iam_role: String },
+    /// PostgreSQL standing in for Redshift (tests): rows sent over the connection, the
+    /// Redshift-only spellings translated.
+    PostgresStandIn,
+}
+
+pub struct Redshift {
+    pg: Postgres,
+    staging: Staging,
+    /// The lake files of the next load (set by the engine before each load).
+    files: Option<LakeFiles>,
+}
+
+/// A column of an existing table: name and VARCHAR width (None: not a VARCHAR).
+struct Existing {
+    name: String,
+    varchar: Option<usize>,
+}
+
+impl Redshift {
+    /// Connects (`redshift://` or `postgres://` URL) and makes sure the ledger exists.
+    pub fn connect(opts: &PgOptions, staging: Staging) -> Result<Redshift, WarehouseError> {
+        let mut opts = opts.clone();
+        if let Some(rest) = opts.url.strip_prefix("redshift://") {
+            opts.url = format!("postgres://{rest}");
+        }
+        let pg = Postgres::connect(&opts)?;
+        if matches!(staging, Staging::PostgresStandIn) {
+            // Redshift's JSON_PARSE, for the stand-in only.
+            pg.batch(
+                "json_parse",
+                "CREATE OR REPLACE FUNCTION public.json_parse(jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS 'SELECT $1';",
+            )?;
+        }
+        Ok(Redshift {
+            pg,
+            staging,
+            files: None,
+        })
+    }
+
+    fn stand_in(&self) -> bool {
+        matches!(self.staging, Staging::PostgresStandIn)
+    }
+
+    async fn existing_columns(
+        client: &Client,
+        target: &Target,
+    ) -> Result<Vec<Existing>, tokio_postgres::Error> {
+        let rows = client
+            .query(
+                "SELECT CAST(column_name AS VARCHAR(128)), CAST(character_maximum_length AS INTEGER), CAST(data_type AS VARCHAR(128))
+                   FROM information_schema.columns
+                  WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+                &[&target.schema, &target.table],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let data_type: String = r.get(2);
+                Existing {
+                    name: r.get(0),
+                    varchar: (data_type.contains("character varying"))
+                        .then(|| r.get::<_, Option<i32>>(1).map(|n| n as usize))
+                        .flatten(),
+                }
+            })
+            .collect())
+    }
+
+    /// The statements that create the target or grow it to the load's needs: added columns
+    /// (evolve) and VARCHARs widened to the longest value.
+    fn shape(
+        &self,
+        target: &Target,
+        columns: &Columns,
+        fit: &Fit,
+        existing: Vec<Existing>,
+    ) -> Result<Vec<String>, WarehouseError> {
+        let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
+        let stand_in = self.stand_in();
+        let longest = |name: &str| fit.max_bytes.get(name).copied().unwrap_or(0);
+        let data = columns.typed(target, |f| {
+            column_type(f, longest(f.name())).map(|t| match stand_in {
+                true => postgres_spelling(&t),
+                false => t,
+            })
+        })?;
+        if existing.is_empty() {
+            let layout =
+                TableLayout::resolve(&target.layout, |c| columns.mapped_of(c).map(String::from))
+                    .map_err(|message| WarehouseError::Schema {
+                        table: target.display(),
+                        message,
+                    })?;
+            let mut create = data.clone();
+            create.extend(system_columns(
+                target.mode,
+                target.deletes,
+                &dialect::SYSTEM_TYPES,
+            ));
+            create.push((TRUNCATED.into(), "BOOLEAN NOT NULL DEFAULT false".into()));
+            let layout = match stand_in {
+                true => None,
+                false => Some(&layout),
+            };
+            return Ok(vec![create_table(&target.schema, &tgt, &create, layout)]);
+        }
+        let names: Vec<String> = existing.iter().map(|e| e.name.clone()).collect();
+        let mut statements: Vec<String> = shape_table(target, &tgt, names, &data, &[])?
+            .statements
+            .lines()
+            .map(String::from)
+            .collect();
+        for e in &existing {
+            let Some(width) = e.varchar else { continue };
+            let Some(i) = columns.mapped.iter().position(|m| *m == e.name) else {
+                continue;
+            };
+            let needed = varchar_size(longest(columns.fields[i].name()));
+            if needed > width {
+                tracing::info!(target = %target.display(), column = %e.name, from = width, to = needed, "widening VARCHAR");
+                statements.push(widen(&tgt, &e.name, needed));
+            }
+        }
+        Ok(statements)
+    }
+
+    /// The apply statements and the ledger move, in the load's transaction.
+    async fn apply(
+        client: &Client,
+        target: &Target,
+        columns: &Columns,
+        keys: &[String],
+        fit: &Fit,
+        now: &str,
+        upto: LedgerEntry,
+    ) -> Result<LoadReport, WarehouseError> {
+        let name = target.display();
+        let e = pg_error(&name);
+        let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
+        let changes: i64 = client
+            .query_one(format!("SELECT count(*) FROM {STAGE}").as_str(), &[])
+            .await
+            .map_err(&e)?
+            .get(0);
+        let values: Vec<String> = columns
+            .fields
+            .iter()
+            .zip(&columns.mapped)
+            .map(|(f, m)| match Bound::of(f) {
+                Bound::Json => format!("JSON_PARSE({})", q(m)),
+                _ => q(m),
+            })
+            .collect();
+        let extra = [(TRUNCATED.to_string(), truncated_flag(&fit.truncated))];
+        let apply = Apply {
+            target: &tgt,
+            stage: STAGE,
+            work: WORK,
+            keys,
+            columns: &columns.mapped,
+            now,
+            values: &values,
+            extra: &extra,
+        };
+        let sql = match target.mode {
+            LoadMode::Append => apply.append(),
+            LoadMode::Merge => apply.merge(target.deletes),
+            LoadMode::Replace if changes == 0 => String::new(),
+            LoadMode::Replace => apply.replace(),
+            LoadMode::History => apply.history(),
+        };
+        client
+            .batch_execute(&format!("{sql}\nDROP TABLE {STAGE};"))
+            .await
+            .map_err(&e)?;
+        let [update, insert] = ledger_upsert(now);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &target.schema,
+            &target.table,
+            &target.source,
+            &target.source_table,
+            &target.mode.name(),
+            &upto.lake_version,
+            &upto.seq,
+            &changes,
+        ];
+        client.execute(update.as_str(), &params).await.map_err(&e)?;
+        client.execute(insert.as_str(), &params).await.map_err(&e)?;
+        let rows_after: i64 = client
+            .query_one(format!("SELECT count(*) FROM {tgt}").as_str(), &[])
+            .await
+            .map_err(&e)?
+            .get(0);
+        Ok(LoadReport {
+            changes: changes as u64,
+            rows_after: rows_after as u64,
+        })
+    }
+
+    async fn commit(client: &Client, name: &str) -> Result<(), WarehouseError> {
+        failpoint::hit(failpoint::BEFORE_WAREHOUSE_COMMIT);
+        client.batch_execute("COMMIT").await.map_err(pg_error(name))
+    }
+
+    /// Redshift: the lake's files through a manifest.
+    fn load_from_lake(
+        &mut self,
+        target: &Target,
+        schema: &SchemaRef,
+        iam_role: &str,
+        after: i64,
+        upto: LedgerEntry,
+    ) -> Result<LoadReport, WarehouseError> {
+        let name = target.display();
+        let input = |message: String| WarehouseError::Input {
+            table: name.clone(),
+            message,
+        };
+        let files = self.files.take().ok_or_else(|| {
+            input("no lake files were given for this load (Redshift copies them from S3)".into())
+        })?;
+        let columns = Columns::new(schema, MAX_IDENTIFIER);
+        let keys = columns.keys(target)?;
+        let bounds: HashMap<String, Bound> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), Bound::of(f)))
+            .collect();
+        let stage_columns = columns.staged(schema, target, dialect::stage_type)?;
+        let load_id = format!(
+            "{}.{}-{}-{}",
+            target.schema,
+            target.table,
+            upto.seq,
+            chrono::Utc::now().timestamp_micros()
+        );
+        let manifest = self
+            .pg
+            .run(lakecopy::write_manifest(&files, &bounds, &load_id))
+            .map_err(input)?;
+        tracing::info!(target = %name, files = manifest.files, rewritten = manifest.rewritten, truncated = manifest.fit.truncated.len(), "copying the lake's files into Redshift");
+        let copy = copy_manifest(STAGE, &manifest.url, iam_role).map_err(input)?;
+        let now = load_time(chrono::Utc::now());
+        let client = self.pg.client();
+        let result = self.pg.run(async {
+            let e = pg_error(&name);
+            let existing = Self::existing_columns(client, target).await.map_err(&e)?;
+            for statement in self.shape(target, &columns, &manifest.fit, existing)? {
+                client.batch_execute(&statement).await.map_err(&e)?;
+            }
+            client.batch_execute("BEGIN").await.map_err(&e)?;
+            let staged = async {
+                let sql = format!(
+                    "{}\n{copy}\n{}",
+                    create_stage(STAGE, &stage_columns),
+                    trim_stage(STAGE, after, upto.seq)
+                );
+                client.batch_execute(&sql).await.map_err(&e)?;
+                Self::apply(client, target, &columns, &keys, &manifest.fit, &now, upto).await
+            };
+            match staged.await {
+                Ok(report) => Self::commit(client, &name).await.map(|()| report),
+                Err(err) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(err)
+                }
+            }
+        });
+        self.pg.run(manifest.remove(&files.store));
+        result
+    }
+
+    /// The PostgreSQL stand-in: rows sent over the connection by binary COPY, fitted to
+    /// Redshift's widths on the way, into the same staging table.
+    fn load_over_connection(
+        &mut self,
+        target: &Target,
+        schema: &SchemaRef,
+        batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
+        after: i64,
+        upto: LedgerEntry,
+    ) -> Result<LoadReport, WarehouseError> {
+        let name = target.display();
+        let columns = Columns::new(schema, MAX_IDENTIFIER);
+        let keys = columns.keys(target)?;
+        let bounds: Vec<Bound> = schema.fields().iter().map(|f| Bound::of(f)).collect();
+        let stage_columns = columns.staged(schema, target, postgres_type)?;
+        let copied: Vec<usize> = (0..schema.fields().len()).collect();
+        let list: Vec<String> = stage_columns.iter().map(|(n, _)| q(n)).collect();
+        let copy = format!(
+            "COPY {STAGE} ({}) FROM STDIN (FORMAT binary)",
+            list.join(", ")
+        );
+        let now = load_time(chrono::Utc::now());
+        let client = self.pg.client();
+        let this = &*self;
+        self.pg.run(async {
+            let e = pg_error(&name);
+            client.batch_execute("BEGIN").await.map_err(&e)?;
+            let staged = async {
+                client
+                    .batch_execute(&create_stage(STAGE, &stage_columns))
+                    .await
+                    .map_err(&e)?;
+                let mut fit = Fit::default();
+                {
+                    let mut fitted = batches.map(|b| b.and_then(|b| fit.fit(&b, &bounds)));
+                    Postgres::copy_changes(client, &copy, schema, &copied, &mut fitted, &name)
+                        .await?;
+                }
+                client
+                    .batch_execute(&trim_stage(STAGE, after, upto.seq))
+                    .await
+                    .map_err(&e)?;
+                let existing = Self::existing_columns(client, target).await.map_err(&e)?;
+                for statement in this.shape(target, &columns, &fit, existing)? {
+                    client.batch_execute(&statement).await.map_err(&e)?;
+                }
+                Self::apply(client, target, &columns, &keys, &fit, &now, upto).await
+            };
+            match staged.await {
+                Ok(report) => Self::commit(client, &name).await.map(|()| report),
+                Err(err) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(err)
+                }
+            }
+        })
+    }
+}
+
+/// A Redshift type as the PostgreSQL stand-in spells it.
+fn postgres_spelling(redshift_type: &str) -> String {
+    if redshift_type == "SUPER" {
+        "JSONB".into()
+    } else if redshift_type.starts_with("VARBYTE") {
+        "BYTEA".into()
+    } else {
+        redshift_type.into()
+    }
+}
+
+impl Warehouse for Redshift {
+    fn ledger(&mut self, target: &Target) -> Result<Option<LedgerEntry>, WarehouseError> {
+        self.pg.ledger(target)
+    }
+
+    fn load(
+        &mut self,
+        target: &Target,
+        schema: &SchemaRef,
+        batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
+        upto: LedgerEntry,
+    ) -> Result<LoadReport, WarehouseError> {
+        let after = self.ledger(target)?.map(|l| l.seq).unwrap_or(0);
+        if schema.index_of(SEQ).is_err() || schema.index_of(OP).is_err() {
+            return Err(WarehouseError::Input {
+                table: target.display(),
+                message: "the change rows lack _sluice_op or _sluice_seq".into(),
+            });
+        }
+        match self.staging.clone() {
+            Staging::LakeManifest { iam_role } => {
+                self.load_from_lake(target, schema, &iam_role, after, upto)
+            }
+            Staging::PostgresStandIn => {
+                self.load_over_connection(target, schema, batches, after, upto)
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.staging {
+            Staging::LakeManifest { .. } => self.pg.describe().replacen("postgres", "redshift", 1),
+            Staging::PostgresStandIn => format!("redshift dialect on {}", self.pg.describe()),
+        }
+    }
+
+    fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, WarehouseError> {
+        self.pg.query(sql)
+    }
+
+    fn wants_lake_files(&self) -> bool {
+        matches!(self.staging, Staging::LakeManifest { .. })
+    }
+
+    fn use_lake_files(&mut self, files: LakeFiles) {
+        self.files = Some(files);
+    }
+
+    fn truncated_rows(&mut self, target: &Target) -> Result<u64, WarehouseError> {
+        let sql = format!(
+            "SELECT count(*) FROM {}.{} WHERE {}",
+            q(&target.schema),
+            q(&target.table),
+            q(TRUNCATED)
+        );
+        let n: i64 = self
+            .pg
+            .run(self.pg.client().query_one(sql.as_str(), &[]))
+            .map_err(pg_error(&target.display()))?
+            .get(0);
+        Ok(n as u64)
+    }
+}

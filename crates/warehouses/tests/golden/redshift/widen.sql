@@ -1,0 +1,1 @@
+ALTER TABLE "tpch"."lineitem" ALTER COLUMN "l_comment" TYPE VARCHAR(512);

@@ -1,0 +1,299 @@
+//! Golden files for the Redshift dialect: every statement a Redshift load sends, for a fixed
+//! table, compared byte for byte with `tests/golden/redshift/*.sql`. There is no Redshift
+//! here; these pin what would be sent (review a change to them against Redshift's SQL
+//! reference). `SLUICE_BLESS=1 cargo test -p sluice-warehouses --test redshift_golden`
+//! rewrites them.
+
+use std::collections::BTreeMap;
+
+use arrow::datatypes::{DataType, Field, TimeUnit};
+use chrono::TimeZone;
+
+use sluice_core::change::TRUNCATED;
+use sluice_core::config::{Deletes, Layout, LoadMode};
+use sluice_core::names::quote_ident as q;
+use sluice_warehouses::redshift::{
+    column_type, copy_manifest, create_stage, create_table, ledger_upsert, load_time, manifest,
+    trim_stage, truncated_flag, widen, TableLayout,
+};
+use sluice_warehouses::sql::{system_columns, Apply, SystemTypes};
+
+const TYPES: SystemTypes = SystemTypes {
+    text: "VARCHAR(8)",
+    bigint: "BIGINT",
+    timestamptz: "TIMESTAMPTZ",
+    boolean: "BOOLEAN",
+};
+
+fn golden(name: &str, actual: &str) {
+    let path = format!(
+        "{}/tests/golden/redshift/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (SLUICE_BLESS=1 writes it)"));
+    assert_eq!(
+        actual, expected,
+        "{name} differs from its golden file; if the change is meant, SLUICE_BLESS=1 rewrites it"
+    );
+}
+
+fn json_field(name: &str) -> Field {
+    let meta = std::collections::HashMap::from([(
+        "ARROW:extension:name".to_string(),
+        "arrow.json".to_string(),
+    )]);
+    Field::new(name, DataType::Utf8, true).with_metadata(meta)
+}
+
+/// A lineitem-like table: its data columns with their longest values.
+fn data_columns() -> Vec<(String, String)> {
+    let fields = [
+        (Field::new("l_orderkey", DataType::Int64, false), 0),
+        (Field::new("l_linenumber", DataType::Int32, false), 0),
+        (
+            Field::new("l_quantity", DataType::Decimal128(15, 2), true),
+            0,
+        ),
+        (Field::new("l_shipdate", DataType::Date32, true), 0),
+        (Field::new("l_comment", DataType::Utf8, true), 44),
+        (Field::new("l_big", DataType::UInt64, true), 0),
+        (json_field("l_attrs"), 0),
+        (Field::new("l_blob", DataType::Binary, true), 0),
+        (
+            Field::new(
+                "l_updated",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            0,
+        ),
+    ];
+    fields
+        .iter()
+        .map(|(f, longest)| (f.name().clone(), column_type(f, *longest).unwrap()))
+        .collect()
+}
+
+fn mapped(c: &str) -> Option<String> {
+    data_columns().into_iter().map(|(n, _)| n).find(|n| n == c)
+}
+
+fn table_columns(mode: LoadMode, deletes: Deletes) -> Vec<(String, String)> {
+    let mut cols = data_columns();
+    cols.extend(system_columns(mode, deletes, &TYPES));
+    cols.push((TRUNCATED.into(), "BOOLEAN NOT NULL DEFAULT false".into()));
+    cols
+}
+
+#[test]
+fn create_table_with_dist_and_sort_keys() {
+    let layout = TableLayout::resolve(
+        &Layout {
+            diststyle: None,
+            distkey: Some("l_orderkey".into()),
+            sortkey: vec!["l_shipdate".into(), "l_orderkey".into()],
+            encode: BTreeMap::new(),
+        },
+        mapped,
+    )
+    .unwrap();
+    let sql = create_table(
+        "tpch",
+        "\"tpch\".\"lineitem\"",
+        &table_columns(LoadMode::Merge, Deletes::Hard),
+        Some(&layout),
+    );
+    golden("create_merge_distkey_sortkey.sql", &sql);
+}
+
+#[test]
+fn create_table_with_column_encodings() {
+    let layout = TableLayout::resolve(
+        &Layout {
+            diststyle: Some("EVEN".into()),
+            distkey: None,
+            sortkey: vec![],
+            encode: BTreeMap::from([
+                ("l_comment".to_string(), "zstd".to_string()),
+                ("l_orderkey".to_string(), "AZ64".to_string()),
+            ]),
+        },
+        mapped,
+    )
+    .unwrap();
+    let sql = create_table(
+        "tpch",
+        "\"tpch\".\"lineitem_history\"",
+        &table_columns(LoadMode::History, Deletes::Hard),
+        Some(&layout),
+    );
+    golden("create_history_encodings.sql", &sql);
+}
+
+#[test]
+fn layout_errors_name_the_problem() {
+    let bad = |l: Layout| TableLayout::resolve(&l, mapped).unwrap_err();
+    let base = Layout::default();
+    assert!(bad(Layout {
+        distkey: Some("nope".into()),
+        ..base.clone()
+    })
+    .contains("`nope` is not a column"));
+    assert!(bad(Layout {
+        diststyle: Some("all".into()),
+        distkey: Some("l_orderkey".into()),
+        ..base.clone()
+    })
+    .contains("distkey needs diststyle"));
+    assert!(bad(Layout {
+        diststyle: Some("key".into()),
+        ..base.clone()
+    })
+    .contains("needs distkey"));
+    assert!(bad(Layout {
+        encode: BTreeMap::from([("l_comment".into(), "gzip".into())]),
+        ..base
+    })
+    .contains("`gzip` is not one of"));
+}
+
+#[test]
+fn stage_copy_and_trim() {
+    let stage_cols: Vec<(String, String)> = [
+        ("l_orderkey", "BIGINT"),
+        ("l_comment", "VARCHAR(65535)"),
+        ("l_attrs", "VARCHAR(65535)"),
+        ("l_blob", "VARBYTE(1024000)"),
+        ("_sluice_op", "VARCHAR(8)"),
+        ("_sluice_seq", "BIGINT"),
+        ("_sluice_source_ts", "TIMESTAMPTZ"),
+        ("_sluice_ingested_at", "TIMESTAMPTZ"),
+    ]
+    .iter()
+    .map(|(n, t)| (n.to_string(), t.to_string()))
+    .collect();
+    let sql = format!(
+        "{}\n{}\n{}\n",
+        create_stage("\"sluice_stage\"", &stage_cols),
+        copy_manifest(
+            "\"sluice_stage\"",
+            "s3://lake-bucket/lake/changes/tpch/lineitem/_sluice_redshift/tpch.lineitem-6001215-1.manifest",
+            "arn:aws:iam::123456789012:role/sluice-copy"
+        )
+        .unwrap(),
+        trim_stage("\"sluice_stage\"", 1000, 6_001_215)
+    );
+    golden("stage_copy_trim.sql", &sql);
+    assert!(copy_manifest("s", "s3://b/it's", "arn").is_err());
+    assert!(copy_manifest("s", "s3://b/x", "arn\\x").is_err());
+}
+
+#[test]
+fn manifest_json() {
+    let m = manifest(&[
+        (
+            "s3://lake-bucket/lake/changes/tpch/lineitem/_sluice_ingest_date=2026-11-23/part-00000.zstd.parquet".into(),
+            52_428_800,
+        ),
+        (
+            "s3://lake-bucket/lake/changes/tpch/lineitem/_sluice_redshift/tpch.lineitem-6001215-1/00001.parquet".into(),
+            1_234,
+        ),
+    ]);
+    golden("manifest.json", &m);
+}
+
+fn apply_sql(mode: LoadMode, deletes: Deletes, truncated: &[i64]) -> String {
+    let keys = vec!["l_orderkey".to_string(), "l_linenumber".to_string()];
+    let columns: Vec<String> = data_columns().into_iter().map(|(n, _)| n).collect();
+    let values: Vec<String> = columns
+        .iter()
+        .map(|c| match c.as_str() {
+            "l_attrs" => format!("JSON_PARSE({})", q(c)),
+            _ => q(c),
+        })
+        .collect();
+    let extra = [(TRUNCATED.to_string(), truncated_flag(truncated))];
+    let now = load_time(
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+            .unwrap(),
+    );
+    let a = Apply {
+        target: "\"tpch\".\"lineitem\"",
+        stage: "\"sluice_stage\"",
+        work: "\"sluice_work\"",
+        keys: &keys,
+        columns: &columns,
+        now: &now,
+        values: &values,
+        extra: &extra,
+    };
+    let sql = match mode {
+        LoadMode::Merge => a.merge(deletes),
+        LoadMode::Append => a.append(),
+        LoadMode::Replace => a.replace(),
+        LoadMode::History => a.history(),
+    };
+    let [update, insert] = ledger_upsert(&now);
+    format!("{sql}\n{update};\n{insert};\n")
+}
+
+#[test]
+fn apply_statements() {
+    golden(
+        "apply_merge.sql",
+        &apply_sql(LoadMode::Merge, Deletes::Hard, &[]),
+    );
+    golden(
+        "apply_merge_soft_truncated.sql",
+        &apply_sql(LoadMode::Merge, Deletes::Soft, &[17, 42]),
+    );
+    golden(
+        "apply_append.sql",
+        &apply_sql(LoadMode::Append, Deletes::Hard, &[]),
+    );
+    golden(
+        "apply_replace.sql",
+        &apply_sql(LoadMode::Replace, Deletes::Hard, &[]),
+    );
+    golden(
+        "apply_history.sql",
+        &apply_sql(LoadMode::History, Deletes::Hard, &[]),
+    );
+}
+
+#[test]
+fn widen_a_varchar() {
+    golden(
+        "widen.sql",
+        &format!("{}\n", widen("\"tpch\".\"lineitem\"", "l_comment", 512)),
+    );
+}
+
+/// No statement may call what Redshift runs only on its leader node (or not at all).
+#[test]
+fn no_leader_only_functions() {
+    let all = [
+        apply_sql(LoadMode::Merge, Deletes::Soft, &[1]),
+        apply_sql(LoadMode::Append, Deletes::Hard, &[]),
+        apply_sql(LoadMode::Replace, Deletes::Hard, &[]),
+        apply_sql(LoadMode::History, Deletes::Hard, &[]),
+    ]
+    .concat()
+    .to_lowercase();
+    for f in [
+        "now()",
+        "current_timestamp",
+        "on conflict",
+        "distinct on",
+        "substr(",
+    ] {
+        assert!(!all.contains(f), "Redshift cannot run `{f}`");
+    }
+}
