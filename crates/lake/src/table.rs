@@ -450,6 +450,31 @@ mod tests {
                     .all(|f| f.path.starts_with("_sluice_ingest_date=")),
                 "{all:?}"
             );
+            // The paths resolve in the table's store, which is rooted at the table's folder
+            // (a warehouse reads them and writes its manifest beside them).
+            use object_store::ObjectStoreExt;
+            let store = table.store();
+            for f in &all {
+                let path = object_store::path::Path::parse(&f.path).unwrap();
+                assert_eq!(store.head(&path).await.unwrap().size, f.size, "{f:?}");
+            }
+            store
+                .put(
+                    &object_store::path::Path::from("_probe/x"),
+                    b"x".to_vec().into(),
+                )
+                .await
+                .unwrap();
+            assert!(dir.path().join("changes/shop/orders/_probe/x").exists());
+            assert!(
+                table
+                    .url()
+                    .as_str()
+                    .trim_end_matches('/')
+                    .ends_with("changes/shop/orders"),
+                "{}",
+                table.url()
+            );
         });
     }
 }
