@@ -15,21 +15,12 @@ Usage: bench/files_lineitem.py            (env: RUNS=3, SCRATCH=/var/tmp/sluice-
 Needs: a release build of sluice (`cargo build --release`), python3 with venv.
 Prints one JSON line and a Markdown table; appends the line to $RESULTS/sluice_files.jsonl.
 """
-import json, os, subprocess, sys
+import os, subprocess, sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "..", "shared", "bench"))
-import harness  # noqa: E402
+from common import COLUMNS, GEN, SF1_ROWS, SHARED, SLUICE, build
+import harness  # noqa: E402  (found through common's path)
 
-TARGET = os.environ.setdefault("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice-target"))
-SLUICE = os.path.join(TARGET, "release", "sluice")
-GEN = os.path.join(TARGET, "release", "examples", "tpch_lineitem")
-ROWS = {"0.1": 600_572, "1": 6_001_215, "10": 59_986_052}
-COLUMNS = """["l_orderkey bigint", "l_partkey bigint", "l_suppkey bigint", "l_linenumber int",
-  "l_quantity decimal(15,2)", "l_extendedprice decimal(15,2)", "l_discount decimal(15,2)",
-  "l_tax decimal(15,2)", "l_returnflag text", "l_linestatus text", "l_shipdate date",
-  "l_commitdate date", "l_receiptdate date", "l_shipinstruct text", "l_shipmode text", "l_comment text"]"""
+ROWS = {"0.1": 600_572, "1": SF1_ROWS, "10": 59_986_052}
 
 
 def project(base, kind):
@@ -59,7 +50,7 @@ def main():
     scratch = os.path.join(env["SCRATCH"], "sluice-files")
     os.makedirs(scratch, exist_ok=True)
     # The whole workspace, so features unify as in the tests and the cache is reused.
-    subprocess.run(["cargo", "build", "--release", "--workspace", "--examples", "--bins"], cwd=ROOT, check=True)
+    build()
     sfs = ["0.1", "1"] + (["10"] if os.environ.get("BIG") == "1" else [])
     for sf in sfs:
         base = os.path.join(scratch, f"sf{sf}")
@@ -78,7 +69,7 @@ def main():
         subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q",
                         "duckdb==2.0.0", "pyarrow==26.0.1", "deltalake==1.6.6"], check=True)
     py = os.path.join(venv, "bin", "python")
-    ref = os.path.join(ROOT, "..", "shared", "bench", "peers", "ref_inproc.py")
+    ref = os.path.join(SHARED, "peers", "ref_inproc.py")
 
     def tools(_env):
         out = []

@@ -18,16 +18,10 @@ Usage: bench/mysql_lineitem.py     (env: RUNS=3, SCRATCH=/var/tmp/sluice-bench, 
 """
 import json, os, statistics, subprocess, sys, time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-SHARED = os.path.join(ROOT, "..", "shared", "bench")
-sys.path.insert(0, SHARED)
-import harness  # noqa: E402
+from common import GEN, SF1_ROWS, SHARED, SLUICE, build
+import harness  # noqa: E402  (found through common's path)
 
-TARGET = os.environ.setdefault("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice-target"))
-SLUICE = os.path.join(TARGET, "release", "sluice")
-GEN = os.path.join(TARGET, "release", "examples", "tpch_lineitem")
-ROWS = 6_001_215
+ROWS = SF1_ROWS
 PORT = 3307
 MY = f"mariadb --no-defaults --protocol=TCP -h127.0.0.1 -P{PORT} -ubench -pbench"
 ROOT_SQL = "mariadb --no-defaults -S {sock} -uroot --local-infile=1"
@@ -145,7 +139,7 @@ def main():
         write_changes(sys.argv[2])
         return
     env = harness.load_env()
-    subprocess.run(["cargo", "build", "--release", "--workspace", "--examples", "--bins"], cwd=ROOT, check=True)
+    build()
     ensure_lineitem(env)
     base = os.path.join(env["SCRATCH"], "sluice-mysql")
     snap = project(base, "snapshot", "snapshot", ["lineitem"], 'load = "append"')

@@ -6,8 +6,8 @@ through ../shared/bench/harness.py (3 runs, median wall, peak RSS).
 Cases (6,001,215 rows):
   reference  psql \\copy lineitem FROM lineitem.csv (CSV, header) into a fresh table, no index
   (a)        sluice lake -> PostgreSQL, load = "merge"   (primary key l_orderkey, l_linenumber:
-             staged by binary COPY, inserted, unique key index built, ledger, one transaction
-             per 4M changes)
+             the first load copied straight into the table, unique key index built, ledger,
+             one transaction)
   (b)        sluice lake -> PostgreSQL, load = "append"  (binary COPY straight into the table)
 
 The lake is written once, untimed (`sync --lake-only` from the CSV drop); each timed run
@@ -15,22 +15,12 @@ drops the warehouse schema and ledger rows first, so `sluice sync` loads all 6M 
 Uses the shared private PostgreSQL (servers.sh, 127.0.0.1:5433, bench/bench).
 Usage: bench/pg_lineitem.py     (env: RUNS=3, SCRATCH=/var/tmp/sluice-bench)
 """
-import os, subprocess, sys
+import os, subprocess
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-SHARED = os.path.join(ROOT, "..", "shared", "bench")
-sys.path.insert(0, SHARED)
-import harness  # noqa: E402
+from common import COLUMNS, GEN, SF1_ROWS, SHARED, SLUICE, build
+import harness  # noqa: E402  (found through common's path)
 
-TARGET = os.environ.setdefault("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice-target"))
-SLUICE = os.path.join(TARGET, "release", "sluice")
-GEN = os.path.join(TARGET, "release", "examples", "tpch_lineitem")
-ROWS = 6_001_215
-COLUMNS = """["l_orderkey bigint", "l_partkey bigint", "l_suppkey bigint", "l_linenumber int",
-  "l_quantity decimal(15,2)", "l_extendedprice decimal(15,2)", "l_discount decimal(15,2)",
-  "l_tax decimal(15,2)", "l_returnflag text", "l_linestatus text", "l_shipdate date",
-  "l_commitdate date", "l_receiptdate date", "l_shipinstruct text", "l_shipmode text", "l_comment text"]"""
+ROWS = SF1_ROWS
 DDL = """CREATE TABLE lineitem (
     l_orderkey BIGINT NOT NULL, l_partkey BIGINT NOT NULL, l_suppkey BIGINT NOT NULL, l_linenumber INT NOT NULL,
     l_quantity NUMERIC(15,2) NOT NULL, l_extendedprice NUMERIC(15,2) NOT NULL,
@@ -70,7 +60,7 @@ def main():
     base = os.path.join(env["SCRATCH"], "sluice-files", "sf1")
     csv_dir = os.path.join(base, "drops-csv")
     csv = os.path.join(csv_dir, "20240101", "lineitem.csv")
-    subprocess.run(["cargo", "build", "--release", "--workspace", "--examples", "--bins"], cwd=ROOT, check=True)
+    build()
     if not os.path.exists(csv):
         os.makedirs(os.path.dirname(csv), exist_ok=True)
         tbl = os.path.join(base, "drops-tbl", "20240101", "lineitem.tbl")

@@ -162,17 +162,16 @@ fn database_url_errors(url: &str, schemes: &[&str], example: &str) -> Vec<(&'sta
     }
 }
 
-/// PostgreSQL warehouse settings: the URL's shape, no password in it, a known TLS mode.
+/// Settings of a warehouse reached by PostgreSQL's protocol: the URL's shape (one of
+/// `schemes`, as in `example`), no password in it, a known TLS mode.
 fn validate_postgres(
     url: &str,
+    schemes: &[&str],
+    example: &str,
     ssl_mode: Option<&str>,
     has_ca: bool,
 ) -> Vec<(&'static str, String)> {
-    let mut errs = database_url_errors(
-        url,
-        &["postgres", "postgresql"],
-        "postgres://user@host:5432",
-    );
+    let mut errs = database_url_errors(url, schemes, example);
     match ssl_mode {
         None | Some("disable") | Some("prefer") | Some("require") => {}
         Some("verify-ca") | Some("verify-full") => {
@@ -605,9 +604,13 @@ impl Config {
                     ssl_ca,
                     ..
                 } => {
-                    for (key, message) in
-                        validate_postgres(url, ssl_mode.as_deref(), ssl_ca.is_some())
-                    {
+                    for (key, message) in validate_postgres(
+                        url,
+                        &["postgres", "postgresql"],
+                        "postgres://user@host:5432",
+                        ssl_mode.as_deref(),
+                        ssl_ca.is_some(),
+                    ) {
                         err(format!("warehouses.{name}.{key}"), message);
                     }
                 }
@@ -619,13 +622,12 @@ impl Config {
                     ..
                 } => {
                     let mut errs = validate_postgres(
-                        &url.replacen("redshift://", "postgres://", 1),
+                        url,
+                        &["redshift", "postgres", "postgresql"],
+                        "redshift://user@cluster.region.redshift.amazonaws.com:5439",
                         ssl_mode.as_deref(),
                         ssl_ca.is_some(),
                     );
-                    for e in &mut errs {
-                        e.1 = e.1.replace("postgres://", "redshift://");
-                    }
                     if !iam_role.starts_with("arn:aws") || !iam_role.contains(":role/") {
                         errs.push((
                             "iam_role",

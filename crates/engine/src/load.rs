@@ -45,6 +45,35 @@ async fn changes_session(log: &LakeTable) -> Result<SessionContext, EngineError>
     Ok(ctx)
 }
 
+type Loaded = (
+    Box<dyn Warehouse>,
+    Result<sluice_warehouses::LoadReport, EngineError>,
+);
+
+/// Runs the warehouse's (blocking) load of `batches` off the async threads.
+async fn apply(
+    wh: Box<dyn Warehouse>,
+    target: &Target,
+    schema: &SchemaRef,
+    batches: impl Iterator<Item = Result<RecordBatch, String>> + Send + 'static,
+    upto: LedgerEntry,
+) -> Loaded {
+    let target = target.clone();
+    let schema = schema.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut wh = wh;
+        let mut batches = batches;
+        let r = wh.load(&target, &schema, &mut batches, upto);
+        (wh, r)
+    })
+    .await;
+    match joined {
+        Ok((wh, r)) => (wh, r.map_err(EngineError::from)),
+        // The warehouse handle was lost with the task: only a panic gets here.
+        Err(e) => panic!("warehouse task failed: {e}"),
+    }
+}
+
 /// Streams changes with `after < _sluice_seq <= upto.seq` into one warehouse transaction.
 async fn load_range(
     ctx: &SessionContext,
@@ -53,24 +82,10 @@ async fn load_range(
     schema: &SchemaRef,
     after: i64,
     upto: LedgerEntry,
-) -> (
-    Box<dyn Warehouse>,
-    Result<sluice_warehouses::LoadReport, EngineError>,
-) {
+) -> Loaded {
     if wh.wants_lake_files() {
         // It copies the lake's files itself (given before this call): nothing to stream.
-        let target = target.clone();
-        let schema = schema.clone();
-        return match tokio::task::spawn_blocking(move || {
-            let mut wh = wh;
-            let r = wh.load(&target, &schema, &mut std::iter::empty(), upto);
-            (wh, r)
-        })
-        .await
-        {
-            Ok((wh, r)) => (wh, r.map_err(EngineError::from)),
-            Err(e) => panic!("warehouse task failed: {e}"),
-        };
+        return apply(wh, target, schema, std::iter::empty(), upto).await;
     }
     let cols: Vec<String> = schema
         .fields()
@@ -96,20 +111,9 @@ async fn load_range(
             }
         }
     });
-    let target = target.clone();
-    let schema = schema.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let mut wh = wh;
-        let r = wh.load(&target, &schema, &mut rx.into_iter(), upto);
-        (wh, r)
-    })
-    .await;
+    let loaded = apply(wh, target, schema, rx.into_iter(), upto).await;
     feeder.abort();
-    match joined {
-        Ok((wh, r)) => (wh, r.map_err(EngineError::from)),
-        // The warehouse handle was lost with the task: only a panic gets here.
-        Err(e) => panic!("warehouse task failed: {e}"),
-    }
+    loaded
 }
 
 pub async fn load(project: &Project, spec: &TableSpec) -> Result<Vec<LoadResult>, EngineError> {
@@ -169,6 +173,7 @@ pub async fn load(project: &Project, spec: &TableSpec) -> Result<Vec<LoadResult>
                         .into_iter()
                         .map(|f| (f.path, f.size))
                         .collect(),
+                    after,
                 });
             }
             let (back, report) = load_range(&ctx, wh, &target, &schema, after, upto).await;

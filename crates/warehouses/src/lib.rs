@@ -37,6 +37,8 @@ pub struct LakeFiles {
     pub store: Arc<dyn object_store::ObjectStore>,
     /// `(path relative to the folder, size in bytes)`.
     pub files: Vec<(String, u64)>,
+    /// The load's changes are those after this `_sluice_seq` (the files may hold earlier ones).
+    pub after: i64,
 }
 
 /// A destination for change batches.

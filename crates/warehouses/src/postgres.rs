@@ -34,7 +34,7 @@ use futures::SinkExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use sluice_core::change::{is_change_column, INGESTED_AT, LOADED_AT, OP, SEQ, SOURCE_TS};
+use sluice_core::change::{INGESTED_AT, LOADED_AT, OP, SEQ, SOURCE_TS};
 use sluice_core::config::LoadMode;
 use sluice_core::failpoint;
 use sluice_core::names::{identifier, quote_ident as q};
@@ -105,6 +105,68 @@ fn server_message(e: &tokio_postgres::Error) -> String {
                 cause = c.source();
             }
             m
+        }
+    }
+}
+
+/// The ledger move of PostgreSQL: one upsert.
+const LEDGER_UPSERT: &str =
+    "INSERT INTO _sluice.ledger VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+ ON CONFLICT (target_schema, target_table) DO UPDATE SET
+   lake_version = excluded.lake_version, lake_seq = excluded.lake_seq,
+   changes_loaded = _sluice.ledger.changes_loaded + excluded.changes_loaded,
+   loaded_at = excluded.loaded_at, load_mode = excluded.load_mode";
+
+/// Moves `target`'s ledger row to `upto` by `statements`, whose parameters are `$1` schema,
+/// `$2` table, `$3` source, `$4` source table, `$5` load mode, `$6` lake version, `$7` seq,
+/// `$8` changes loaded.
+pub(crate) async fn move_ledger(
+    client: &Client,
+    statements: &[&str],
+    target: &Target,
+    upto: LedgerEntry,
+    changes: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let mode = target.mode.name();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        &target.schema,
+        &target.table,
+        &target.source,
+        &target.source_table,
+        &mode,
+        &upto.lake_version,
+        &upto.seq,
+        &changes,
+    ];
+    for sql in statements {
+        client.execute(*sql, &params).await?;
+    }
+    Ok(())
+}
+
+/// Runs `body` in a transaction on `client`: committed when it succeeds (the crash failpoint
+/// just before), rolled back when it fails.
+pub(crate) async fn in_transaction<T>(
+    client: &Client,
+    table: &str,
+    body: impl std::future::Future<Output = Result<T, WarehouseError>>,
+) -> Result<T, WarehouseError> {
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(pg_error(table))?;
+    match body.await {
+        Ok(value) => {
+            failpoint::hit(failpoint::BEFORE_WAREHOUSE_COMMIT);
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(pg_error(table))?;
+            Ok(value)
+        }
+        Err(err) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(err)
         }
     }
 }
@@ -321,31 +383,14 @@ impl Postgres {
             .filter(|(_, f)| staged || f.name() != INGESTED_AT)
             .map(|(i, _)| i)
             .collect();
-        let warehouse_name = |f: &Field| -> String {
-            if is_change_column(f.name()) {
-                f.name().clone()
-            } else {
-                columns
-                    .mapped_of(f.name())
-                    .expect("data column")
-                    .to_string()
-            }
-        };
-        let copy_list: Vec<String> = copied
-            .iter()
-            .map(|&i| q(&warehouse_name(schema.field(i))))
-            .collect();
+        // `(name, type)` of every change column; the COPY carries `copied` of them.
+        let stage_columns = columns.staged(schema, target, postgres_type)?;
+        let copy_list: Vec<String> = copied.iter().map(|&i| q(&stage_columns[i].0)).collect();
         let into = if staged {
-            let mut cols = Vec::new();
-            for &i in &copied {
-                let f = schema.field(i);
-                let t = postgres_type(f).ok_or_else(|| WarehouseError::Type {
-                    table: name.clone(),
-                    column: f.name().clone(),
-                    data_type: f.data_type().to_string(),
-                })?;
-                cols.push(format!("{} {t}", q(&warehouse_name(f))));
-            }
+            let cols: Vec<String> = copied
+                .iter()
+                .map(|&i| format!("{} {}", q(&stage_columns[i].0), stage_columns[i].1))
+                .collect();
             client
                 .batch_execute(&format!(
                     "CREATE TEMP TABLE {STAGE} ({}) ON COMMIT DROP;",
@@ -456,24 +501,7 @@ impl Postgres {
                 client.batch_execute(&sql).await.map_err(&e)?;
             }
         }
-        client
-            .execute(
-                "INSERT INTO _sluice.ledger VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
-                 ON CONFLICT (target_schema, target_table) DO UPDATE SET
-                   lake_version = excluded.lake_version, lake_seq = excluded.lake_seq,
-                   changes_loaded = _sluice.ledger.changes_loaded + excluded.changes_loaded,
-                   loaded_at = excluded.loaded_at, load_mode = excluded.load_mode",
-                &[
-                    &target.schema,
-                    &target.table,
-                    &target.source,
-                    &target.source_table,
-                    &target.mode.name(),
-                    &upto.lake_version,
-                    &upto.seq,
-                    &(changes as i64),
-                ],
-            )
+        move_ledger(client, &[LEDGER_UPSERT], target, upto, changes as i64)
             .await
             .map_err(&e)?;
         let rows_after: i64 = client
@@ -520,26 +548,11 @@ impl Warehouse for Postgres {
     ) -> Result<LoadReport, WarehouseError> {
         let client = &self.client;
         let name = target.display();
-        self.run(async move {
-            client
-                .batch_execute("BEGIN")
-                .await
-                .map_err(pg_error(&name))?;
-            match Self::load_in_transaction(client, target, schema, batches, upto).await {
-                Ok(report) => {
-                    failpoint::hit(failpoint::BEFORE_WAREHOUSE_COMMIT);
-                    client
-                        .batch_execute("COMMIT")
-                        .await
-                        .map_err(pg_error(&name))?;
-                    Ok(report)
-                }
-                Err(err) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    Err(err)
-                }
-            }
-        })
+        self.run(in_transaction(
+            client,
+            &name,
+            Self::load_in_transaction(client, target, schema, batches, upto),
+        ))
     }
 
     fn describe(&self) -> String {

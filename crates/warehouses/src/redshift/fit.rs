@@ -22,41 +22,30 @@ pub struct Fit {
     pub truncated: Vec<i64>,
 }
 
-/// Byte lengths of a text or bytes array's values (None for NULL); None for other types.
-fn lengths(array: &dyn Array) -> Option<Vec<Option<usize>>> {
-    Some(match array.data_type() {
-        DataType::Utf8 => array
-            .as_string::<i32>()
-            .iter()
-            .map(|v| v.map(str::len))
-            .collect(),
-        DataType::LargeUtf8 => array
-            .as_string::<i64>()
-            .iter()
-            .map(|v| v.map(str::len))
-            .collect(),
-        DataType::Utf8View => array
-            .as_string_view()
-            .iter()
-            .map(|v| v.map(str::len))
-            .collect(),
-        DataType::Binary => array
-            .as_binary::<i32>()
-            .iter()
-            .map(|v| v.map(<[u8]>::len))
-            .collect(),
-        DataType::LargeBinary => array
-            .as_binary::<i64>()
-            .iter()
-            .map(|v| v.map(<[u8]>::len))
-            .collect(),
-        DataType::BinaryView => array
-            .as_binary_view()
-            .iter()
-            .map(|v| v.map(<[u8]>::len))
-            .collect(),
-        _ => return None,
-    })
+/// Calls `f(row, byte length)` for every non-null value of a text or bytes array; false (and
+/// no calls) for other types.
+fn each_length(array: &dyn Array, mut f: impl FnMut(usize, usize)) -> bool {
+    let mut visit = |lens: &mut dyn Iterator<Item = Option<usize>>| {
+        for (row, len) in lens.enumerate() {
+            if let Some(len) = len {
+                f(row, len);
+            }
+        }
+    };
+    match array.data_type() {
+        DataType::Utf8 => visit(&mut array.as_string::<i32>().iter().map(|v| v.map(str::len))),
+        DataType::LargeUtf8 => visit(&mut array.as_string::<i64>().iter().map(|v| v.map(str::len))),
+        DataType::Utf8View => visit(&mut array.as_string_view().iter().map(|v| v.map(str::len))),
+        DataType::Binary => visit(&mut array.as_binary::<i32>().iter().map(|v| v.map(<[u8]>::len))),
+        DataType::LargeBinary => {
+            visit(&mut array.as_binary::<i64>().iter().map(|v| v.map(<[u8]>::len)))
+        }
+        DataType::BinaryView => {
+            visit(&mut array.as_binary_view().iter().map(|v| v.map(<[u8]>::len)))
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// The longest prefix of `s` of at most `limit` bytes that ends on a character boundary.
@@ -121,19 +110,19 @@ impl Fit {
         let mut changed = false;
         for (i, bound) in bounds.iter().enumerate() {
             let Some(limit) = bound.limit() else { continue };
-            let Some(lens) = lengths(columns[i].as_ref()) else {
-                continue;
-            };
             let name = schema.field(i).name();
             let mut longest = 0usize;
             let mut over = false;
-            for (row, len) in lens.iter().enumerate() {
-                let Some(len) = *len else { continue };
+            let truncated = &mut self.truncated;
+            let measured = each_length(columns[i].as_ref(), |row, len| {
                 if len > limit {
                     over = true;
-                    self.truncated.push(seqs.value(row));
+                    truncated.push(seqs.value(row));
                 }
                 longest = longest.max(len.min(limit));
+            });
+            if !measured {
+                continue;
             }
             let max = self.max_bytes.entry(name.clone()).or_default();
             *max = (*max).max(longest);

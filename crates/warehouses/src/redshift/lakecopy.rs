@@ -236,6 +236,7 @@ mod tests {
                 table_url: url::Url::parse("s3://bucket/lake/changes/shop/orders/").unwrap(),
                 store: store.clone(),
                 files: vec![(a.into(), size_a), (b.into(), size_b)],
+                after: 0,
             };
             let bounds = HashMap::from([("name".to_string(), Bound::Text)]);
             let m = write_manifest(&files, &bounds, "load1").await.unwrap();

@@ -43,14 +43,13 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use tokio_postgres::Client;
 
-use sluice_core::change::{OP, SEQ, TRUNCATED};
+use sluice_core::change::TRUNCATED;
 use sluice_core::config::LoadMode;
-use sluice_core::failpoint;
 use sluice_core::names::quote_ident as q;
 
 use crate::columns::{shape_table, Columns};
 use crate::pgcopy::postgres_type;
-use crate::postgres::{pg_error, PgOptions, Postgres};
+use crate::postgres::{in_transaction, move_ledger, pg_error, PgOptions, Postgres};
 use crate::sql::{system_columns, Apply};
 use crate::{LakeFiles, LedgerEntry, LoadReport, Target, Warehouse, WarehouseError};
 
@@ -240,18 +239,9 @@ impl Redshift {
             .await
             .map_err(&e)?;
         let [update, insert] = ledger_upsert(now);
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
-            &target.schema,
-            &target.table,
-            &target.source,
-            &target.source_table,
-            &target.mode.name(),
-            &upto.lake_version,
-            &upto.seq,
-            &changes,
-        ];
-        client.execute(update.as_str(), &params).await.map_err(&e)?;
-        client.execute(insert.as_str(), &params).await.map_err(&e)?;
+        move_ledger(client, &[&update, &insert], target, upto, changes)
+            .await
+            .map_err(&e)?;
         let rows_after: i64 = client
             .query_one(format!("SELECT count(*) FROM {tgt}").as_str(), &[])
             .await
@@ -263,18 +253,12 @@ impl Redshift {
         })
     }
 
-    async fn commit(client: &Client, name: &str) -> Result<(), WarehouseError> {
-        failpoint::hit(failpoint::BEFORE_WAREHOUSE_COMMIT);
-        client.batch_execute("COMMIT").await.map_err(pg_error(name))
-    }
-
     /// Redshift: the lake's files through a manifest.
     fn load_from_lake(
         &mut self,
         target: &Target,
         schema: &SchemaRef,
         iam_role: &str,
-        after: i64,
         upto: LedgerEntry,
     ) -> Result<LoadReport, WarehouseError> {
         let name = target.display();
@@ -318,36 +302,30 @@ impl Redshift {
             for statement in self.shape(target, &columns, &manifest.fit, existing)? {
                 client.batch_execute(&statement).await.map_err(&e)?;
             }
-            client.batch_execute("BEGIN").await.map_err(&e)?;
-            let staged = async {
+            in_transaction(client, &name, async {
+                // The files are whole commits; the load is a range of seqs.
                 let sql = format!(
                     "{}\n{copy}\n{}",
                     create_stage(STAGE, &stage_columns),
-                    trim_stage(STAGE, after, upto.seq)
+                    trim_stage(STAGE, files.after, upto.seq)
                 );
                 client.batch_execute(&sql).await.map_err(&e)?;
                 Self::apply(client, target, &columns, &keys, &manifest.fit, &now, upto).await
-            };
-            match staged.await {
-                Ok(report) => Self::commit(client, &name).await.map(|()| report),
-                Err(err) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    Err(err)
-                }
-            }
+            })
+            .await
         });
         self.pg.run(manifest.remove(&files.store));
         result
     }
 
     /// The PostgreSQL stand-in: rows sent over the connection by binary COPY, fitted to
-    /// Redshift's widths on the way, into the same staging table.
+    /// Redshift's widths on the way, into the same staging table. They are the load's range
+    /// already, so the stage needs no trimming.
     fn load_over_connection(
         &mut self,
         target: &Target,
         schema: &SchemaRef,
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
-        after: i64,
         upto: LedgerEntry,
     ) -> Result<LoadReport, WarehouseError> {
         let name = target.display();
@@ -364,38 +342,23 @@ impl Redshift {
         let now = load_time(chrono::Utc::now());
         let client = self.pg.client();
         let this = &*self;
-        self.pg.run(async {
+        self.pg.run(in_transaction(client, &name, async {
             let e = pg_error(&name);
-            client.batch_execute("BEGIN").await.map_err(&e)?;
-            let staged = async {
-                client
-                    .batch_execute(&create_stage(STAGE, &stage_columns))
-                    .await
-                    .map_err(&e)?;
-                let mut fit = Fit::default();
-                {
-                    let mut fitted = batches.map(|b| b.and_then(|b| fit.fit(&b, &bounds)));
-                    Postgres::copy_changes(client, &copy, schema, &copied, &mut fitted, &name)
-                        .await?;
-                }
-                client
-                    .batch_execute(&trim_stage(STAGE, after, upto.seq))
-                    .await
-                    .map_err(&e)?;
-                let existing = Self::existing_columns(client, target).await.map_err(&e)?;
-                for statement in this.shape(target, &columns, &fit, existing)? {
-                    client.batch_execute(&statement).await.map_err(&e)?;
-                }
-                Self::apply(client, target, &columns, &keys, &fit, &now, upto).await
-            };
-            match staged.await {
-                Ok(report) => Self::commit(client, &name).await.map(|()| report),
-                Err(err) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    Err(err)
-                }
+            client
+                .batch_execute(&create_stage(STAGE, &stage_columns))
+                .await
+                .map_err(&e)?;
+            let mut fit = Fit::default();
+            {
+                let mut fitted = batches.map(|b| b.and_then(|b| fit.fit(&b, &bounds)));
+                Postgres::copy_changes(client, &copy, schema, &copied, &mut fitted, &name).await?;
             }
-        })
+            let existing = Self::existing_columns(client, target).await.map_err(&e)?;
+            for statement in this.shape(target, &columns, &fit, existing)? {
+                client.batch_execute(&statement).await.map_err(&e)?;
+            }
+            Self::apply(client, target, &columns, &keys, &fit, &now, upto).await
+        }))
     }
 }
 
@@ -422,20 +385,11 @@ impl Warehouse for Redshift {
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
         upto: LedgerEntry,
     ) -> Result<LoadReport, WarehouseError> {
-        let after = self.ledger(target)?.map(|l| l.seq).unwrap_or(0);
-        if schema.index_of(SEQ).is_err() || schema.index_of(OP).is_err() {
-            return Err(WarehouseError::Input {
-                table: target.display(),
-                message: "the change rows lack _sluice_op or _sluice_seq".into(),
-            });
-        }
         match self.staging.clone() {
             Staging::LakeManifest { iam_role } => {
-                self.load_from_lake(target, schema, &iam_role, after, upto)
+                self.load_from_lake(target, schema, &iam_role, upto)
             }
-            Staging::PostgresStandIn => {
-                self.load_over_connection(target, schema, batches, after, upto)
-            }
+            Staging::PostgresStandIn => self.load_over_connection(target, schema, batches, upto),
         }
     }
 

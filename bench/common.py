@@ -1,0 +1,23 @@
+"""What the lineitem benchmarks share: where sluice, its TPC-H generator and the shared
+harness are, lineitem's declared columns, and the build they run."""
+import os, subprocess, sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SHARED = os.path.join(ROOT, "..", "shared", "bench")
+sys.path.insert(0, SHARED)  # for `import harness`
+
+TARGET = os.environ.setdefault("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice-target"))
+SLUICE = os.path.join(TARGET, "release", "sluice")
+GEN = os.path.join(TARGET, "release", "examples", "tpch_lineitem")
+SF1_ROWS = 6_001_215
+# lineitem as a files source declares it (`columns = ...` in sluice.toml).
+COLUMNS = """["l_orderkey bigint", "l_partkey bigint", "l_suppkey bigint", "l_linenumber int",
+  "l_quantity decimal(15,2)", "l_extendedprice decimal(15,2)", "l_discount decimal(15,2)",
+  "l_tax decimal(15,2)", "l_returnflag text", "l_linestatus text", "l_shipdate date",
+  "l_commitdate date", "l_receiptdate date", "l_shipinstruct text", "l_shipmode text", "l_comment text"]"""
+
+
+def build():
+    """The release binary and the generator, as every benchmark runs them."""
+    subprocess.run(["cargo", "build", "--release", "--workspace", "--examples", "--bins"], cwd=ROOT, check=True)
