@@ -290,13 +290,138 @@ pub enum Deletes {
     Soft,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+/// What the schema gate does with one kind of change between lake and warehouse.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SchemaPolicy {
+    /// Stop loading the table until `sluice schema accept` (the lake goes on capturing).
     #[default]
     Halt,
+    /// Add the nullable column (or variant column) to the warehouse table.
     Evolve,
+    /// Keep the warehouse table's shape; count what is left out.
     Freeze,
+}
+
+impl SchemaPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            SchemaPolicy::Halt => "halt",
+            SchemaPolicy::Evolve => "evolve",
+            SchemaPolicy::Freeze => "freeze",
+        }
+    }
+}
+
+/// `schema_changes = "halt"`, or per kind:
+/// `schema_changes = { new_column = "evolve", incompatible_type = "halt" }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaChangesSpec {
+    All(SchemaPolicy),
+    Kinds(SchemaKindPolicies),
+}
+
+// By hand rather than `untagged`, so a mistake is named ("unknown variant `stop`", "unknown
+// field `new_col`") instead of "did not match any variant".
+impl<'de> Deserialize<'de> for SchemaChangesSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, IntoDeserializer};
+        struct Spec;
+        impl<'de> de::Visitor<'de> for Spec {
+            type Value = SchemaChangesSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"halt\", \"evolve\" or \"freeze\", or a table of them by kind (new_table, new_column, dropped_column, widened_type, incompatible_type)")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<SchemaChangesSpec, E> {
+                SchemaPolicy::deserialize(s.into_deserializer()).map(SchemaChangesSpec::All)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, m: A) -> Result<SchemaChangesSpec, A::Error> {
+                SchemaKindPolicies::deserialize(de::value::MapAccessDeserializer::new(m))
+                    .map(SchemaChangesSpec::Kinds)
+            }
+        }
+        d.deserialize_any(Spec)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaKindPolicies {
+    pub new_table: Option<SchemaPolicy>,
+    pub new_column: Option<SchemaPolicy>,
+    pub dropped_column: Option<SchemaPolicy>,
+    pub widened_type: Option<SchemaPolicy>,
+    pub incompatible_type: Option<SchemaPolicy>,
+}
+
+/// The resolved policy of each kind of change for one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaPolicies {
+    pub new_table: SchemaPolicy,
+    pub new_column: SchemaPolicy,
+    pub dropped_column: SchemaPolicy,
+    pub widened_type: SchemaPolicy,
+    pub incompatible_type: SchemaPolicy,
+}
+
+impl Default for SchemaPolicies {
+    /// New tables are created; every other change halts the table.
+    fn default() -> Self {
+        SchemaPolicies {
+            new_table: SchemaPolicy::Evolve,
+            new_column: SchemaPolicy::Halt,
+            dropped_column: SchemaPolicy::Halt,
+            widened_type: SchemaPolicy::Halt,
+            incompatible_type: SchemaPolicy::Halt,
+        }
+    }
+}
+
+impl SchemaPolicies {
+    /// Every policy the same, new tables included.
+    pub fn all(p: SchemaPolicy) -> SchemaPolicies {
+        SchemaPolicies {
+            new_table: p,
+            new_column: p,
+            dropped_column: p,
+            widened_type: p,
+            incompatible_type: p,
+        }
+    }
+
+    /// These policies with `spec` applied over them. A single word sets every kind of change
+    /// to a table's columns; `new_table` only changes when named, so `"halt"` still lets a
+    /// first sync create its tables (DESIGN.md: new tables get their warehouse table).
+    pub fn with(mut self, spec: Option<&SchemaChangesSpec>) -> SchemaPolicies {
+        match spec {
+            None => {}
+            Some(SchemaChangesSpec::All(p)) => {
+                self = SchemaPolicies {
+                    new_table: self.new_table,
+                    ..SchemaPolicies::all(*p)
+                }
+            }
+            Some(SchemaChangesSpec::Kinds(k)) => {
+                self.new_table = k.new_table.unwrap_or(self.new_table);
+                self.new_column = k.new_column.unwrap_or(self.new_column);
+                self.dropped_column = k.dropped_column.unwrap_or(self.dropped_column);
+                self.widened_type = k.widened_type.unwrap_or(self.widened_type);
+                self.incompatible_type = k.incompatible_type.unwrap_or(self.incompatible_type);
+            }
+        }
+        self
+    }
+
+    pub fn of(&self, kind: crate::schema::ChangeKind) -> SchemaPolicy {
+        use crate::schema::ChangeKind as K;
+        match kind {
+            K::NewTable => self.new_table,
+            K::NewColumn => self.new_column,
+            K::DroppedColumn => self.dropped_column,
+            K::WidenedType => self.widened_type,
+            K::IncompatibleType => self.incompatible_type,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -327,8 +452,8 @@ pub struct TableConfig {
     pub load: Option<LoadSpec>,
     /// Overrides the source's `deletes`.
     pub deletes: Option<Deletes>,
-    /// Overrides the source's `schema_changes`.
-    pub schema_changes: Option<SchemaPolicy>,
+    /// Overrides the source's `schema_changes` (kind by kind when given per kind).
+    pub schema_changes: Option<SchemaChangesSpec>,
     /// Physical layout of the warehouse table, where the warehouse has one (Redshift).
     pub layout: Option<Layout>,
 }
@@ -365,7 +490,8 @@ pub struct SourceConfig {
     /// merge | append | replace | history, or a list; default merge when a key is known, else append.
     pub load: Option<LoadSpec>,
     pub deletes: Option<Deletes>,
-    pub schema_changes: Option<SchemaPolicy>,
+    /// halt | evolve | freeze, or per kind of change (see [`SchemaPolicies`]).
+    pub schema_changes: Option<SchemaChangesSpec>,
 
     // files
     /// csv | tsv | json | parquet; default from the file extension, else csv.
@@ -483,7 +609,7 @@ pub struct TableSpec {
     pub primary_key: Vec<String>,
     pub loads: Vec<LoadMode>,
     pub deletes: Deletes,
-    pub schema_changes: SchemaPolicy,
+    pub schema_changes: SchemaPolicies,
     pub warehouse: String,
     /// Cursor column (incremental mode).
     pub cursor: Option<String>,
@@ -913,10 +1039,9 @@ impl Config {
             primary_key,
             loads,
             deletes: overrides.deletes.or(src.deletes).unwrap_or_default(),
-            schema_changes: overrides
-                .schema_changes
-                .or(src.schema_changes)
-                .unwrap_or_default(),
+            schema_changes: SchemaPolicies::default()
+                .with(src.schema_changes.as_ref())
+                .with(overrides.schema_changes.as_ref()),
             warehouse,
             cursor: overrides.cursor.clone().or_else(|| src.cursor.clone()),
             layout: overrides.layout.clone().unwrap_or_default(),
@@ -1219,5 +1344,46 @@ primary_key = ["s_suppkey"]
             "{text:?}"
         );
         assert!(!text.iter().any(|t| t.contains("secret")), "{text:?}");
+    }
+
+    #[test]
+    fn schema_changes_take_a_word_or_policies_by_kind() {
+        use crate::schema::ChangeKind;
+        let cfg = "[sources.a]\nkind = \"files\"\nurl = \"x\"\ntable = \"t\"\nschema_changes = \"freeze\"\n[sources.a.tables.t]\nschema_changes = { new_column = \"evolve\", new_table = \"halt\" }\n[sources.u]\nkind = \"files\"\nurl = \"y\"\nschema_changes = \"freeze\"\n";
+        let c = Config::parse(cfg, Path::new(".")).unwrap();
+        let tables = c.all_tables();
+        let t = &tables
+            .iter()
+            .find(|s| s.table == "t")
+            .unwrap()
+            .schema_changes;
+        let u = &tables
+            .iter()
+            .find(|s| s.table == "u")
+            .unwrap()
+            .schema_changes;
+        // The word sets every change to columns; the table overrides two kinds.
+        assert_eq!(t.of(ChangeKind::NewColumn), SchemaPolicy::Evolve);
+        assert_eq!(t.of(ChangeKind::NewTable), SchemaPolicy::Halt);
+        assert_eq!(t.of(ChangeKind::IncompatibleType), SchemaPolicy::Freeze);
+        assert_eq!(u.of(ChangeKind::DroppedColumn), SchemaPolicy::Freeze);
+        // new_table only changes when named.
+        assert_eq!(u.of(ChangeKind::NewTable), SchemaPolicy::Evolve);
+
+        for (bad, words) in [
+            ("\"stop\"", "stop"),
+            ("{ new_col = \"halt\" }", "new_col"),
+            ("{ new_column = \"maybe\" }", "maybe"),
+        ] {
+            let text =
+                format!("[sources.a]\nkind = \"files\"\nurl = \"x\"\nschema_changes = {bad}\n");
+            let errs = Config::parse(&text, Path::new(".")).unwrap_err();
+            let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            assert!(
+                all.iter()
+                    .any(|e| e.contains(words) && e.contains("line 4")),
+                "{all:?}"
+            );
+        }
     }
 }

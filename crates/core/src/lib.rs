@@ -5,6 +5,7 @@
 //! - [`secret`]: secrets resolved at use from env or file, never printed;
 //! - [`names`]: source names to warehouse identifiers, and identifier quoting;
 //! - [`types`]: the column type names users write in config, mapped to Arrow in one place.
+//! - [`schema`]: the schema catalog (versions and changes) and the rules naming each change;
 //! - [`reject`]: a malformed input record on its way to the quarantine;
 //! - [`store`]: object stores (local folders, `s3://`) from URLs.
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod failpoint;
 pub mod names;
 pub mod reject;
+pub mod schema;
 pub mod secret;
 pub mod store;
 pub mod types;

@@ -39,6 +39,9 @@ pub struct ExtractReport {
     pub zero_dates: u64,
     /// Lake version after the last commit of this run (None: nothing new).
     pub lake_version: Option<i64>,
+    /// Schema changes the lake took in this run (new columns, variant columns, drops).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schema_changes: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -77,11 +80,21 @@ pub async fn extract(
         return Ok(report);
     }
 
+    // Files the new table's schema was inferred from: the union of their columns, so one of
+    // them lacking a column is no drop.
+    let mut inferred_from: Vec<String> = Vec::new();
     let mut log = match log.take() {
         Some(t) => t,
-        None => create_log(project, spec, &source, &pending).await?,
+        None => {
+            inferred_from = pending
+                .iter()
+                .take(sluice_core::config::DEFAULT_SAMPLE_FILES)
+                .map(|e| e.id.clone())
+                .collect();
+            create_log(project, spec, &source, &pending).await?
+        }
     };
-    let data = Arc::new(data_schema(log.schema()?.as_ref()));
+    let mut data = Arc::new(data_schema(log.schema()?.as_ref()));
     let mut seq = log.last_seq().await?;
     let mut quarantine = Quarantine::new(&project.lake, &spec.source, &spec.table);
     let ingested_at = Utc::now();
@@ -92,6 +105,19 @@ pub async fn extract(
 
     for entry in pending {
         let position = file_position(&entry.id);
+        let file = source.fetch(&entry).await?;
+        // Declared columns are a contract: values off it are quarantined, not evolved.
+        let (file, changes) = match source.declared_schema() {
+            Some(_) => (file, Vec::new()),
+            None => {
+                let drops = !inferred_from.contains(&entry.id);
+                take_schema_changes(&source, &entry, file, &mut log, drops).await?
+            }
+        };
+        if !changes.is_empty() {
+            data = Arc::new(data_schema(log.schema()?.as_ref()));
+            report.schema_changes.extend(changes);
+        }
         let mut writer = log.writer()?;
         let mut rejects = Vec::new();
         let (tx, mut rx) = mpsc::channel::<FileEvent>(4);
@@ -99,7 +125,6 @@ pub async fn extract(
             let source = source.clone();
             let entry = entry.clone();
             let data: SchemaRef = data.clone();
-            let file = source.fetch(&entry).await?;
             tokio::task::spawn_blocking(move || {
                 source.read(&entry, &file, &data, &mut |ev| {
                     tx.blocking_send(ev).map_err(|_| {
@@ -160,6 +185,46 @@ pub async fn extract(
         tracing::info!(source = %spec.source, table = %spec.table, file = %entry.id, rows, rejects = rejects.len(), version = ?version, "file landed");
     }
     Ok(report)
+}
+
+/// Holds a file's columns against the lake table's and commits what differs as a schema change
+/// before the file's data (new columns, variant columns for off-type values, drops when
+/// `drops` and the file lists all its columns). Returns the file back and the changes, as
+/// text for the report. Crash-safe: the data commit that follows finds nothing left to change.
+async fn take_schema_changes(
+    source: &Arc<FilesSource>,
+    entry: &FileEntry,
+    file: sluice_sources::files::LocalFile,
+    log: &mut LakeTable,
+    drops: bool,
+) -> Result<(sluice_sources::files::LocalFile, Vec<String>), EngineError> {
+    let table = Arc::new(data_schema(log.schema()?.as_ref()));
+    let (file, incoming) = {
+        let (source, entry, table) = (source.clone(), entry.clone(), table.clone());
+        tokio::task::spawn_blocking(move || {
+            let incoming = source.incoming_schema(&entry, &file, &table);
+            (file, incoming)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("schema sampling task: {e}")))?
+    };
+    let incoming = incoming?;
+    let history = log.schema_history()?;
+    let r = sluice_core::schema::reconcile(
+        &table,
+        &history.dropped(),
+        &incoming.schema,
+        incoming.complete && drops,
+    );
+    if r.changes.is_empty() {
+        return Ok((file, Vec::new()));
+    }
+    let texts: Vec<String> = r.changes.iter().map(|c| c.to_string()).collect();
+    for t in &texts {
+        tracing::warn!(table = %log.path(), file = %entry.id, change = %t, "schema change taken into the lake");
+    }
+    log.evolve(&r.add, r.changes).await?;
+    Ok((file, texts))
 }
 
 /// Stamps source rows as reads (`r`) numbered after `seq`, with `(source_ts, ingested_at)`,

@@ -11,11 +11,13 @@ pub mod check;
 pub mod demo;
 mod error;
 mod extract;
-mod load;
+pub mod gate;
+pub mod load;
 pub mod mysql;
 pub mod progress;
 mod project;
 pub mod query;
+pub mod schema_cmd;
 pub mod status;
 pub mod sync;
 

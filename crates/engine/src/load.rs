@@ -17,12 +17,13 @@ use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use sluice_core::change::{INGEST_DATE, SEQ};
+use sluice_core::change::{data_schema, is_change_column, INGEST_DATE, SEQ};
 use sluice_core::config::{LoadMode, TableSpec};
-use sluice_core::names::quote_ident;
+use sluice_core::names::{identifiers, quote_ident};
 use sluice_lake::{LakeTable, TablePath};
 use sluice_warehouses::{LakeFiles, LedgerEntry, Target, Warehouse};
 
+use crate::gate::{self, Decision};
 use crate::{EngineError, Project};
 
 /// Batches in flight between the lake reader and the warehouse writer.
@@ -36,6 +37,20 @@ pub struct LoadResult {
     pub rows_after: u64,
     pub lake_version: i64,
     pub up_to_date: bool,
+    /// The schema gate stopped this table's loading: the pending changes (`sluice schema
+    /// diff`); the changes before the first halted one loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
+    /// Lake columns frozen out of the warehouse table (schema_changes = freeze)...
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
+    /// ...and the loaded changes that held a value in one of them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub left_out_rows: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The change log as DataFusion sees it, at the snapshot the handle holds.
@@ -117,24 +132,76 @@ async fn load_range(
 }
 
 pub async fn load(project: &Project, spec: &TableSpec) -> Result<Vec<LoadResult>, EngineError> {
-    let Some(log) = LakeTable::open(
+    load_gated(project, spec, false).await
+}
+
+async fn open_changes(
+    project: &Project,
+    spec: &TableSpec,
+) -> Result<Option<LakeTable>, EngineError> {
+    Ok(LakeTable::open(
         &project.lake,
         &TablePath::changes(&spec.source, &spec.table),
     )
-    .await?
-    else {
+    .await?)
+}
+
+/// The schema gate's view of each warehouse table of `spec`, without loading.
+pub async fn gate_decisions(
+    project: &Project,
+    spec: &TableSpec,
+) -> Result<Vec<(Target, Decision)>, EngineError> {
+    let Some(log) = open_changes(project, spec).await? else {
+        return Ok(Vec::new());
+    };
+    let mut wh = project.warehouse(&spec.warehouse)?;
+    let mut out = Vec::new();
+    for target in project.targets(spec) {
+        let d = decide_target(project, spec, &log, wh.as_mut(), &target, false).await?;
+        out.push((target, d));
+    }
+    Ok(out)
+}
+
+pub(crate) async fn decide_target(
+    project: &Project,
+    spec: &TableSpec,
+    log: &LakeTable,
+    wh: &mut dyn Warehouse,
+    target: &Target,
+    accept: bool,
+) -> Result<Decision, EngineError> {
+    let lake = data_schema(log.schema()?.as_ref());
+    let mapped = identifiers(
+        lake.fields().iter().map(|f| f.name().as_str()),
+        project.identifier_limit(&spec.warehouse),
+    );
+    let existing = wh.columns(target)?;
+    let state = gate::read_state(log, &spec.warehouse, target).await?;
+    Ok(gate::decide(
+        &log.schema_history()?,
+        &lake,
+        &mapped,
+        &existing,
+        state,
+        &spec.schema_changes,
+        accept,
+    ))
+}
+
+/// Loads what each warehouse table of `spec` has not seen, as far as the schema gate lets it;
+/// `accept` decides every pending schema change as evolve (`sluice schema accept`).
+pub async fn load_gated(
+    project: &Project,
+    spec: &TableSpec,
+    accept: bool,
+) -> Result<Vec<LoadResult>, EngineError> {
+    let Some(log) = open_changes(project, spec).await? else {
         return Ok(Vec::new());
     };
     let lake_seq = log.last_seq().await?;
     let lake_version = log.version();
-    let schema: SchemaRef = Arc::new(Schema::new(
-        log.schema()?
-            .fields()
-            .iter()
-            .filter(|f| f.name() != INGEST_DATE)
-            .cloned()
-            .collect::<Vec<_>>(),
-    ));
+    let change_log = log.schema()?;
     let ctx = changes_session(&log).await?;
     let mut results = Vec::new();
     let mut wh = project.warehouse(&spec.warehouse)?;
@@ -144,8 +211,27 @@ pub async fn load(project: &Project, spec: &TableSpec) -> Result<Vec<LoadResult>
         .get(&spec.warehouse)
         .map(|w| w.changes_per_transaction())
         .unwrap_or(sluice_core::config::DEFAULT_CHANGES_PER_TRANSACTION);
-    for target in project.targets(spec) {
+    for mut target in project.targets(spec) {
+        let gate = decide_target(project, spec, &log, wh.as_mut(), &target, accept).await?;
+        target.add_columns = gate.add_columns;
+        // The gate's columns, then the change columns (not the partition column).
+        let schema: SchemaRef = Arc::new(Schema::new(
+            change_log
+                .fields()
+                .iter()
+                .filter(|f| match is_change_column(f.name()) {
+                    true => f.name() != INGEST_DATE,
+                    false => gate.columns.contains(f.name()),
+                })
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
         let mut after = wh.ledger(&target)?.map(|d| d.seq).unwrap_or(0);
+        // A halt loads what came before the change that halted.
+        let last = match &gate.halt {
+            Some(h) => lake_seq.min(h.at_seq - 1),
+            None => lake_seq,
+        };
         let mut result = LoadResult {
             target: target.display(),
             mode: target.mode.name(),
@@ -153,12 +239,26 @@ pub async fn load(project: &Project, spec: &TableSpec) -> Result<Vec<LoadResult>
             rows_after: 0,
             lake_version,
             up_to_date: after >= lake_seq,
+            halted: None,
+            left_out: gate.left_out.clone(),
+            left_out_rows: 0,
         };
-        while after < lake_seq {
+        if let Some(h) = &gate.halt {
+            let diff = gate.diff();
+            tracing::warn!(target: "sluice::alert", kind = "schema_halt", table = %target.display(), version = h.version, changes = %diff, "schema change: table halted until `sluice schema accept {}.{}`", spec.source, spec.table);
+            result.halted = Some(diff);
+        }
+        let mut loaded_any = false;
+        if gate.columns.is_empty() {
+            // Nothing to load into (a new table halted or frozen out).
+            results.push(result);
+            continue;
+        }
+        while after < last {
             let end = if target.mode == LoadMode::Replace {
-                lake_seq
+                last
             } else {
-                lake_seq.min(after + chunk)
+                last.min(after + chunk)
             };
             let upto = LedgerEntry {
                 lake_version,
@@ -182,9 +282,51 @@ pub async fn load(project: &Project, spec: &TableSpec) -> Result<Vec<LoadResult>
             tracing::info!(target = %target.display(), changes = report.changes, seq = end, lake_version, "loaded");
             result.changes += report.changes;
             result.rows_after = report.rows_after;
+            result.left_out_rows += count_left_out(&ctx, &gate.left_out, after, end).await?;
             after = end;
+            loaded_any = true;
+        }
+        // Evolved columns exist once a load has run; until then the decision waits.
+        let state = gate::GateState {
+            decided_version: gate.decided_version,
+        };
+        let prior = gate::read_state(&log, &spec.warehouse, &target).await?;
+        let applied = loaded_any || !gate.add_columns;
+        if applied && prior != Some(state) && !wh.columns(&target)?.is_empty() {
+            gate::write_state(&log, &spec.warehouse, &target, state).await?;
         }
         results.push(result);
     }
     Ok(results)
+}
+
+/// Changes in `after < seq <= upto` holding a value in a frozen-out column.
+async fn count_left_out(
+    ctx: &SessionContext,
+    left_out: &[String],
+    after: i64,
+    upto: i64,
+) -> Result<u64, EngineError> {
+    if left_out.is_empty() {
+        return Ok(0);
+    }
+    let any = left_out
+        .iter()
+        .map(|c| format!("{} IS NOT NULL", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let sql = format!(
+        "SELECT count(*) FROM changes WHERE {seq} > {after} AND {seq} <= {upto} AND ({any})",
+        seq = quote_ident(SEQ)
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    Ok(batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .map(|a| a.value(0) as u64)
+        })
+        .unwrap_or(0))
 }

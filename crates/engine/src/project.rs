@@ -182,7 +182,7 @@ impl Project {
     }
 
     /// The longest identifier a warehouse takes.
-    fn identifier_limit(&self, warehouse: &str) -> usize {
+    pub(crate) fn identifier_limit(&self, warehouse: &str) -> usize {
         match self.config.warehouses.get(warehouse) {
             Some(WarehouseConfig::Postgres { .. }) => sluice_warehouses::postgres::MAX_IDENTIFIER,
             Some(WarehouseConfig::Redshift { .. }) => sluice_warehouses::redshift::MAX_IDENTIFIER,
@@ -201,7 +201,7 @@ impl Project {
                 mode,
                 key: spec.primary_key.clone(),
                 deletes: spec.deletes,
-                schema_changes: spec.schema_changes,
+                add_columns: false,
                 source: spec.source.clone(),
                 source_table: spec.table.clone(),
                 layout: spec.layout.clone(),

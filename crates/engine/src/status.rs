@@ -15,6 +15,13 @@ pub struct TargetStatus {
     /// Lake commits not yet loaded.
     pub lag_versions: i64,
     pub halted: bool,
+    /// Schema changes the gate has not yet applied to this table, with their policies (the
+    /// diff `sluice schema accept` resolves when halted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_pending: Option<String>,
+    /// Lake columns frozen out of this table.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
     /// Rows holding a value cut to fit the warehouse (Redshift); whole in the lake.
     pub truncated_rows: u64,
 }
@@ -66,6 +73,12 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
             }
         };
         for t in project.targets(&spec) {
+            let gate = match &log {
+                Some(l) => Some(
+                    crate::load::decide_target(project, &spec, l, wh.as_mut(), &t, false).await?,
+                ),
+                None => None,
+            };
             let done = wh.ledger(&t)?;
             let loaded_version = done.map(|d| d.lake_version);
             let lag_versions = match (lake_version, done) {
@@ -82,7 +95,12 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
                 mode: t.mode.name(),
                 loaded_version,
                 lag_versions,
-                halted: false,
+                halted: gate.as_ref().is_some_and(|g| g.halt.is_some()),
+                schema_pending: gate
+                    .as_ref()
+                    .filter(|g| !g.pending.is_empty())
+                    .map(|g| g.diff()),
+                left_out: gate.map(|g| g.left_out).unwrap_or_default(),
                 truncated_rows,
             });
         }
@@ -139,6 +157,18 @@ pub fn render(tables: &[TableStatus]) -> String {
                 g.lag_versions,
                 if g.halted { ", HALTED" } else { "" }
             );
+            if let Some(p) = &g.schema_pending {
+                out += &format!("     schema changes pending: {p}\n");
+            }
+            if g.halted {
+                out += &format!(
+                    "     resume with: sluice schema accept {}.{}\n",
+                    t.source, t.table
+                );
+            }
+            if !g.left_out.is_empty() {
+                out += &format!("     frozen out: {}\n", g.left_out.join(", "));
+            }
         }
     }
     out

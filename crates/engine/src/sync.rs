@@ -87,6 +87,9 @@ impl SyncReport {
                     .map(|v| format!(" (lake version {v})"))
                     .unwrap_or_default()
             );
+            for c in &e.schema_changes {
+                out += &format!("  schema change in the lake: {c}\n");
+            }
             if e.zero_dates > 0 {
                 out += &format!(
                     "  {} zero date(s) (0000-00-00) landed as NULL\n",
@@ -103,7 +106,17 @@ impl SyncReport {
                 );
             }
             for l in &t.loads {
-                if l.up_to_date {
+                if !l.left_out.is_empty() {
+                    out += &format!(
+                        "  {}: frozen, left out column(s) {} ({} loaded change(s) held values there; whole in the lake)\n",
+                        l.target,
+                        l.left_out.join(", "),
+                        l.left_out_rows
+                    );
+                }
+                if l.halted.is_some() && l.changes == 0 {
+                    out += &format!("  {} ({}): halted, nothing loaded\n", l.target, l.mode);
+                } else if l.up_to_date {
                     out += &format!("  {} ({}): up to date\n", l.target, l.mode);
                 } else {
                     out += &format!(
@@ -206,7 +219,21 @@ async fn finish(
     };
     if opts.load {
         match load(project, &spec).await {
-            Ok(l) => ts.loads = l,
+            Ok(l) => {
+                let halts: Vec<String> = l
+                    .iter()
+                    .filter_map(|r| r.halted.as_ref().map(|h| format!("{}: {h}", r.target)))
+                    .collect();
+                if !halts.is_empty() && ts.halted.is_none() {
+                    ts.halted = Some(format!(
+                        "schema change waits for `sluice schema accept {}.{}`: {}",
+                        spec.source,
+                        spec.table,
+                        halts.join("; ")
+                    ));
+                }
+                ts.loads = l
+            }
             Err(e) => {
                 let msg = e.to_string();
                 ts.error = Some(match ts.error.take() {

@@ -22,4 +22,7 @@ mod table;
 pub use error::LakeError;
 pub use quarantine::{quarantine_schema, Quarantine};
 pub use store::Lake;
-pub use table::{DataFile, LakeTable, LakeWriter, TablePath, PRIMARY_KEY_PROPERTY, SEQ_APP_ID};
+pub use table::{
+    DataFile, LakeTable, LakeWriter, TablePath, PRIMARY_KEY_PROPERTY, SCHEMA_HISTORY_PROPERTY,
+    SEQ_APP_ID,
+};

@@ -8,14 +8,15 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::kernel::{Action, MetadataExt, StructType, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
-use sluice_core::change::{INGEST_DATE, SEQ};
+use sluice_core::change::{data_schema, INGEST_DATE, SEQ};
+use sluice_core::schema::{SchemaChange, SchemaHistory};
 
 use crate::{Lake, LakeError};
 
@@ -28,6 +29,13 @@ pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 pub const PRIMARY_KEY_PROPERTY: &str = "sluice.primaryKey";
 /// Application transaction holding the last `_sluice_seq` committed.
 pub const SEQ_APP_ID: &str = "sluice.seq";
+/// Table property holding the schema catalog ([`SchemaHistory`] as JSON). It lives in the
+/// same Delta metadata action as the schema, so the two never disagree.
+pub const SCHEMA_HISTORY_PROPERTY: &str = "sluice.schemaHistory";
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
 
 /// Which lake table: `changes/<source>/<table>` or `quarantine/<source>/<table>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +133,12 @@ impl LakeTable {
             source,
         };
         let kernel: StructType = schema.try_into_kernel().map_err(|err| e(err.into()))?;
+        let mut properties = properties;
+        let history = SchemaHistory::new(&data_schema(schema), 0, now_rfc3339());
+        properties.insert(
+            SCHEMA_HISTORY_PROPERTY.to_string(),
+            serde_json::to_string(&history).expect("history serializes"),
+        );
         let url = lake.url_of(path);
         if url.scheme() == "file" {
             if let Ok(dir) = url.to_file_path() {
@@ -195,6 +209,76 @@ impl LakeTable {
             .configuration()
             .get(key)
             .cloned()
+    }
+
+    /// The table's schema catalog. A table written before sluice kept one gets a first
+    /// version made of its current columns.
+    pub fn schema_history(&self) -> Result<SchemaHistory, LakeError> {
+        match self.property(SCHEMA_HISTORY_PROPERTY) {
+            Some(json) => serde_json::from_str(&json).map_err(|err| LakeError::Location {
+                location: format!("{} ({SCHEMA_HISTORY_PROPERTY})", self.path),
+                message: format!("unreadable schema history: {err}"),
+            }),
+            None => Ok(SchemaHistory::new(
+                &data_schema(self.schema()?.as_ref()),
+                0,
+                String::new(),
+            )),
+        }
+    }
+
+    /// Commits a schema change: `add` appended to the columns (nullable) and `changes` recorded
+    /// as the next catalog version, in one Delta metadata commit. Data written afterwards may
+    /// fill the new columns; older files read them as NULL.
+    pub async fn evolve(
+        &mut self,
+        add: &[arrow::datatypes::Field],
+        changes: Vec<SchemaChange>,
+    ) -> Result<i64, LakeError> {
+        let current = self.schema()?;
+        let mut fields: Vec<arrow::datatypes::FieldRef> =
+            current.fields().iter().cloned().collect();
+        fields.extend(add.iter().map(|f| Arc::new(f.clone().with_nullable(true))));
+        let grown = Schema::new(fields);
+        let kernel: StructType = (&grown)
+            .try_into_kernel()
+            .map_err(|err| self.err(err.into()))?;
+        let mut history = self.schema_history()?;
+        let next_seq = self.last_seq().await? + 1;
+        history.record(
+            &data_schema(&grown),
+            changes,
+            self.version() + 1,
+            next_seq,
+            now_rfc3339(),
+        );
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        let metadata = snapshot
+            .metadata()
+            .clone()
+            .with_schema(&kernel)
+            .and_then(|m| {
+                m.add_config_key(
+                    SCHEMA_HISTORY_PROPERTY.to_string(),
+                    serde_json::to_string(&history).expect("history serializes"),
+                )
+            })
+            .map_err(|e| self.err(e.into()))?;
+        let added: StructType = (&Schema::new(add.to_vec()))
+            .try_into_kernel()
+            .map_err(|err| self.err(err.into()))?;
+        let operation = DeltaOperation::AddColumn {
+            fields: added.fields().cloned().collect(),
+        };
+        let actions: Vec<Action> = vec![metadata.into()];
+        let finalized = CommitBuilder::from(CommitProperties::default())
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|e| self.err(e))?;
+        let version = finalized.version() as i64;
+        self.refresh().await?;
+        Ok(version)
     }
 
     /// The version recorded for an application transaction id, if any commit recorded one.
@@ -310,12 +394,22 @@ impl LakeWriter {
 
     pub async fn write(&mut self, batch: RecordBatch) -> Result<(), LakeError> {
         self.rows += batch.num_rows() as u64;
-        // Same columns and types; take the table's exact field metadata and nullability.
-        let batch = RecordBatch::try_new(self.inner.arrow_schema(), batch.columns().to_vec())
-            .map_err(|source| LakeError::Arrow {
-                table: self.table.clone(),
-                source,
-            })?;
+        // The table's columns by name (columns added by a schema change come after the change
+        // columns; one the batch lacks is NULL), with the table's exact field metadata and
+        // nullability.
+        let schema = self.inner.arrow_schema();
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| match batch.column_by_name(f.name()) {
+                Some(c) => c.clone(),
+                None => arrow::array::new_null_array(f.data_type(), batch.num_rows()),
+            })
+            .collect();
+        let batch = RecordBatch::try_new(schema, columns).map_err(|source| LakeError::Arrow {
+            table: self.table.clone(),
+            source,
+        })?;
         self.inner.write(batch).await.map_err(|e| self.err(e))?;
         if self.inner.buffer_len() >= FLUSH_BYTES {
             let adds = self.inner.flush().await.map_err(|e| self.err(e))?;

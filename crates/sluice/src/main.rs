@@ -73,6 +73,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// The schema catalog and gate: what each lake table's columns are, how they changed,
+    /// and what a halted warehouse table waits for.
+    ///
+    /// The lake takes every schema change (new columns, off-type values in `<column>__<type>`
+    /// variant columns, dropped columns kept as NULLs); `schema_changes` (halt | evolve |
+    /// freeze, or per kind: new_table, new_column, dropped_column, widened_type,
+    /// incompatible_type) decides what each warehouse table does with them.
+    Schema {
+        #[command(subcommand)]
+        action: SchemaAction,
+    },
     /// Validate the config, then check that the lake, sources and warehouses are reachable.
     Check,
     /// Generate TPC-H drops, sync them twice, query the lake: the whole flow, no server needed.
@@ -80,6 +91,26 @@ enum Command {
         /// Folder for everything the demo writes.
         #[arg(long, default_value = "sluice-demo")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaAction {
+    /// The table's current columns and every schema version before them.
+    Show {
+        /// `SOURCE.TABLE`
+        table: String,
+    },
+    /// Per warehouse table: the lake's schema changes it has not applied, and their policies.
+    Diff {
+        /// `SOURCE.TABLE`
+        table: String,
+    },
+    /// Apply every pending schema change to the warehouse (add the columns) and load the
+    /// backlog: resumes a halted table.
+    Accept {
+        /// `SOURCE.TABLE`
+        table: String,
     },
 }
 
@@ -184,6 +215,40 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                 print!("{text}");
             } else {
                 println!("{text}");
+            }
+            Ok(0)
+        }
+        Command::Schema { action } => {
+            use sluice_engine::schema_cmd;
+            let project = Project::open(&cli.config)?;
+            match action {
+                SchemaAction::Show { table } => {
+                    let s = schema_cmd::show(&project, &table).await?;
+                    match cli.json {
+                        true => print_json(&s),
+                        false => print!("{}", schema_cmd::render_show(&s)),
+                    }
+                }
+                SchemaAction::Diff { table } => {
+                    let d = schema_cmd::diff(&project, &table).await?;
+                    match cli.json {
+                        true => print_json(&d),
+                        false => print!("{}", schema_cmd::render_diff(&d)),
+                    }
+                }
+                SchemaAction::Accept { table } => {
+                    let loads = schema_cmd::accept(&project, &table).await?;
+                    if cli.json {
+                        print_json(&loads);
+                    } else {
+                        for l in &loads {
+                            println!(
+                                "{} ({}): schema accepted, {} change(s) loaded, {} row(s) now",
+                                l.target, l.mode, l.changes, l.rows_after
+                            );
+                        }
+                    }
+                }
             }
             Ok(0)
         }

@@ -68,7 +68,7 @@ fn help_teaches_the_commands() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["sync", "status", "query", "check", "demo"] {
+    for cmd in ["sync", "status", "query", "schema", "check", "demo"] {
         assert!(text.contains(cmd), "{cmd} missing from --help:\n{text}");
     }
 }

@@ -23,7 +23,7 @@ use chrono::{TimeZone, Utc};
 
 use common::postgres::{PgServer, PASSWORD};
 use sluice_core::change::{stamp_rows, Op, INGEST_DATE};
-use sluice_core::config::{Deletes, LoadMode, SchemaPolicy};
+use sluice_core::config::{Deletes, LoadMode};
 use sluice_warehouses::duckdb::DuckDb;
 use sluice_warehouses::postgres::{PgOptions, Postgres};
 use sluice_warehouses::redshift::{Redshift, Staging};
@@ -168,7 +168,7 @@ fn target(table: &str, mode: LoadMode) -> Target {
         mode,
         key: vec!["id".into()],
         deletes: Deletes::Hard,
-        schema_changes: SchemaPolicy::Halt,
+        add_columns: false,
         source: "shop".into(),
         source_table: table.into(),
         layout: Default::default(),
@@ -528,7 +528,7 @@ fn evolve_scenario(mut w: Wh) {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("coupon_code") && err.contains("evolve"),
+        err.contains("coupon_code") && err.contains("schema gate"),
         "{err}"
     );
     assert_eq!(w.wh.ledger(&t).unwrap().unwrap().seq, 1);
@@ -537,7 +537,7 @@ fn evolve_scenario(mut w: Wh) {
         vec![vec![s("1")]]
     );
     // Under evolve the column is added and loaded; older rows hold NULL.
-    t.schema_changes = SchemaPolicy::Evolve;
+    t.add_columns = true;
     w.try_load(&t, vec![Ok(b)], 2).unwrap();
     assert_eq!(
         w.rows("SELECT CAST(id AS VARCHAR), name, coupon_code FROM shop.orders AS t ORDER BY t.id"),
@@ -548,7 +548,7 @@ fn evolve_scenario(mut w: Wh) {
     );
     // Append tables grow the same way, the new column after sluice's own.
     let mut log = target("orders_log", LoadMode::Append);
-    log.schema_changes = SchemaPolicy::Evolve;
+    log.add_columns = true;
     load_all(&mut w, &log, &[vec![c(Read, 1, "a", 100, 10)]]);
     let b = with_coupon("SUMMER");
     w.try_load(&log, vec![Ok(b)], 2).unwrap();

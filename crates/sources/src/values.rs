@@ -279,6 +279,36 @@ impl Inference {
         ]
     }
 
+    /// Whether every observed value parses as `t` (a table's existing column type): a later
+    /// file is held against the table's type, not against its own narrowest one, so a file of
+    /// all-integers in a decimal column is no change.
+    pub fn parses_as(&self, t: &DataType) -> bool {
+        if self.evidence.values == 0 {
+            return true;
+        }
+        if self.nested || (self.quoted && self.unquoted_number) {
+            return matches!(t, DataType::Utf8 | DataType::LargeUtf8);
+        }
+        let digits_fit = |p: u8, s: i8| {
+            self.max_int_digits + s.max(0) as usize <= p as usize
+                && self.max_scale <= s.max(0) as usize
+        };
+        match t {
+            DataType::Utf8 | DataType::LargeUtf8 => true,
+            DataType::Boolean => self.bool_ok,
+            DataType::Int64 => self.int_ok,
+            // Digits, not range, are tracked: short enough is sure to fit.
+            DataType::Int32 => self.int_ok && self.max_int_digits <= 9,
+            DataType::Int16 => self.int_ok && self.max_int_digits <= 4,
+            DataType::Decimal128(p, s) => (self.int_ok || self.dec_ok) && digits_fit(*p, *s),
+            DataType::Float64 | DataType::Float32 => self.int_ok || self.dec_ok || self.float_ok,
+            DataType::Date32 => self.date_ok,
+            DataType::Timestamp(_, None) => self.ts_ok || self.date_ok,
+            DataType::Timestamp(_, Some(_)) => self.tstz_ok,
+            _ => false,
+        }
+    }
+
     /// The narrowest type that holds every observed value.
     pub fn data_type(&self) -> DataType {
         if self.evidence.values == 0 || self.nested || (self.quoted && self.unquoted_number) {

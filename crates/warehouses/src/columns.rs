@@ -110,22 +110,22 @@ impl Columns {
     }
 }
 
-/// The columns a load would add to an existing table, checked against the table's policy:
-/// `evolve` adds them, anything else stops the load naming them.
+/// The columns a load would add to an existing table, if the schema gate allowed them
+/// (`add_columns`); else an error naming them.
 fn columns_to_add<'a>(
     target: &Target,
     existing: &[String],
     wanted: &'a [(String, String)],
 ) -> Result<Vec<&'a (String, String)>, WarehouseError> {
     let missing = crate::sql::missing_columns(existing, wanted);
-    if missing.is_empty() || target.schema_changes == sluice_core::config::SchemaPolicy::Evolve {
+    if missing.is_empty() || target.add_columns {
         return Ok(missing);
     }
     let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
     Err(WarehouseError::Schema {
         table: target.display(),
         message: format!(
-            "the source has new column(s) {} that the warehouse table lacks; set schema_changes = \"evolve\" on the source or table to add them",
+            "the load has column(s) {} that the warehouse table lacks, and the schema gate did not allow adding them (see `sluice schema diff`)",
             names.join(", ")
         ),
     })
@@ -169,7 +169,7 @@ pub fn shape_table(
     let mut statements = String::new();
     let mut columns = existing.clone();
     for (n, t) in columns_to_add(target, &existing, data)? {
-        tracing::info!(target = %target.display(), column = %n, "adding column (schema_changes = evolve)");
+        tracing::info!(target = %target.display(), column = %n, "adding column (schema gate)");
         statements += &format!("ALTER TABLE {tgt} ADD COLUMN {} {t};\n", q(n));
         columns.push(n.clone());
     }

@@ -422,6 +422,10 @@ impl Warehouse for DuckDb {
         Ok(batches)
     }
 
+    fn columns(&mut self, target: &Target) -> Result<Vec<String>, WarehouseError> {
+        self.table_columns(&target.schema, &target.table)
+    }
+
     fn ledger(&mut self, target: &Target) -> Result<Option<LedgerEntry>, WarehouseError> {
         let mut stmt = self
             .conn

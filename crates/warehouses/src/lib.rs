@@ -58,6 +58,10 @@ pub trait Warehouse: Send {
         upto: LedgerEntry,
     ) -> Result<LoadReport, WarehouseError>;
 
+    /// The target table's column names in table order (empty: it does not exist yet). The
+    /// schema gate compares them with the lake's.
+    fn columns(&mut self, target: &Target) -> Result<Vec<String>, WarehouseError>;
+
     /// What it is and where, for `sluice check` (never a password).
     fn describe(&self) -> String;
 

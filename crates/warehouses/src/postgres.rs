@@ -5,7 +5,7 @@
 //! ```text
 //!   BEGIN
 //!     CREATE SCHEMA/TABLE IF NOT EXISTS "<source>"."<table>"   (types: pgcopy::postgres_type)
-//!     ALTER TABLE ... ADD COLUMN                               (schema_changes = evolve)
+//!     ALTER TABLE ... ADD COLUMN                               (the schema gate allowed it)
 //!     CREATE TEMP TABLE sluice_stage ... ON COMMIT DROP
 //!     COPY sluice_stage FROM STDIN (FORMAT binary)             ← Arrow batches, encoded as they come
 //!     apply by mode (the statements of `sql`, shared with DuckDB)
@@ -537,6 +537,15 @@ impl Warehouse for Postgres {
             lake_version: r.get(0),
             seq: r.get(1),
         }))
+    }
+
+    fn columns(&mut self, target: &Target) -> Result<Vec<String>, WarehouseError> {
+        self.run(Self::table_columns(
+            &self.client,
+            &target.schema,
+            &target.table,
+        ))
+        .map_err(pg_error(&target.display()))
     }
 
     fn load(

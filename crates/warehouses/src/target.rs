@@ -1,4 +1,4 @@
-use sluice_core::config::{Deletes, Layout, LoadMode, SchemaPolicy};
+use sluice_core::config::{Deletes, Layout, LoadMode};
 
 /// One warehouse table and how it is loaded.
 #[derive(Debug, Clone)]
@@ -11,8 +11,9 @@ pub struct Target {
     /// Key columns (source names) for merge.
     pub key: Vec<String>,
     pub deletes: Deletes,
-    /// What a load does when the lake has columns the table lacks (evolve adds them).
-    pub schema_changes: SchemaPolicy,
+    /// Whether a load may add the columns of its schema that the table lacks. The engine's
+    /// schema gate decides (evolve, or `sluice schema accept`); without it such a load fails.
+    pub add_columns: bool,
     /// The lake table it loads from, for the ledger.
     pub source: String,
     pub source_table: String,

@@ -136,8 +136,18 @@ pub fn read(
     let mut rec = ByteRecord::new();
     let ncols = schema.fields().len();
     // For each schema column, which field of the record holds it (None: absent from this file).
-    let mut mapping: Vec<Option<usize>> = (0..ncols).map(Some).collect();
-    let mut expected = ncols;
+    // Without a header the fields are the columns in order; variant columns (`price__text`)
+    // are never fields, they take the values their column cannot.
+    let mut mapping: Vec<Option<usize>> = Vec::with_capacity(ncols);
+    let mut expected = 0;
+    for i in 0..ncols {
+        if sluice_core::schema::variant_parent(schema, i).is_some() {
+            mapping.push(None);
+        } else {
+            mapping.push(Some(expected));
+            expected += 1;
+        }
+    }
     let mut batcher = RowBatcher::for_file(schema, id)?;
     let mut stats = ReadStats::default();
     let mut first = true;
@@ -240,7 +250,7 @@ pub fn read(
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::AsArray;
+    use arrow::array::{Array, AsArray};
     use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 
     use super::*;
@@ -303,6 +313,32 @@ mod tests {
         );
         assert_eq!(b[0].column(1).as_string::<i32>().value(0), "x");
         assert!(b[0].column(1).is_null(1));
+    }
+
+    #[test]
+    fn off_type_values_go_to_the_variant_column() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+            Field::new("a__text", DataType::Utf8, true),
+        ]));
+        let (b, r) = run("1|x\nn/a|y\n|z\n3|w\n", false, schema);
+        assert!(r.is_empty(), "{r:?}");
+        let a = b[0].column(0).as_primitive::<Int64Type>();
+        assert_eq!(
+            (0..4)
+                .map(|i| a.is_valid(i).then(|| a.value(i)))
+                .collect::<Vec<_>>(),
+            vec![Some(1), None, None, Some(3)]
+        );
+        let v = b[0].column(2).as_string::<i32>();
+        assert_eq!(
+            (0..4)
+                .map(|i| v.is_valid(i).then(|| v.value(i)))
+                .collect::<Vec<_>>(),
+            vec![None, Some("n/a"), None, None]
+        );
+        assert_eq!(b[0].column(1).as_string::<i32>().value(1), "y");
     }
 
     #[test]

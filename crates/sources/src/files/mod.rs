@@ -74,6 +74,15 @@ pub struct InferredSchema {
     pub files_sampled: usize,
 }
 
+/// The columns one file brings (see [`FilesSource::incoming_schema`]).
+#[derive(Debug)]
+pub struct IncomingSchema {
+    pub schema: SchemaRef,
+    /// They are all the columns the file has (a header, a Parquet schema): table columns
+    /// missing from them were dropped by the source.
+    pub complete: bool,
+}
+
 pub struct FilesSource {
     pub name: String,
     pub table: String,
@@ -221,23 +230,8 @@ impl FilesSource {
                 FileFormat::Parquet => {
                     parquet_schema.get_or_insert(parquet_file::schema(&file.path, &entry.id)?);
                 }
-                FileFormat::Json => json::sample(
-                    open_decoded(&file.path, &entry.id)?,
-                    &entry.id,
-                    self.sample_rows,
-                    &mut names,
-                    &mut infer,
-                )?,
-                FileFormat::Csv | FileFormat::Tsv => {
-                    let opts = self.text_options(entry, format);
-                    delimited::sample(
-                        open_decoded(&file.path, &entry.id)?,
-                        &entry.id,
-                        &opts,
-                        self.sample_rows,
-                        &mut names,
-                        &mut infer,
-                    )?
+                FileFormat::Json | FileFormat::Csv | FileFormat::Tsv => {
+                    self.sample_text(entry, file, format, &mut names, &mut infer)?;
                 }
             }
         }
@@ -257,6 +251,67 @@ impl FilesSource {
             schema: Arc::new(Schema::new(fields)),
             evidence: infer.into_iter().map(|i| i.evidence).collect(),
             files_sampled: sampled,
+        })
+    }
+
+    /// Samples the rows of a JSON or delimited file into `names`/`infer`; true when the file
+    /// names all its columns (a header line).
+    fn sample_text(
+        &self,
+        entry: &FileEntry,
+        file: &LocalFile,
+        format: FileFormat,
+        names: &mut Vec<String>,
+        infer: &mut Vec<Inference>,
+    ) -> Result<bool, SourceError> {
+        let input = open_decoded(&file.path, &entry.id)?;
+        if format == FileFormat::Json {
+            json::sample(input, &entry.id, self.sample_rows, names, infer)?;
+            return Ok(false);
+        }
+        let opts = self.text_options(entry, format);
+        delimited::sample(input, &entry.id, &opts, self.sample_rows, names, infer)?;
+        Ok(opts.header)
+    }
+
+    /// The columns of one file as the table should see them, to hold against the table's
+    /// source columns `table` (see `sluice_core::schema::reconcile`). Parquet gives its own
+    /// schema. Text formats are sampled: a column whose sampled values all parse as the table's
+    /// type keeps that type, so a file of all-integers in a decimal column (or of all-NULLs) is
+    /// no change; otherwise it takes its own inferred type. Headerless text has fixed positions,
+    /// so only its known columns are held (their types may change; none are new or dropped).
+    pub fn incoming_schema(
+        &self,
+        entry: &FileEntry,
+        file: &LocalFile,
+        table: &Schema,
+    ) -> Result<IncomingSchema, SourceError> {
+        let format = self.format_of(entry);
+        let mut names: Vec<String> = Vec::new();
+        let mut infer: Vec<Inference> = Vec::new();
+        if format == FileFormat::Parquet {
+            return Ok(IncomingSchema {
+                schema: parquet_file::schema(&file.path, &entry.id)?,
+                complete: true,
+            });
+        }
+        let complete = self.sample_text(entry, file, format, &mut names, &mut infer)?;
+        let positional = !complete && !matches!(format, FileFormat::Json);
+        let fields: Vec<Field> = names
+            .iter()
+            .zip(&infer)
+            .filter(|(n, _)| !positional || table.index_of(n).is_ok())
+            .map(|(n, i)| {
+                let t = match table.field_with_name(n) {
+                    Ok(f) if i.parses_as(f.data_type()) => f.data_type().clone(),
+                    _ => i.data_type(),
+                };
+                Field::new(n, t, true)
+            })
+            .collect();
+        Ok(IncomingSchema {
+            schema: Arc::new(Schema::new(fields)),
+            complete,
         })
     }
 

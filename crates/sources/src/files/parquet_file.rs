@@ -46,6 +46,41 @@ pub fn schema(path: &Path, id: &str) -> Result<SchemaRef, SourceError> {
     Ok(Arc::new(arrow::datatypes::Schema::new(fields)))
 }
 
+/// Splits `c` (column `i` of `schema`, whose strict cast failed) between the column and the
+/// first of its `variants` that takes every value the column cannot: the column keeps what
+/// casts exactly, the variant gets the rest. None when no variant takes them all.
+fn split_to_variant(
+    c: &ArrayRef,
+    schema: &SchemaRef,
+    i: usize,
+    variants: &[usize],
+) -> Option<(ArrayRef, (usize, ArrayRef))> {
+    use arrow::compute::kernels::{boolean, zip::zip};
+    let lenient = CastOptions {
+        safe: true,
+        ..STRICT
+    };
+    let main = cast_with_options(c, schema.field(i).data_type(), &lenient).ok()?;
+    // Rows the column could not take: a value that cast to NULL.
+    let off = boolean::and(
+        &arrow::compute::is_not_null(c).ok()?,
+        &arrow::compute::is_null(&main).ok()?,
+    )
+    .ok()?;
+    for &v in variants {
+        let t = schema.field(v).data_type();
+        let Ok(all) = cast_with_options(c, t, &lenient) else {
+            continue;
+        };
+        let taken = zip(&off, &all, &new_null_array(t, c.len())).ok()?;
+        // Every off-type value must survive the cast into the variant.
+        if arrow::compute::is_null(&taken).ok()?.true_count() == c.len() - off.true_count() {
+            return Some((main, (v, taken)));
+        }
+    }
+    None
+}
+
 pub fn read(
     path: &Path,
     id: &str,
@@ -71,6 +106,7 @@ pub fn read(
             file: id.into(),
             message: e.to_string(),
         })?;
+    let variants = sluice_core::schema::variants(schema);
     let mut stats = ReadStats::default();
     let mut first_row = 1u64;
     for batch in reader {
@@ -80,15 +116,26 @@ pub fn read(
         })?;
         let n = batch.num_rows();
         let cast_all = || -> Result<RecordBatch, String> {
-            let cols = schema
-                .fields()
-                .iter()
-                .map(|f| match batch.column_by_name(f.name()) {
-                    Some(c) => cast_with_options(c, f.data_type(), &STRICT)
-                        .map_err(|e| format!("column {}: {e}", f.name())),
-                    None => Ok(new_null_array(f.data_type(), n) as ArrayRef),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut cols: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
+            for (i, f) in schema.fields().iter().enumerate() {
+                let Some(c) = batch.column_by_name(f.name()) else {
+                    continue;
+                };
+                match cast_with_options(c, f.data_type(), &STRICT) {
+                    Ok(a) => cols[i] = Some(a),
+                    Err(e) => {
+                        let (main, variant) = split_to_variant(c, schema, i, &variants[i])
+                            .ok_or_else(|| format!("column {}: {e}", f.name()))?;
+                        cols[i] = Some(main);
+                        cols[variant.0] = Some(variant.1);
+                    }
+                }
+            }
+            let cols = cols
+                .into_iter()
+                .zip(schema.fields())
+                .map(|(c, f)| c.unwrap_or_else(|| new_null_array(f.data_type(), n)))
+                .collect();
             RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())
         };
         match cast_all() {

@@ -177,10 +177,18 @@ pub struct RowError {
 }
 
 /// Accumulates rows into batches of the table's schema.
+///
+/// A field that does not parse as its column's type goes to the first of the column's variant
+/// columns (`price__text`, see `sluice_core::schema`) that takes it, and the column is NULL in
+/// that row; only a field no column takes refuses the row.
 pub struct RowBatcher {
     schema: SchemaRef,
     builders: Vec<Builder>,
     parsed: Vec<Parsed>,
+    /// Per column, the field whose text it holds in the current row (itself, or the column a
+    /// variant took the value of).
+    text_of: Vec<usize>,
+    variants: Vec<Vec<usize>>,
     batch_rows: usize,
 }
 
@@ -196,9 +204,11 @@ impl RowBatcher {
             .collect::<Result<Vec<_>, _>>()?;
         let n = builders.len();
         Ok(RowBatcher {
+            variants: sluice_core::schema::variants(&schema),
             schema,
             builders,
             parsed: vec![Parsed::Null; n],
+            text_of: (0..n).collect(),
             batch_rows,
         })
     }
@@ -214,8 +224,13 @@ impl RowBatcher {
     /// Adds one row (one entry per schema column; None is NULL), or nothing and an error.
     pub fn push_row(&mut self, fields: &[Option<&str>]) -> Result<(), RowError> {
         debug_assert_eq!(fields.len(), self.builders.len());
+        for (i, t) in self.text_of.iter_mut().enumerate() {
+            *t = i;
+        }
         for (i, (b, f)) in self.builders.iter().zip(fields).enumerate() {
             self.parsed[i] = match f {
+                // A variant already holding an earlier column's value in this row.
+                None if self.text_of[i] != i => continue,
                 None => {
                     if !self.schema.field(i).is_nullable() {
                         return Err(RowError {
@@ -225,13 +240,26 @@ impl RowBatcher {
                     }
                     Parsed::Null
                 }
-                Some(s) => b
-                    .parse(s)
-                    .map_err(|reason| RowError { column: i, reason })?,
+                Some(s) => match b.parse(s) {
+                    Ok(p) => p,
+                    Err(reason) => {
+                        let taker = self.variants[i].iter().copied().find_map(|v| {
+                            let free = fields[v].is_none();
+                            free.then(|| self.builders[v].parse(s).ok().map(|p| (v, p)))
+                                .flatten()
+                        });
+                        let Some((v, p)) = taker else {
+                            return Err(RowError { column: i, reason });
+                        };
+                        self.parsed[v] = p;
+                        self.text_of[v] = i;
+                        Parsed::Null
+                    }
+                },
             };
         }
         for (i, b) in self.builders.iter_mut().enumerate() {
-            b.push(self.parsed[i], fields[i]);
+            b.push(self.parsed[i], fields[self.text_of[i]]);
         }
         Ok(())
     }

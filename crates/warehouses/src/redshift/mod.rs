@@ -378,6 +378,10 @@ impl Warehouse for Redshift {
         self.pg.ledger(target)
     }
 
+    fn columns(&mut self, target: &Target) -> Result<Vec<String>, WarehouseError> {
+        self.pg.columns(target)
+    }
+
     fn load(
         &mut self,
         target: &Target,
