@@ -248,6 +248,15 @@ pub async fn load_gated(
             tracing::warn!(target: "sluice::alert", kind = "schema_halt", table = %target.display(), version = h.version, changes = %diff, "schema change: table halted until `sluice schema accept {}.{}`", spec.source, spec.table);
             result.halted = Some(diff);
         }
+        if wh.wants_lake_files() && after < last && log.schema_history()?.versions.len() > 1 {
+            // COPY from Parquet maps columns by position: files written before a schema change
+            // have fewer columns than the table. Say so rather than fail inside COPY.
+            return Err(sluice_warehouses::WarehouseError::Schema {
+                table: target.display(),
+                message: "the lake table's schema changed (see `sluice schema show`), and loading Redshift from lake files of several schema versions is not supported yet".into(),
+            }
+            .into());
+        }
         let mut loaded_any = false;
         if gate.columns.is_empty() {
             // Nothing to load into (a new table halted or frozen out).
