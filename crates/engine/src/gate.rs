@@ -111,7 +111,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The pending changes as lines for status and sync reports.
+    /// The pending changes, one line each, for status and sync reports.
     pub fn diff(&self) -> String {
         self.pending
             .iter()
@@ -125,7 +125,7 @@ impl Decision {
                 )
             })
             .collect::<Vec<_>>()
-            .join("; ")
+            .join("\n")
     }
 }
 

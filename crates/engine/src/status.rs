@@ -158,7 +158,10 @@ pub fn render(tables: &[TableStatus]) -> String {
                 if g.halted { ", HALTED" } else { "" }
             );
             if let Some(p) = &g.schema_pending {
-                out += &format!("     schema changes pending: {p}\n");
+                out += &format!(
+                    "     schema changes pending:\n       {}\n",
+                    p.replace('\n', "\n       ")
+                );
             }
             if g.halted {
                 out += &format!(

@@ -97,7 +97,7 @@ impl SyncReport {
                 );
             }
             if let Some(h) = &t.halted {
-                out += &format!("  HALTED: {h}\n");
+                out += &format!("  HALTED: {}\n", h.replace('\n', "\n    "));
             }
             if e.rejects > 0 {
                 out += &format!(
@@ -222,14 +222,14 @@ async fn finish(
             Ok(l) => {
                 let halts: Vec<String> = l
                     .iter()
-                    .filter_map(|r| r.halted.as_ref().map(|h| format!("{}: {h}", r.target)))
+                    .filter_map(|r| r.halted.as_ref().map(|h| format!("{}:\n{h}", r.target)))
                     .collect();
                 if !halts.is_empty() && ts.halted.is_none() {
                     ts.halted = Some(format!(
-                        "schema change waits for `sluice schema accept {}.{}`: {}",
+                        "schema change waits for `sluice schema accept {}.{}`; {}",
                         spec.source,
                         spec.table,
-                        halts.join("; ")
+                        halts.join("\n")
                     ));
                 }
                 ts.loads = l
