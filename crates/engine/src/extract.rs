@@ -111,7 +111,7 @@ pub async fn extract(
             Some(_) => (file, Vec::new()),
             None => {
                 let drops = !inferred_from.contains(&entry.id);
-                take_schema_changes(&source, &entry, file, &mut log, drops).await?
+                take_schema_changes(&source, &entry, file, &data, &mut log, drops).await?
             }
         };
         if !changes.is_empty() {
@@ -187,7 +187,7 @@ pub async fn extract(
     Ok(report)
 }
 
-/// Holds a file's columns against the lake table's and commits what differs as a schema change
+/// Holds a file's columns against the lake table's (`table`) and commits what differs as a schema change
 /// before the file's data (new columns, variant columns for off-type values, drops when
 /// `drops` and the file lists all its columns). Returns the file back and the changes, as
 /// text for the report. Crash-safe: the data commit that follows finds nothing left to change.
@@ -195,10 +195,10 @@ async fn take_schema_changes(
     source: &Arc<FilesSource>,
     entry: &FileEntry,
     file: sluice_sources::files::LocalFile,
+    table: &SchemaRef,
     log: &mut LakeTable,
     drops: bool,
 ) -> Result<(sluice_sources::files::LocalFile, Vec<String>), EngineError> {
-    let table = Arc::new(data_schema(log.schema()?.as_ref()));
     let (file, incoming) = {
         let (source, entry, table) = (source.clone(), entry.clone(), table.clone());
         tokio::task::spawn_blocking(move || {
@@ -211,7 +211,7 @@ async fn take_schema_changes(
     let incoming = incoming?;
     let history = log.schema_history()?;
     let r = sluice_core::schema::reconcile(
-        &table,
+        table,
         &history.dropped(),
         &incoming.schema,
         incoming.complete && drops,

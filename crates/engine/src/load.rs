@@ -20,6 +20,7 @@ use futures::StreamExt;
 use sluice_core::change::{data_schema, is_change_column, INGEST_DATE, SEQ};
 use sluice_core::config::{LoadMode, TableSpec};
 use sluice_core::names::{identifiers, quote_ident};
+use sluice_core::schema::SchemaHistory;
 use sluice_lake::{LakeTable, TablePath};
 use sluice_warehouses::{LakeFiles, LedgerEntry, Target, Warehouse};
 
@@ -154,39 +155,64 @@ pub async fn gate_decisions(
     let Some(log) = open_changes(project, spec).await? else {
         return Ok(Vec::new());
     };
+    let lake = LakeSchema::of(project, spec, &log)?;
     let mut wh = project.warehouse(&spec.warehouse)?;
     let mut out = Vec::new();
     for target in project.targets(spec) {
-        let d = decide_target(project, spec, &log, wh.as_mut(), &target, false).await?;
+        let (d, _) = decide_target(spec, &log, &lake, wh.as_mut(), &target, false).await?;
         out.push((target, d));
     }
     Ok(out)
 }
 
+/// A lake table's schema as the gate holds it, read once per table: its catalog, its source
+/// columns and their warehouse names (same order).
+pub(crate) struct LakeSchema {
+    history: SchemaHistory,
+    data: Schema,
+    mapped: Vec<String>,
+}
+
+impl LakeSchema {
+    pub(crate) fn of(
+        project: &Project,
+        spec: &TableSpec,
+        log: &LakeTable,
+    ) -> Result<LakeSchema, EngineError> {
+        let data = data_schema(log.schema()?.as_ref());
+        let mapped = identifiers(
+            data.fields().iter().map(|f| f.name().as_str()),
+            project.identifier_limit(&spec.warehouse),
+        );
+        Ok(LakeSchema {
+            history: log.schema_history()?,
+            data,
+            mapped,
+        })
+    }
+}
+
+/// The gate's decision for one warehouse table, with the state it decided from.
 pub(crate) async fn decide_target(
-    project: &Project,
     spec: &TableSpec,
     log: &LakeTable,
+    lake: &LakeSchema,
     wh: &mut dyn Warehouse,
     target: &Target,
     accept: bool,
-) -> Result<Decision, EngineError> {
-    let lake = data_schema(log.schema()?.as_ref());
-    let mapped = identifiers(
-        lake.fields().iter().map(|f| f.name().as_str()),
-        project.identifier_limit(&spec.warehouse),
-    );
+) -> Result<(Decision, Option<gate::GateState>), EngineError> {
     let existing = wh.columns(target)?;
     let state = gate::read_state(log, &spec.warehouse, target).await?;
-    Ok(gate::decide(
-        &log.schema_history()?,
-        &lake,
-        &mapped,
+    let decision = gate::decide(
+        &lake.history,
+        &lake.data,
+        &lake.mapped,
         &existing,
         state,
         &spec.schema_changes,
         accept,
-    ))
+    );
+    Ok((decision, state))
 }
 
 /// Loads what each warehouse table of `spec` has not seen, as far as the schema gate lets it;
@@ -203,6 +229,7 @@ pub async fn load_gated(
     let lake_version = log.version();
     let change_log = log.schema()?;
     let ctx = changes_session(&log).await?;
+    let lake = LakeSchema::of(project, spec, &log)?;
     let mut results = Vec::new();
     let mut wh = project.warehouse(&spec.warehouse)?;
     let chunk = project
@@ -212,7 +239,7 @@ pub async fn load_gated(
         .map(|w| w.changes_per_transaction())
         .unwrap_or(sluice_core::config::DEFAULT_CHANGES_PER_TRANSACTION);
     for mut target in project.targets(spec) {
-        let gate = decide_target(project, spec, &log, wh.as_mut(), &target, accept).await?;
+        let (gate, prior) = decide_target(spec, &log, &lake, wh.as_mut(), &target, accept).await?;
         target.add_columns = gate.add_columns;
         // The gate's columns, then the change columns (not the partition column).
         let schema: SchemaRef = Arc::new(Schema::new(
@@ -248,7 +275,7 @@ pub async fn load_gated(
             tracing::warn!(target: "sluice::alert", kind = "schema_halt", table = %target.display(), version = h.version, changes = %diff, "schema change: table halted until `sluice schema accept {}.{}`", spec.source, spec.table);
             result.halted = Some(diff);
         }
-        if wh.wants_lake_files() && after < last && log.schema_history()?.versions.len() > 1 {
+        if wh.wants_lake_files() && after < last && lake.history.versions.len() > 1 {
             // COPY from Parquet maps columns by position: files written before a schema change
             // have fewer columns than the table. Say so rather than fail inside COPY.
             return Err(sluice_warehouses::WarehouseError::Schema {
@@ -295,13 +322,13 @@ pub async fn load_gated(
             after = end;
             loaded_any = true;
         }
-        // Evolved columns exist once a load has run; until then the decision waits.
+        // Evolved columns (and a new table) exist once a load has run; until then the
+        // decision waits.
         let state = gate::GateState {
             decided_version: gate.decided_version,
         };
-        let prior = gate::read_state(&log, &spec.warehouse, &target).await?;
         let applied = loaded_any || !gate.add_columns;
-        if applied && prior != Some(state) && !wh.columns(&target)?.is_empty() {
+        if applied && prior != Some(state) {
             gate::write_state(&log, &spec.warehouse, &target, state).await?;
         }
         results.push(result);

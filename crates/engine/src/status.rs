@@ -72,10 +72,16 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
                 v.insert(project.warehouse(&spec.warehouse)?)
             }
         };
+        let lake = match &log {
+            Some(l) => Some((l, crate::load::LakeSchema::of(project, &spec, l)?)),
+            None => None,
+        };
         for t in project.targets(&spec) {
-            let gate = match &log {
-                Some(l) => Some(
-                    crate::load::decide_target(project, &spec, l, wh.as_mut(), &t, false).await?,
+            let gate = match &lake {
+                Some((l, schema)) => Some(
+                    crate::load::decide_target(&spec, l, schema, wh.as_mut(), &t, false)
+                        .await?
+                        .0,
                 ),
                 None => None,
             };

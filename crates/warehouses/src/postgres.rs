@@ -119,14 +119,14 @@ const LEDGER_UPSERT: &str =
 
 /// Moves `target`'s ledger row to `upto` by `statements`, whose parameters are `$1` schema,
 /// `$2` table, `$3` source, `$4` source table, `$5` load mode, `$6` lake version, `$7` seq,
-/// `$8` changes loaded.
+/// `$8` changes loaded; then reports the load with the table's rows after it.
 pub(crate) async fn move_ledger(
     client: &Client,
     statements: &[&str],
     target: &Target,
     upto: LedgerEntry,
     changes: i64,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<LoadReport, tokio_postgres::Error> {
     let mode = target.mode.name();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
         &target.schema,
@@ -141,7 +141,15 @@ pub(crate) async fn move_ledger(
     for sql in statements {
         client.execute(*sql, &params).await?;
     }
-    Ok(())
+    let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
+    let rows_after: i64 = client
+        .query_one(format!("SELECT count(*) FROM {tgt}").as_str(), &[])
+        .await?
+        .get(0);
+    Ok(LoadReport {
+        changes: changes as u64,
+        rows_after: rows_after as u64,
+    })
 }
 
 /// Runs `body` in a transaction on `client`: committed when it succeeds (the crash failpoint
@@ -503,16 +511,7 @@ impl Postgres {
         }
         move_ledger(client, &[LEDGER_UPSERT], target, upto, changes as i64)
             .await
-            .map_err(&e)?;
-        let rows_after: i64 = client
-            .query_one(format!("SELECT count(*) FROM {tgt}").as_str(), &[])
-            .await
-            .map_err(&e)?
-            .get(0);
-        Ok(LoadReport {
-            changes,
-            rows_after: rows_after as u64,
-        })
+            .map_err(&e)
     }
 }
 
