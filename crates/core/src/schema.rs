@@ -31,26 +31,6 @@ pub enum ChangeKind {
     IncompatibleType,
 }
 
-impl ChangeKind {
-    pub const ALL: [ChangeKind; 5] = [
-        ChangeKind::NewTable,
-        ChangeKind::NewColumn,
-        ChangeKind::DroppedColumn,
-        ChangeKind::WidenedType,
-        ChangeKind::IncompatibleType,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ChangeKind::NewTable => "new_table",
-            ChangeKind::NewColumn => "new_column",
-            ChangeKind::DroppedColumn => "dropped_column",
-            ChangeKind::WidenedType => "widened_type",
-            ChangeKind::IncompatibleType => "incompatible_type",
-        }
-    }
-}
-
 /// One change of a table's source columns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaChange {
