@@ -5,12 +5,14 @@
 //! - [`secret`]: secrets resolved at use from env or file, never printed;
 //! - [`names`]: source names to warehouse identifiers, and identifier quoting;
 //! - [`types`]: the column type names users write in config, mapped to Arrow in one place.
+//! - [`conform`]: a batch fitted to a table's schema by name, off-type values to variants;
 //! - [`schema`]: the schema catalog (versions and changes) and the rules naming each change;
 //! - [`reject`]: a malformed input record on its way to the quarantine;
 //! - [`store`]: object stores (local folders, `s3://`) from URLs.
 
 pub mod change;
 pub mod config;
+pub mod conform;
 pub mod failpoint;
 pub mod names;
 pub mod reject;

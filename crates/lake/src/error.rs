@@ -12,6 +12,8 @@ pub enum LakeError {
         table: String,
         source: arrow::error::ArrowError,
     },
+    #[error("lake table {table}: {message}")]
+    Batch { table: String, message: String },
     #[error("lake at {location}: {message}")]
     Location { location: String, message: String },
 }

@@ -235,6 +235,17 @@ impl LakeTable {
         add: &[arrow::datatypes::Field],
         changes: Vec<SchemaChange>,
     ) -> Result<i64, LakeError> {
+        self.evolve_with(add, changes, &[]).await
+    }
+
+    /// [`LakeTable::evolve`], also setting table `properties` in the same commit (a source's
+    /// column definitions that go with the new schema). With no changes, only the properties.
+    pub async fn evolve_with(
+        &mut self,
+        add: &[arrow::datatypes::Field],
+        changes: Vec<SchemaChange>,
+        properties: &[(String, String)],
+    ) -> Result<i64, LakeError> {
         let current = self.schema()?;
         let mut fields: Vec<arrow::datatypes::FieldRef> =
             current.fields().iter().cloned().collect();
@@ -245,13 +256,16 @@ impl LakeTable {
             .map_err(|err| self.err(err.into()))?;
         let mut history = self.schema_history()?;
         let next_seq = self.last_seq().await? + 1;
-        history.record(
-            &data_schema(&grown),
-            changes,
-            self.version() + 1,
-            next_seq,
-            now_rfc3339(),
-        );
+        let changed = !changes.is_empty();
+        if changed {
+            history.record(
+                &data_schema(&grown),
+                changes,
+                self.version() + 1,
+                next_seq,
+                now_rfc3339(),
+            );
+        }
         let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
         let metadata = snapshot
             .metadata()
@@ -263,12 +277,22 @@ impl LakeTable {
                     serde_json::to_string(&history).expect("history serializes"),
                 )
             })
+            .and_then(|m| {
+                properties
+                    .iter()
+                    .try_fold(m, |m, (k, v)| m.add_config_key(k.clone(), v.clone()))
+            })
             .map_err(|e| self.err(e.into()))?;
         let added: StructType = (&Schema::new(add.to_vec()))
             .try_into_kernel()
             .map_err(|err| self.err(err.into()))?;
-        let operation = DeltaOperation::AddColumn {
-            fields: added.fields().cloned().collect(),
+        let operation = match changed || !add.is_empty() {
+            true => DeltaOperation::AddColumn {
+                fields: added.fields().cloned().collect(),
+            },
+            false => DeltaOperation::SetTableProperties {
+                properties: properties.iter().cloned().collect(),
+            },
         };
         let actions: Vec<Action> = vec![metadata.into()];
         let finalized = CommitBuilder::from(CommitProperties::default())
@@ -395,21 +419,14 @@ impl LakeWriter {
     pub async fn write(&mut self, batch: RecordBatch) -> Result<(), LakeError> {
         self.rows += batch.num_rows() as u64;
         // The table's columns by name (columns added by a schema change come after the change
-        // columns; one the batch lacks is NULL), with the table's exact field metadata and
-        // nullability.
+        // columns; one the batch lacks is NULL; a value off its column's type goes to the
+        // column's variant), with the table's exact field metadata and nullability.
         let schema = self.inner.arrow_schema();
-        let columns = schema
-            .fields()
-            .iter()
-            .map(|f| match batch.column_by_name(f.name()) {
-                Some(c) => c.clone(),
-                None => arrow::array::new_null_array(f.data_type(), batch.num_rows()),
-            })
-            .collect();
-        let batch = RecordBatch::try_new(schema, columns).map_err(|source| LakeError::Arrow {
-            table: self.table.clone(),
-            source,
-        })?;
+        let batch =
+            sluice_core::conform::conform(&batch, &schema).map_err(|message| LakeError::Batch {
+                table: self.table.clone(),
+                message,
+            })?;
         self.inner.write(batch).await.map_err(|e| self.err(e))?;
         if self.inner.buffer_len() >= FLUSH_BYTES {
             let adds = self.inner.flush().await.map_err(|e| self.err(e))?;
