@@ -33,6 +33,8 @@ pub const DEFAULT_POSTGRES_CHANGES_PER_TRANSACTION: i64 = 50_000_000;
 /// Rows sampled from each of the first files to infer a schema: enough to see past a few
 /// leading nulls, small enough to keep a first sync quick.
 pub const DEFAULT_SAMPLE_ROWS: usize = 1000;
+/// Levels of objects `nested = "flatten"` turns into `parent__child` columns.
+pub const DEFAULT_MAX_DEPTH: usize = 5;
 /// How many files the inference samples, so one odd first file does not decide the types.
 pub const DEFAULT_SAMPLE_FILES: usize = 5;
 /// Snapshot chunks read at once: one per core here, each with its own connection.
@@ -433,6 +435,16 @@ pub enum FileFormat {
     Parquet,
 }
 
+/// What nested documents (JSON objects and arrays) become.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Nested {
+    /// One column per top-level key; objects and arrays hold their JSON text.
+    Json,
+    /// Objects become `parent__child` columns down to `max_depth`; arrays stay JSON text.
+    Flatten,
+}
+
 /// `tables = ["a", "b"]` selects tables; `[sources.x.tables.a]` selects and overrides.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -510,6 +522,12 @@ pub struct SourceConfig {
     pub columns: Option<Vec<String>>,
     /// Rows sampled per file for inference.
     pub sample_rows: Option<usize>,
+    /// Files sampled for inference, spread over the listing (first, last, evenly between);
+    /// default 5.
+    pub sample_files: Option<usize>,
+    /// Folders between `url` and the files become columns: `key=value` folders named by
+    /// their key, others `partition_<level>`; default false.
+    pub partitions: Option<bool>,
     /// Only files whose name matches this glob (`*` and `?`), e.g. `"*.tbl"`.
     pub pattern: Option<String>,
 
@@ -536,8 +554,10 @@ pub struct SourceConfig {
     pub poll_interval_secs: Option<u64>,
     pub schedule: Option<String>,
     pub max_lag_secs: Option<u64>,
-    /// json | flatten (nested documents).
-    pub nested: Option<String>,
+    /// json (default) | flatten: what nested objects in documents become.
+    pub nested: Option<Nested>,
+    /// With `nested = "flatten"`: levels of objects flattened; deeper ones stay JSON text.
+    pub max_depth: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -903,6 +923,25 @@ impl Config {
                     }
                 }
             }
+            if src.max_depth.is_some() && src.nested != Some(Nested::Flatten) {
+                err(
+                    f("max_depth"),
+                    "applies to nested = \"flatten\" only".into(),
+                );
+            }
+            if src.max_depth == Some(0) {
+                err(f("max_depth"), "must be at least 1".into());
+            }
+            if src.sample_files == Some(0) || src.sample_rows == Some(0) {
+                err(
+                    f(if src.sample_files == Some(0) {
+                        "sample_files"
+                    } else {
+                        "sample_rows"
+                    }),
+                    "must be at least 1".into(),
+                );
+            }
             if let Some(p) = &src.pattern {
                 if p.contains('/') {
                     err(
@@ -1072,7 +1111,11 @@ impl Config {
             ("table", src.table.is_some()),
             ("columns", src.columns.is_some()),
             ("sample_rows", src.sample_rows.is_some()),
+            ("sample_files", src.sample_files.is_some()),
+            ("partitions", src.partitions.is_some()),
             ("pattern", src.pattern.is_some()),
+            ("nested", src.nested.is_some()),
+            ("max_depth", src.max_depth.is_some()),
         ] {
             if set {
                 errs.push((

@@ -15,6 +15,7 @@
 //! Each change makes a new [`SchemaVersion`] in the table's [`SchemaHistory`], which the lake
 //! keeps in the same Delta metadata action as the schema itself (one commit, never apart).
 
+use crate::types::MAX_DECIMAL_PRECISION;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use serde::{Deserialize, Serialize};
 
@@ -356,6 +357,51 @@ fn unit_rank(u: &TimeUnit) -> u8 {
     }
 }
 
+/// The narrowest type other than text that holds every value of both `a` and `b` (a bigint
+/// and a decimal(12,2) meet in decimal(21,2), a date and a timestamp in the timestamp); None
+/// when only text holds both. Two text types meet in text.
+pub fn common_type(a: &DataType, b: &DataType) -> Option<DataType> {
+    if a == b || (is_text(a) && is_text(b)) {
+        return Some(a.clone());
+    }
+    if is_text(a) || is_text(b) {
+        return None;
+    }
+    if holds(a, b) {
+        return Some(a.clone());
+    }
+    if holds(b, a) {
+        return Some(b.clone());
+    }
+    let decimal = |int: i16, scale: i8| {
+        let p = int + scale as i16;
+        (p <= MAX_DECIMAL_PRECISION as i16).then_some(DataType::Decimal128(p as u8, scale))
+    };
+    match (a, b) {
+        (DataType::Decimal128(p1, s1), DataType::Decimal128(p2, s2)) => decimal(
+            (*p1 as i16 - *s1 as i16).max(*p2 as i16 - *s2 as i16),
+            (*s1).max(*s2),
+        ),
+        (DataType::Decimal128(p, s), v) | (v, DataType::Decimal128(p, s)) => {
+            let d = int_digits(v)?;
+            decimal((*p as i16 - *s as i16).max(d as i16), *s)
+        }
+        (DataType::Date32, t @ DataType::Timestamp(_, None))
+        | (t @ DataType::Timestamp(_, None), DataType::Date32) => Some(t.clone()),
+        (a, b) if int_rank(a).is_some() && int_rank(b).is_some() => {
+            // Signed meets unsigned: the signed type twice the unsigned width, up to 64 bits.
+            let width = int_rank(a).unwrap().1.max(int_rank(b).unwrap().1);
+            match width {
+                8 => Some(DataType::Int16),
+                16 => Some(DataType::Int32),
+                32 => Some(DataType::Int64),
+                _ => decimal(20, 0),
+            }
+        }
+        _ => None,
+    }
+}
+
 /// Whether `new` is a widening of `old` that loses nothing (a number to a wider number): a
 /// `widened_type` change rather than an `incompatible_type` one. Text is never a widening.
 pub fn widens(old: &DataType, new: &DataType) -> bool {
@@ -390,8 +436,10 @@ pub fn reconcile(
                 to: Some(type_name(f.data_type())),
                 variant: None,
             });
-            out.add
-                .push(Field::new(f.name(), f.data_type().clone(), true));
+            out.add.push(match crate::types::is_json(f) {
+                true => crate::types::json_field(f.name()),
+                false => Field::new(f.name(), f.data_type().clone(), true),
+            });
             continue;
         };
         if dropped.contains(f.name()) {
@@ -449,6 +497,29 @@ pub fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_types_meet_without_text_where_they_can() {
+        use DataType::*;
+        assert_eq!(common_type(&Int32, &Int64), Some(Int64));
+        assert_eq!(
+            common_type(&Int64, &Decimal128(12, 2)),
+            Some(Decimal128(21, 2))
+        );
+        assert_eq!(
+            common_type(&Decimal128(10, 4), &Decimal128(12, 2)),
+            Some(Decimal128(14, 4))
+        );
+        assert_eq!(
+            common_type(&Date32, &Timestamp(TimeUnit::Microsecond, None)),
+            Some(Timestamp(TimeUnit::Microsecond, None))
+        );
+        assert_eq!(common_type(&UInt32, &Int32), Some(Int64));
+        assert_eq!(common_type(&Utf8, &Utf8), Some(Utf8));
+        assert_eq!(common_type(&Int64, &Utf8), None);
+        assert_eq!(common_type(&Boolean, &Date32), None);
+        assert_eq!(common_type(&Decimal128(38, 25), &Int64), None);
+    }
 
     fn schema(cols: &[(&str, DataType)]) -> Schema {
         Schema::new(

@@ -1,7 +1,32 @@
 //! Column types as users write them (`columns = ["s_acctbal decimal(15,2)"]`), mapped to Arrow
 //! in this one place. The lake stores Arrow types; every warehouse maps Arrow onward.
 
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::{DataType, Field, TimeUnit};
+
+/// Arrow's canonical extension type for JSON text, in a field's metadata under
+/// [`EXTENSION_KEY`]: warehouses give such columns their JSON type (JSONB, SUPER).
+pub const JSON_EXTENSION: &str = "arrow.json";
+pub const EXTENSION_KEY: &str = "ARROW:extension:name";
+
+/// A nullable text column holding JSON documents.
+pub fn json_field(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, true).with_metadata(
+        [(EXTENSION_KEY.to_string(), JSON_EXTENSION.to_string())]
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// Whether a field is text marked as JSON.
+pub fn is_json(field: &Field) -> bool {
+    matches!(
+        field.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) && field
+        .metadata()
+        .get(EXTENSION_KEY)
+        .is_some_and(|n| n == JSON_EXTENSION)
+}
 
 /// Largest decimal precision the lake (Delta) and every warehouse here accepts.
 pub const MAX_DECIMAL_PRECISION: u8 = 38;

@@ -18,7 +18,7 @@ use sluice_core::change::{change_schema, data_schema, stamp, Op, Stamp};
 use sluice_core::config::{SourceConfig, TableSpec};
 use sluice_core::failpoint;
 use sluice_lake::{LakeTable, LakeWriter, TablePath};
-use sluice_sources::files::{FileEntry, FileEvent, FilesSource};
+use sluice_sources::files::{FileEntry, FileEvent, FilesSource, InferredSchema};
 
 use crate::progress::Progress;
 use crate::{EngineError, Project};
@@ -65,8 +65,9 @@ pub async fn extract(
     let path = TablePath::changes(&spec.source, &spec.table);
     let mut log = LakeTable::open(&project.lake, &path).await?;
 
+    let listed = source.list().await?;
     let mut pending: Vec<FileEntry> = Vec::new();
-    for entry in source.list().await? {
+    for entry in listed {
         let consumed = match &log {
             Some(t) => t.app_version(&file_position(&entry.id)).await?.is_some(),
             None => false,
@@ -86,12 +87,9 @@ pub async fn extract(
     let mut log = match log.take() {
         Some(t) => t,
         None => {
-            inferred_from = pending
-                .iter()
-                .take(sluice_core::config::DEFAULT_SAMPLE_FILES)
-                .map(|e| e.id.clone())
-                .collect();
-            create_log(project, spec, &source, &pending).await?
+            let sample = source.inference_sample(&pending);
+            inferred_from = sample.iter().map(|e| e.id.clone()).collect();
+            create_log(project, spec, &source, &pending, sample).await?
         }
     };
     let mut data = Arc::new(data_schema(log.schema()?.as_ref()));
@@ -252,28 +250,37 @@ pub(crate) async fn write_reads(
     Ok(n)
 }
 
-/// Creates the change log from the declared columns, or from a schema inferred over the
-/// first pending files.
+/// Fetches `sample` and infers the schema of `listed` from it (off the async threads).
+pub async fn infer(
+    source: &Arc<FilesSource>,
+    listed: &[FileEntry],
+    sample: Vec<FileEntry>,
+) -> Result<InferredSchema, EngineError> {
+    let mut fetched = Vec::with_capacity(sample.len());
+    for e in sample {
+        let file = source.fetch(&e).await?;
+        fetched.push((e, file));
+    }
+    let (src, listed) = (source.clone(), listed.to_vec());
+    let inferred = tokio::task::spawn_blocking(move || src.infer_schema(&listed, &fetched))
+        .await
+        .map_err(|e| EngineError::Internal(format!("inference task: {e}")))??;
+    Ok(inferred)
+}
+
+/// Creates the change log from the declared columns, or from a schema inferred over `sample`
+/// (spread over the pending files) and the folders of every pending file.
 async fn create_log(
     project: &Project,
     spec: &TableSpec,
     source: &Arc<FilesSource>,
     pending: &[FileEntry],
+    sample: Vec<FileEntry>,
 ) -> Result<LakeTable, EngineError> {
     let data = match source.declared_schema() {
         Some(s) => s,
         None => {
-            let mut sample = Vec::new();
-            for e in pending
-                .iter()
-                .take(sluice_core::config::DEFAULT_SAMPLE_FILES)
-            {
-                sample.push((e.clone(), source.fetch(e).await?));
-            }
-            let src = source.clone();
-            let inferred = tokio::task::spawn_blocking(move || src.infer_schema(&sample))
-                .await
-                .map_err(|e| EngineError::Internal(format!("inference task: {e}")))??;
+            let inferred = infer(source, pending, sample).await?;
             tracing::info!(source = %spec.source, table = %spec.table, files = inferred.files_sampled, "schema inferred");
             inferred.schema
         }

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod check;
+pub mod crawl;
 pub mod demo;
 mod error;
 mod extract;

@@ -31,7 +31,7 @@ impl Project {
         Ok(Project { config, lake })
     }
 
-    fn store_options_of(config: &Config) -> StoreOptions {
+    pub fn store_options_of(config: &Config) -> StoreOptions {
         StoreOptions {
             endpoint: config.lake.endpoint.clone(),
             region: config.lake.region.clone(),

@@ -84,6 +84,27 @@ enum Command {
         #[command(subcommand)]
         action: SchemaAction,
     },
+    /// Find what a folder tree of files holds: formats, partitions and a schema, with the
+    /// evidence for each column's type; `--register NAME` adds it to the config as a files
+    /// source, so `sluice sync NAME` lands it and `sluice query` reads it.
+    ///
+    /// URL is a local folder or `s3://bucket/prefix/`. CSV, TSV, JSON (lines or arrays) and
+    /// Parquet files, `.gz`/`.zst` or not, may mix. Folders between URL and the files are
+    /// partitions: `dt=2024-06-01` gives column `dt` (a date), any other folder
+    /// `partition_<level>`. Types come from files spread over the whole listing (first, last
+    /// and evenly between), so a first file of NULLs or whole numbers does not decide them.
+    Crawl {
+        url: String,
+        /// Register as this files source (`NAME`, or `SOURCE.TABLE` to name the table too).
+        #[arg(long, value_name = "NAME")]
+        register: Option<String>,
+        /// Key columns of the registered table (comma-separated): loads merge on them.
+        #[arg(long, value_delimiter = ',', requires = "register")]
+        primary_key: Vec<String>,
+        /// Files to sample for inference, spread over the listing.
+        #[arg(long, default_value_t = sluice_core::config::DEFAULT_SAMPLE_FILES)]
+        sample_files: usize,
+    },
     /// Validate the config, then check that the lake, sources and warehouses are reachable.
     Check,
     /// Generate TPC-H drops, sync them twice, query the lake: the whole flow, no server needed.
@@ -249,6 +270,24 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                         }
                     }
                 }
+            }
+            Ok(0)
+        }
+        Command::Crawl {
+            url,
+            register,
+            primary_key,
+            sample_files,
+        } => {
+            use sluice_engine::crawl;
+            let mut opts = crawl::CrawlOptions::new(&url, &cli.config);
+            opts.register = register;
+            opts.primary_key = primary_key;
+            opts.sample_files = sample_files.max(1);
+            let report = crawl::crawl(&opts).await?;
+            match cli.json {
+                true => print_json(&report),
+                false => print!("{}", crawl::render(&report)),
             }
             Ok(0)
         }

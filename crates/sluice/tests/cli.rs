@@ -68,7 +68,9 @@ fn help_teaches_the_commands() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["sync", "status", "query", "schema", "check", "demo"] {
+    for cmd in [
+        "sync", "status", "query", "schema", "crawl", "check", "demo",
+    ] {
         assert!(text.contains(cmd), "{cmd} missing from --help:\n{text}");
     }
 }

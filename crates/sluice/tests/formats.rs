@@ -284,11 +284,103 @@ fn json_lines_and_arrays_keep_nested_values_as_json_and_numbers_exact() {
             ],
         ]
     );
+    // Objects and arrays are JSON columns in the lake (Arrow's `arrow.json` extension, which
+    // PostgreSQL loads as JSONB and Redshift as SUPER); scalars are not.
+    let first_commit =
+        std::fs::read_to_string(sb.path("lake/changes/l/l/_delta_log/00000000000000000000.json"))
+            .unwrap();
+    let schema_line = first_commit
+        .lines()
+        .find(|l| l.starts_with("{\"metaData\""))
+        .unwrap();
+    let meta: serde_json::Value = serde_json::from_str(schema_line).unwrap();
+    let fields: serde_json::Value =
+        serde_json::from_str(meta["metaData"]["schemaString"].as_str().unwrap()).unwrap();
+    let json_columns: Vec<&str> = fields["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["metadata"]["ARROW:extension:name"] == "arrow.json")
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(json_columns, vec!["meta", "tags"], "{fields}");
     let arr = sb.duck("SELECT id::VARCHAR, amount::VARCHAR FROM a.a ORDER BY id");
     assert_eq!(
         arr,
         vec![vec![s("10"), s("99999999.999")], vec![s("11"), s("-1.000")]]
     );
+}
+
+#[test]
+fn json_flatten_makes_parent_child_columns_down_to_max_depth() {
+    let sb = Sandbox::new();
+    sb.write(
+        "docs/e.jsonl",
+        "{\"id\": 1, \"customer\": {\"name\": \"Ann\", \"address\": {\"city\": \"Oslo\", \"geo\": {\"lat\": 59.9}}}, \"items\": [{\"sku\": \"a\"}]}\n\
+         {\"id\": 2, \"customer\": {\"name\": \"Bo\", \"address\": null}, \"items\": []}\n\
+         {\"id\": 3, \"customer\": null}\n",
+    );
+    sb.config(
+        "[sources.d]\nkind = \"files\"\nurl = \"docs/\"\nnested = \"flatten\"\nmax_depth = 2\n[sources.d.tables.d]\nprimary_key = [\"id\"]\n",
+    );
+    let report = sb.sync_json();
+    assert_eq!(report["tables"][0]["extract"]["rejects"], 0, "{report}");
+    let names: Vec<String> = column_types(&sb, "d", "d")
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !n.starts_with("_sluice_"))
+        .collect();
+    // Two levels of objects flattened; the third (geo) and every array stay JSON text.
+    assert_eq!(
+        names,
+        vec![
+            "customer__address__city",
+            "customer__address__geo",
+            "customer__name",
+            "id",
+            "items"
+        ]
+    );
+    let rows = text_rows(
+        &sb,
+        "d.d",
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+        "id",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                s("Oslo"),
+                s("{\"lat\": 59.9}"),
+                s("Ann"),
+                s("1"),
+                s("[{\"sku\": \"a\"}]")
+            ],
+            vec![None, None, s("Bo"), s("2"), s("[]")],
+            vec![None, None, None, s("3"), None],
+        ]
+    );
+    // Without flatten (the default, nested = "json") the object is one JSON column.
+    sb.config("[sources.j]\nkind = \"files\"\nurl = \"docs/\"\nnested = \"json\"\n");
+    sb.sync_json();
+    let rows = text_rows(&sb, "j.j", &["id", "customer"], "id");
+    assert_eq!(
+        rows[1],
+        vec![s("2"), s("{\"name\": \"Bo\", \"address\": null}")]
+    );
+    assert_eq!(rows[2], vec![s("3"), None]);
+    let bad = sb.run(&["check"], &[]);
+    assert_eq!(
+        bad.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    sb.config("[sources.j]\nkind = \"files\"\nurl = \"docs/\"\nmax_depth = 2\n");
+    let bad = sb.run(&["check"], &[]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("max_depth"));
 }
 
 #[test]

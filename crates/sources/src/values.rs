@@ -153,6 +153,7 @@ pub struct Inference {
     tstz_ok: bool,
     /// A JSON object or array was seen: the column holds JSON text.
     nested: bool,
+    nested_values: usize,
     /// A JSON string was seen: numbers-as-JSON and strings cannot share a numeric column.
     quoted: bool,
     unquoted_number: bool,
@@ -172,6 +173,7 @@ impl Default for Inference {
             ts_ok: true,
             tstz_ok: true,
             nested: false,
+            nested_values: 0,
             quoted: false,
             unquoted_number: false,
             max_int_digits: 0,
@@ -194,6 +196,7 @@ impl Inference {
     pub fn observe_nested(&mut self) {
         self.evidence.values += 1;
         self.nested = true;
+        self.nested_values += 1;
     }
 
     /// A JSON string (never a number, whatever it looks like).
@@ -267,6 +270,32 @@ impl Inference {
         }
     }
 
+    /// Takes in what `other` saw (another file's sample of the same column), as if its values
+    /// had been observed here.
+    pub fn merge(&mut self, other: &Inference) {
+        self.bool_ok &= other.bool_ok;
+        self.int_ok &= other.int_ok;
+        self.dec_ok &= other.dec_ok;
+        self.float_ok &= other.float_ok;
+        self.date_ok &= other.date_ok;
+        self.ts_ok &= other.ts_ok;
+        self.tstz_ok &= other.tstz_ok;
+        self.nested |= other.nested;
+        self.nested_values += other.nested_values;
+        self.quoted |= other.quoted;
+        self.unquoted_number |= other.unquoted_number;
+        self.max_int_digits = self.max_int_digits.max(other.max_int_digits);
+        self.max_scale = self.max_scale.max(other.max_scale);
+        if self.dec_ok && self.max_int_digits + self.max_scale > MAX_DECIMAL_PRECISION as usize {
+            self.dec_ok = false;
+        }
+        self.evidence.values += other.evidence.values;
+        self.evidence.nulls += other.evidence.nulls;
+        if self.evidence.widened_by.is_none() {
+            self.evidence.widened_by = other.evidence.widened_by.clone();
+        }
+    }
+
     fn candidates(&self) -> [bool; 7] {
         [
             self.bool_ok,
@@ -277,6 +306,18 @@ impl Inference {
             self.ts_ok,
             self.tstz_ok,
         ]
+    }
+
+    /// Every value seen was a JSON object or array: a JSON column.
+    pub fn holds_json(&self) -> bool {
+        self.nested_values > 0 && self.nested_values == self.evidence.values
+    }
+
+    /// Documents disagree on what the field is: a JSON string in some and a number or boolean
+    /// in others, or an object/array in some and a scalar in others. The column is text.
+    pub fn conflicting_kinds(&self) -> bool {
+        (self.quoted && self.unquoted_number)
+            || (self.nested_values > 0 && self.nested_values < self.evidence.values)
     }
 
     /// Whether every observed value parses as `t` (a table's existing column type): a later
@@ -410,9 +451,18 @@ mod tests {
             DataType::Decimal128(38, 0)
         );
         assert_eq!(infer(&[]), DataType::Utf8);
+        let (mut a, mut b) = (Inference::default(), Inference::default());
+        a.observe_text("12");
+        b.observe_text("3.25");
+        b.observe_null();
+        a.merge(&b);
+        assert_eq!(a.data_type(), DataType::Decimal128(18, 2));
+        assert_eq!((a.evidence.values, a.evidence.nulls), (2, 1));
         let mut j = Inference::default();
         j.observe_json_scalar("1");
+        assert!(!j.conflicting_kinds());
         j.observe_json_string("a");
         assert_eq!(j.data_type(), DataType::Utf8);
+        assert!(j.conflicting_kinds());
     }
 }

@@ -22,9 +22,6 @@ const PG_EPOCH_DAYS: i32 = 10_957;
 /// Microseconds from 1970-01-01 to 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// Arrow's canonical JSON extension name; such text columns become JSONB.
-const JSON_EXTENSION: &str = "arrow.json";
-
 /// The PostgreSQL column type of an Arrow field: the one mapping for this warehouse.
 pub fn postgres_type(field: &Field) -> Option<String> {
     if is_json(field) {
@@ -49,14 +46,9 @@ pub fn postgres_type(field: &Field) -> Option<String> {
     })
 }
 
+/// Text columns marked as JSON (Arrow's `arrow.json` extension) become JSONB.
 pub(crate) fn is_json(field: &Field) -> bool {
-    matches!(
-        field.data_type(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    ) && field
-        .metadata()
-        .get("ARROW:extension:name")
-        .is_some_and(|n| n == JSON_EXTENSION)
+    sluice_core::types::is_json(field)
 }
 
 /// The binary COPY stream's header (signature, flags, extension length).

@@ -1,9 +1,10 @@
 //! JSON files: one object per line (JSON lines) or one array of objects, detected by the first
 //! non-blank byte. Arrays are streamed element by element, never held whole.
 //!
-//! Top-level keys are columns; a nested object or array is kept as its JSON text (the schema
-//! gate's `nested` policy refines this). Numbers are read from their original text, so a
-//! decimal column receives exactly the digits in the file.
+//! Top-level keys are columns; a nested object or array is kept as its JSON text, or with
+//! `nested = "flatten"` an object's keys become `parent__child` columns down to `max_depth`
+//! levels (deeper objects and every array stay JSON text). Numbers are read from their original
+//! text, so a decimal column receives exactly the digits in the file.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -40,10 +41,45 @@ fn scalar(raw: &RawValue) -> Result<Scalar, String> {
     })
 }
 
-fn object(text: &str) -> Result<BTreeMap<String, Scalar>, String> {
+/// The fields of one record; `flatten` levels of objects become `parent__child` fields.
+fn object(text: &str, flatten: usize) -> Result<BTreeMap<String, Scalar>, String> {
     let map: BTreeMap<String, &RawValue> =
         serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
-    map.into_iter().map(|(k, v)| Ok((k, scalar(v)?))).collect()
+    if flatten == 0 {
+        return map.into_iter().map(|(k, v)| Ok((k, scalar(v)?))).collect();
+    }
+    let mut out = BTreeMap::new();
+    put_flattened(&mut out, None, map, flatten)?;
+    Ok(out)
+}
+
+/// Flattened fields of `map` under `parent`. NULLs are left out: a missing field is NULL too,
+/// and a NULL where other records hold an object would otherwise make a column of its own.
+fn put_flattened(
+    out: &mut BTreeMap<String, Scalar>,
+    parent: Option<&str>,
+    map: BTreeMap<String, &RawValue>,
+    depth: usize,
+) -> Result<(), String> {
+    for (k, v) in map {
+        let name = match parent {
+            Some(p) => format!("{p}__{k}"),
+            None => k,
+        };
+        if depth > 0 && v.get().trim_start().starts_with('{') {
+            let inner: BTreeMap<String, &RawValue> = serde_json::from_str(v.get())
+                .map_err(|e| format!("field `{name}`: not a JSON object: {e}"))?;
+            put_flattened(out, Some(&name), inner, depth - 1)?;
+            continue;
+        }
+        match scalar(v)? {
+            Scalar::Null => {}
+            value => {
+                out.insert(name, value);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Splits the input into records (one object's text each), calling `f(record_no, text)`.
@@ -142,13 +178,14 @@ fn for_each_record(
 pub fn sample(
     r: Box<dyn Read + Send>,
     id: &str,
+    flatten: usize,
     max_rows: usize,
     names: &mut Vec<String>,
     infer: &mut Vec<Inference>,
 ) -> Result<(), SourceError> {
     let mut rows = 0;
     let result = for_each_record(r, id, &mut |_, text| {
-        let Ok(obj) = object(text) else {
+        let Ok(obj) = object(text, flatten) else {
             return Ok(true);
         };
         for (k, v) in obj {
@@ -180,6 +217,7 @@ pub fn sample(
 pub fn read(
     r: Box<dyn Read + Send>,
     id: &str,
+    flatten: usize,
     schema: &SchemaRef,
     emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
 ) -> Result<ReadStats, SourceError> {
@@ -196,7 +234,7 @@ pub fn read(
                 reason,
             })
         };
-        let obj = match object(text) {
+        let obj = match object(text, flatten) {
             Ok(o) => o,
             Err(reason) => {
                 stats.rejects += 1;

@@ -9,6 +9,10 @@
 //!
 //! Files are returned in (date, path) order so older drops land first. Hidden files and
 //! markers (`.x`, `_SUCCESS`) are skipped.
+//!
+//! Each file also carries its partition values: the folders between the static prefix and the
+//! file, Hive-style `key=value` named by their key and any other folder `partition_<level>`
+//! (as Glue names them). A files source with `partitions = true` adds them as columns.
 
 use std::sync::Arc;
 
@@ -32,6 +36,58 @@ pub struct FileEntry {
     pub date: Option<NaiveDate>,
     pub modified: DateTime<Utc>,
     pub size: u64,
+    /// The folders between the prefix and the file, outermost first.
+    pub partitions: Vec<PartitionValue>,
+}
+
+/// Hive writes NULL partition values as this folder value.
+const HIVE_NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// One folder level of a file's path read as a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionValue {
+    /// `key` of `key=value`, else `partition_<level>` (0 = outermost).
+    pub key: String,
+    /// None for Hive's NULL partition.
+    pub value: Option<String>,
+}
+
+/// The partitions of a file from its folder names (outermost first), percent-decoded.
+pub fn partitions_of(folders: &[String]) -> Vec<PartitionValue> {
+    folders
+        .iter()
+        .enumerate()
+        .map(|(level, seg)| {
+            let (key, value) = match seg.split_once('=') {
+                Some((k, v)) if !k.is_empty() => (percent_decode(k), percent_decode(v)),
+                _ => (format!("partition_{level}"), percent_decode(seg)),
+            };
+            PartitionValue {
+                key,
+                value: (value != HIVE_NULL_PARTITION).then_some(value),
+            }
+        })
+        .collect()
+}
+
+/// `%XX` escapes (Hive and object stores escape `=`, `/`, spaces and the like in folder names).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Where a files source's files live.
@@ -105,7 +161,7 @@ impl FileLocation {
         // A single file given directly.
         if self.date_segment.is_none() {
             if let Ok(meta) = self.store.head(&self.prefix).await {
-                return Ok(vec![self.entry(meta, None)]);
+                return Ok(vec![self.entry(meta, None, &[])]);
             }
         }
         let metas: Vec<_> = match self.store.list(Some(&self.prefix)).try_collect().await {
@@ -142,19 +198,25 @@ impl FileLocation {
                     Some(d)
                 }
             };
-            out.push(self.entry(meta, date));
+            out.push(self.entry(meta, date, &rel[..rel.len() - 1]));
         }
         out.sort_by(|a, b| (a.date, &a.id).cmp(&(b.date, &b.id)));
         Ok(out)
     }
 
-    fn entry(&self, meta: object_store::ObjectMeta, date: Option<NaiveDate>) -> FileEntry {
+    fn entry(
+        &self,
+        meta: object_store::ObjectMeta,
+        date: Option<NaiveDate>,
+        folders: &[String],
+    ) -> FileEntry {
         FileEntry {
             id: self.display(&meta.location),
             path: meta.location,
             date,
             modified: meta.last_modified,
             size: meta.size,
+            partitions: partitions_of(folders),
         }
     }
 
@@ -216,6 +278,33 @@ mod tests {
         assert!(glob_match(b"*.tbl", b"supplier.tbl"));
         assert!(!glob_match(b"*.tbl", b"supplier.tbl.gz"));
         assert!(glob_match(b"part-?.csv*", b"part-1.csv.gz"));
+    }
+
+    #[test]
+    fn partitions_from_folders() {
+        let folders: Vec<String> = [
+            "dt=2024-01-02",
+            "region=eu%20west",
+            "20240102",
+            "k=__HIVE_DEFAULT_PARTITION__",
+        ]
+        .map(String::from)
+        .to_vec();
+        let p = partitions_of(&folders);
+        let pairs: Vec<(&str, Option<&str>)> = p
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_deref()))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("dt", Some("2024-01-02")),
+                ("region", Some("eu west")),
+                ("partition_2", Some("20240102")),
+                ("k", None),
+            ]
+        );
+        assert_eq!(percent_decode("a%3Db%2"), "a=b%2");
     }
 
     #[tokio::test]

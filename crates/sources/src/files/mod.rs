@@ -7,6 +7,7 @@
 //! ([`FilesSource::read`]) into batches of the table's schema plus rejects for the quarantine.
 
 mod delimited;
+mod infer;
 mod json;
 pub mod listing;
 mod parquet_file;
@@ -17,18 +18,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use tokio::io::AsyncWriteExt;
 
 use sluice_core::config::{
-    single_byte, split_column, FileFormat, SourceConfig, DEFAULT_SAMPLE_FILES, DEFAULT_SAMPLE_ROWS,
+    single_byte, split_column, FileFormat, Nested, SourceConfig, DEFAULT_MAX_DEPTH,
+    DEFAULT_SAMPLE_FILES, DEFAULT_SAMPLE_ROWS,
 };
 use sluice_core::reject::Reject;
 use sluice_core::store::StoreOptions;
 
-pub use listing::{FileEntry, FileLocation};
+pub use infer::{spread_sample, ColumnReport, FileTypes, InferredSchema};
+pub use listing::{FileEntry, FileLocation, PartitionValue};
 
 use crate::values::Inference;
 use crate::SourceError;
@@ -65,15 +68,6 @@ pub struct LocalFile {
     _temp: Option<tempfile::TempPath>,
 }
 
-/// The schema inferred for a table, with the evidence for each column's type.
-#[derive(Debug)]
-pub struct InferredSchema {
-    pub schema: SchemaRef,
-    /// Per column: (values seen, nulls seen, the value that widened it, if any).
-    pub evidence: Vec<crate::values::ColumnEvidence>,
-    pub files_sampled: usize,
-}
-
 /// The columns one file brings (see [`FilesSource::incoming_schema`]).
 #[derive(Debug)]
 pub struct IncomingSchema {
@@ -94,6 +88,11 @@ pub struct FilesSource {
     null_value: String,
     declared: Option<SchemaRef>,
     sample_rows: usize,
+    sample_files: usize,
+    /// Folder partitions become columns (see [`listing::partitions_of`]).
+    partitions: bool,
+    /// Levels of JSON objects flattened into `parent__child` columns (0: kept as JSON text).
+    flatten: usize,
 }
 
 impl FilesSource {
@@ -133,11 +132,27 @@ impl FilesSource {
             null_value: cfg.null_value.clone().unwrap_or_default(),
             declared,
             sample_rows: cfg.sample_rows.unwrap_or(DEFAULT_SAMPLE_ROWS),
+            sample_files: cfg.sample_files.unwrap_or(DEFAULT_SAMPLE_FILES),
+            partitions: cfg.partitions.unwrap_or(false),
+            flatten: match cfg.nested {
+                Some(Nested::Flatten) => cfg.max_depth.unwrap_or(DEFAULT_MAX_DEPTH),
+                Some(Nested::Json) | None => 0,
+            },
         })
     }
 
     pub fn declared_schema(&self) -> Option<SchemaRef> {
         self.declared.clone()
+    }
+
+    /// The files inference samples out of `listed` (see [`spread_sample`]).
+    pub fn inference_sample(&self, listed: &[FileEntry]) -> Vec<FileEntry> {
+        spread_sample(listed, self.sample_files)
+    }
+
+    /// Whether a column of the table comes from `entry`'s folder names.
+    fn is_partition(&self, entry: &FileEntry, column: &str) -> bool {
+        self.partitions && entry.partitions.iter().any(|p| p.key == column)
     }
 
     /// Every file of the source, oldest date first.
@@ -214,46 +229,6 @@ impl FilesSource {
         }
     }
 
-    /// Infers the table schema from a sample of rows across several files.
-    pub fn infer_schema(
-        &self,
-        files: &[(FileEntry, LocalFile)],
-    ) -> Result<InferredSchema, SourceError> {
-        let mut names: Vec<String> = Vec::new();
-        let mut infer: Vec<Inference> = Vec::new();
-        let mut parquet_schema: Option<SchemaRef> = None;
-        let mut sampled = 0;
-        for (entry, file) in files.iter().take(DEFAULT_SAMPLE_FILES) {
-            sampled += 1;
-            let format = self.format_of(entry);
-            match format {
-                FileFormat::Parquet => {
-                    parquet_schema.get_or_insert(parquet_file::schema(&file.path, &entry.id)?);
-                }
-                FileFormat::Json | FileFormat::Csv | FileFormat::Tsv => {
-                    self.sample_text(entry, file, format, &mut names, &mut infer)?;
-                }
-            }
-        }
-        if let Some(s) = parquet_schema {
-            return Ok(InferredSchema {
-                evidence: Vec::new(),
-                schema: s,
-                files_sampled: sampled,
-            });
-        }
-        let fields: Vec<Field> = names
-            .iter()
-            .zip(&infer)
-            .map(|(n, i)| Field::new(n, i.data_type(), true))
-            .collect();
-        Ok(InferredSchema {
-            schema: Arc::new(Schema::new(fields)),
-            evidence: infer.into_iter().map(|i| i.evidence).collect(),
-            files_sampled: sampled,
-        })
-    }
-
     /// Samples the rows of a JSON or delimited file into `names`/`infer`; true when the file
     /// names all its columns (a header line).
     fn sample_text(
@@ -266,7 +241,14 @@ impl FilesSource {
     ) -> Result<bool, SourceError> {
         let input = open_decoded(&file.path, &entry.id)?;
         if format == FileFormat::Json {
-            json::sample(input, &entry.id, self.sample_rows, names, infer)?;
+            json::sample(
+                input,
+                &entry.id,
+                self.flatten,
+                self.sample_rows,
+                names,
+                infer,
+            )?;
             return Ok(false);
         }
         let opts = self.text_options(entry, format);
@@ -287,28 +269,39 @@ impl FilesSource {
         table: &Schema,
     ) -> Result<IncomingSchema, SourceError> {
         let format = self.format_of(entry);
-        let mut names: Vec<String> = Vec::new();
-        let mut infer: Vec<Inference> = Vec::new();
-        if format == FileFormat::Parquet {
-            return Ok(IncomingSchema {
-                schema: parquet_file::schema(&file.path, &entry.id)?,
-                complete: true,
-            });
+        let (mut fields, complete): (Vec<Field>, bool) = if format == FileFormat::Parquet {
+            let own = parquet_file::schema(&file.path, &entry.id)?;
+            (
+                own.fields().iter().map(|f| f.as_ref().clone()).collect(),
+                true,
+            )
+        } else {
+            let mut names: Vec<String> = Vec::new();
+            let mut infer: Vec<Inference> = Vec::new();
+            let complete = self.sample_text(entry, file, format, &mut names, &mut infer)?;
+            let positional = !complete && !matches!(format, FileFormat::Json);
+            let fields = names
+                .iter()
+                .zip(&infer)
+                .filter(|(n, _)| !positional || table.index_of(n).is_ok())
+                .map(|(n, i)| match table.field_with_name(n) {
+                    Err(_) if i.holds_json() => sluice_core::types::json_field(n),
+                    _ => Field::new(n, held_type(i, table, n), true),
+                })
+                .collect();
+            (fields, complete)
+        };
+        if self.partitions {
+            fields.retain(|f| !self.is_partition(entry, f.name()));
+            for p in &entry.partitions {
+                let mut i = Inference::default();
+                match &p.value {
+                    Some(v) => i.observe_text(v),
+                    None => i.observe_null(),
+                }
+                fields.push(Field::new(&p.key, held_type(&i, table, &p.key), true));
+            }
         }
-        let complete = self.sample_text(entry, file, format, &mut names, &mut infer)?;
-        let positional = !complete && !matches!(format, FileFormat::Json);
-        let fields: Vec<Field> = names
-            .iter()
-            .zip(&infer)
-            .filter(|(n, _)| !positional || table.index_of(n).is_ok())
-            .map(|(n, i)| {
-                let t = match table.field_with_name(n) {
-                    Ok(f) if i.parses_as(f.data_type()) => f.data_type().clone(),
-                    _ => i.data_type(),
-                };
-                Field::new(n, t, true)
-            })
-            .collect();
         Ok(IncomingSchema {
             schema: Arc::new(Schema::new(fields)),
             complete,
@@ -316,8 +309,35 @@ impl FilesSource {
     }
 
     /// Reads one file into batches of `schema` and rejects, handing each to `emit` as it goes
-    /// (memory stays at one batch). `emit` failing stops the read.
+    /// (memory stays at one batch). `emit` failing stops the read. Partition columns take the
+    /// file's folder values (or, when a value does not fit, the first variant column it fits).
     pub fn read(
+        &self,
+        entry: &FileEntry,
+        file: &LocalFile,
+        schema: &SchemaRef,
+        emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
+    ) -> Result<ReadStats, SourceError> {
+        let folders = FolderColumns::plan(self, entry, schema)?;
+        if folders.columns.is_empty() {
+            return self.read_contents(entry, file, schema, emit);
+        }
+        let contents = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !folders.columns.contains(i))
+                .map(|(_, f)| f.as_ref().clone())
+                .collect::<Vec<_>>(),
+        ));
+        self.read_contents(entry, file, &contents, &mut |ev| match ev {
+            FileEvent::Rows(batch) => emit(FileEvent::Rows(folders.complete(schema, batch)?)),
+            reject => emit(reject),
+        })
+    }
+
+    fn read_contents(
         &self,
         entry: &FileEntry,
         file: &LocalFile,
@@ -330,6 +350,7 @@ impl FilesSource {
             FileFormat::Json => json::read(
                 open_decoded(&file.path, &entry.id)?,
                 &entry.id,
+                self.flatten,
                 schema,
                 emit,
             ),
@@ -344,6 +365,97 @@ impl FilesSource {
                 )
             }
         }
+    }
+}
+
+/// A column's type as `table` should see it: the table's own type when every sampled value
+/// parses as it (all-integers in a decimal column, all-NULLs), else what the values say.
+fn held_type(i: &Inference, table: &Schema, name: &str) -> DataType {
+    match table.field_with_name(name) {
+        Ok(f) if i.parses_as(f.data_type()) => f.data_type().clone(),
+        _ => i.data_type(),
+    }
+}
+
+/// The columns of a table one file's folder names fill, and with what.
+struct FolderColumns {
+    /// Partition columns and their variants: not read from the file's contents.
+    columns: Vec<usize>,
+    /// (column, folder value) for the column each value lands in.
+    values: Vec<(usize, Option<String>)>,
+    file: String,
+}
+
+impl FolderColumns {
+    fn plan(
+        source: &FilesSource,
+        entry: &FileEntry,
+        schema: &Schema,
+    ) -> Result<FolderColumns, SourceError> {
+        let mut plan = FolderColumns {
+            columns: Vec::new(),
+            values: Vec::new(),
+            file: entry.id.clone(),
+        };
+        if !source.partitions {
+            return Ok(plan);
+        }
+        let variants = sluice_core::schema::variants(schema);
+        for p in &entry.partitions {
+            let Ok(i) = schema.index_of(&p.key) else {
+                continue;
+            };
+            plan.columns.push(i);
+            plan.columns.extend(&variants[i]);
+            let fits = |c: usize| {
+                let t = schema.field(c).data_type();
+                rows::repeat_value(t, p.value.as_deref(), 1).is_ok()
+            };
+            let Some(c) = std::iter::once(i)
+                .chain(variants[i].iter().copied())
+                .find(|&c| fits(c))
+            else {
+                return Err(SourceError::File {
+                    file: entry.id.clone(),
+                    message: format!(
+                        "folder value `{}` of partition `{}` is not a {}",
+                        p.value.as_deref().unwrap_or_default(),
+                        p.key,
+                        sluice_core::schema::type_name(schema.field(i).data_type())
+                    ),
+                });
+            };
+            plan.values.push((c, p.value.clone()));
+        }
+        Ok(plan)
+    }
+
+    /// `batch` (the file's contents) with the folder columns put back in `schema`'s order.
+    fn complete(&self, schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, SourceError> {
+        let n = batch.num_rows();
+        let err = |message: String| SourceError::File {
+            file: self.file.clone(),
+            message,
+        };
+        let mut contents = batch.columns().iter();
+        let mut cols = Vec::with_capacity(schema.fields().len());
+        for (i, f) in schema.fields().iter().enumerate() {
+            if !self.columns.contains(&i) {
+                cols.push(
+                    contents.next().cloned().ok_or_else(|| {
+                        err(format!("the file's rows lack column `{}`", f.name()))
+                    })?,
+                );
+                continue;
+            }
+            let value = self
+                .values
+                .iter()
+                .find(|(c, _)| *c == i)
+                .and_then(|(_, v)| v.as_deref());
+            cols.push(rows::repeat_value(f.data_type(), value, n).map_err(err)?);
+        }
+        RecordBatch::try_new(schema.clone(), cols).map_err(|e| err(e.to_string()))
     }
 }
 

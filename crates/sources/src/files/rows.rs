@@ -169,6 +169,19 @@ fn int_in(s: &str, min: i64, max: i64) -> Result<i64, String> {
     Ok(v)
 }
 
+/// `n` copies of `value` (None: NULL) as a column of type `t`, parsed as a text field is.
+pub fn repeat_value(t: &DataType, value: Option<&str>, n: usize) -> Result<ArrayRef, String> {
+    let mut b = Builder::new(t, n)?;
+    let parsed = match value {
+        Some(v) => b.parse(v)?,
+        None => Parsed::Null,
+    };
+    for _ in 0..n {
+        b.push(parsed, value);
+    }
+    Ok(b.finish())
+}
+
 /// Why a row was refused: which column, and the reason.
 #[derive(Debug)]
 pub struct RowError {
