@@ -25,14 +25,14 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-use sluice_core::change::{change_schema, stamp_rows, Op};
+use sluice_core::change::{change_schema, data_schema, stamp_rows, Op};
 use sluice_core::config::{
     Mode, SourceConfig, TableSpec, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS,
     DEFAULT_CHUNK_ROWS, DEFAULT_SNAPSHOT_PARALLELISM,
 };
 use sluice_core::failpoint;
 use sluice_lake::{LakeTable, TablePath, PRIMARY_KEY_PROPERTY, SEQ_APP_ID};
-use sluice_sources::mysql::binlog::{self, BinlogReader, RowChange, RowOp, StreamItem};
+use sluice_sources::mysql::binlog::{self, BinlogReader, Ddl, RowChange, RowOp, StreamItem};
 use sluice_sources::mysql::columns::{arrow_schema, Kind};
 use sluice_sources::mysql::convert::RowsBuilder;
 use sluice_sources::mysql::snapshot::{self, ChunkPlan};
@@ -201,12 +201,20 @@ pub async fn extract_source(
                     halted: None,
                 };
                 if stored != c.info.columns {
-                    // Decode with what the log was created from; the change itself is the
-                    // schema gate's to decide.
-                    let diff = describe_diff(&stored, &c.info.columns);
-                    c.info.columns = stored;
+                    // CDC decodes from its binlog position with the definitions of then, and
+                    // takes each DDL as the stream reaches it. Snapshots and incremental reads
+                    // see the table as it is now: the lake takes that first (the warehouse
+                    // side is the schema gate's to decide).
+                    let current = std::mem::replace(&mut c.info.columns, stored);
                     if mode != Mode::Cdc {
-                        c.halted = Some(format!("schema changed at the source: {diff}"));
+                        match key_dropped(&c.spec, &current) {
+                            Some(why) => c.halted = Some(why),
+                            None => {
+                                if let Err(e) = adopt_definitions(&mut c, current).await {
+                                    c.error = Some(e.to_string());
+                                }
+                            }
+                        }
                     }
                 }
                 tables.push(c);
@@ -361,6 +369,97 @@ async fn open_log(
     let schema = change_schema(arrow_schema(&info.columns).as_ref());
     let log = LakeTable::create(&project.lake, &path, &schema, props).await?;
     Ok((log, info.columns.clone()))
+}
+
+/// Why a table cannot take definitions `defs`: a key column the loads merge on is gone.
+fn key_dropped(spec: &TableSpec, defs: &[ColumnDef]) -> Option<String> {
+    let k = spec
+        .primary_key
+        .iter()
+        .find(|k| !defs.iter().any(|c| &c.name == *k))?;
+    Some(format!(
+        "schema changed at the source: key column `{k}` of {}.{} is gone; set primary_key or \
+         re-snapshot (sluice sync --resnapshot {}.{})",
+        spec.source, spec.table, spec.source, spec.table
+    ))
+}
+
+/// Takes the table's definitions `defs` into its change log: new columns added, dropped ones
+/// kept (NULL from now on), a changed type's off-type values sent to a variant column, each
+/// change a catalog version, committed together with the definitions binlog rows are decoded
+/// with from then on. Nothing is committed when the definitions are the ones in use.
+async fn adopt_definitions(t: &mut Captured, defs: Vec<ColumnDef>) -> Result<(), EngineError> {
+    if defs == t.info.columns {
+        return Ok(());
+    }
+    let diff = describe_diff(&t.info.columns, &defs);
+    let lake = data_schema(t.log.schema()?.as_ref());
+    let history = t.log.schema_history()?;
+    let r = sluice_core::schema::reconcile(
+        &lake,
+        &history.dropped(),
+        arrow_schema(&defs).as_ref(),
+        true,
+    );
+    let texts: Vec<String> = r.changes.iter().map(|c| c.to_string()).collect();
+    tracing::warn!(table = %t.log.path(), source_change = %diff, lake_changes = ?texts, "schema change taken into the lake");
+    let definitions = serde_json::to_string(&defs).expect("column definitions serialize");
+    t.log
+        .evolve_with(
+            &r.add,
+            r.changes,
+            &[(COLUMNS_PROPERTY.to_string(), definitions)],
+        )
+        .await?;
+    t.info.columns = defs;
+    t.report.schema_changes.extend(texts);
+    Ok(())
+}
+
+/// A DDL statement on a captured table, reached by the binlog stream. `ALTER TABLE` and index
+/// statements are taken into the lake with the table's definitions read right after them;
+/// anything else (RENAME, DROP, TRUNCATE: whose row changes the binlog does not carry) halts
+/// the table's capture before it. Returns why capture halts, if it does.
+async fn take_ddl(
+    mysql: &MySql,
+    t: &mut Captured,
+    ddl: &Ddl,
+) -> Result<Option<String>, EngineError> {
+    let halt = |why: &str| {
+        Some(format!(
+            "schema change at {}: `{}` ({why}; capture stopped before it)",
+            ddl.start,
+            ddl.statement.trim()
+        ))
+    };
+    let words: Vec<String> = ddl
+        .statement
+        .split_whitespace()
+        .take(4)
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    let alter = words.first().is_some_and(|w| w == "ALTER") && words.contains(&"TABLE".to_string());
+    let index = words.first().is_some_and(|w| w == "CREATE" || w == "DROP")
+        && words.contains(&"INDEX".to_string());
+    if !alter && !index {
+        return Ok(halt("not a change sluice can follow in the binlog"));
+    }
+    let mut conn = mysql.connect().await?;
+    let found = mysql
+        .discover(&mut conn, Some(std::slice::from_ref(&t.spec.table)))
+        .await;
+    let _ = conn.disconnect().await;
+    let Ok(mut found) = found else {
+        return Ok(halt("the table is gone or renamed"));
+    };
+    let Some(info) = found.pop() else {
+        return Ok(halt("the table is gone or renamed"));
+    };
+    if let Some(why) = key_dropped(&t.spec, &info.columns) {
+        return Ok(Some(why));
+    }
+    adopt_definitions(t, info.columns).await?;
+    Ok(None)
 }
 
 fn describe_diff(old: &[ColumnDef], new: &[ColumnDef]) -> String {
@@ -766,6 +865,24 @@ struct Pending {
     key_columns: Vec<usize>,
 }
 
+impl Pending {
+    /// An empty buffer for rows of the table's current definitions.
+    fn new(t: &Captured) -> Pending {
+        Pending {
+            builder: RowsBuilder::new(&t.info.columns),
+            ops: Vec::new(),
+            source_ts: Vec::new(),
+            end: None,
+            key_columns: t
+                .spec
+                .primary_key
+                .iter()
+                .filter_map(|k| t.info.columns.iter().position(|c| &c.name == k))
+                .collect(),
+        }
+    }
+}
+
 /// Streams the binlog from the earliest table position, committing whole source
 /// transactions per table, until caught up (or, following, until stopped).
 async fn stream_changes(
@@ -814,21 +931,7 @@ async fn stream_changes(
         .filter(|(_, t)| positions.contains_key(&t.spec.table))
         .map(|(i, t)| (t.spec.table.clone(), i))
         .collect();
-    let mut pending: Vec<Pending> = tables
-        .iter()
-        .map(|t| Pending {
-            builder: RowsBuilder::new(&t.info.columns),
-            ops: Vec::new(),
-            source_ts: Vec::new(),
-            end: None,
-            key_columns: t
-                .spec
-                .primary_key
-                .iter()
-                .filter_map(|k| t.info.columns.iter().position(|c| &c.name == k))
-                .collect(),
-        })
-        .collect();
+    let mut pending: Vec<Pending> = tables.iter().map(Pending::new).collect();
     let follow = opts.follow.clone();
     let names: HashSet<String> = index.keys().cloned().collect();
     let mut reader = BinlogReader::open(mysql, &start, server_id, names, follow.is_none()).await?;
@@ -875,11 +978,14 @@ async fn stream_changes(
                         commit_buffered(project, tables, &mut pending, &mut buffered, opts).await?;
                         let t = &mut tables[ti];
                         t.halted = Some(format!(
-                            "schema changed at the source: rows at {} have {} columns, the lake's `{}` has {}",
+                            "schema changed at the source: rows at {} have {} columns, the definitions of `{}` sluice decodes with have {} \
+                             (several schema changes while sluice was behind: re-snapshot with sluice sync --resnapshot {}.{})",
                             txn.end,
                             change.columns,
                             t.spec.table,
-                            t.info.columns.len()
+                            t.info.columns.len(),
+                            t.spec.source,
+                            t.spec.table
                         ));
                         continue;
                     }
@@ -901,13 +1007,19 @@ async fn stream_changes(
                 for name in &ddl.tables {
                     if let Some(&ti) = index.get(name) {
                         let t = &mut tables[ti];
-                        if t.halted.is_none() && positions[name].key() < ddl.end.key() {
-                            tracing::warn!(table = %name, statement = %ddl.statement, "schema change: table halted");
-                            t.halted = Some(format!(
-                                "schema change at {}: `{}` (capture stopped before it; the schema gate decides)",
-                                ddl.start,
-                                ddl.statement.trim()
-                            ));
+                        if t.halted.is_some()
+                            || t.error.is_some()
+                            || positions[name].key() >= ddl.end.key()
+                        {
+                            continue;
+                        }
+                        match take_ddl(mysql, t, &ddl).await {
+                            Ok(None) => pending[ti] = Pending::new(t),
+                            Ok(Some(why)) => {
+                                tracing::warn!(table = %name, statement = %ddl.statement, "schema change: capture halted");
+                                t.halted = Some(why);
+                            }
+                            Err(e) => t.error = Some(e.to_string()),
                         }
                     } else {
                         tracing::info!(table = %name, statement = %ddl.statement, "DDL on a table sluice does not capture");

@@ -229,8 +229,29 @@ fn every_kind_of_change_lands_exactly() {
     }
 }
 
+fn sync_code(sb: &Sandbox) -> (i32, serde_json::Value) {
+    let out = sb.run(&["--json", "sync"], &[]);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), report)
+}
+
+fn table_of<'a>(report: &'a serde_json::Value, source: &str, table: &str) -> &'a serde_json::Value {
+    report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["source"] == source && t["table"] == table)
+        .unwrap_or_else(|| panic!("no {source}.{table} in {report}"))
+}
+
 #[test]
-fn schema_change_halts_only_that_table_and_exits_3() {
+fn cdc_schema_change_lands_in_the_lake_halts_only_that_table_and_accept_loads_the_backlog_once() {
     let db = MariaDb::start(&[]);
     db.sql(
         "CREATE TABLE a (id INT PRIMARY KEY, v INT); CREATE TABLE b (id INT PRIMARY KEY, v INT);
@@ -240,31 +261,37 @@ fn schema_change_halts_only_that_table_and_exits_3() {
     sb.config(&config(&db, "cdc", ""));
     sb.sync_json();
     db.sql("INSERT INTO a VALUES (2, 2); ALTER TABLE a ADD COLUMN w INT; INSERT INTO a VALUES (3, 3, 3);
-            INSERT INTO b VALUES (2, 2)");
-    let out = sb.run(&["--json", "sync"], &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let table = |n: &str| {
-        report["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["table"] == n)
-            .unwrap()
-            .clone()
-    };
-    let halted = table("a")["halted"].as_str().unwrap().to_string();
+            CREATE INDEX a_v ON a (v); INSERT INTO b VALUES (2, 2)");
+    let (code, report) = sync_code(&sb);
+    assert_eq!(code, 3, "{report}");
+    // The lake took the change with the binlog: every row, w where the source had it.
+    let a = table_of(&report, "shop", "a");
+    assert_eq!(a["extract"]["rows"], 2, "{report}");
     assert!(
-        halted.contains("ALTER TABLE a ADD COLUMN w INT"),
+        a["extract"]["schema_changes"][0]
+            .as_str()
+            .unwrap()
+            .contains("new column w"),
+        "{report}"
+    );
+    // (The JSON rendering leaves NULLs out.)
+    let lake = sb.query_lake("SELECT id, w FROM shop.a ORDER BY id");
+    assert_eq!(
+        lake,
+        vec![
+            serde_json::json!({"id": 1}),
+            serde_json::json!({"id": 2}),
+            serde_json::json!({"id": 3, "w": 3}),
+        ]
+    );
+    // The warehouse table halted at the change (halt is the default), having loaded what came
+    // before it; b went on.
+    let halted = a["halted"].as_str().unwrap();
+    assert!(
+        halted.contains("new column w") && halted.contains("sluice schema accept shop.a"),
         "{halted}"
     );
-    assert!(table("b")["halted"].is_null());
-    // a: the change before the ALTER landed and loaded, nothing after it; b went on.
+    assert!(table_of(&report, "shop", "b")["halted"].is_null());
     assert_eq!(
         sb.duck("SELECT CAST(id AS VARCHAR) FROM shop.a ORDER BY id"),
         vec![vec![common::s("1")], vec![common::s("2")]]
@@ -272,6 +299,189 @@ fn schema_change_halts_only_that_table_and_exits_3() {
     assert_eq!(
         sb.duck("SELECT count(*)::VARCHAR FROM shop.b"),
         vec![vec![common::s("2")]]
+    );
+    // accept: the column is added and the backlog loads once; capture never stopped.
+    sb.ok(&["schema", "accept", "shop.a"]);
+    db.sql("INSERT INTO a VALUES (4, 4, 4)");
+    let (code, report) = sync_code(&sb);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        sb.duck("SELECT id::VARCHAR, v::VARCHAR, w::VARCHAR FROM shop.a ORDER BY id"),
+        db.rows("SELECT id, v, w FROM a ORDER BY id")
+    );
+}
+
+#[test]
+fn cdc_schema_changes_of_every_kind_evolve_or_freeze_the_warehouse_by_policy() {
+    let db = MariaDb::start(&[]);
+    db.sql(
+        "CREATE TABLE t (id INT PRIMARY KEY, qty INT, code INT, old INT);
+         INSERT INTO t VALUES (1, 10, 7, 100)",
+    );
+    let sb = Sandbox::new();
+    let mut cfg = String::new();
+    for (name, policy) in [("e", "evolve"), ("f", "freeze")] {
+        cfg += &format!(
+            "[sources.{name}]\nkind = \"mysql\"\nurl = \"{}\"\nmode = \"cdc\"\nschema_changes = \"{policy}\"\n\n",
+            db.url()
+        );
+    }
+    sb.config(&cfg);
+    sb.sync_json();
+    // One change of each kind, each followed by a row that uses it, synced in turn.
+    let steps = [
+        (
+            "ALTER TABLE t ADD COLUMN coupon VARCHAR(10)",
+            "INSERT INTO t VALUES (2, 20, 8, 200, 'SPRING')",
+            "new column coupon",
+        ),
+        (
+            "ALTER TABLE t DROP COLUMN old",
+            "INSERT INTO t VALUES (3, 30, 9, 'X')",
+            "dropped column old",
+        ),
+        (
+            "ALTER TABLE t MODIFY qty BIGINT",
+            "INSERT INTO t VALUES (4, 5000000000, 10, NULL)",
+            "widened type qty",
+        ),
+        (
+            "ALTER TABLE t MODIFY code VARCHAR(10)",
+            "INSERT INTO t VALUES (5, 50, 'X-1', NULL), (6, 60, '11', NULL)",
+            "incompatible type code",
+        ),
+    ];
+    for (ddl, insert, change) in steps {
+        db.sql(&format!("{ddl}; {insert}"));
+        let (code, report) = sync_code(&sb);
+        assert_eq!(code, 0, "{ddl}: {report}");
+        for src in ["e", "f"] {
+            let changes = table_of(&report, src, "t")["extract"]["schema_changes"].to_string();
+            assert!(changes.contains(change), "{ddl}: {changes}");
+        }
+    }
+    // Lake: every value, the off-type ones in variant columns, the dropped column NULL after.
+    let lake = sb.query_lake(
+        "SELECT id, qty, qty__bigint, code, code__text, old, coupon FROM e.t ORDER BY id",
+    );
+    let n = serde_json::Value::Null;
+    let row = |v: [serde_json::Value; 7]| {
+        let keys = [
+            "id",
+            "qty",
+            "qty__bigint",
+            "code",
+            "code__text",
+            "old",
+            "coupon",
+        ];
+        // The JSON rendering leaves NULLs out.
+        serde_json::Value::Object(
+            keys.iter()
+                .map(|k| k.to_string())
+                .zip(v)
+                .filter(|(_, v)| !v.is_null())
+                .collect(),
+        )
+    };
+    use serde_json::json;
+    assert_eq!(
+        lake,
+        vec![
+            row([
+                json!(1),
+                json!(10),
+                n.clone(),
+                json!(7),
+                n.clone(),
+                json!(100),
+                n.clone()
+            ]),
+            row([
+                json!(2),
+                json!(20),
+                n.clone(),
+                json!(8),
+                n.clone(),
+                json!(200),
+                json!("SPRING")
+            ]),
+            row([
+                json!(3),
+                json!(30),
+                n.clone(),
+                json!(9),
+                n.clone(),
+                n.clone(),
+                json!("X")
+            ]),
+            row([
+                json!(4),
+                n.clone(),
+                json!(5000000000i64),
+                json!(10),
+                n.clone(),
+                n.clone(),
+                n.clone()
+            ]),
+            row([
+                json!(5),
+                json!(50),
+                n.clone(),
+                n.clone(),
+                json!("X-1"),
+                n.clone(),
+                n.clone()
+            ]),
+            row([
+                json!(6),
+                json!(60),
+                n.clone(),
+                json!(11),
+                n.clone(),
+                n.clone(),
+                n.clone()
+            ]),
+        ]
+    );
+    // evolve: the warehouse has every column and the same values as the lake.
+    let s = common::s;
+    assert_eq!(
+        sb.duck("SELECT id::VARCHAR, qty::VARCHAR, qty__bigint::VARCHAR, code::VARCHAR, code__text, old::VARCHAR, coupon FROM e.t ORDER BY id"),
+        vec![
+            vec![s("1"), s("10"), None, s("7"), None, s("100"), None],
+            vec![s("2"), s("20"), None, s("8"), None, s("200"), s("SPRING")],
+            vec![s("3"), s("30"), None, s("9"), None, None, s("X")],
+            vec![s("4"), None, s("5000000000"), s("10"), None, None, None],
+            vec![s("5"), s("50"), None, None, s("X-1"), None, None],
+            vec![s("6"), s("60"), None, s("11"), None, None, None],
+        ]
+    );
+    // freeze: the first shape, every row, and the left-out columns named in status.
+    assert_eq!(
+        sb.duck(
+            "SELECT id::VARCHAR, qty::VARCHAR, code::VARCHAR, old::VARCHAR FROM f.t ORDER BY id"
+        ),
+        vec![
+            vec![s("1"), s("10"), s("7"), s("100")],
+            vec![s("2"), s("20"), s("8"), s("200")],
+            vec![s("3"), s("30"), s("9"), None],
+            vec![s("4"), None, s("10"), None],
+            vec![s("5"), s("50"), None, None],
+            vec![s("6"), s("60"), s("11"), None],
+        ]
+    );
+    let status: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "status"])).unwrap();
+    let f = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["source"] == "f")
+        .unwrap();
+    assert_eq!(
+        f["targets"][0]["left_out"],
+        serde_json::json!(["coupon", "qty__bigint", "code__text"]),
+        "{status}"
     );
 }
 
