@@ -148,6 +148,40 @@ primary_key = ["id"]
         ]
     );
 
+    // The crawler reads the same drops on S3 (through the config's endpoint): the date
+    // folders are a partition typed as dates, the headerless columns typed from the files.
+    let out = sb.run(&["--json", "crawl", "s3://drops/supplier/"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crawl: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(crawl["files"], 2, "{crawl}");
+    let types: Vec<(String, String)> = crawl["schema"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("c1", "bigint"),
+            ("c2", "text"),
+            ("c3", "decimal(18,2)"),
+            ("partition_0", "date")
+        ]
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .to_vec(),
+        "{crawl}"
+    );
+
     // The Delta log and data files sluice wrote carry SSE-KMS with the configured key (read
     // with boto3, which moto installs: SSE-KMS objects need signed requests).
     let script = format!(

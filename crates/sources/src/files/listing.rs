@@ -52,7 +52,8 @@ pub struct PartitionValue {
     pub value: Option<String>,
 }
 
-/// The partitions of a file from its folder names (outermost first), percent-decoded.
+/// The partitions of a file from its folder names (outermost first), percent-decoded; an
+/// unnamed date folder in either `{date}` form reads as `YYYY-MM-DD`.
 pub fn partitions_of(folders: &[String]) -> Vec<PartitionValue> {
     folders
         .iter()
@@ -60,7 +61,13 @@ pub fn partitions_of(folders: &[String]) -> Vec<PartitionValue> {
         .map(|(level, seg)| {
             let (key, value) = match seg.split_once('=') {
                 Some((k, v)) if !k.is_empty() => (percent_decode(k), percent_decode(v)),
-                _ => (format!("partition_{level}"), percent_decode(seg)),
+                // A date folder (`20240102` or `2024-01-02`, as `{date}` reads them) is a date.
+                _ => (
+                    format!("partition_{level}"),
+                    parse_folder_date(seg)
+                        .map(|d| d.format("%Y-%m-%d").to_string())
+                        .unwrap_or_else(|| percent_decode(seg)),
+                ),
             };
             PartitionValue {
                 key,
@@ -300,7 +307,7 @@ mod tests {
             vec![
                 ("dt", Some("2024-01-02")),
                 ("region", Some("eu west")),
-                ("partition_2", Some("20240102")),
+                ("partition_2", Some("2024-01-02")),
                 ("k", None),
             ]
         );
