@@ -142,4 +142,40 @@ fn files_into_postgres_over_verified_tls_exactly_once() {
         + &String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("certificate"), "{text}");
+
+    // JSON documents: objects and arrays land as JSONB (queryable with ->>), scalars typed.
+    let docs = Sandbox::new();
+    docs.config(&format!(
+        r#"
+[warehouses.pg]
+kind = "postgres"
+url = "{url}"
+password = {{ env = "PGWH_PASSWORD" }}
+ssl_mode = "verify-full"
+ssl_ca = "{ca}"
+
+[sources.j]
+kind = "files"
+url = "docs/"
+[sources.j.tables.j]
+primary_key = ["id"]
+"#,
+        url = pg.url(),
+    ));
+    docs.write(
+        "docs/e.jsonl",
+        "{\"id\": 1, \"meta\": {\"k\": \"x\", \"n\": [1, 2]}, \"tags\": [\"a\"]}\n\
+         {\"id\": 2, \"meta\": null, \"tags\": []}\n",
+    );
+    ok(&docs);
+    assert_eq!(
+        pg.rows(
+            "SELECT id, meta->>'k', jsonb_array_length(meta->'n'), jsonb_array_length(tags), pg_typeof(meta)::text
+               FROM j.j ORDER BY id"
+        ),
+        vec![
+            vec![s("1"), s("x"), s("2"), s("1"), s("jsonb")],
+            vec![s("2"), None, None, s("0"), s("jsonb")],
+        ]
+    );
 }
