@@ -282,6 +282,14 @@ async fn create_log(
         None => {
             let inferred = infer(source, pending, sample).await?;
             tracing::info!(source = %spec.source, table = %spec.table, files = inferred.files_sampled, "schema inferred");
+            for c in inferred.columns.iter().filter(|c| c.conflict) {
+                let said: Vec<String> = c
+                    .file_types
+                    .iter()
+                    .map(|t| format!("{} in {} file(s), first {}", t.type_name, t.files, t.first))
+                    .collect();
+                tracing::warn!(source = %spec.source, table = %spec.table, column = %c.name, files = %said.join("; "), "type conflict: the column is text (sluice crawl shows the evidence)");
+            }
             inferred.schema
         }
     };
