@@ -94,6 +94,7 @@ enum Command {
     /// `partition_<level>`. Types come from files spread over the whole listing (first, last
     /// and evenly between), so a first file of NULLs or whole numbers does not decide them.
     Crawl {
+        /// A local folder or `s3://bucket/prefix/` (a `{date}` folder pattern works too).
         url: String,
         /// Register as this files source (`NAME`, or `SOURCE.TABLE` to name the table too).
         #[arg(long, value_name = "NAME")]
