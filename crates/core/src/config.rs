@@ -929,18 +929,14 @@ impl Config {
                     "applies to nested = \"flatten\" only".into(),
                 );
             }
-            if src.max_depth == Some(0) {
-                err(f("max_depth"), "must be at least 1".into());
-            }
-            if src.sample_files == Some(0) || src.sample_rows == Some(0) {
-                err(
-                    f(if src.sample_files == Some(0) {
-                        "sample_files"
-                    } else {
-                        "sample_rows"
-                    }),
-                    "must be at least 1".into(),
-                );
+            for (key, value) in [
+                ("sample_files", src.sample_files),
+                ("sample_rows", src.sample_rows),
+                ("max_depth", src.max_depth),
+            ] {
+                if value == Some(0) {
+                    err(f(key), "must be at least 1".into());
+                }
             }
             if let Some(p) = &src.pattern {
                 if p.contains('/') {

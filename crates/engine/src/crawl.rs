@@ -10,14 +10,14 @@
 //! The crawl reads with a files source built from the section it would register, so what it
 //! prints is what the registered table gets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use sluice_core::config::{Config, SourceConfig, DEFAULT_SAMPLE_FILES};
-use sluice_sources::files::{FileEntry, FilesSource, InferredSchema};
+use sluice_sources::files::{FileEntry, FileLocation, FilesSource, InferredSchema};
 
 use crate::EngineError;
 
@@ -75,13 +75,22 @@ const READABLE: &[&str] = &[
     ".csv", ".tsv", ".tbl", ".json", ".jsonl", ".ndjson", ".parquet",
 ];
 
-fn readable(id: &str) -> Option<&'static str> {
+/// The readable suffix of a file and its compression (`.csv`, `.gz` of `part-0.CSV.gz`), or
+/// None for a file the files source does not read.
+fn readable(id: &str) -> Option<(&'static str, &'static str)> {
     let name = id.rsplit('/').next().unwrap_or(id).to_ascii_lowercase();
-    let name = name
-        .strip_suffix(".gz")
-        .or_else(|| name.strip_suffix(".zst"))
-        .unwrap_or(&name);
-    READABLE.iter().copied().find(|s| name.ends_with(s))
+    let compression = [".gz", ".zst"]
+        .into_iter()
+        .find(|c| name.ends_with(c))
+        .unwrap_or("");
+    let base = &name[..name.len() - compression.len()];
+    let suffix = READABLE.iter().copied().find(|s| base.ends_with(s))?;
+    Some((suffix, compression))
+}
+
+/// A TOML string literal.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
 }
 
 pub async fn crawl(opts: &CrawlOptions) -> Result<CrawlReport, EngineError> {
@@ -96,15 +105,11 @@ pub async fn crawl(opts: &CrawlOptions) -> Result<CrawlReport, EngineError> {
         .unwrap_or_default();
     let url = absolute_url(&opts.url)?;
 
-    // First pass: every file, to learn the formats and whether folders partition them.
-    let probe = FilesSource::new(
-        &source_name,
-        &table,
-        &source_config(&section_body(&url, &table, None, true, opts.sample_files))?,
-        &url,
-        &store,
-    )?;
-    let listed = probe.list().await?;
+    // Every file, to learn the formats and whether folders partition them.
+    let listed = FileLocation::new(&url, None, &store)
+        .map_err(|m| EngineError::Usage(format!("{url}: {m}")))?
+        .list()
+        .await?;
     let (files, skipped): (Vec<FileEntry>, Vec<FileEntry>) =
         listed.into_iter().partition(|e| readable(&e.id).is_some());
     if files.is_empty() {
@@ -118,18 +123,15 @@ pub async fn crawl(opts: &CrawlOptions) -> Result<CrawlReport, EngineError> {
     }
     let mut formats: BTreeMap<String, usize> = BTreeMap::new();
     for e in &files {
-        let f = readable(&e.id)
-            .expect("partitioned above")
-            .trim_start_matches('.');
-        *formats.entry(f.to_string()).or_default() += 1;
+        let (suffix, _) = readable(&e.id).expect("partitioned above");
+        *formats
+            .entry(suffix.trim_start_matches('.').to_string())
+            .or_default() += 1;
     }
     // One suffix: the registered source reads only those, whatever else lands beside them.
-    let suffix = |e: &FileEntry| suffix_of(e.id.rsplit('/').next().unwrap_or(&e.id));
-    let first = suffix(&files[0]);
-    let pattern = files
-        .iter()
-        .all(|e| suffix(e) == first)
-        .then(|| format!("*{first}"));
+    let first = readable(&files[0].id);
+    let same = files.iter().all(|e| readable(&e.id) == first);
+    let pattern = first.filter(|_| same).map(|(s, c)| format!("*{s}{c}"));
     let partitioned = files.iter().any(|e| !e.partitions.is_empty());
     let body = section_body(
         &url,
@@ -149,7 +151,7 @@ pub async fn crawl(opts: &CrawlOptions) -> Result<CrawlReport, EngineError> {
     let schema = crate::extract::infer(&source, &files, sample).await?;
 
     let mut partitions: Vec<String> = Vec::new();
-    let mut folders: Vec<String> = Vec::new();
+    let mut folders: HashSet<&str> = HashSet::new();
     for e in &files {
         for p in &e.partitions {
             if !partitions.contains(&p.key) {
@@ -157,16 +159,15 @@ pub async fn crawl(opts: &CrawlOptions) -> Result<CrawlReport, EngineError> {
             }
         }
         if let Some((folder, _)) = e.id.rsplit_once('/') {
-            if !folders.iter().any(|f| f == folder) {
-                folders.push(folder.to_string());
-            }
+            folders.insert(folder);
         }
     }
+    let folders = folders.len();
     let mut report = CrawlReport {
         url,
         files: files.len(),
         formats,
-        folders: folders.len(),
+        folders,
         partitions,
         skipped: skipped.iter().map(|e| e.id.clone()).collect(),
         schema,
@@ -182,7 +183,13 @@ pub async fn crawl(opts: &CrawlOptions) -> Result<CrawlReport, EngineError> {
                 report.skipped[0]
             )));
         }
-        report.registered = Some(register(opts, &source_name, &table, &body, &report)?);
+        report.registered = Some(register(
+            opts,
+            existing.as_ref(),
+            (&source_name, &table),
+            &body,
+            &report,
+        )?);
     }
     Ok(report)
 }
@@ -223,22 +230,6 @@ fn absolute_url(url: &str) -> Result<String, EngineError> {
     Ok(s)
 }
 
-/// `.csv.gz` of `part-0.csv.gz`: the readable suffix with its compression.
-fn suffix_of(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    let compression = [".gz", ".zst"]
-        .into_iter()
-        .find(|c| lower.ends_with(c))
-        .unwrap_or("");
-    let base = &lower[..lower.len() - compression.len()];
-    let suffix = READABLE
-        .iter()
-        .find(|s| base.ends_with(*s))
-        .copied()
-        .unwrap_or("");
-    format!("{suffix}{compression}")
-}
-
 /// The keys of the source section the crawl reads with and registers.
 fn section_body(
     url: &str,
@@ -247,14 +238,13 @@ fn section_body(
     partitions: bool,
     sample_files: usize,
 ) -> String {
-    let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
     let mut body = format!(
         "kind = \"files\"\nurl = {}\ntable = {}\n",
-        quote(url),
-        quote(table)
+        toml_string(url),
+        toml_string(table)
     );
     if let Some(p) = pattern {
-        body.push_str(&format!("pattern = {}\n", quote(p)));
+        body.push_str(&format!("pattern = {}\n", toml_string(p)));
     }
     if partitions {
         body.push_str("partitions = true\n");
@@ -273,8 +263,8 @@ fn source_config(body: &str) -> Result<SourceConfig, EngineError> {
 /// loads; on any problem the config is left as it was.
 fn register(
     opts: &CrawlOptions,
-    source: &str,
-    table: &str,
+    existing: Option<&Config>,
+    (source, table): (&str, &str),
     body: &str,
     report: &CrawlReport,
 ) -> Result<Registered, EngineError> {
@@ -287,7 +277,7 @@ fn register(
         true => std::fs::read_to_string(path).map_err(io)?,
         false => String::new(),
     };
-    if let Some(cfg) = Config::load(path).ok().filter(|_| !before.is_empty()) {
+    if let Some(cfg) = existing {
         if cfg.sources.contains_key(source) {
             return Err(EngineError::Usage(format!(
                 "not registered: {} already has a source named `{source}`; pick another name",
@@ -309,20 +299,19 @@ fn register(
             )));
         }
     }
-    let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
     let mut section = format!(
         "# Registered by `sluice crawl` on {}: {} file(s), {} sampled.\n[sources.{}]\n{body}",
         chrono::Utc::now().format("%Y-%m-%d"),
         report.files,
         report.schema.files_sampled,
-        quote(source),
+        toml_string(source),
     );
     if !opts.primary_key.is_empty() {
-        let keys: Vec<String> = opts.primary_key.iter().map(|k| quote(k)).collect();
+        let keys: Vec<String> = opts.primary_key.iter().map(|k| toml_string(k)).collect();
         section.push_str(&format!(
             "\n[sources.{}.tables.{}]\nprimary_key = [{}]\n",
-            quote(source),
-            quote(table),
+            toml_string(source),
+            toml_string(table),
             keys.join(", ")
         ));
     }
@@ -481,9 +470,9 @@ mod tests {
             ("drops".into(), "orders".into())
         );
         assert!(register_names(Some("a b")).is_err());
-        assert_eq!(suffix_of("part-0.CSV.gz"), ".csv.gz");
+        assert_eq!(readable("/x/part-0.CSV.gz"), Some((".csv", ".gz")));
         assert_eq!(readable("/x/README.md"), None);
-        assert_eq!(readable("/x/a.jsonl.zst"), Some(".jsonl"));
+        assert_eq!(readable("/x/a.jsonl.zst"), Some((".jsonl", ".zst")));
         assert_eq!(short("/a/b/c.csv"), "b/c.csv");
         let body = section_body("/d/\"q\"/", "t", Some("*.csv"), true, 9);
         let cfg = source_config(&body).unwrap();

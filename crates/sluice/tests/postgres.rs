@@ -8,7 +8,8 @@ mod common;
 use common::postgres::{PgServer, PASSWORD};
 use common::{s, Sandbox};
 
-fn config(pg: &PgServer, ca: &str) -> String {
+/// The PostgreSQL warehouse over verified TLS, the password from the environment.
+fn warehouse(pg: &PgServer, ca: &str) -> String {
     format!(
         r#"
 [warehouses.pg]
@@ -17,18 +18,23 @@ url = "{url}"
 password = {{ env = "PGWH_PASSWORD" }}
 ssl_mode = "verify-full"
 ssl_ca = "{ca}"
+"#,
+        url = pg.url(),
+    )
+}
 
+fn config(pg: &PgServer, ca: &str) -> String {
+    warehouse(pg, ca)
+        + r#"
 [sources.s]
 kind = "files"
-url = "drops/{{date}}/"
+url = "drops/{date}/"
 table = "t"
 columns = ["id bigint", "v text"]
 load = ["merge", "history", "append"]
 [sources.s.tables.t]
 primary_key = ["id"]
-"#,
-        url = pg.url(),
-    )
+"#
 }
 
 fn day(sb: &Sandbox, date: &str, rows: &[(i64, &str)]) {
@@ -145,23 +151,16 @@ fn files_into_postgres_over_verified_tls_exactly_once() {
 
     // JSON documents: objects and arrays land as JSONB (queryable with ->>), scalars typed.
     let docs = Sandbox::new();
-    docs.config(&format!(
-        r#"
-[warehouses.pg]
-kind = "postgres"
-url = "{url}"
-password = {{ env = "PGWH_PASSWORD" }}
-ssl_mode = "verify-full"
-ssl_ca = "{ca}"
-
+    docs.config(
+        &(warehouse(&pg, &ca)
+            + r#"
 [sources.j]
 kind = "files"
 url = "docs/"
 [sources.j.tables.j]
 primary_key = ["id"]
-"#,
-        url = pg.url(),
-    ));
+"#),
+    );
     docs.write(
         "docs/e.jsonl",
         "{\"id\": 1, \"meta\": {\"k\": \"x\", \"n\": [1, 2]}, \"tags\": [\"a\"]}\n\

@@ -151,8 +151,7 @@ pub struct Inference {
     date_ok: bool,
     ts_ok: bool,
     tstz_ok: bool,
-    /// A JSON object or array was seen: the column holds JSON text.
-    nested: bool,
+    /// JSON objects or arrays seen: any makes the column JSON text.
     nested_values: usize,
     /// A JSON string was seen: numbers-as-JSON and strings cannot share a numeric column.
     quoted: bool,
@@ -172,7 +171,6 @@ impl Default for Inference {
             date_ok: true,
             ts_ok: true,
             tstz_ok: true,
-            nested: false,
             nested_values: 0,
             quoted: false,
             unquoted_number: false,
@@ -195,7 +193,6 @@ impl Inference {
     /// A JSON object or array.
     pub fn observe_nested(&mut self) {
         self.evidence.values += 1;
-        self.nested = true;
         self.nested_values += 1;
     }
 
@@ -280,7 +277,6 @@ impl Inference {
         self.date_ok &= other.date_ok;
         self.ts_ok &= other.ts_ok;
         self.tstz_ok &= other.tstz_ok;
-        self.nested |= other.nested;
         self.nested_values += other.nested_values;
         self.quoted |= other.quoted;
         self.unquoted_number |= other.unquoted_number;
@@ -327,7 +323,7 @@ impl Inference {
         if self.evidence.values == 0 {
             return true;
         }
-        if self.nested || (self.quoted && self.unquoted_number) {
+        if self.nested_values > 0 || (self.quoted && self.unquoted_number) {
             return matches!(t, DataType::Utf8 | DataType::LargeUtf8);
         }
         let digits_fit = |p: u8, s: i8| {
@@ -352,7 +348,10 @@ impl Inference {
 
     /// The narrowest type that holds every observed value.
     pub fn data_type(&self) -> DataType {
-        if self.evidence.values == 0 || self.nested || (self.quoted && self.unquoted_number) {
+        if self.evidence.values == 0
+            || self.nested_values > 0
+            || (self.quoted && self.unquoted_number)
+        {
             return DataType::Utf8;
         }
         if self.bool_ok {

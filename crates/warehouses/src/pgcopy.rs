@@ -17,6 +17,8 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, TimeUnit};
 use bytes::{BufMut, BytesMut};
 
+use sluice_core::types::is_json;
+
 /// Days from 1970-01-01 (Arrow) to 2000-01-01 (PostgreSQL).
 const PG_EPOCH_DAYS: i32 = 10_957;
 /// Microseconds from 1970-01-01 to 2000-01-01.
@@ -24,6 +26,7 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// The PostgreSQL column type of an Arrow field: the one mapping for this warehouse.
 pub fn postgres_type(field: &Field) -> Option<String> {
+    // Text marked as JSON (Arrow's `arrow.json` extension) becomes JSONB.
     if is_json(field) {
         return Some("JSONB".into());
     }
@@ -44,11 +47,6 @@ pub fn postgres_type(field: &Field) -> Option<String> {
         DataType::Time64(_) => "TIME".into(),
         _ => return None,
     })
-}
-
-/// Text columns marked as JSON (Arrow's `arrow.json` extension) become JSONB.
-pub(crate) fn is_json(field: &Field) -> bool {
-    sluice_core::types::is_json(field)
 }
 
 /// The binary COPY stream's header (signature, flags, extension length).

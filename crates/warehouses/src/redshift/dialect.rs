@@ -44,7 +44,7 @@ pub enum Bound {
 
 impl Bound {
     pub fn of(field: &Field) -> Bound {
-        if crate::pgcopy::is_json(field) {
+        if sluice_core::types::is_json(field) {
             return Bound::Json;
         }
         match field.data_type() {
