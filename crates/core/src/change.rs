@@ -41,8 +41,12 @@ pub const IS_CURRENT: &str = "_sluice_is_current";
 /// Added by Redshift: a value of the row was cut to fit (it is whole in the lake).
 pub const TRUNCATED: &str = "_sluice_truncated";
 
+/// Merge tables without a key: the row's identity, a hash of its values
+/// ([`crate::rowid`]). Rows are matched on it; identical rows share it and are counted.
+pub const ROW_ID: &str = "_sluice_row_id";
+
 /// Every column name sluice reserves; a source column may not use one.
-pub const RESERVED: [&str; 11] = [
+pub const RESERVED: [&str; 12] = [
     OP,
     SEQ,
     SOURCE_TS,
@@ -54,6 +58,7 @@ pub const RESERVED: [&str; 11] = [
     VALID_TO,
     IS_CURRENT,
     TRUNCATED,
+    ROW_ID,
 ];
 
 /// The operation a change row records.

@@ -37,6 +37,10 @@ pub const DEFAULT_SAMPLE_ROWS: usize = 1000;
 pub const DEFAULT_MAX_DEPTH: usize = 5;
 /// How many files the inference samples, so one odd first file does not decide the types.
 pub const DEFAULT_SAMPLE_FILES: usize = 5;
+/// A local file modified within this many seconds may still be being written: sluice waits
+/// until it has been left alone this long (and skips it, to take it next sync, if it changed
+/// meanwhile). Long enough for a writer's pauses between buffers, short enough for a sync.
+pub const DEFAULT_SETTLE_SECS: u64 = 2;
 /// Snapshot chunks read at once: one per core here, each with its own connection.
 pub const DEFAULT_SNAPSHOT_PARALLELISM: usize = 2;
 /// Rows per snapshot chunk: a crash re-reads at most this many per reader, and a chunk's
@@ -530,6 +534,12 @@ pub struct SourceConfig {
     pub partitions: Option<bool>,
     /// Only files whose name matches this glob (`*` and `?`), e.g. `"*.tbl"`.
     pub pattern: Option<String>,
+    /// Files are taken only from folders that hold a file of this name, which the producer
+    /// writes last (`"_SUCCESS"`); default: every file, once it has settled.
+    pub ready_marker: Option<String>,
+    /// Seconds a local file must be left unchanged before it is read; default 2 (0: read at
+    /// once). Object stores show an object only once it is complete.
+    pub settle_secs: Option<u64>,
 
     // databases
     /// TLS: disabled | preferred (default) | required | verify_ca | verify_identity.
@@ -795,6 +805,20 @@ impl Config {
                 }
             }
         }
+        // Named by the contract (DESIGN.md) for `sluice serve`, which this build does not
+        // have yet: refused rather than accepted and ignored.
+        for (key, set) in [
+            ("serve", self.serve.is_some()),
+            ("state", self.state.is_some()),
+            ("alerts", !self.alerts.is_empty()),
+        ] {
+            if set {
+                err(
+                    key.into(),
+                    "belongs to `sluice serve`, which this build does not have yet".into(),
+                );
+            }
+        }
         if self.sources.is_empty() {
             err(
                 "sources".into(),
@@ -808,6 +832,26 @@ impl Config {
                     format!("sources.{name}"),
                     "source names may not contain `.`".into(),
                 );
+            }
+            if crate::names::is_reserved(&crate::names::identifier(name, usize::MAX)) {
+                err(
+                    format!("sources.{name}"),
+                    "source names may not start with `_sluice` (sluice's own warehouse schema)"
+                        .into(),
+                );
+            }
+            for (key, set) in [
+                ("trigger", src.trigger.is_some()),
+                ("poll_interval_secs", src.poll_interval_secs.is_some()),
+                ("schedule", src.schedule.is_some()),
+                ("max_lag_secs", src.max_lag_secs.is_some()),
+            ] {
+                if set {
+                    err(
+                        f(key),
+                        "belongs to `sluice serve`, which this build does not have yet".into(),
+                    );
+                }
             }
             if let Some(w) = &src.warehouse {
                 if !self.warehouses.contains_key(w) {
@@ -938,6 +982,14 @@ impl Config {
                     err(f(key), "must be at least 1".into());
                 }
             }
+            if let Some(m) = &src.ready_marker {
+                if m.is_empty() || m.contains('/') {
+                    err(
+                        f("ready_marker"),
+                        "is a file name (e.g. \"_SUCCESS\"), without folders".into(),
+                    );
+                }
+            }
             if let Some(p) = &src.pattern {
                 if p.contains('/') {
                     err(
@@ -962,10 +1014,16 @@ impl Config {
                 }
                 for m in &spec.loads {
                     match m {
-                        LoadMode::Merge if spec.primary_key.is_empty() => err(
-                            tf("primary_key"),
-                            "load = \"merge\" needs a key: set primary_key = [\"col\", ...] or use load = \"append\"".into(),
-                        ),
+                        // Without a key, merge matches rows by their values (`_sluice_row_id`),
+                        // but a soft delete flags the one row of a key.
+                        LoadMode::Merge
+                            if spec.primary_key.is_empty() && spec.deletes == Deletes::Soft =>
+                        {
+                            err(
+                                tf("primary_key"),
+                                "deletes = \"soft\" flags the row of a key: set primary_key = [\"col\", ...] or deletes = \"hard\"".into(),
+                            )
+                        }
                         LoadMode::History if spec.primary_key.is_empty() => err(
                             tf("primary_key"),
                             "load = \"history\" keeps versions per key: set primary_key = [\"col\", ...]".into(),
@@ -1110,6 +1168,8 @@ impl Config {
             ("sample_files", src.sample_files.is_some()),
             ("partitions", src.partitions.is_some()),
             ("pattern", src.pattern.is_some()),
+            ("ready_marker", src.ready_marker.is_some()),
+            ("settle_secs", src.settle_secs.is_some()),
             ("nested", src.nested.is_some()),
             ("max_depth", src.max_depth.is_some()),
         ] {
@@ -1137,6 +1197,28 @@ impl Config {
                     format!("mode = \"incremental\" needs a cursor column for table `{}` (cursor = \"updated_at\")", spec.table),
                 ));
             }
+        }
+        // Replace makes a table the last complete image of the source table: a snapshot run.
+        // Incremental reads and CDC bring changes, never a whole table.
+        let replaces = |l: &Option<LoadSpec>| {
+            l.as_ref()
+                .is_some_and(|l| l.modes().contains(&LoadMode::Replace))
+        };
+        let table_replaces = match &src.tables {
+            Some(Tables::Map(m)) => m.values().any(|t| replaces(&t.load)),
+            _ => false,
+        };
+        if mode != Mode::Snapshot && (replaces(&src.load) || table_replaces) {
+            errs.push((
+                "load",
+                format!(
+                    "load = \"replace\" rebuilds a table from each complete snapshot, but mode = \"{}\" brings changes, not whole tables: use mode = \"snapshot\", or merge, append or history",
+                    match mode {
+                        Mode::Cdc => "cdc",
+                        _ => "incremental",
+                    }
+                ),
+            ));
         }
         if mode != Mode::Incremental && src.cursor.is_some() {
             errs.push((
@@ -1253,6 +1335,53 @@ primary_key = ["s_suppkey"]
     }
 
     #[test]
+    fn keys_of_what_this_build_lacks_are_refused_by_name() {
+        let text = format!(
+            "{GOOD}\n[serve]\nlisten = \"127.0.0.1:8080\"\n[[alerts]]\nwebhook = \"https://x\"\n"
+        )
+        .replace(
+            "table = \"supplier\"",
+            "table = \"supplier\"\nschedule = \"hourly\"",
+        );
+        let errs = Config::parse(&text, Path::new(".")).unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec!["serve", "alerts", "sources.suppliers.schedule"],
+            "{errs:?}"
+        );
+        assert!(errs[0].message.contains("sluice serve"), "{errs:?}");
+        let reserved = Config::parse(
+            "[sources._sluice_x]\nkind = \"files\"\nurl = \"x\"\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(reserved[0].message.contains("_sluice"), "{reserved:?}");
+    }
+
+    #[test]
+    fn replace_is_refused_where_no_complete_image_comes() {
+        for (mode, ok) in [("snapshot", true), ("cdc", false), ("incremental", false)] {
+            let text = format!(
+                "[sources.db]\nkind = \"mysql\"\nurl = \"mysql://u@h/d\"\nmode = \"{mode}\"\ncursor = \"t\"\nload = [\"merge\", \"replace\"]\n"
+            )
+            .replace("cursor = \"t\"\n", if mode == "incremental" { "cursor = \"t\"\n" } else { "" });
+            let r = Config::parse(&text, Path::new("."));
+            match ok {
+                true => assert!(r.is_ok(), "{mode}: {r:?}"),
+                false => {
+                    let errs = r.unwrap_err();
+                    assert!(
+                        errs.iter()
+                            .any(|e| e.field == "sources.db.load" && e.message.contains("replace")),
+                        "{mode}: {errs:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn unknown_key_is_an_error_with_its_line() {
         let text = GOOD.replace("header = false", "header = false\ndelimter = \",\"");
         let errs = Config::parse(&text, Path::new(".")).unwrap_err();
@@ -1283,10 +1412,17 @@ primary_key = ["s_suppkey"]
     }
 
     #[test]
-    fn merge_without_key_is_refused_and_default_is_append() {
+    fn keyless_merge_matches_rows_and_default_is_append() {
         let text = "[sources.a]\nkind = \"files\"\nurl = \"x\"\nload = \"merge\"\n";
-        let errs = Config::parse(text, Path::new(".")).unwrap_err();
-        assert!(errs[0].message.contains("primary_key"));
+        assert!(Config::parse(text, Path::new(".")).is_ok());
+        for refused in ["load = \"history\"", "load = \"merge\"\ndeletes = \"soft\""] {
+            let text = format!("[sources.a]\nkind = \"files\"\nurl = \"x\"\n{refused}\n");
+            let errs = Config::parse(&text, Path::new(".")).unwrap_err();
+            assert!(
+                errs[0].message.contains("primary_key"),
+                "{refused}: {errs:?}"
+            );
+        }
         let ok = Config::parse(
             "[sources.a]\nkind = \"files\"\nurl = \"x\"\n",
             Path::new("."),

@@ -8,6 +8,7 @@
 //! - [`conform`]: a batch fitted to a table's schema by name, off-type values to variants;
 //! - [`schema`]: the schema catalog (versions and changes) and the rules naming each change;
 //! - [`reject`]: a malformed input record on its way to the quarantine;
+//! - [`rowid`]: a row's identity from its values (keyless tables, incremental reads);
 //! - [`store`]: object stores (local folders, `s3://`) from URLs.
 
 pub mod change;
@@ -16,6 +17,7 @@ pub mod conform;
 pub mod failpoint;
 pub mod names;
 pub mod reject;
+pub mod rowid;
 pub mod schema;
 pub mod secret;
 pub mod store;

@@ -40,6 +40,34 @@ pub fn identifiers<'a>(names: impl IntoIterator<Item = &'a str>, max_len: usize)
     out
 }
 
+/// Whether a warehouse name belongs to sluice: the ledger's schema `_sluice` and every name
+/// starting with it (aliases, staging and helper tables in generated SQL). No schema, table
+/// or column of a user's may have one, so generated SQL can never clash with user names.
+pub fn is_reserved(ident: &str) -> bool {
+    ident.starts_with("_sluice")
+}
+
+/// FNV-1a (64 bit): a hash that stays the same across runs, builds and platforms, for names
+/// and ids that must not change.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// `base` told apart by where it comes from: `base_<8 hex digits of origin's hash>`, cut to
+/// `max_len` (the stem shortens, the suffix stays).
+pub fn disambiguated(base: &str, origin: &str, max_len: usize) -> String {
+    let suffix = format!("_{:08x}", stable_hash(origin.as_bytes()) as u32);
+    let mut stem = base.to_string();
+    let mut cut = max_len.saturating_sub(suffix.len());
+    while !stem.is_char_boundary(cut.min(stem.len())) {
+        cut -= 1;
+    }
+    stem.truncate(cut);
+    format!("{stem}{suffix}")
+}
+
 /// Quotes an identifier for SQL (`"my ""odd"" name"`). Used for every generated identifier.
 pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
@@ -66,5 +94,19 @@ mod tests {
         assert_eq!(identifier(&"x".repeat(100), 63).len(), 63);
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal("o'k"), "'o''k'");
+    }
+
+    #[test]
+    fn disambiguated_names_keep_their_length_and_differ_by_origin() {
+        let a = disambiguated(&"x".repeat(63), "shop.order-items.merge", 63);
+        let b = disambiguated(&"x".repeat(63), "shop.order_items.merge", 63);
+        assert_eq!(a.len(), 63);
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            disambiguated(&"x".repeat(63), "shop.order-items.merge", 63)
+        );
+        assert!(disambiguated("orders", "o", 63).starts_with("orders_"));
+        assert!(is_reserved("_sluice") && is_reserved("_sluice_s") && !is_reserved("sluice"));
     }
 }

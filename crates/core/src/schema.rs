@@ -292,7 +292,7 @@ fn int_rank(t: &DataType) -> Option<(bool, u8)> {
     })
 }
 
-fn is_text(t: &DataType) -> bool {
+pub(crate) fn is_text(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
