@@ -13,6 +13,7 @@ pub mod demo;
 mod error;
 mod extract;
 pub mod gate;
+pub mod image;
 pub mod load;
 pub mod mysql;
 pub mod progress;

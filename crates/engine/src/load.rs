@@ -17,14 +17,15 @@ use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use sluice_core::change::{data_schema, is_change_column, INGEST_DATE, SEQ};
+use sluice_core::change::{data_schema, is_change_column, INGEST_DATE, ROW_ID, SEQ};
 use sluice_core::config::{LoadMode, TableSpec};
 use sluice_core::names::{identifiers, quote_ident};
 use sluice_core::schema::SchemaHistory;
 use sluice_lake::{LakeTable, TablePath};
-use sluice_warehouses::{LakeFiles, LedgerEntry, Target, Warehouse};
+use sluice_warehouses::{LakeFiles, LedgerEntry, LedgerMove, Target, Warehouse};
 
 use crate::gate::{self, Decision};
+use crate::image::Images;
 use crate::{EngineError, Project};
 
 /// Batches in flight between the lake reader and the warehouse writer.
@@ -72,14 +73,14 @@ async fn apply(
     target: &Target,
     schema: &SchemaRef,
     batches: impl Iterator<Item = Result<RecordBatch, String>> + Send + 'static,
-    upto: LedgerEntry,
+    ledger: LedgerMove,
 ) -> Loaded {
     let target = target.clone();
     let schema = schema.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let mut wh = wh;
         let mut batches = batches;
-        let r = wh.load(&target, &schema, &mut batches, upto);
+        let r = wh.load(&target, &schema, &mut batches, ledger);
         (wh, r)
     })
     .await;
@@ -90,22 +91,27 @@ async fn apply(
     }
 }
 
-/// Streams changes with `after < _sluice_seq <= upto.seq` into one warehouse transaction.
+/// Streams changes with `after < _sluice_seq <= ledger.to.seq` into one warehouse
+/// transaction.
 async fn load_range(
     ctx: &SessionContext,
     wh: Box<dyn Warehouse>,
     target: &Target,
     schema: &SchemaRef,
     after: i64,
-    upto: LedgerEntry,
+    ledger: LedgerMove,
 ) -> Loaded {
+    let upto = ledger.to;
     if wh.wants_lake_files() {
         // It copies the lake's files itself (given before this call): nothing to stream.
-        return apply(wh, target, schema, std::iter::empty(), upto).await;
+        return apply(wh, target, schema, std::iter::empty(), ledger).await;
     }
+    // The row identity is computed here, not read from the lake.
+    let row_ids = schema.field_with_name(ROW_ID).is_ok();
     let cols: Vec<String> = schema
         .fields()
         .iter()
+        .filter(|f| f.name() != ROW_ID)
         .map(|f| quote_ident(f.name()))
         .collect();
     let sql = format!(
@@ -121,13 +127,18 @@ async fn load_range(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RecordBatch, String>>(CHANNEL_BATCHES);
     let feeder = tokio::spawn(async move {
         while let Some(b) = stream.next().await {
+            let b = b.map_err(|e| e.to_string());
+            let b = match row_ids {
+                true => b.and_then(add_row_ids),
+                false => b,
+            };
             let stop = b.is_err();
-            if tx.send(b.map_err(|e| e.to_string())).is_err() || stop {
+            if tx.send(b).is_err() || stop {
                 break;
             }
         }
     });
-    let loaded = apply(wh, target, schema, rx.into_iter(), upto).await;
+    let loaded = apply(wh, target, schema, rx.into_iter(), ledger).await;
     feeder.abort();
     loaded
 }
@@ -158,7 +169,7 @@ pub async fn gate_decisions(
     let lake = LakeSchema::of(project, spec, &log)?;
     let mut wh = project.warehouse(&spec.warehouse)?;
     let mut out = Vec::new();
-    for target in project.targets(spec) {
+    for target in project.targets_in(spec, wh.as_mut())? {
         let (d, _) = decide_target(spec, &log, &lake, wh.as_mut(), &target, false).await?;
         out.push((target, d));
     }
@@ -230,6 +241,7 @@ pub async fn load_gated(
     let change_log = log.schema()?;
     let ctx = changes_session(&log).await?;
     let lake = LakeSchema::of(project, spec, &log)?;
+    let images = Images::of(&log).await?;
     let mut results = Vec::new();
     let mut wh = project.warehouse(&spec.warehouse)?;
     let chunk = project
@@ -238,7 +250,7 @@ pub async fn load_gated(
         .get(&spec.warehouse)
         .map(|w| w.changes_per_transaction())
         .unwrap_or(sluice_core::config::DEFAULT_CHANGES_PER_TRANSACTION);
-    for mut target in project.targets(spec) {
+    for mut target in project.targets_in(spec, wh.as_mut())? {
         let (gate, prior) = decide_target(spec, &log, &lake, wh.as_mut(), &target, accept).await?;
         target.add_columns = gate.add_columns;
         // The gate's columns, then the change columns (not the partition column).
@@ -253,19 +265,36 @@ pub async fn load_gated(
                 .cloned()
                 .collect::<Vec<_>>(),
         ));
-        let mut after = wh.ledger(&target)?.map(|d| d.seq).unwrap_or(0);
+        let keyless_merge = target.mode == LoadMode::Merge && target.key.is_empty();
+        if keyless_merge {
+            refuse_keyless_merge(project, spec, wh.as_ref(), &target)?;
+        }
+        let schema = match keyless_merge {
+            true => with_row_id(&schema),
+            false => schema,
+        };
+        let ledger = wh.ledger(&target)?;
+        let mut ledger_at = ledger.map(|d| d.seq);
         // A halt loads what came before the change that halted.
         let last = match &gate.halt {
             Some(h) => lake_seq.min(h.at_seq - 1),
             None => lake_seq,
         };
+        let ranges = plan(
+            &target,
+            &images,
+            full_state_images(project, spec),
+            ledger,
+            last,
+            chunk,
+        );
         let mut result = LoadResult {
             target: target.display(),
             mode: target.mode.name(),
             changes: 0,
             rows_after: 0,
             lake_version,
-            up_to_date: after >= lake_seq,
+            up_to_date: ranges.is_empty(),
             halted: None,
             left_out: gate.left_out.clone(),
             left_out_rows: 0,
@@ -275,7 +304,7 @@ pub async fn load_gated(
             tracing::warn!(target: "sluice::alert", kind = "schema_halt", table = %target.display(), version = h.version, changes = %diff, "schema change: table halted until `sluice schema accept {}.{}`", spec.source, spec.table);
             result.halted = Some(diff);
         }
-        if wh.wants_lake_files() && after < last && lake.history.versions.len() > 1 {
+        if wh.wants_lake_files() && !ranges.is_empty() && lake.history.versions.len() > 1 {
             // COPY from Parquet maps columns by position: files written before a schema change
             // have fewer columns than the table. Say so rather than fail inside COPY.
             return Err(sluice_warehouses::WarehouseError::Schema {
@@ -290,12 +319,8 @@ pub async fn load_gated(
             results.push(result);
             continue;
         }
-        while after < last {
-            let end = if target.mode == LoadMode::Replace {
-                last
-            } else {
-                last.min(after + chunk)
-            };
+        for range in ranges {
+            let (after, end) = (range.after, range.upto);
             let upto = LedgerEntry {
                 lake_version,
                 seq: end,
@@ -312,14 +337,19 @@ pub async fn load_gated(
                     after,
                 });
             }
-            let (back, report) = load_range(&ctx, wh, &target, &schema, after, upto).await;
+            let ledger = LedgerMove {
+                from: ledger_at,
+                to: upto,
+                image: range.image,
+            };
+            let (back, report) = load_range(&ctx, wh, &target, &schema, after, ledger).await;
             wh = back;
             let report = report?;
-            tracing::info!(target = %target.display(), changes = report.changes, seq = end, lake_version, "loaded");
+            tracing::info!(target = %target.display(), changes = report.changes, seq = end, image = range.image, lake_version, "loaded");
             result.changes += report.changes;
             result.rows_after = report.rows_after;
             result.left_out_rows += count_left_out(&ctx, &gate.left_out, after, end).await?;
-            after = end;
+            ledger_at = Some(end);
             loaded_any = true;
         }
         // Evolved columns (and a new table) exist once a load has run; until then the
@@ -334,6 +364,144 @@ pub async fn load_gated(
         results.push(result);
     }
     Ok(results)
+}
+
+/// One transaction of a load: the changes `after < _sluice_seq <= upto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Range {
+    after: i64,
+    upto: i64,
+    /// The range is a whole image the table becomes (see [`LedgerMove::image`]).
+    image: bool,
+}
+
+/// The transactions that bring `target` up to `last` from its `ledger`, in order.
+///
+/// - `replace` loads the last complete image ([`Images`]), whole, when the table has not
+///   seen it; never part of one, and never changes outside one.
+/// - A merge table without a key takes a complete snapshot image whole (it is the table's
+///   new content: rows are not added again), and the changes after it; it waits for an
+///   image being landed rather than take its first rows as new ones. Only database
+///   snapshots are such images (`full_state`): the files of a sync are rows added.
+/// - Everything else: the changes after the ledger, `chunk` seqs per transaction.
+fn plan(
+    target: &Target,
+    images: &Images,
+    full_state: bool,
+    ledger: Option<LedgerEntry>,
+    last: i64,
+    chunk: i64,
+) -> Vec<Range> {
+    let unseen = |at: i64| ledger.is_none_or(|l| at > l.lake_version);
+    let mut after = ledger.map(|l| l.seq).unwrap_or(0);
+    let mut stop = last;
+    let mut out = Vec::new();
+    match target.mode {
+        LoadMode::Replace => {
+            return images
+                .last
+                .filter(|i| i.to <= last && unseen(i.at))
+                .map(|i| {
+                    vec![Range {
+                        after: i.from - 1,
+                        upto: i.to,
+                        image: true,
+                    }]
+                })
+                .unwrap_or_default()
+        }
+        LoadMode::Merge if target.key.is_empty() && full_state => {
+            if let Some(open) = images.open {
+                stop = stop.min(open - 1);
+            }
+            if let Some(i) = images.last.filter(|i| i.to <= stop && unseen(i.at)) {
+                out.push(Range {
+                    after: i.from - 1,
+                    upto: i.to,
+                    image: true,
+                });
+                after = after.max(i.to);
+            }
+        }
+        _ => {}
+    }
+    while after < stop {
+        let upto = stop.min(after + chunk);
+        out.push(Range {
+            after,
+            upto,
+            image: false,
+        });
+        after = upto;
+    }
+    out
+}
+
+/// Whether a source's images are the whole table (database snapshots), not rows added (the
+/// files of a sync).
+fn full_state_images(project: &Project, spec: &TableSpec) -> bool {
+    project
+        .config
+        .sources
+        .get(&spec.source)
+        .is_some_and(|s| s.kind != sluice_core::config::SourceKind::Files)
+}
+
+/// Merge without a key matches rows on their identity, which the load computes. It cannot
+/// for a table read incrementally (a changed row's old version is never seen, so both would
+/// stay), nor where the warehouse copies the lake's files itself (Redshift).
+fn refuse_keyless_merge(
+    project: &Project,
+    spec: &TableSpec,
+    wh: &dyn Warehouse,
+    target: &Target,
+) -> Result<(), EngineError> {
+    let incremental = project
+        .config
+        .sources
+        .get(&spec.source)
+        .is_some_and(|s| s.mode == Some(sluice_core::config::Mode::Incremental));
+    let why = if incremental {
+        "an incremental read never sees a changed row's old version, so a table without a key cannot be merged"
+    } else if wh.wants_lake_files() {
+        "Redshift copies the lake's files, which do not hold the row identities a merge without a key matches on"
+    } else {
+        return Ok(());
+    };
+    Err(EngineError::Usage(format!(
+        "{}: {why}: set primary_key for {}.{}, or load = \"append\"",
+        target.display(),
+        spec.source,
+        spec.table
+    )))
+}
+
+/// The load's schema with `_sluice_row_id` (the identity of a row of a table without a key).
+fn with_row_id(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<arrow::datatypes::FieldRef> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow::datatypes::Field::new(
+        ROW_ID,
+        arrow::datatypes::DataType::Utf8,
+        false,
+    )));
+    Arc::new(Schema::new(fields))
+}
+
+/// `batch` with each row's identity appended (as the load's schema ends).
+fn add_row_ids(batch: RecordBatch) -> Result<RecordBatch, String> {
+    let names: Vec<&str> = batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| !is_change_column(n))
+        .collect();
+    let ids = sluice_core::rowid::row_ids(&batch, &names);
+    let mut cols = batch.columns().to_vec();
+    cols.push(Arc::new(arrow::array::StringArray::from_iter_values(
+        ids.into_iter().map(sluice_core::rowid::row_id_text),
+    )));
+    RecordBatch::try_new(with_row_id(batch.schema_ref()), cols).map_err(|e| e.to_string())
 }
 
 /// Changes in `after < seq <= upto` holding a value in a frozen-out column.

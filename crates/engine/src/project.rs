@@ -3,14 +3,14 @@
 use std::path::Path;
 
 use sluice_core::config::{Config, SourceConfig, TableSpec, WarehouseConfig};
-use sluice_core::names::identifier;
+use sluice_core::names::{disambiguated, identifier, is_reserved};
 use sluice_core::secret::Secret;
 use sluice_core::store::StoreOptions;
 use sluice_lake::Lake;
 use sluice_warehouses::duckdb::DuckDb;
 use sluice_warehouses::postgres::{PgOptions, Postgres};
 use sluice_warehouses::redshift::{Redshift, Staging};
-use sluice_warehouses::{Target, Warehouse};
+use sluice_warehouses::{LedgerRow, Target, Warehouse};
 
 use crate::EngineError;
 
@@ -190,7 +190,28 @@ impl Project {
         }
     }
 
-    /// The warehouse tables a lake table loads into.
+    /// The warehouse tables a lake table loads into, named for `wh` (see
+    /// [`Project::resolve_targets`]).
+    pub fn targets_in(
+        &self,
+        spec: &TableSpec,
+        wh: &mut dyn Warehouse,
+    ) -> Result<Vec<Target>, EngineError> {
+        let rows = wh.ledger_rows()?;
+        let mut out = Vec::new();
+        for t in self.targets(spec) {
+            out.push(resolve_target(
+                t,
+                &rows,
+                wh,
+                self.identifier_limit(&spec.warehouse),
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// The warehouse tables a lake table loads into, by the naming function alone (before
+    /// the warehouse's ledger has its say: see [`Project::targets_in`]).
     pub fn targets(&self, spec: &TableSpec) -> Vec<Target> {
         let limit = self.identifier_limit(&spec.warehouse);
         spec.targets()
@@ -208,4 +229,63 @@ impl Project {
             })
             .collect()
     }
+}
+
+/// Gives `t` its warehouse name. Names must be unique per warehouse, but the naming function
+/// maps `order-items` and `order_items`, `Orders` and `orders`, or two names equal in their
+/// first 63 bytes to one identifier, and `orders_append` may be another table's or a load
+/// mode's. The ledger decides, and its decisions never change:
+///
+/// - a target the ledger already records (its lake table and mode) keeps that name;
+/// - a new one takes its mapped name, unless another lake table's target holds it: then
+///   the name is told apart by a suffix from its own source, table and mode;
+/// - a table sluice's ledger does not know is never loaded into (it is not sluice's), and
+///   names starting with `_sluice` are sluice's own.
+fn resolve_target(
+    mut t: Target,
+    rows: &[LedgerRow],
+    wh: &mut dyn Warehouse,
+    limit: usize,
+) -> Result<Target, EngineError> {
+    if let Some(row) = rows.iter().find(|r| t.owns(r)) {
+        t.schema = row.schema.clone();
+        t.table = row.table.clone();
+        return Ok(t);
+    }
+    for name in [&t.schema, &t.table] {
+        if is_reserved(name) {
+            return Err(EngineError::Usage(format!(
+                "{}.{}: warehouse name `{name}` starts with `_sluice`, which is reserved for sluice's own tables; rename the {} (e.g. `table = ...` for files)",
+                t.source,
+                t.source_table,
+                if name == &t.schema { "source" } else { "table" }
+            )));
+        }
+    }
+    let taken =
+        |schema: &str, table: &str| rows.iter().any(|r| r.schema == schema && r.table == table);
+    if taken(&t.schema, &t.table) {
+        let origin = format!("{}\0{}\0{}", t.source, t.source_table, t.mode.name());
+        let other = disambiguated(&t.table, &origin, limit);
+        tracing::warn!(source = %t.source, table = %t.source_table, mode = t.mode.name(), wanted = %t.display(), name = %other, "warehouse name taken by another lake table: told apart");
+        if taken(&t.schema, &other) {
+            return Err(EngineError::Usage(format!(
+                "{}.{}: warehouse tables {} and {}.{other} are both another lake table's",
+                t.source,
+                t.source_table,
+                t.display(),
+                t.schema
+            )));
+        }
+        t.table = other;
+    }
+    if !wh.columns(&t)?.is_empty() {
+        return Err(EngineError::Usage(format!(
+            "{}.{}: warehouse table {} exists, but sluice's ledger does not know it: it is not sluice's to load. Drop or rename it, or rename the source table",
+            t.source,
+            t.source_table,
+            t.display()
+        )));
+    }
+    Ok(t)
 }

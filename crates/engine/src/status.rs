@@ -76,7 +76,7 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
             Some(l) => Some((l, crate::load::LakeSchema::of(project, &spec, l)?)),
             None => None,
         };
-        for t in project.targets(&spec) {
+        for t in project.targets_in(&spec, wh.as_mut())? {
             let gate = match &lake {
                 Some((l, schema)) => Some(
                     crate::load::decide_target(&spec, l, schema, wh.as_mut(), &t, false)

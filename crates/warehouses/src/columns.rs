@@ -50,10 +50,19 @@ impl Columns {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if keys.is_empty() && matches!(target.mode, LoadMode::Merge | LoadMode::History) {
+        // Merge without a key matches rows on their identity (`_sluice_row_id`); history
+        // keeps versions of a key, and a soft delete flags the one row of a key.
+        let keyless_refused = match target.mode {
+            LoadMode::History => Some("history keeps versions per key"),
+            LoadMode::Merge if target.deletes == sluice_core::config::Deletes::Soft => {
+                Some("soft deletes flag a key's row")
+            }
+            _ => None,
+        };
+        if let (true, Some(why)) = (keys.is_empty(), keyless_refused) {
             return Err(WarehouseError::Schema {
                 table: target.display(),
-                message: format!("{} needs key columns (primary_key)", target.mode.name()),
+                message: format!("{why}: it needs key columns (primary_key)"),
             });
         }
         Ok(keys)

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!   BEGIN
+//!     read the target's ledger row                (moved since planned: refuse)
 //!     CREATE SCHEMA/TABLE IF NOT EXISTS  "<source>"."<table>"      (types from the Arrow schema)
 //!     CREATE TABLE _sluice."stage_…"      ← Arrow appender          (every change row)
 //!     merge:   DELETE target rows whose key is staged; INSERT the latest change per key
@@ -30,11 +31,12 @@ use sluice_core::failpoint;
 use sluice_core::names::{identifier, quote_ident as q, quote_literal};
 
 use crate::columns::{shape_table, Columns};
-use crate::sql::{system_columns, Apply, SystemTypes, LEDGER_DDL};
-use crate::{LedgerEntry, LoadReport, Target, Warehouse, WarehouseError};
+use crate::sql::{system_columns, Apply, SystemTypes, LEDGER_DDL, LEDGER_ROWS};
+use crate::{LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target, Warehouse, WarehouseError};
 
 const SYSTEM_TYPES: SystemTypes = SystemTypes {
     text: "VARCHAR",
+    row_id: "VARCHAR",
     bigint: "BIGINT",
     timestamptz: "TIMESTAMPTZ",
     boolean: "BOOLEAN",
@@ -147,13 +149,18 @@ impl DuckDb {
         target: &Target,
         schema: &SchemaRef,
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
-        upto: LedgerEntry,
+        ledger: LedgerMove,
     ) -> Result<LoadReport, WarehouseError> {
         let name = target.display();
         let e = |source| WarehouseError::Duckdb {
             table: name.clone(),
             source,
         };
+        // DuckDB takes one writing process per file; inside a process its MVCC refuses a
+        // second transaction that updates the same ledger row. The check covers the rest.
+        let row = self.ledger_rows_where(Some(target))?.into_iter().next();
+        target.check_ledger(ledger.from, row.as_ref())?;
+        let upto = ledger.to;
         let columns = Columns::new(schema, MAX_IDENTIFIER);
         let data = columns.typed(target, |f| duckdb_type(f.data_type()))?;
         let keys = columns.keys(target)?;
@@ -161,7 +168,12 @@ impl DuckDb {
         let create: Vec<(String, String)> = data
             .iter()
             .cloned()
-            .chain(system_columns(target.mode, target.deletes, &SYSTEM_TYPES))
+            .chain(system_columns(
+                target.mode,
+                target.deletes,
+                target.key.is_empty(),
+                &SYSTEM_TYPES,
+            ))
             .collect();
         let existing = self.table_columns(&target.schema, &target.table)?;
         let shape = shape_table(target, &tgt, existing, &data, &create)?;
@@ -285,7 +297,7 @@ impl DuckDb {
         };
         // Apply.
         let work = q(&identifier(
-            &format!("work_{}_{}", target.schema, target.table),
+            &format!("_sluice_work_{}_{}", target.schema, target.table),
             MAX_IDENTIFIER,
         ));
         let apply = Apply {
@@ -298,7 +310,7 @@ impl DuckDb {
             values: &[],
             extra: &[],
         };
-        let sql = match target.mode {
+        let mut sql = match target.mode {
             // Appended straight into the target above.
             LoadMode::Append => String::new(),
             LoadMode::Merge => apply.merge(target.deletes),
@@ -306,6 +318,9 @@ impl DuckDb {
             LoadMode::Replace => apply.replace(),
             LoadMode::History => apply.history(),
         };
+        if ledger.image && target.mode == LoadMode::Merge {
+            sql = format!("DELETE FROM {tgt};\n{sql}");
+        }
         if !sql.is_empty() {
             self.exec(&name, &sql)?;
         }
@@ -378,6 +393,40 @@ impl DuckDb {
         Ok(rows)
     }
 
+    /// The ledger rows, or the one row of `target`.
+    fn ledger_rows_where(&self, target: Option<&Target>) -> Result<Vec<LedgerRow>, WarehouseError> {
+        let e = |source| WarehouseError::Duckdb {
+            table: "_sluice.ledger".into(),
+            source,
+        };
+        let (sql, params): (String, Vec<String>) = match target {
+            Some(t) => (
+                LEDGER_ROWS.replace(
+                    " ORDER BY",
+                    " WHERE target_schema = ? AND target_table = ? ORDER BY",
+                ),
+                vec![t.schema.clone(), t.table.clone()],
+            ),
+            None => (LEDGER_ROWS.to_string(), Vec::new()),
+        };
+        let mut stmt = self.conn.prepare(&sql).map_err(e)?;
+        let rows = stmt
+            .query_map(duckdb::params_from_iter(params.iter()), |r| {
+                Ok(LedgerRow {
+                    schema: r.get(0)?,
+                    table: r.get(1)?,
+                    source: r.get(2)?,
+                    source_table: r.get(3)?,
+                    mode: r.get(4)?,
+                    seq: r.get(5)?,
+                })
+            })
+            .map_err(e)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(e)?;
+        Ok(rows)
+    }
+
     /// Moves the target's ledger row to `upto` (inside the load's transaction), then runs `then`.
     fn record_ledger(
         &self,
@@ -426,6 +475,10 @@ impl Warehouse for DuckDb {
         self.table_columns(&target.schema, &target.table)
     }
 
+    fn ledger_rows(&mut self) -> Result<Vec<LedgerRow>, WarehouseError> {
+        self.ledger_rows_where(None)
+    }
+
     fn ledger(&mut self, target: &Target) -> Result<Option<LedgerEntry>, WarehouseError> {
         let mut stmt = self
             .conn
@@ -460,10 +513,10 @@ impl Warehouse for DuckDb {
         target: &Target,
         schema: &SchemaRef,
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
-        upto: LedgerEntry,
+        ledger: LedgerMove,
     ) -> Result<LoadReport, WarehouseError> {
         self.exec(&target.display(), "BEGIN TRANSACTION;")?;
-        let result = self.load_in_transaction(target, schema, batches, upto);
+        let result = self.load_in_transaction(target, schema, batches, ledger);
         match result {
             Ok(report) => {
                 failpoint::hit(failpoint::BEFORE_WAREHOUSE_COMMIT);

@@ -19,6 +19,12 @@ pub enum WarehouseError {
     Schema { table: String, message: String },
     #[error("warehouse table {table}: {message}")]
     Postgres { table: String, message: String },
+    #[error("warehouse table {table}: the ledger moved from seq {planned} to {found} while this load ran (another sluice loaded the table at the same time); nothing of this load was applied, the next run loads from the new position")]
+    LedgerMoved {
+        table: String,
+        planned: String,
+        found: String,
+    },
     #[error("opening warehouse {path}: {message}")]
     Open { path: String, message: String },
 }

@@ -21,7 +21,7 @@ pub mod sql;
 mod target;
 
 pub use error::WarehouseError;
-pub use target::{LedgerEntry, LoadReport, Target};
+pub use target::{LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target};
 
 use std::sync::Arc;
 
@@ -46,16 +46,21 @@ pub trait Warehouse: Send {
     /// How far `target` has been loaded (None: never).
     fn ledger(&mut self, target: &Target) -> Result<Option<LedgerEntry>, WarehouseError>;
 
+    /// Every row of the ledger: which warehouse tables sluice loads, from which lake table.
+    fn ledger_rows(&mut self) -> Result<Vec<LedgerRow>, WarehouseError>;
+
     /// Applies `batches` (change rows, `schema` = source columns + `_sluice_op`, `_sluice_seq`,
-    /// `_sluice_source_ts`, `_sluice_ingested_at`) to `target` and records `upto` in the
-    /// ledger, all in one transaction: on any error nothing is applied and the ledger is
-    /// unchanged. Creates the target table (and its schema) on first use.
+    /// `_sluice_source_ts`, `_sluice_ingested_at`) to `target` and moves the ledger to
+    /// `ledger.to`, all in one transaction: on any error nothing is applied and the ledger is
+    /// unchanged. The transaction first locks the target's ledger row and checks it still
+    /// holds `ledger.from` for this target ([`Target::check_ledger`]), so two loads at once
+    /// never both apply. Creates the target table (and its schema) on first use.
     fn load(
         &mut self,
         target: &Target,
         schema: &SchemaRef,
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
-        upto: LedgerEntry,
+        ledger: LedgerMove,
     ) -> Result<LoadReport, WarehouseError>;
 
     /// The target table's column names in table order (empty: it does not exist yet). The

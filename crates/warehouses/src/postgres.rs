@@ -4,10 +4,11 @@
 //!
 //! ```text
 //!   BEGIN
+//!     SELECT ... FROM _sluice.ledger ... FOR UPDATE            (moved since planned: refuse)
 //!     CREATE SCHEMA/TABLE IF NOT EXISTS "<source>"."<table>"   (types: pgcopy::postgres_type)
 //!     ALTER TABLE ... ADD COLUMN                               (the schema gate allowed it)
-//!     CREATE TEMP TABLE sluice_stage ... ON COMMIT DROP
-//!     COPY sluice_stage FROM STDIN (FORMAT binary)             ← Arrow batches, encoded as they come
+//!     CREATE TEMP TABLE _sluice_stage ... ON COMMIT DROP
+//!     COPY _sluice_stage FROM STDIN (FORMAT binary)             ← Arrow batches, encoded as they come
 //!     apply by mode (the statements of `sql`, shared with DuckDB)
 //!     UPSERT _sluice.ledger (lake version, seq)
 //!   COMMIT
@@ -34,15 +35,15 @@ use futures::SinkExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use sluice_core::change::{INGESTED_AT, LOADED_AT, OP, SEQ, SOURCE_TS};
+use sluice_core::change::{INGESTED_AT, LOADED_AT, OP, ROW_ID, SEQ, SOURCE_TS};
 use sluice_core::config::LoadMode;
 use sluice_core::failpoint;
-use sluice_core::names::{identifier, quote_ident as q};
+use sluice_core::names::{disambiguated, quote_ident as q};
 
 use crate::columns::{shape_table, Columns};
 use crate::pgcopy::{self, postgres_type};
-use crate::sql::{system_columns, Apply, SystemTypes, LEDGER_DDL};
-use crate::{LedgerEntry, LoadReport, Target, Warehouse, WarehouseError};
+use crate::sql::{system_columns, Apply, SystemTypes, LEDGER_DDL, LEDGER_ROWS};
+use crate::{LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target, Warehouse, WarehouseError};
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
 pub const MAX_IDENTIFIER: usize = 63;
@@ -52,13 +53,14 @@ const COPY_CHUNK_BYTES: usize = 1 << 20;
 
 const SYSTEM_TYPES: SystemTypes = SystemTypes {
     text: "TEXT",
+    row_id: "TEXT",
     bigint: "BIGINT",
     timestamptz: "TIMESTAMPTZ",
     boolean: "BOOLEAN",
 };
 
-const STAGE: &str = "\"sluice_stage\"";
-const WORK: &str = "\"sluice_work\"";
+const STAGE: &str = "\"_sluice_stage\"";
+const WORK: &str = "\"_sluice_work\"";
 
 /// How to reach the server.
 #[derive(Debug, Clone)]
@@ -150,6 +152,49 @@ pub(crate) async fn move_ledger(
         changes: changes as u64,
         rows_after: rows_after as u64,
     })
+}
+
+/// The ledger rows, or the one row of `target`; `lock` locks that row until the transaction
+/// ends (`FOR UPDATE`), so a second load of the table waits here and then finds it moved.
+pub(crate) async fn ledger_rows_where(
+    client: &Client,
+    target: Option<&Target>,
+    lock: bool,
+) -> Result<Vec<LedgerRow>, tokio_postgres::Error> {
+    let rows = match target {
+        Some(t) => {
+            let mut sql = LEDGER_ROWS.replace(
+                " ORDER BY 1, 2",
+                " WHERE target_schema = $1 AND target_table = $2",
+            );
+            if lock {
+                sql += " FOR UPDATE";
+            }
+            client.query(sql.as_str(), &[&t.schema, &t.table]).await?
+        }
+        None => client.query(LEDGER_ROWS, &[]).await?,
+    };
+    Ok(rows
+        .iter()
+        .map(|r| LedgerRow {
+            schema: r.get(0),
+            table: r.get(1),
+            source: r.get(2),
+            source_table: r.get(3),
+            mode: r.get(4),
+            seq: r.get(5),
+        })
+        .collect())
+}
+
+/// The name of a merge or history table's key index: sluice's own prefix (no user table can
+/// have it), told apart per table within the schema.
+fn key_index_name(target: &Target) -> String {
+    disambiguated(
+        &format!("_sluice_key_{}", target.table),
+        &target.display(),
+        MAX_IDENTIFIER,
+    )
 }
 
 /// Runs `body` in a transaction on `client`: committed when it succeeds (the crash failpoint
@@ -320,11 +365,8 @@ impl Postgres {
         for batch in batches {
             let batch = batch.map_err(input)?;
             changes += batch.num_rows() as u64;
-            if let Some(ops) = op_index.and_then(|i| batch.column(i).as_string_opt::<i32>()) {
-                not_inserts += ops
-                    .iter()
-                    .filter(|o| !matches!(o, Some("r") | Some("c")))
-                    .count() as u64;
+            if let Some(i) = op_index {
+                not_inserts += count_not_inserts(batch.column(i)).map_err(input)?;
             }
             let arrays: Vec<ArrayRef> = copied.iter().map(|&i| batch.column(i).clone()).collect();
             pgcopy::encode(&fields, &arrays, &mut buf).map_err(input)?;
@@ -343,10 +385,15 @@ impl Postgres {
         target: &Target,
         schema: &SchemaRef,
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
-        upto: LedgerEntry,
+        ledger: LedgerMove,
     ) -> Result<LoadReport, WarehouseError> {
         let name = target.display();
         let e = pg_error(&name);
+        let row = ledger_rows_where(client, Some(target), true)
+            .await
+            .map_err(&e)?;
+        target.check_ledger(ledger.from, row.first())?;
+        let upto = ledger.to;
         let columns = Columns::new(schema, MAX_IDENTIFIER);
         let data = columns.typed(target, postgres_type)?;
         let keys = columns.keys(target)?;
@@ -359,7 +406,7 @@ impl Postgres {
         // A merge table's first load copies straight into it, with two helper columns (the
         // change's op and seq) that the end of the load drops: a snapshot is written once,
         // not staged and then copied.
-        let direct = existing.is_empty() && target.mode == LoadMode::Merge;
+        let direct = existing.is_empty() && target.mode == LoadMode::Merge && !keys.is_empty();
         let helpers = [(OP, "TEXT"), (SEQ, "BIGINT")]
             .into_iter()
             .filter(|_| direct)
@@ -367,7 +414,12 @@ impl Postgres {
         let create: Vec<(String, String)> = data
             .iter()
             .cloned()
-            .chain(system_columns(target.mode, target.deletes, &SYSTEM_TYPES))
+            .chain(system_columns(
+                target.mode,
+                target.deletes,
+                target.key.is_empty(),
+                &SYSTEM_TYPES,
+            ))
             .chain(helpers)
             // Append copies straight into the table: the load time comes from a default.
             .map(|(n, t)| match n == LOADED_AT {
@@ -430,11 +482,12 @@ impl Postgres {
             extra: &[],
         };
         let key_list = keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
-        let index_name = q(&identifier(
-            &format!("{}_sluice_key", target.table),
-            MAX_IDENTIFIER,
-        ));
+        let index_name = q(&key_index_name(target));
         let index = match target.mode {
+            // Without a key, rows are found by their identity, which identical rows share.
+            LoadMode::Merge if created && keys.is_empty() => {
+                format!("CREATE INDEX {index_name} ON {tgt} ({});", q(ROW_ID))
+            }
             LoadMode::Merge if created => {
                 format!("CREATE UNIQUE INDEX {index_name} ON {tgt} ({key_list});")
             }
@@ -443,6 +496,12 @@ impl Postgres {
             }
             _ => String::new(),
         };
+        if ledger.image && target.mode == LoadMode::Merge && !direct {
+            client
+                .batch_execute(&format!("DELETE FROM {tgt};"))
+                .await
+                .map_err(&e)?;
+        }
         match target.mode {
             LoadMode::Append => {}
             LoadMode::Merge if direct => {
@@ -485,10 +544,23 @@ impl Postgres {
                 // Only inserts, into a table whose key is unique: insert every staged row. A
                 // key that repeats or is already there violates the unique index, and the
                 // load falls back to the full merge.
+                // Tables created before the index took sluice's prefix carry the old name.
+                let legacy = q(&sluice_core::names::identifier(
+                    &format!("{}_sluice_key", target.table),
+                    MAX_IDENTIFIER,
+                ));
+                // It must be the table's unique index by that name: a 63-byte table name once
+                // made the legacy name the table's own.
                 let unique_key = client
                     .query_one(
-                        "SELECT to_regclass($1) IS NOT NULL",
-                        &[&format!("{}.{index_name}", q(&target.schema))],
+                        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                           WHERE i.indrelid = to_regclass($1) AND i.indisunique
+                             AND i.indexrelid IN (to_regclass($2), to_regclass($3)))",
+                        &[
+                            &tgt,
+                            &format!("{}.{index_name}", q(&target.schema)),
+                            &format!("{}.{legacy}", q(&target.schema)),
+                        ],
                     )
                     .await
                     .map_err(&e)?
@@ -498,7 +570,7 @@ impl Postgres {
                     merged = Self::try_unique(client, &apply.insert_all(), &name).await?;
                 }
                 if !merged {
-                    let sql = format!("ANALYZE {STAGE};\n{}", apply.merge(target.deletes));
+                    let sql = format!("ANALYZE {STAGE};\n{}\n{index}", apply.merge(target.deletes));
                     client.batch_execute(&sql).await.map_err(&e)?;
                 }
             }
@@ -525,6 +597,11 @@ impl Drop for Postgres {
 }
 
 impl Warehouse for Postgres {
+    fn ledger_rows(&mut self) -> Result<Vec<LedgerRow>, WarehouseError> {
+        self.run(ledger_rows_where(&self.client, None, false))
+            .map_err(pg_error("_sluice.ledger"))
+    }
+
     fn ledger(&mut self, target: &Target) -> Result<Option<LedgerEntry>, WarehouseError> {
         let row = self
             .run(self.client.query_opt(
@@ -552,14 +629,14 @@ impl Warehouse for Postgres {
         target: &Target,
         schema: &SchemaRef,
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
-        upto: LedgerEntry,
+        ledger: LedgerMove,
     ) -> Result<LoadReport, WarehouseError> {
         let client = &self.client;
         let name = target.display();
         self.run(in_transaction(
             client,
             &name,
-            Self::load_in_transaction(client, target, schema, batches, upto),
+            Self::load_in_transaction(client, target, schema, batches, ledger),
         ))
     }
 
@@ -607,6 +684,19 @@ impl Warehouse for Postgres {
         })?;
         Ok(vec![batch])
     }
+}
+
+/// The changes of an op column that are not inserts (`r`, `c`), whatever string array type the
+/// lake reader produced (`Utf8`, `LargeUtf8` or `Utf8View`): the merge fast path trusts
+/// this count, so an op it cannot read must not count as an insert.
+fn count_not_inserts(ops: &ArrayRef) -> Result<u64, String> {
+    let ops = arrow::compute::cast(ops, &DataType::Utf8)
+        .map_err(|e| format!("{OP} is {}: {e}", ops.data_type()))?;
+    Ok(ops
+        .as_string::<i32>()
+        .iter()
+        .filter(|o| !matches!(o, Some("r") | Some("c")))
+        .count() as u64)
 }
 
 /// Runs `f` on a fresh thread: a thread outside every tokio context may block on a runtime.

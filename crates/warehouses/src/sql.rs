@@ -5,7 +5,7 @@
 //! every identifier in it arrives quoted.
 
 use sluice_core::change::{
-    DELETED, INGESTED_AT, IS_CURRENT, LOADED_AT, OP, SEQ, SOURCE_TS, VALID_FROM, VALID_TO,
+    DELETED, INGESTED_AT, IS_CURRENT, LOADED_AT, OP, ROW_ID, SEQ, SOURCE_TS, VALID_FROM, VALID_TO,
 };
 use sluice_core::config::{Deletes, LoadMode};
 use sluice_core::names::quote_ident as q;
@@ -19,19 +19,34 @@ CREATE TABLE IF NOT EXISTS _sluice.ledger (
     changes_loaded BIGINT NOT NULL, loaded_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (target_schema, target_table));";
 
+/// Every ledger row, in the column order of [`crate::LedgerRow`] (schema, table, source,
+/// source table, mode, seq).
+pub const LEDGER_ROWS: &str = "SELECT target_schema, target_table, source, source_table, load_mode, lake_seq FROM _sluice.ledger ORDER BY 1, 2";
+
 /// The SQL type names a warehouse uses for the columns sluice adds.
 pub struct SystemTypes {
     pub text: &'static str,
+    /// For [`ROW_ID`]: 32 hex digits.
+    pub row_id: &'static str,
     pub bigint: &'static str,
     pub timestamptz: &'static str,
     pub boolean: &'static str,
 }
 
 /// The columns sluice adds to a target table after the source columns, by load mode:
-/// `(name, type and constraint)`.
-pub fn system_columns(mode: LoadMode, deletes: Deletes, t: &SystemTypes) -> Vec<(String, String)> {
+/// `(name, type and constraint)`. A merge table without a key (`keyless`) holds each row's
+/// identity.
+pub fn system_columns(
+    mode: LoadMode,
+    deletes: Deletes,
+    keyless: bool,
+    t: &SystemTypes,
+) -> Vec<(String, String)> {
     let mut cols = Vec::new();
     let mut add = |name: &str, ty: String| cols.push((name.to_string(), ty));
+    if mode == LoadMode::Merge && keyless {
+        add(ROW_ID, format!("{} NOT NULL", t.row_id));
+    }
     match mode {
         LoadMode::Append => {
             add(OP, format!("{} NOT NULL", t.text));
@@ -63,6 +78,11 @@ pub fn missing_columns<'a>(
         .filter(|(name, _)| !existing.iter().any(|e| e == name))
         .collect()
 }
+
+/// The alias of the staging table in generated SQL. Every alias and helper name sluice
+/// generates starts with `_sluice`, which no warehouse table, schema or column may (see
+/// `sluice_core::names::is_reserved`), so none can clash with a user's name.
+const STAGED: &str = "_sluice_s";
 
 /// One load's tables and columns, every name already mapped (not yet quoted).
 pub struct Apply<'a> {
@@ -130,7 +150,7 @@ impl Apply<'_> {
     /// The latest staged change per key (by `_sluice_seq`), deletes included.
     fn latest(&self) -> String {
         format!(
-            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {} DESC) AS \"_sluice_rn\" FROM {}) AS l WHERE \"_sluice_rn\" = 1",
+            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {} DESC) AS \"_sluice_rn\" FROM {}) AS _sluice_l WHERE \"_sluice_rn\" = 1",
             self.key_list(""),
             q(SEQ),
             self.stage
@@ -138,18 +158,23 @@ impl Apply<'_> {
     }
 
     /// Merge: remove the target rows of every staged key, then insert each key's latest
-    /// change unless it is a delete (soft deletes: insert it flagged).
+    /// change unless it is a delete (soft deletes: insert it flagged). Without a key, rows
+    /// are matched on their identity ([`Apply::merge_rows`]).
     pub fn merge(&self, deletes: Deletes) -> String {
+        if self.keys.is_empty() {
+            return self.merge_rows();
+        }
         let (cols, vals, now) = (self.column_list(), self.value_list(), self.now);
         let delete = format!(
-            "DELETE FROM {t} USING {s} AS s WHERE {on}",
+            "DELETE FROM {t} USING {s} AS {a} WHERE {on}",
             t = self.target,
             s = self.stage,
-            on = self.key_match(self.target, "s")
+            a = STAGED,
+            on = self.key_match(self.target, STAGED)
         );
         let insert = match deletes {
             Deletes::Soft => format!(
-                "INSERT INTO {t} ({cols}, {ts}, {la}, {del}) SELECT {vals}, {ts}, {now}, {op} = 'd' FROM ({latest}) AS m",
+                "INSERT INTO {t} ({cols}, {ts}, {la}, {del}) SELECT {vals}, {ts}, {now}, {op} = 'd' FROM ({latest}) AS _sluice_m",
                 t = self.target,
                 ts = q(SOURCE_TS),
                 la = q(LOADED_AT),
@@ -158,7 +183,7 @@ impl Apply<'_> {
                 latest = self.latest()
             ),
             Deletes::Hard => format!(
-                "INSERT INTO {t} ({cols}, {ts}, {la}) SELECT {vals}, {ts}, {now} FROM ({latest}) AS m WHERE {op} <> 'd'",
+                "INSERT INTO {t} ({cols}, {ts}, {la}) SELECT {vals}, {ts}, {now} FROM ({latest}) AS _sluice_m WHERE {op} <> 'd'",
                 t = self.target,
                 ts = q(SOURCE_TS),
                 la = q(LOADED_AT),
@@ -167,6 +192,48 @@ impl Apply<'_> {
             ),
         };
         format!("{delete};\n{insert};")
+    }
+
+    /// Merge without a key (DESIGN.md, Keys): the table holds each row as often as the source
+    /// does, matched on `_sluice_row_id`. A staged read, insert or update adds a row; a
+    /// delete removes one (an update arrives as the delete of its before image and the
+    /// after image). Rows of an identity nothing deletes are inserted as staged. For an
+    /// identity something deletes, its rows in the table and its staged rows are ranked
+    /// (the table's first, keeping their load times), all are removed, and as many come
+    /// back as are left after the deletes. No row identifier is needed, so the same text
+    /// serves every warehouse.
+    pub fn merge_rows(&self) -> String {
+        let (cols, vals, now) = (self.column_list(), self.value_list(), self.now);
+        let (t, s, work) = (self.target, self.stage, self.work);
+        let deleted = format!(
+            "SELECT {id} FROM {s} WHERE {op} = 'd'",
+            id = q(ROW_ID),
+            op = q(OP)
+        );
+        format!(
+            "CREATE TEMP TABLE {work} AS
+SELECT _sluice_u.*, row_number() OVER (PARTITION BY {id} ORDER BY \"_sluice_o\", {seq}) AS \"_sluice_rn\",
+       count(*) OVER (PARTITION BY {id}) AS \"_sluice_n\"
+FROM (
+  SELECT {cols}, {id}, {ts}, {la}, 0 AS \"_sluice_o\", CAST(0 AS BIGINT) AS {seq} FROM {t} WHERE {id} IN ({deleted})
+  UNION ALL
+  SELECT {vals}, {id}, {ts}, {now}, 1, {seq} FROM {s} WHERE {op} <> 'd' AND {id} IN ({deleted})
+) AS _sluice_u;
+DELETE FROM {t} WHERE {id} IN ({deleted});
+INSERT INTO {t} ({cols}, {id}, {ts}, {la})
+SELECT {cols}, _sluice_w.{id}, {ts}, {la} FROM {work} AS _sluice_w
+JOIN (SELECT {id}, count(*) AS \"_sluice_d\" FROM {s} WHERE {op} = 'd' GROUP BY {id}) AS _sluice_d
+  ON _sluice_d.{id} = _sluice_w.{id}
+WHERE _sluice_w.\"_sluice_rn\" <= _sluice_w.\"_sluice_n\" - _sluice_d.\"_sluice_d\";
+INSERT INTO {t} ({cols}, {id}, {ts}, {la})
+SELECT {vals}, {id}, {ts}, {now} FROM {s} WHERE {op} <> 'd' AND {id} NOT IN ({deleted});
+DROP TABLE {work};",
+            id = q(ROW_ID),
+            seq = q(SEQ),
+            ts = q(SOURCE_TS),
+            la = q(LOADED_AT),
+            op = q(OP),
+        )
     }
 
     /// Inserts every staged change as a row, as merge would when the target holds none of
@@ -200,16 +267,20 @@ impl Apply<'_> {
     pub fn replace(&self) -> String {
         let (cols, vals, now) = (self.column_list(), self.value_list(), self.now);
         let rows = if self.keys.is_empty() {
-            format!("SELECT * FROM {} AS m WHERE {} <> 'd'", self.stage, q(OP))
+            format!(
+                "SELECT * FROM {} AS _sluice_m WHERE {} <> 'd'",
+                self.stage,
+                q(OP)
+            )
         } else {
             format!(
-                "SELECT * FROM ({}) AS m WHERE {} <> 'd'",
+                "SELECT * FROM ({}) AS _sluice_m WHERE {} <> 'd'",
                 self.latest(),
                 q(OP)
             )
         };
         format!(
-            "DELETE FROM {t};\nINSERT INTO {t} ({cols}, {ts}, {la}) SELECT {vals}, {ts}, {now} FROM ({rows}) AS r;",
+            "DELETE FROM {t};\nINSERT INTO {t} ({cols}, {ts}, {la}) SELECT {vals}, {ts}, {now} FROM ({rows}) AS _sluice_r;",
             t = self.target,
             ts = q(SOURCE_TS),
             la = q(LOADED_AT),
@@ -231,33 +302,33 @@ impl Apply<'_> {
         let seq = q(SEQ);
         format!(
             "CREATE TEMP TABLE {work} AS
-SELECT v.*, lead(v.\"_sluice_vf\") OVER (PARTITION BY {vkeys} ORDER BY v.{seq}) AS \"_sluice_vt\"
+SELECT _sluice_v.*, lead(_sluice_v.\"_sluice_vf\") OVER (PARTITION BY {vkeys} ORDER BY _sluice_v.{seq}) AS \"_sluice_vt\"
 FROM (
-  SELECT r.*, CASE WHEN p.\"_sluice_last\" IS NOT NULL AND p.\"_sluice_last\" > r.\"_sluice_t\" THEN p.\"_sluice_last\" ELSE r.\"_sluice_t\" END AS \"_sluice_vf\"
+  SELECT _sluice_r.*, CASE WHEN _sluice_p.\"_sluice_last\" IS NOT NULL AND _sluice_p.\"_sluice_last\" > _sluice_r.\"_sluice_t\" THEN _sluice_p.\"_sluice_last\" ELSE _sluice_r.\"_sluice_t\" END AS \"_sluice_vf\"
   FROM (
-    SELECT s.*, max(COALESCE(s.{ts}, s.{ing})) OVER (PARTITION BY {skeys} ORDER BY s.{seq} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS \"_sluice_t\"
-    FROM {s} AS s
-  ) AS r
+    SELECT _sluice_s.*, max(COALESCE(_sluice_s.{ts}, _sluice_s.{ing})) OVER (PARTITION BY {skeys} ORDER BY _sluice_s.{seq} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS \"_sluice_t\"
+    FROM {s} AS _sluice_s
+  ) AS _sluice_r
   LEFT JOIN (
-    SELECT {hkeys}, max(COALESCE(h.{vt}, h.{vf})) AS \"_sluice_last\"
-    FROM {t} AS h
-    WHERE EXISTS (SELECT 1 FROM {s} AS k WHERE {hk})
+    SELECT {hkeys}, max(COALESCE(_sluice_h.{vt}, _sluice_h.{vf})) AS \"_sluice_last\"
+    FROM {t} AS _sluice_h
+    WHERE EXISTS (SELECT 1 FROM {s} AS _sluice_k WHERE {hk})
     GROUP BY {hkeys}
-  ) AS p ON {pr}
-) AS v;
-UPDATE {t} SET {vt} = f.\"_sluice_vf\", {cur} = false
-FROM (SELECT {keys}, min(\"_sluice_vf\") AS \"_sluice_vf\" FROM {work} GROUP BY {keys}) AS f
+  ) AS _sluice_p ON {pr}
+) AS _sluice_v;
+UPDATE {t} SET {vt} = _sluice_f.\"_sluice_vf\", {cur} = false
+FROM (SELECT {keys}, min(\"_sluice_vf\") AS \"_sluice_vf\" FROM {work} GROUP BY {keys}) AS _sluice_f
 WHERE {tf} AND {t}.{cur};
 INSERT INTO {t} ({cols}, {vf}, {vt}, {cur}, {seq}, {ts}, {la})
-SELECT {vals}, \"_sluice_vf\", \"_sluice_vt\", \"_sluice_vt\" IS NULL, {seq}, {ts}, {now} FROM {work} AS w WHERE {op} <> 'd';
+SELECT {vals}, \"_sluice_vf\", \"_sluice_vt\", \"_sluice_vt\" IS NULL, {seq}, {ts}, {now} FROM {work} AS _sluice_w WHERE {op} <> 'd';
 DROP TABLE {work};",
-            vkeys = self.key_list("v."),
-            skeys = self.key_list("s."),
-            hkeys = self.key_list("h."),
+            vkeys = self.key_list("_sluice_v."),
+            skeys = self.key_list("_sluice_s."),
+            hkeys = self.key_list("_sluice_h."),
             keys = self.key_list(""),
-            hk = self.key_match("h", "k"),
-            pr = self.key_match("p", "r"),
-            tf = self.key_match(t, "f"),
+            hk = self.key_match("_sluice_h", "_sluice_k"),
+            pr = self.key_match("_sluice_p", "_sluice_r"),
+            tf = self.key_match(t, "_sluice_f"),
             ts = q(SOURCE_TS),
             ing = q(INGESTED_AT),
             la = q(LOADED_AT),
@@ -285,10 +356,16 @@ mod tests {
             extra: &[],
         };
         let merge = a.merge(Deletes::Hard);
-        assert!(merge.contains("\"s\".\"t\".\"Id\" = s.\"Id\""), "{merge}");
+        assert!(
+            merge.contains("\"s\".\"t\".\"Id\" = _sluice_s.\"Id\""),
+            "{merge}"
+        );
         assert!(merge.contains("\"we\"\"ird\""), "{merge}");
         let history = a.history();
-        assert!(history.contains("PARTITION BY v.\"Id\""), "{history}");
+        assert!(
+            history.contains("PARTITION BY _sluice_v.\"Id\""),
+            "{history}"
+        );
         assert!(!history.contains(" Id "), "{history}");
     }
 
@@ -296,12 +373,13 @@ mod tests {
     fn system_columns_by_mode() {
         let t = SystemTypes {
             text: "TEXT",
+            row_id: "TEXT",
             bigint: "BIGINT",
             timestamptz: "TIMESTAMPTZ",
             boolean: "BOOLEAN",
         };
         let names = |m, d| {
-            system_columns(m, d, &t)
+            system_columns(m, d, false, &t)
                 .into_iter()
                 .map(|(n, _)| n)
                 .collect::<Vec<_>>()

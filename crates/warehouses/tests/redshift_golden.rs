@@ -20,6 +20,7 @@ use sluice_warehouses::sql::{system_columns, Apply, SystemTypes};
 
 const TYPES: SystemTypes = SystemTypes {
     text: "VARCHAR(8)",
+    row_id: "VARCHAR(32)",
     bigint: "BIGINT",
     timestamptz: "TIMESTAMPTZ",
     boolean: "BOOLEAN",
@@ -85,7 +86,7 @@ fn mapped(c: &str) -> Option<String> {
 
 fn table_columns(mode: LoadMode, deletes: Deletes) -> Vec<(String, String)> {
     let mut cols = data_columns();
-    cols.extend(system_columns(mode, deletes, &TYPES));
+    cols.extend(system_columns(mode, deletes, false, &TYPES));
     cols.push((TRUNCATED.into(), "BOOLEAN NOT NULL DEFAULT false".into()));
     cols
 }

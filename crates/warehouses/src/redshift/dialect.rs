@@ -23,6 +23,7 @@ const MIN_VARCHAR: usize = 16;
 
 pub const SYSTEM_TYPES: SystemTypes = SystemTypes {
     text: "VARCHAR(8)",
+    row_id: "VARCHAR(32)",
     bigint: "BIGINT",
     timestamptz: "TIMESTAMPTZ",
     boolean: "BOOLEAN",

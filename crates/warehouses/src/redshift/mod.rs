@@ -7,19 +7,21 @@
 //! ```text
 //!   read the files' text columns       → VARCHAR sizes; oversize values (file rewritten cut)
 //!   PUT <table>/_sluice_redshift/<load>.manifest
-//!   CREATE TABLE ... ENCODE AUTO | per-column ENCODE, DISTSTYLE/DISTKEY, COMPOUND SORTKEY
 //!   ALTER TABLE ... ADD COLUMN (evolve) / ALTER COLUMN ... TYPE VARCHAR(n) (widen)
 //!   BEGIN
-//!     CREATE TEMP TABLE sluice_stage (shaped like the files)
-//!     COPY sluice_stage FROM '…manifest' IAM_ROLE '…' FORMAT AS PARQUET MANIFEST
-//!     DELETE FROM sluice_stage WHERE seq outside the load's range
+//!     LOCK _sluice.ledger; check the target's row (moved: refuse)
+//!     CREATE TABLE ... ENCODE AUTO | per-column ENCODE, DISTSTYLE/DISTKEY, COMPOUND SORTKEY
+//!     CREATE TEMP TABLE _sluice_stage (shaped like the files)
+//!     COPY _sluice_stage FROM '…manifest' IAM_ROLE '…' FORMAT AS PARQUET MANIFEST
+//!     DELETE FROM _sluice_stage WHERE seq outside the load's range
 //!     apply by mode (the statements of `sql`, shared with DuckDB and PostgreSQL)
 //!     UPDATE/INSERT _sluice.ledger
 //!   END
 //! ```
 //!
-//! Table changes run before the transaction because Redshift refuses `ALTER COLUMN` inside
-//! one; a column widened or added by a load that then fails is harmless.
+//! Column changes run before the transaction because Redshift refuses `ALTER COLUMN` inside
+//! one; a column widened or added by a load that then fails is harmless. A new table is
+//! created inside it, with its ledger row: a table without one is not sluice's.
 //!
 //! There is no Redshift here. [`Staging::PostgresStandIn`] runs the same loader against
 //! PostgreSQL (which speaks the same protocol): the change rows come over the connection
@@ -49,12 +51,16 @@ use sluice_core::names::quote_ident as q;
 
 use crate::columns::{shape_table, Columns};
 use crate::pgcopy::postgres_type;
-use crate::postgres::{in_transaction, move_ledger, pg_error, PgOptions, Postgres};
+use crate::postgres::{
+    in_transaction, ledger_rows_where, move_ledger, pg_error, PgOptions, Postgres,
+};
 use crate::sql::{system_columns, Apply};
-use crate::{LakeFiles, LedgerEntry, LoadReport, Target, Warehouse, WarehouseError};
+use crate::{
+    LakeFiles, LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target, Warehouse, WarehouseError,
+};
 
-const STAGE: &str = "\"sluice_stage\"";
-const WORK: &str = "\"sluice_work\"";
+const STAGE: &str = "\"_sluice_stage\"";
+const WORK: &str = "\"_sluice_work\"";
 
 /// Where a load's change rows come from.
 #[derive(Debug, Clone)]
@@ -160,6 +166,7 @@ impl Redshift {
             create.extend(system_columns(
                 target.mode,
                 target.deletes,
+                target.key.is_empty(),
                 &dialect::SYSTEM_TYPES,
             ));
             create.push((TRUNCATED.into(), "BOOLEAN NOT NULL DEFAULT false".into()));
@@ -189,6 +196,24 @@ impl Redshift {
         Ok(statements)
     }
 
+    /// The first statements of a load's transaction: Redshift has no row locks, so the whole
+    /// ledger is locked (`LOCK`), then the target's row is checked ([`Target::check_ledger`]).
+    async fn lock_ledger(
+        client: &Client,
+        target: &Target,
+        planned: Option<i64>,
+    ) -> Result<(), WarehouseError> {
+        let e = pg_error("_sluice.ledger");
+        client
+            .batch_execute("LOCK _sluice.ledger;")
+            .await
+            .map_err(&e)?;
+        let row = ledger_rows_where(client, Some(target), false)
+            .await
+            .map_err(&e)?;
+        target.check_ledger(planned, row.first())
+    }
+
     /// The apply statements and the ledger move, in the load's transaction.
     async fn apply(
         client: &Client,
@@ -197,8 +222,9 @@ impl Redshift {
         keys: &[String],
         fit: &Fit,
         now: &str,
-        upto: LedgerEntry,
+        ledger: LedgerMove,
     ) -> Result<LoadReport, WarehouseError> {
+        let upto = ledger.to;
         let name = target.display();
         let e = pg_error(&name);
         let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
@@ -227,13 +253,16 @@ impl Redshift {
             values: &values,
             extra: &extra,
         };
-        let sql = match target.mode {
+        let mut sql = match target.mode {
             LoadMode::Append => apply.append(),
             LoadMode::Merge => apply.merge(target.deletes),
             LoadMode::Replace if changes == 0 => String::new(),
             LoadMode::Replace => apply.replace(),
             LoadMode::History => apply.history(),
         };
+        if ledger.image && target.mode == LoadMode::Merge {
+            sql = format!("DELETE FROM {tgt};\n{sql}");
+        }
         client
             .batch_execute(&format!("{sql}\nDROP TABLE {STAGE};"))
             .await
@@ -250,8 +279,9 @@ impl Redshift {
         target: &Target,
         schema: &SchemaRef,
         iam_role: &str,
-        upto: LedgerEntry,
+        ledger: LedgerMove,
     ) -> Result<LoadReport, WarehouseError> {
+        let upto = ledger.to;
         let name = target.display();
         let input = |message: String| WarehouseError::Input {
             table: name.clone(),
@@ -290,10 +320,22 @@ impl Redshift {
         let result = self.pg.run(async {
             let e = pg_error(&name);
             let existing = Self::existing_columns(client, target).await.map_err(&e)?;
-            for statement in self.shape(target, &columns, &manifest.fit, existing)? {
-                client.batch_execute(&statement).await.map_err(&e)?;
+            // A new table is created inside the transaction (with its ledger row); columns
+            // are added and widened before it, which Redshift refuses inside one.
+            let create = existing.is_empty();
+            let shape = self.shape(target, &columns, &manifest.fit, existing)?;
+            if !create {
+                for statement in &shape {
+                    client.batch_execute(statement).await.map_err(&e)?;
+                }
             }
             in_transaction(client, &name, async {
+                Self::lock_ledger(client, target, ledger.from).await?;
+                if create {
+                    for statement in &shape {
+                        client.batch_execute(statement).await.map_err(&e)?;
+                    }
+                }
                 // The files are whole commits; the load is a range of seqs.
                 let sql = format!(
                     "{}\n{copy}\n{}",
@@ -301,7 +343,7 @@ impl Redshift {
                     trim_stage(STAGE, files.after, upto.seq)
                 );
                 client.batch_execute(&sql).await.map_err(&e)?;
-                Self::apply(client, target, &columns, &keys, &manifest.fit, &now, upto).await
+                Self::apply(client, target, &columns, &keys, &manifest.fit, &now, ledger).await
             })
             .await
         });
@@ -317,7 +359,7 @@ impl Redshift {
         target: &Target,
         schema: &SchemaRef,
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
-        upto: LedgerEntry,
+        ledger: LedgerMove,
     ) -> Result<LoadReport, WarehouseError> {
         let name = target.display();
         let columns = Columns::new(schema, MAX_IDENTIFIER);
@@ -335,6 +377,7 @@ impl Redshift {
         let this = &*self;
         self.pg.run(in_transaction(client, &name, async {
             let e = pg_error(&name);
+            Self::lock_ledger(client, target, ledger.from).await?;
             client
                 .batch_execute(&create_stage(STAGE, &stage_columns))
                 .await
@@ -348,7 +391,7 @@ impl Redshift {
             for statement in this.shape(target, &columns, &fit, existing)? {
                 client.batch_execute(&statement).await.map_err(&e)?;
             }
-            Self::apply(client, target, &columns, &keys, &fit, &now, upto).await
+            Self::apply(client, target, &columns, &keys, &fit, &now, ledger).await
         }))
     }
 }
@@ -369,6 +412,10 @@ impl Warehouse for Redshift {
         self.pg.ledger(target)
     }
 
+    fn ledger_rows(&mut self) -> Result<Vec<LedgerRow>, WarehouseError> {
+        self.pg.ledger_rows()
+    }
+
     fn columns(&mut self, target: &Target) -> Result<Vec<String>, WarehouseError> {
         self.pg.columns(target)
     }
@@ -378,13 +425,13 @@ impl Warehouse for Redshift {
         target: &Target,
         schema: &SchemaRef,
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
-        upto: LedgerEntry,
+        ledger: LedgerMove,
     ) -> Result<LoadReport, WarehouseError> {
         match self.staging.clone() {
             Staging::LakeManifest { iam_role } => {
-                self.load_from_lake(target, schema, &iam_role, upto)
+                self.load_from_lake(target, schema, &iam_role, ledger)
             }
-            Staging::PostgresStandIn => self.load_over_connection(target, schema, batches, upto),
+            Staging::PostgresStandIn => self.load_over_connection(target, schema, batches, ledger),
         }
     }
 
