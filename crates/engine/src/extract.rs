@@ -20,6 +20,7 @@ use sluice_core::failpoint;
 use sluice_lake::{LakeTable, LakeWriter, TablePath};
 use sluice_sources::files::{FileEntry, FileEvent, FilesSource, InferredSchema};
 
+use crate::image::Images;
 use crate::progress::Progress;
 use crate::{EngineError, Project};
 use sluice_lake::Quarantine;
@@ -34,11 +35,18 @@ pub struct ExtractReport {
     pub files: u64,
     pub rows: u64,
     pub rejects: u64,
+    /// Rows a snapshot no longer found at the source, landed as deletes.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deleted: u64,
     /// Zero dates (`0000-00-00`) that landed as NULL.
     #[serde(skip_serializing_if = "is_zero")]
     pub zero_dates: u64,
     /// Lake version after the last commit of this run (None: nothing new).
     pub lake_version: Option<i64>,
+    /// Files not taken yet: still being written (changed within the settle time, or while
+    /// being read).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub waiting: u64,
     /// Schema changes the lake took in this run (new columns, variant columns, drops).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schema_changes: Vec<String>,
@@ -55,13 +63,16 @@ pub async fn extract(
     show_progress: bool,
 ) -> Result<ExtractReport, EngineError> {
     let url = project.config.resolve_path(&src.url);
-    let source = Arc::new(FilesSource::new(
-        &spec.source,
-        &spec.table,
-        src,
-        &url,
-        &project.store_options(),
-    )?);
+    let source = Arc::new(
+        FilesSource::new(
+            &spec.source,
+            &spec.table,
+            src,
+            &url,
+            &project.store_options(),
+        )?
+        .with_key(&spec.primary_key),
+    );
     let path = TablePath::changes(&spec.source, &spec.table);
     let mut log = LakeTable::open(&project.lake, &path).await?;
 
@@ -69,7 +80,10 @@ pub async fn extract(
     let mut pending: Vec<FileEntry> = Vec::new();
     for entry in listed {
         let consumed = match &log {
-            Some(t) => t.app_version(&file_position(&entry.id)).await?.is_some(),
+            Some(t) => t
+                .app_version(&file_position(&entry.id))
+                .await?
+                .is_some_and(|v| v == entry.version() || v == LEGACY_CONSUMED),
             None => false,
         };
         if !consumed {
@@ -77,7 +91,20 @@ pub async fn extract(
         }
     }
     let mut report = ExtractReport::default();
+    let (pending, waiting) = settled(&source, pending).await?;
+    report.waiting = waiting;
     if pending.is_empty() {
+        // An image a crash left open (every file of it landed): it is complete.
+        if let Some(log) = log.as_mut() {
+            let mut images = Images::of(log).await?;
+            if images.open.is_some() {
+                let seq = log.last_seq().await?;
+                let positions = images.closing(seq, log.version() + 1);
+                log.writer()?
+                    .commit(log, positions, serde_json::Map::new())
+                    .await?;
+            }
+        }
         return Ok(report);
     }
 
@@ -94,6 +121,7 @@ pub async fn extract(
     };
     let mut data = Arc::new(data_schema(log.schema()?.as_ref()));
     let mut seq = log.last_seq().await?;
+    let mut images = Images::of(&log).await?;
     let mut quarantine = Quarantine::new(&project.lake, &spec.source, &spec.table);
     let ingested_at = Utc::now();
     let mut progress = Progress::new(
@@ -103,7 +131,9 @@ pub async fn extract(
 
     for entry in pending {
         let position = file_position(&entry.id);
+        let first_seq = seq + 1;
         let file = source.fetch(&entry).await?;
+        let fetched_as = file.read_as.clone();
         // Declared columns are a contract: values off it are quarantined, not evolved.
         let (file, changes) = match source.declared_schema() {
             Some(_) => (file, Vec::new()),
@@ -160,21 +190,38 @@ pub async fn extract(
         }
         let stats = stats?;
         debug_assert_eq!(stats.rows, rows);
+        // The version of the file that was read: a copy says; a file read in place must be as
+        // it was listed, or it changed while being read (still being written): nothing of it
+        // is committed, and the next sync reads it whole.
+        let read_as = match fetched_as {
+            Some(e) => e,
+            None => match source.stat(&entry).await? {
+                Some(now) if now.same_version(&entry) => entry.clone(),
+                _ => {
+                    tracing::warn!(source = %spec.source, table = %spec.table, file = %entry.id, "the file changed while it was read (still being written?): taken next sync");
+                    seq = first_seq - 1;
+                    report.waiting += 1;
+                    continue;
+                }
+            },
+        };
+        let version = read_as.version();
         if !rejects.is_empty() {
             tracing::warn!(source = %spec.source, table = %spec.table, file = %entry.id, rejects = rejects.len(), "records quarantined");
             quarantine
-                .add(&position, rejects.clone(), ingested_at)
+                .add(&position, version, rejects.clone(), ingested_at)
                 .await?;
         }
         let mut meta = serde_json::Map::new();
         meta.insert("sluice".into(), json!({ "source": spec.source, "table": spec.table, "file": entry.id, "rows": rows, "rejects": rejects.len() }));
-        let version = writer
-            .commit(
-                &mut log,
-                vec![(position, 1), (sluice_lake::SEQ_APP_ID.to_string(), seq)],
-                meta,
-            )
-            .await?;
+        let mut positions = vec![
+            (position, version),
+            (sluice_lake::SEQ_APP_ID.to_string(), seq),
+        ];
+        if rows > 0 {
+            positions.extend(images.opening(first_seq));
+        }
+        let version = writer.commit(&mut log, positions, meta).await?;
         failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
         report.files += 1;
         report.rows += rows;
@@ -182,7 +229,64 @@ pub async fn extract(
         report.lake_version = version.or(report.lake_version);
         tracing::info!(source = %spec.source, table = %spec.table, file = %entry.id, rows, rejects = rejects.len(), version = ?version, "file landed");
     }
+    // The files this sync found new are the table's latest image (what `replace` loads). A
+    // drop without a single row makes none: a replace table is never emptied by one.
+    if images.open.is_some() {
+        let positions = images.closing(seq, log.version() + 1);
+        report.lake_version = log
+            .writer()?
+            .commit(&mut log, positions, serde_json::Map::new())
+            .await?
+            .or(report.lake_version);
+    }
     Ok(report)
+}
+
+/// The position version of files consumed before file versions were recorded.
+const LEGACY_CONSUMED: i64 = 1;
+
+/// `pending` without the local files that may still be being written: a file modified less
+/// than the source's settle time ago is waited for (once, for all of them), then taken only
+/// if it did not change meanwhile. Returns the files to read and how many wait for the next
+/// sync.
+async fn settled(
+    source: &FilesSource,
+    pending: Vec<FileEntry>,
+) -> Result<(Vec<FileEntry>, u64), EngineError> {
+    let settle = source.settle();
+    let now = Utc::now();
+    let fresh = |e: &FileEntry| {
+        (now - e.modified)
+            .to_std()
+            .map(|age| age < settle)
+            .unwrap_or(true)
+    };
+    let wait = pending
+        .iter()
+        .filter(|e| fresh(e))
+        .map(|e| settle.saturating_sub((now - e.modified).to_std().unwrap_or_default()))
+        .max();
+    let Some(wait) = wait else {
+        return Ok((pending, 0));
+    };
+    tracing::info!(source = %source.name, table = %source.table, wait_ms = wait.as_millis() as u64, "waiting for recently changed files to settle");
+    tokio::time::sleep(wait).await;
+    let mut out = Vec::with_capacity(pending.len());
+    let mut waiting = 0;
+    for e in pending {
+        if !fresh(&e) {
+            out.push(e);
+            continue;
+        }
+        match source.stat(&e).await? {
+            Some(now) if now.same_version(&e) => out.push(e),
+            _ => {
+                tracing::info!(source = %source.name, table = %source.table, file = %e.id, "still being written: taken when it settles");
+                waiting += 1;
+            }
+        }
+    }
+    Ok((out, waiting))
 }
 
 /// Holds a file's columns against the lake table's (`table`) and commits what differs as a schema change

@@ -87,6 +87,18 @@ impl SyncReport {
                     .map(|v| format!(" (lake version {v})"))
                     .unwrap_or_default()
             );
+            if e.deleted > 0 {
+                out += &format!(
+                    "  {} row(s) gone from the source since the last snapshot: landed as deletes\n",
+                    e.deleted
+                );
+            }
+            if e.waiting > 0 {
+                out += &format!(
+                    "  {} file(s) still being written: taken once they settle\n",
+                    e.waiting
+                );
+            }
             for c in &e.schema_changes {
                 out += &format!("  schema change in the lake: {c}\n");
             }

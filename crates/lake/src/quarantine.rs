@@ -61,16 +61,18 @@ impl Quarantine {
         Ok(self.table.as_mut().expect("set above"))
     }
 
-    /// Records the rejects of the input unit `position` (skipped if already recorded).
+    /// Records the rejects of version `version` of the input unit `position` (a file, a
+    /// chunk, a commit's binlog range); skipped if that version's are recorded already.
     pub async fn add(
         &mut self,
         position: &str,
+        version: i64,
         rejects: Vec<Reject>,
         at: DateTime<Utc>,
     ) -> Result<(), LakeError> {
         let name = self.path.to_string();
         let table = self.table().await?;
-        if table.app_version(position).await?.is_some() {
+        if table.app_version(position).await? == Some(version) {
             return Ok(());
         }
         let n = rejects.len();
@@ -111,7 +113,7 @@ impl Quarantine {
         writer
             .commit(
                 table,
-                vec![(position.to_string(), 1)],
+                vec![(position.to_string(), version)],
                 serde_json::Map::new(),
             )
             .await?;

@@ -178,3 +178,150 @@ primary_key = ["id"]
         ]
     );
 }
+
+/// A PostgreSQL warehouse over plain TCP (for tests about loads, not transport).
+fn plain(pg: &PgServer) -> String {
+    format!(
+        "[warehouses.pg]\nkind = \"postgres\"\nurl = \"{}\"\npassword = {{ env = \"PGWH_PASSWORD\" }}\nssl_mode = \"disable\"\n",
+        pg.url()
+    )
+}
+
+/// Two `sluice sync` at once (an overlapping cron run) on one lake and one PostgreSQL
+/// warehouse: the lake takes each file once (the second writer of a commit is refused by the
+/// Delta log), and each warehouse load applies only from where the ledger was when it was
+/// planned. Append and history tables then hold each change exactly once.
+#[test]
+fn two_syncs_at_once_double_nothing() {
+    let pg = PgServer::start(None);
+    let sb = Sandbox::new();
+    sb.config(
+        &(plain(&pg)
+            + r#"
+[sources.s]
+kind = "files"
+url = "drops/"
+table = "t"
+columns = ["id bigint", "v text"]
+load = ["merge", "append", "history"]
+[sources.s.tables.t]
+primary_key = ["id"]
+"#),
+    );
+    let mut next = 0;
+    for round in 0..3 {
+        for f in 0..8 {
+            let mut text = String::from("id,v\n");
+            for _ in 0..2000 {
+                // Keys repeat across files: merge takes the last, history keeps each.
+                text += &format!("{},r{round}-f{f}\n", next % 9000);
+                next += 1;
+            }
+            sb.write(&format!("drops/r{round}-{f}.csv"), text);
+        }
+        let spawn = || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .arg("--config")
+                .arg(sb.path("sluice.toml"))
+                .args(["--json", "sync"])
+                .env("PGWH_PASSWORD", PASSWORD)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        for out in [&a, &b] {
+            // Either finished, or was refused: never a third outcome.
+            assert!(matches!(out.status.code(), Some(0) | Some(1)), "{out:?}");
+        }
+    }
+    // What a refused run left over, loaded now.
+    ok(&sb);
+    let lake = sb.query_lake(
+        "SELECT count(*) AS n, count(DISTINCT _sluice_seq) AS d, sum(_sluice_seq) AS s FROM s.t__changes",
+    );
+    assert_eq!(
+        lake[0]["n"],
+        3 * 8 * 2000,
+        "each file once in the lake: {lake:?}"
+    );
+    assert_eq!(lake[0]["n"], lake[0]["d"]);
+    let n = |v: &serde_json::Value| Some(v.to_string());
+    assert_eq!(
+        pg.rows("SELECT count(*), count(DISTINCT _sluice_seq), sum(_sluice_seq) FROM s.t_append"),
+        vec![vec![n(&lake[0]["n"]), n(&lake[0]["d"]), n(&lake[0]["s"])]]
+    );
+    assert_eq!(
+        pg.rows("SELECT count(*) FROM s.t_history"),
+        vec![vec![n(&lake[0]["n"])]]
+    );
+    // Merge: each key's last value, as the lake's current state says.
+    let current = sb.query_lake("SELECT id, v FROM s.t ORDER BY id");
+    let merged = pg.rows("SELECT id, v FROM s.t ORDER BY id");
+    assert_eq!(merged.len(), current.len());
+    for (m, c) in merged.iter().zip(&current) {
+        assert_eq!(m[0].as_deref(), Some(c["id"].to_string().as_str()));
+        assert_eq!(m[1].as_deref(), c["v"].as_str());
+    }
+}
+
+/// Rows with a NULL key never reach a PostgreSQL merge table (which would keep them as
+/// duplicates). Table names of 63 bytes and more: the key index is named apart from the table
+/// (it once took the table's own name), and two names equal in their first 63 bytes, of two
+/// sources mapped to one schema, load into tables of their own.
+#[test]
+fn null_keys_and_long_names_on_postgres() {
+    let pg = PgServer::start(None);
+    let sb = Sandbox::new();
+    let long = "x".repeat(70);
+    let src = |name: &str, table: &str, folder: &str| {
+        format!(
+            "[sources.{name}]\nkind = \"files\"\nurl = \"{folder}/\"\ntable = \"{table}\"\n[sources.{name}.tables.{table}]\nprimary_key = [\"id\"]\n"
+        )
+    };
+    sb.config(&format!(
+        "{}{}{}",
+        plain(&pg),
+        src("\"s-1\"", &format!("{long}_one"), "a"),
+        src("s_1", &format!("{long}_two"), "b")
+    ));
+    sb.write("a/x.csv", "id,v\n1,one\n,none\n1,one-again\n");
+    sb.write("b/x.csv", "id,v\n1,two\n2,two\n");
+    let r = ok(&sb);
+    let rejects: Vec<i64> = r["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["extract"]["rejects"].as_i64().unwrap())
+        .collect();
+    assert_eq!(rejects.iter().sum::<i64>(), 1, "{r}");
+    let ledger = pg.rows(
+        "SELECT source, target_table FROM _sluice.ledger WHERE target_schema = 's_1' ORDER BY source",
+    );
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    assert_ne!(ledger[0][1], ledger[1][1], "one table each: {ledger:?}");
+    for row in &ledger {
+        let table = row[1].as_deref().unwrap();
+        assert!(table.len() <= 63, "{table}");
+        let want = match row[0].as_deref() {
+            Some("s-1") => vec![vec![s("1"), s("one-again")]],
+            _ => vec![vec![s("1"), s("two")], vec![s("2"), s("two")]],
+        };
+        assert_eq!(
+            pg.rows(&format!("SELECT id, v FROM s_1.\"{table}\" ORDER BY id")),
+            want,
+            "{row:?}"
+        );
+        // Its key index is named apart from every table.
+        let index = pg.rows(&format!(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 's_1.\"{table}\"'::regclass"
+        ));
+        assert_eq!(index.len(), 1, "{index:?}");
+        assert!(
+            index[0][0].as_deref().unwrap().contains("_sluice_key_"),
+            "{index:?}"
+        );
+    }
+}

@@ -20,7 +20,21 @@ impl Sandbox {
         self.dir.path().join(rel)
     }
 
+    /// Writes a file that was delivered a while ago (modified ten minutes back), as drops
+    /// are: sluice waits for files modified within its settle time (see `write_fresh`).
     pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.write_fresh(rel, bytes);
+        let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .and_then(|f| f.set_modified(earlier))
+            .unwrap();
+        p
+    }
+
+    /// Writes a file modified just now.
+    pub fn write_fresh(&self, rel: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
         let p = self.path(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, bytes).unwrap();
@@ -61,6 +75,21 @@ impl Sandbox {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `sluice --json sync ARGS`, whatever its outcome: the exit code and the report.
+    pub fn sync_code(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut all = vec!["--json", "sync"];
+        all.extend_from_slice(args);
+        let out = self.run(&all, &[]);
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), report)
+    }
+
     pub fn sync_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["--json", "sync"])).unwrap()
     }
@@ -93,6 +122,20 @@ pub fn duck_rows(db: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
         );
     }
     out
+}
+
+/// The report of one table in a sync report.
+pub fn table_of<'a>(
+    report: &'a serde_json::Value,
+    source: &str,
+    table: &str,
+) -> &'a serde_json::Value {
+    report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["source"] == source && t["table"] == table)
+        .unwrap_or_else(|| panic!("no {source}.{table} in {report}"))
 }
 
 /// `Some("x")` shorthand for expected rows.

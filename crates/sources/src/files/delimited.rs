@@ -130,6 +130,7 @@ pub fn read(
     id: &str,
     opts: &TextOptions,
     schema: &SchemaRef,
+    keys: &[String],
     emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
 ) -> Result<ReadStats, SourceError> {
     let mut rdr = reader(r, opts);
@@ -148,7 +149,7 @@ pub fn read(
             expected += 1;
         }
     }
-    let mut batcher = RowBatcher::for_file(schema, id)?;
+    let mut batcher = RowBatcher::for_file(schema, id, keys)?;
     let mut stats = ReadStats::default();
     let mut first = true;
     while next(&mut rdr, &mut rec, id)? {
@@ -272,6 +273,7 @@ mod tests {
             "t",
             &opts(header),
             &schema,
+            &[],
             &mut |ev| {
                 match ev {
                     FileEvent::Rows(b) => batches.push(b),
@@ -348,6 +350,7 @@ mod tests {
             "f.csv",
             &opts(true),
             &schema(),
+            &[],
             &mut |_| Ok(()),
         )
         .unwrap_err();

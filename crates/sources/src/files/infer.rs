@@ -258,6 +258,7 @@ mod tests {
                 date: None,
                 modified: chrono::Utc::now(),
                 size: 1,
+                etag: None,
                 partitions: Vec::new(),
             })
             .collect()

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 
 use arrow::datatypes::SchemaRef;
-use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use sluice_core::reject::Reject;
@@ -82,12 +81,25 @@ fn put_flattened(
     Ok(())
 }
 
-/// Splits the input into records (one object's text each), calling `f(record_no, text)`.
-/// A malformed array element cannot be skipped past: it ends the array with an error.
+/// One record of a JSON file: its text, or why it is not one.
+enum Record<'a> {
+    Text(&'a str),
+    /// Bytes that cannot be a record (not UTF-8, an array left open): shown lossily, with
+    /// the reason, for the quarantine.
+    Bad {
+        raw: String,
+        reason: String,
+    },
+}
+
+/// Splits the input into records, calling `f(record_no, record)`; `f` returns false to stop.
+/// JSON lines: a record per line. An array: a record per element, found by scanning brackets
+/// and strings, so a malformed element is one bad record and the elements after it are read
+/// (`[{"id":1},{"id":2,},{"id":3}]` yields 1, a reject, and 3). Memory holds one record.
 fn for_each_record(
     r: Box<dyn Read + Send>,
     id: &str,
-    f: &mut dyn FnMut(u64, &str) -> Result<bool, SourceError>,
+    f: &mut dyn FnMut(u64, Record) -> Result<bool, SourceError>,
 ) -> Result<(), SourceError> {
     let io = |source: std::io::Error| SourceError::Io {
         file: id.to_string(),
@@ -112,47 +124,8 @@ fn for_each_record(
     match first {
         None => Ok(()),
         Some(b'[') => {
-            struct Elements<'a> {
-                f: &'a mut dyn FnMut(u64, &str) -> Result<bool, SourceError>,
-                err: Option<SourceError>,
-            }
-            impl<'de> Visitor<'de> for &mut Elements<'_> {
-                type Value = ();
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("an array of objects")
-                }
-                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-                    let mut n = 0;
-                    while let Some(el) = seq.next_element::<Box<RawValue>>()? {
-                        n += 1;
-                        match (self.f)(n, el.get()) {
-                            Ok(true) => {}
-                            Ok(false) => return Ok(()),
-                            Err(e) => {
-                                self.err = Some(e);
-                                return Ok(());
-                            }
-                        }
-                    }
-                    Ok(())
-                }
-            }
-            impl<'de> DeserializeSeed<'de> for &mut Elements<'_> {
-                type Value = ();
-                fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-                    d.deserialize_seq(self)
-                }
-            }
-            let mut el = Elements { f, err: None };
-            let mut de = serde_json::Deserializer::from_reader(r);
-            let parsed = (&mut el).deserialize(&mut de);
-            if let Some(e) = el.err {
-                return Err(e);
-            }
-            parsed.map_err(|e| SourceError::File {
-                file: id.into(),
-                message: format!("malformed JSON array: {e}"),
-            })
+            r.consume(1);
+            for_each_element(r, id, f)
         }
         Some(_) => {
             let mut line = Vec::new();
@@ -163,16 +136,158 @@ fn for_each_record(
                     return Ok(());
                 }
                 n += 1;
-                let text = String::from_utf8_lossy(&line);
-                if text.trim().is_empty() {
+                while matches!(line.last(), Some(b'\n' | b'\r')) {
+                    line.pop();
+                }
+                if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                if !f(n, text.trim_end_matches(['\n', '\r']))? {
+                if !f(n, record_of(&line))? {
                     return Ok(());
                 }
             }
         }
     }
+}
+
+/// A record's bytes as text, or a bad record when they are not UTF-8 (the same rule as every
+/// other source: such bytes are quarantined, never landed with replacement characters).
+fn record_of(bytes: &[u8]) -> Record<'_> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Record::Text(text),
+        Err(e) => Record::Bad {
+            raw: String::from_utf8_lossy(bytes).into_owned(),
+            reason: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        },
+    }
+}
+
+/// The elements of an array whose `[` is consumed: each runs to the `,` or `]` at its own
+/// nesting level, outside strings.
+fn for_each_element(
+    mut r: BufReader<Box<dyn Read + Send>>,
+    id: &str,
+    f: &mut dyn FnMut(u64, Record) -> Result<bool, SourceError>,
+) -> Result<(), SourceError> {
+    let io = |source: std::io::Error| SourceError::Io {
+        file: id.to_string(),
+        source,
+    };
+    let mut element: Vec<u8> = Vec::new();
+    let (mut depth, mut in_string, mut escaped) = (0i64, false, false);
+    let mut n = 0u64;
+    let mut closed = false;
+    let mut after: Vec<u8> = Vec::new();
+    loop {
+        let buf = r.fill_buf().map_err(io)?;
+        if buf.is_empty() {
+            break;
+        }
+        let len = buf.len();
+        let mut consumed = 0;
+        for &b in buf {
+            consumed += 1;
+            if closed {
+                if !b.is_ascii_whitespace() && after.len() < 1024 {
+                    after.push(b);
+                }
+                continue;
+            }
+            if in_string {
+                element.push(b);
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b',' | b']' if depth <= 0 => {
+                    let end = b == b']';
+                    if !element.iter().all(u8::is_ascii_whitespace) || !end {
+                        n += 1;
+                        let record = match element.iter().all(u8::is_ascii_whitespace) {
+                            true => Record::Bad {
+                                raw: String::new(),
+                                reason: "empty array element".into(),
+                            },
+                            false => record_of(trim(&element)),
+                        };
+                        if !f(n, record)? {
+                            return Ok(());
+                        }
+                    }
+                    element.clear();
+                    depth = 0;
+                    if end {
+                        closed = true;
+                    }
+                }
+                b'"' => {
+                    in_string = true;
+                    element.push(b);
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    element.push(b);
+                }
+                b'}' | b']' => {
+                    depth -= 1;
+                    element.push(b);
+                }
+                _ => element.push(b),
+            }
+        }
+        debug_assert_eq!(consumed, len);
+        r.consume(len);
+    }
+    if !closed {
+        // A whole last element is read; a cut one is quarantined with what there is.
+        let whole = depth == 0 && !in_string;
+        let rest = trim(&element);
+        if whole && !rest.is_empty() {
+            n += 1;
+            if !f(n, record_of(rest))? {
+                return Ok(());
+            }
+        }
+        n += 1;
+        f(
+            n,
+            Record::Bad {
+                raw: match whole {
+                    true => String::new(),
+                    false => String::from_utf8_lossy(rest).into_owned(),
+                },
+                reason: "the array ends without `]`: the file is cut short or malformed here"
+                    .into(),
+            },
+        )?;
+    } else if !after.is_empty() {
+        n += 1;
+        f(
+            n,
+            Record::Bad {
+                raw: String::from_utf8_lossy(&after).into_owned(),
+                reason: "text after the end of the array".into(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
 }
 
 pub fn sample(
@@ -184,7 +299,10 @@ pub fn sample(
     infer: &mut Vec<Inference>,
 ) -> Result<(), SourceError> {
     let mut rows = 0;
-    let result = for_each_record(r, id, &mut |_, text| {
+    let result = for_each_record(r, id, &mut |_, record| {
+        let Record::Text(text) = record else {
+            return Ok(true);
+        };
         let Ok(obj) = object(text, flatten) else {
             return Ok(true);
         };
@@ -207,11 +325,7 @@ pub fn sample(
         rows += 1;
         Ok(rows < max_rows)
     });
-    // A malformed tail does not spoil the sample; reading reports it.
-    match result {
-        Err(SourceError::File { .. }) if rows > 0 => Ok(()),
-        other => other,
-    }
+    result
 }
 
 pub fn read(
@@ -219,12 +333,27 @@ pub fn read(
     id: &str,
     flatten: usize,
     schema: &SchemaRef,
+    keys: &[String],
     emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
 ) -> Result<ReadStats, SourceError> {
-    let mut batcher = RowBatcher::for_file(schema, id)?;
+    let mut batcher = RowBatcher::for_file(schema, id, keys)?;
     let mut stats = ReadStats::default();
     let ncols = schema.fields().len();
-    let result = for_each_record(r, id, &mut |n, text| {
+    let result = for_each_record(r, id, &mut |n, record| {
+        let text = match record {
+            Record::Text(t) => t,
+            Record::Bad { raw, reason } => {
+                stats.rejects += 1;
+                emit(FileEvent::Reject(Reject {
+                    file: id.to_string(),
+                    line: n,
+                    column: None,
+                    raw,
+                    reason,
+                }))?;
+                return Ok(true);
+            }
+        };
         let reject = |column: Option<String>, reason: String| {
             FileEvent::Reject(Reject {
                 file: id.to_string(),
@@ -276,19 +405,5 @@ pub fn read(
     if let Some(b) = batcher.take() {
         emit(FileEvent::Rows(b))?;
     }
-    match result {
-        // An array broken mid-way: what came before landed; the rest is one reject.
-        Err(SourceError::File { message, .. }) => {
-            stats.rejects += 1;
-            emit(FileEvent::Reject(Reject {
-                file: id.to_string(),
-                line: stats.rows + stats.rejects,
-                column: None,
-                raw: String::new(),
-                reason: format!("{message}; the rest of the array could not be read"),
-            }))?;
-            Ok(stats)
-        }
-        other => other.map(|_| stats),
-    }
+    result.map(|_| stats)
 }

@@ -36,8 +36,34 @@ pub struct FileEntry {
     pub date: Option<NaiveDate>,
     pub modified: DateTime<Utc>,
     pub size: u64,
+    /// The store's entity tag (S3: changes with the content), when it gives one.
+    pub etag: Option<String>,
     /// The folders between the prefix and the file, outermost first.
     pub partitions: Vec<PartitionValue>,
+}
+
+impl FileEntry {
+    /// What identifies this version of the file, beyond its path: a file re-dropped under
+    /// the same name with other content is a new file. A hash of its size and its entity tag
+    /// (or, where the store gives none, its modification time); never 0 or 1, which positions
+    /// written before versions were recorded hold.
+    pub fn version(&self) -> i64 {
+        let seen = match &self.etag {
+            Some(tag) => format!("{}\0etag\0{tag}", self.size),
+            None => format!(
+                "{}\0mtime\0{}",
+                self.size,
+                self.modified.timestamp_nanos_opt().unwrap_or_default()
+            ),
+        };
+        let v = (sluice_core::names::stable_hash(seen.as_bytes()) >> 1) as i64;
+        v.max(2)
+    }
+
+    /// Whether `other` (the same path, seen again) is still this version.
+    pub fn same_version(&self, other: &FileEntry) -> bool {
+        self.size == other.size && self.etag == other.etag && self.modified == other.modified
+    }
 }
 
 /// Hive writes NULL partition values as this folder value.
@@ -111,12 +137,24 @@ pub struct FileLocation {
     after_date: Vec<String>,
     /// Glob on file names.
     pattern: Option<String>,
+    /// Files are taken only from folders holding a file of this name (`_SUCCESS`).
+    ready_marker: Option<String>,
 }
 
 impl FileLocation {
     pub fn new(
         location: &str,
         pattern: Option<String>,
+        opts: &StoreOptions,
+    ) -> Result<FileLocation, String> {
+        Self::with_marker(location, pattern, None, opts)
+    }
+
+    /// [`FileLocation::new`], taking files only from folders that hold `ready_marker`.
+    pub fn with_marker(
+        location: &str,
+        pattern: Option<String>,
+        ready_marker: Option<String>,
         opts: &StoreOptions,
     ) -> Result<FileLocation, String> {
         let (before, date_segment, after) = match location.find("{date}") {
@@ -152,6 +190,7 @@ impl FileLocation {
             date_segment,
             after_date: after,
             pattern,
+            ready_marker,
         })
     }
 
@@ -176,6 +215,15 @@ impl FileLocation {
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(err(e.to_string())),
         };
+        // Folders that say their files are complete (the marker is written last).
+        let ready: std::collections::HashSet<String> = match &self.ready_marker {
+            Some(marker) => metas
+                .iter()
+                .filter(|m| m.location.filename() == Some(marker.as_str()))
+                .map(|m| parent_of(&m.location))
+                .collect(),
+            None => Default::default(),
+        };
         let mut out = Vec::new();
         for meta in metas {
             let rel: Vec<String> = match meta.location.prefix_match(&self.prefix) {
@@ -183,6 +231,9 @@ impl FileLocation {
                 None => continue,
             };
             let Some(name) = rel.last() else { continue };
+            if self.ready_marker.is_some() && !ready.contains(&parent_of(&meta.location)) {
+                continue;
+            }
             if name.starts_with('.') || name.starts_with('_') || !self.name_matches(name) {
                 continue;
             }
@@ -223,8 +274,32 @@ impl FileLocation {
             date,
             modified: meta.last_modified,
             size: meta.size,
+            // The local store's tag is made of the inode, size and time: the time says it.
+            etag: meta.e_tag.filter(|_| self.scheme != "file"),
             partitions: partitions_of(folders),
         }
+    }
+
+    /// The file as the store has it now (None: gone).
+    pub async fn stat(&self, entry: &FileEntry) -> Result<Option<FileEntry>, SourceError> {
+        match self.store.head(&entry.path).await {
+            Ok(meta) => {
+                let mut now = self.entry(meta, entry.date, &[]);
+                now.partitions = entry.partitions.clone();
+                Ok(Some(now))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(SourceError::File {
+                file: entry.id.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Whether files here can be seen while still being written (a local folder; an object
+    /// store shows an object only once its upload completed).
+    pub fn can_grow(&self) -> bool {
+        self.scheme == "file"
     }
 
     fn display(&self, p: &Path) -> String {
@@ -245,6 +320,14 @@ impl FileLocation {
     pub fn local_path(&self, entry: &FileEntry) -> Option<std::path::PathBuf> {
         (self.scheme == "file").then(|| std::path::PathBuf::from(format!("/{}", entry.path)))
     }
+}
+
+/// The folder of an object path.
+fn parent_of(p: &Path) -> String {
+    let s = p.as_ref();
+    s.rsplit_once('/')
+        .map(|(d, _)| d.to_string())
+        .unwrap_or_default()
 }
 
 /// `YYYYMMDD` or `YYYY-MM-DD`.

@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 
 use sluice_core::config::{
     single_byte, split_column, FileFormat, Nested, SourceConfig, DEFAULT_MAX_DEPTH,
-    DEFAULT_SAMPLE_FILES, DEFAULT_SAMPLE_ROWS,
+    DEFAULT_SAMPLE_FILES, DEFAULT_SAMPLE_ROWS, DEFAULT_SETTLE_SECS,
 };
 use sluice_core::reject::Reject;
 use sluice_core::store::StoreOptions;
@@ -66,6 +66,8 @@ pub struct TextOptions {
 pub struct LocalFile {
     path: PathBuf,
     _temp: Option<tempfile::TempPath>,
+    /// A copy's object as it was fetched (None: read in place, check it after reading).
+    pub read_as: Option<FileEntry>,
 }
 
 /// The columns one file brings (see [`FilesSource::incoming_schema`]).
@@ -93,6 +95,10 @@ pub struct FilesSource {
     partitions: bool,
     /// Levels of JSON objects flattened into `parent__child` columns (0: kept as JSON text).
     flatten: usize,
+    /// Key columns of the table: rows without a value there are quarantined.
+    key: Vec<String>,
+    /// A local file modified this recently may still be being written.
+    settle: std::time::Duration,
 }
 
 impl FilesSource {
@@ -109,7 +115,9 @@ impl FilesSource {
             source_name: name.to_string(),
             message,
         };
-        let location = FileLocation::new(url, cfg.pattern.clone(), opts).map_err(config_err)?;
+        let location =
+            FileLocation::with_marker(url, cfg.pattern.clone(), cfg.ready_marker.clone(), opts)
+                .map_err(config_err)?;
         let declared = match &cfg.columns {
             None => None,
             Some(cols) => {
@@ -138,7 +146,31 @@ impl FilesSource {
                 Some(Nested::Flatten) => cfg.max_depth.unwrap_or(DEFAULT_MAX_DEPTH),
                 Some(Nested::Json) | None => 0,
             },
+            key: Vec::new(),
+            settle: std::time::Duration::from_secs(cfg.settle_secs.unwrap_or(DEFAULT_SETTLE_SECS)),
         })
+    }
+
+    /// How long a file must be left unchanged before it is read, where files can be seen
+    /// while still being written (local folders; zero on object stores, where an object
+    /// appears only once its upload completed).
+    pub fn settle(&self) -> std::time::Duration {
+        match self.location.can_grow() {
+            true => self.settle,
+            false => std::time::Duration::ZERO,
+        }
+    }
+
+    /// The file as the store has it now (None: gone).
+    pub async fn stat(&self, entry: &FileEntry) -> Result<Option<FileEntry>, SourceError> {
+        self.location.stat(entry).await
+    }
+
+    /// The table's key columns: rows with NULL in one are quarantined (merge cannot place
+    /// them).
+    pub fn with_key(mut self, key: &[String]) -> FilesSource {
+        self.key = key.to_vec();
+        self
     }
 
     pub fn declared_schema(&self) -> Option<SchemaRef> {
@@ -160,10 +192,15 @@ impl FilesSource {
         self.location.list().await
     }
 
-    /// Makes a file readable locally, streaming a remote one to a temporary file.
+    /// Makes a file readable locally, streaming a remote one to a temporary file. The file
+    /// says which version of the object it holds ([`LocalFile::read_as`]).
     pub async fn fetch(&self, entry: &FileEntry) -> Result<LocalFile, SourceError> {
         if let Some(path) = self.location.local_path(entry) {
-            return Ok(LocalFile { path, _temp: None });
+            return Ok(LocalFile {
+                path,
+                _temp: None,
+                read_as: None,
+            });
         }
         let io = |source: std::io::Error| SourceError::Io {
             file: entry.id.clone(),
@@ -180,6 +217,13 @@ impl FilesSource {
             })?;
         let temp = tempfile::NamedTempFile::new().map_err(io)?.into_temp_path();
         let mut out = tokio::fs::File::create(&temp).await.map_err(io)?;
+        // The object may have been replaced since it was listed: this is what is read.
+        let read_as = FileEntry {
+            modified: get.meta.last_modified,
+            size: get.meta.size,
+            etag: get.meta.e_tag.clone(),
+            ..entry.clone()
+        };
         let mut stream = get.into_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| SourceError::File {
@@ -192,6 +236,7 @@ impl FilesSource {
         Ok(LocalFile {
             path: temp.to_path_buf(),
             _temp: Some(temp),
+            read_as: Some(read_as),
         })
     }
 
@@ -346,12 +391,15 @@ impl FilesSource {
     ) -> Result<ReadStats, SourceError> {
         let format = self.format_of(entry);
         match format {
-            FileFormat::Parquet => parquet_file::read(&file.path, &entry.id, schema, emit),
+            FileFormat::Parquet => {
+                parquet_file::read(&file.path, &entry.id, schema, &self.key, emit)
+            }
             FileFormat::Json => json::read(
                 open_decoded(&file.path, &entry.id)?,
                 &entry.id,
                 self.flatten,
                 schema,
+                &self.key,
                 emit,
             ),
             FileFormat::Csv | FileFormat::Tsv => {
@@ -361,6 +409,7 @@ impl FilesSource {
                     &entry.id,
                     &opts,
                     schema,
+                    &self.key,
                     emit,
                 )
             }

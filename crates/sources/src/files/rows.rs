@@ -203,6 +203,9 @@ pub struct RowBatcher {
     text_of: Vec<usize>,
     variants: Vec<Vec<usize>>,
     batch_rows: usize,
+    /// Key columns: a row with NULL in one (or whose key value went to a variant column) is
+    /// refused, since merge cannot place it.
+    keys: Vec<usize>,
 }
 
 impl RowBatcher {
@@ -223,15 +226,27 @@ impl RowBatcher {
             parsed: vec![Parsed::Null; n],
             text_of: (0..n).collect(),
             batch_rows,
+            keys: Vec::new(),
         })
     }
 
-    /// A batcher for reading `file`, in batches of [`BATCH_ROWS`].
-    pub fn for_file(schema: &SchemaRef, file: &str) -> Result<RowBatcher, SourceError> {
-        RowBatcher::new(schema.clone(), BATCH_ROWS).map_err(|message| SourceError::File {
-            file: file.into(),
-            message,
-        })
+    /// A batcher for reading `file`, in batches of [`BATCH_ROWS`], refusing rows without a
+    /// value in any of the `keys` columns of `schema`.
+    pub fn for_file(
+        schema: &SchemaRef,
+        file: &str,
+        keys: &[String],
+    ) -> Result<RowBatcher, SourceError> {
+        let mut b =
+            RowBatcher::new(schema.clone(), BATCH_ROWS).map_err(|message| SourceError::File {
+                file: file.into(),
+                message,
+            })?;
+        b.keys = keys
+            .iter()
+            .filter_map(|k| schema.index_of(k).ok())
+            .collect();
+        Ok(b)
     }
 
     /// Adds one row (one entry per schema column; None is NULL), or nothing and an error.
@@ -270,6 +285,20 @@ impl RowBatcher {
                     }
                 },
             };
+        }
+        if let Some(&k) = self
+            .keys
+            .iter()
+            .find(|&&k| matches!(self.parsed[k], Parsed::Null))
+        {
+            let reason = match fields[k] {
+                None => "NULL in a key column (merge cannot place the row)".to_string(),
+                Some(v) => format!(
+                    "key value `{v}` is not a {} (merge cannot place the row)",
+                    sluice_core::schema::type_name(self.schema.field(k).data_type())
+                ),
+            };
+            return Err(RowError { column: k, reason });
         }
         for (i, b) in self.builders.iter_mut().enumerate() {
             b.push(self.parsed[i], fields[self.text_of[i]]);
