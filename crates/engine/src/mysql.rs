@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::DataType;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -31,19 +32,29 @@ use sluice_core::config::{
     DEFAULT_CHUNK_ROWS, DEFAULT_SNAPSHOT_PARALLELISM,
 };
 use sluice_core::failpoint;
+use sluice_core::reject::Reject;
+use sluice_core::rowid::{row_ids, RowId};
 use sluice_lake::{LakeTable, TablePath, PRIMARY_KEY_PROPERTY, SEQ_APP_ID};
 use sluice_sources::mysql::binlog::{self, BinlogReader, Ddl, RowChange, RowOp, StreamItem};
 use sluice_sources::mysql::columns::{arrow_schema, Kind};
-use sluice_sources::mysql::convert::RowsBuilder;
+use sluice_sources::mysql::convert::{RowReject, RowsBuilder};
 use sluice_sources::mysql::snapshot::{self, ChunkPlan};
 use sluice_sources::mysql::{BinlogPosition, ColumnDef, Flavor, MySql, SslMode, TableInfo};
 
 use crate::extract::{write_reads, ExtractReport};
+use crate::image::Images;
 use crate::progress::Progress;
 use crate::{EngineError, Project};
 
 pub const BINLOG_APP_ID: &str = "mysql.binlog";
 pub const CURSOR_APP_ID: &str = "mysql.cursor";
+/// The start of the oldest XA transaction prepared but not resolved when the table last
+/// committed (0: none): a restart reads the binlog from there.
+const HOLD_APP_ID: &str = "mysql.binlog.hold";
+
+fn hold_value(hold: &Option<BinlogPosition>) -> i64 {
+    hold.as_ref().map_or(0, BinlogPosition::encode)
+}
 const RUN: &str = "mysql.snapshot.run";
 const LO: &str = "mysql.snapshot.lo";
 const STEP: &str = "mysql.snapshot.step";
@@ -92,6 +103,48 @@ struct Captured {
 }
 
 impl Captured {
+    /// The positions of the key columns among the table's columns (rows with NULL there are
+    /// quarantined: merge cannot place them).
+    fn key_columns(&self) -> Vec<usize> {
+        self.spec
+            .primary_key
+            .iter()
+            .filter_map(|k| self.info.columns.iter().position(|c| &c.name == k))
+            .collect()
+    }
+
+    /// Records rows the source could not convert in the table's quarantine, once per input
+    /// unit `position` (a rerun after a crash finds them there), and counts them.
+    async fn quarantine(
+        &mut self,
+        lake: &sluice_lake::Lake,
+        position: &str,
+        what: &str,
+        rejects: Vec<RowReject>,
+    ) -> Result<(), EngineError> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        let n = rejects.len() as u64;
+        tracing::warn!(source = %self.spec.source, table = %self.spec.table, at = %what, rejects = n, "rows quarantined");
+        let rejects = rejects
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Reject {
+                file: format!("{}.{} {what}", self.spec.source, self.spec.table),
+                line: i as u64 + 1,
+                column: Some(r.column.clone()),
+                raw: r.raw,
+                reason: format!("column {} ({}): {}", r.column, r.column_type, r.message),
+            })
+            .collect();
+        sluice_lake::Quarantine::new(lake, &self.spec.source, &self.spec.table)
+            .add(position, 1, rejects, Utc::now())
+            .await?;
+        self.report.rejects += n;
+        Ok(())
+    }
+
     fn outcome(self) -> TableOutcome {
         TableOutcome {
             spec: self.spec,
@@ -200,13 +253,15 @@ pub async fn extract_source(
                     error: None,
                     halted: None,
                 };
+                let resnapshot = opts.resnapshot.contains(&c.spec.table);
                 if stored != c.info.columns {
                     // CDC decodes from its binlog position with the definitions of then, and
                     // takes each DDL as the stream reaches it. Snapshots and incremental reads
-                    // see the table as it is now: the lake takes that first (the warehouse
+                    // see the table as it is now (and so does a CDC table snapshotted again,
+                    // whose stream starts after it): the lake takes that first (the warehouse
                     // side is the schema gate's to decide).
                     let current = std::mem::replace(&mut c.info.columns, stored);
-                    if mode != Mode::Cdc {
+                    if mode != Mode::Cdc || resnapshot {
                         match key_dropped(&c.spec, &current) {
                             Some(why) => c.halted = Some(why),
                             None => {
@@ -215,6 +270,11 @@ pub async fn extract_source(
                                 }
                             }
                         }
+                    }
+                }
+                if mode == Mode::Cdc {
+                    if let Some(why) = c.info.columns.iter().find_map(|d| d.binlog_undecodable()) {
+                        c.error = Some(why);
                     }
                 }
                 tables.push(c);
@@ -243,15 +303,17 @@ pub async fn extract_source(
             cdc,
         };
         let result = match mode {
-            Mode::Snapshot => snapshot_table(&mysql, flavor, t, settings(false, false), opts).await,
-            Mode::Incremental => incremental_table(&mysql, t, opts).await,
+            Mode::Snapshot => {
+                snapshot_table(project, &mysql, flavor, t, settings(false, false), opts).await
+            }
+            Mode::Incremental => incremental_table(project, &mysql, t, opts).await,
             Mode::Cdc => {
                 let done = t.log.app_version(DONE).await?.is_some();
                 let redo = opts.resnapshot.contains(&t.spec.table);
                 if done && !redo {
                     Ok(())
                 } else {
-                    snapshot_table(&mysql, flavor, t, settings(redo, true), opts).await
+                    snapshot_table(project, &mysql, flavor, t, settings(redo, true), opts).await
                 }
             }
         };
@@ -498,7 +560,14 @@ struct SnapshotSettings {
 
 /// Reads a table in key chunks across `parallelism` connections and commits them to the lake;
 /// resumes an interrupted run. With `fresh`, starts a new run even if the last one finished.
+///
+/// A run is an image of the table ([`Images`]): it opens with the run's first commit and
+/// completes with its last, which also deletes what the table held before and the run no
+/// longer saw (a row deleted at the source leaves merge tables). For CDC each chunk records
+/// the binlog position its reader's snapshot was taken at, so the change stream that follows
+/// applies only what that chunk did not already see ([`Watermarks`]).
 async fn snapshot_table(
+    project: &Project,
     mysql: &MySql,
     flavor: Flavor,
     t: &mut Captured,
@@ -515,14 +584,8 @@ async fn snapshot_table(
     let done = t.log.app_version(DONE).await?;
     let resuming = run.is_some() && run != done && !fresh;
     let ingested_at = Utc::now();
-    let (mut readers, position) = snapshot::open_readers(
-        mysql,
-        parallelism,
-        flavor,
-        // A resumed run keeps the position recorded when it started.
-        cdc && !resuming,
-    )
-    .await?;
+    let mut readers = snapshot::open_readers(mysql, parallelism, flavor, cdc).await?;
+    let mut images = Images::of(&t.log).await?;
     let (run, plan) = if resuming {
         let run = run.expect("resuming a run");
         let plan = ChunkPlan {
@@ -533,7 +596,7 @@ async fn snapshot_table(
         tracing::info!(table = %t.spec.table, run, "resuming the snapshot");
         (run, plan)
     } else {
-        let plan = snapshot::plan(mysql, &mut readers[0], &t.info, chunk_rows).await?;
+        let plan = snapshot::plan(mysql, &mut readers[0].conn, &t.info, chunk_rows).await?;
         let run = ingested_at.timestamp_millis().max(run.unwrap_or(0) + 1);
         let mut positions = vec![
             (RUN.to_string(), run),
@@ -541,13 +604,21 @@ async fn snapshot_table(
             (STEP.to_string(), plan.step),
             (CHUNKS.to_string(), plan.chunks),
         ];
-        if let Some(p) = &position {
+        // CDC starts where the earliest reader's snapshot stands (a resumed run keeps it).
+        let start = readers
+            .iter()
+            .filter_map(|r| r.position.as_ref())
+            .min_by_key(|p| p.key());
+        if let Some(p) = start {
             positions.push((BINLOG_APP_ID.to_string(), p.encode()));
         }
+        // A new run is a new image, whatever an abandoned one left open.
+        images.open = None;
+        positions.extend(images.opening(t.log.last_seq().await? + 1));
         let mut meta = serde_json::Map::new();
         meta.insert(
             "sluice".into(),
-            json!({ "snapshot": run, "chunks": plan.chunks, "binlog": position.as_ref().map(|p| p.to_string()) }),
+            json!({ "snapshot": run, "chunks": plan.chunks, "binlog": start.map(|p| p.to_string()) }),
         );
         t.log.writer()?.commit(&mut t.log, positions, meta).await?;
         (run, plan)
@@ -561,10 +632,16 @@ async fn snapshot_table(
     let queue = Arc::new(Mutex::new(pending));
     let (tx, mut rx) = mpsc::channel::<Result<ChunkRead, EngineError>>(1);
     let mut workers = Vec::new();
-    for mut conn in readers.drain(..) {
+    let lake = &project.lake;
+    let keys = t.key_columns();
+    for reader in readers.drain(..) {
         let (queue, tx, mysql, info) = (queue.clone(), tx.clone(), mysql.clone(), t.info.clone());
+        let keys = keys.clone();
+        let snapshot::Reader { mut conn, position } = reader;
+        // The chunks of a reader are as of its snapshot's position.
+        let read_at = position.map(|p| p.encode()).unwrap_or(1);
         workers.push(tokio::spawn(async move {
-            let mut builder = RowsBuilder::new(&info.columns);
+            let mut builder = RowsBuilder::new(&info.columns).with_keys(keys);
             loop {
                 let next = queue.lock().expect("queue lock").pop_front();
                 let Some(i) = next else { break };
@@ -579,10 +656,13 @@ async fn snapshot_table(
                     &mut batches,
                 )
                 .await;
+                let rejects = std::mem::take(&mut builder.rejects);
                 let msg = read.map_err(EngineError::from).map(|rows| ChunkRead {
                     index: i,
+                    read_at,
                     rows,
                     batches,
+                    rejects,
                 });
                 let failed = msg.is_err();
                 if tx.send(msg).await.is_err() || failed {
@@ -597,7 +677,7 @@ async fn snapshot_table(
 
     let mut seq = t.log.last_seq().await?;
     let mut writer = t.log.writer()?;
-    let mut in_commit: Vec<i64> = Vec::new();
+    let mut in_commit: Vec<(i64, i64)> = Vec::new();
     let mut rows_in_commit = 0u64;
     let mut progress = Progress::new(
         opts.progress,
@@ -606,13 +686,22 @@ async fn snapshot_table(
     let source_ts = Some(ingested_at);
     let mut failure = None;
     while let Some(msg) = rx.recv().await {
-        let chunk = match msg {
+        let mut chunk = match msg {
             Ok(c) => c,
             Err(e) => {
                 failure = Some(e);
                 break;
             }
         };
+        let rejects = std::mem::take(&mut chunk.rejects);
+        let id = chunk_id(run, chunk.index);
+        t.quarantine(
+            lake,
+            &id,
+            &format!("snapshot chunk {}", chunk.index),
+            rejects,
+        )
+        .await?;
         for b in &chunk.batches {
             write_reads(
                 &mut writer,
@@ -626,10 +715,10 @@ async fn snapshot_table(
         progress.add(chunk.rows);
         rows_in_commit += chunk.rows;
         t.report.rows += chunk.rows;
-        in_commit.push(chunk.index);
+        in_commit.push((chunk.index, chunk.read_at));
         if rows_in_commit >= CHUNKS_PER_COMMIT * chunk_rows {
             let w = std::mem::replace(&mut writer, t.log.writer()?);
-            commit_chunks(t, w, run, &in_commit, seq, false).await?;
+            commit_chunks(t, w, run, &in_commit, seq, Vec::new()).await?;
             in_commit.clear();
             rows_in_commit = 0;
         }
@@ -640,14 +729,14 @@ async fn snapshot_table(
             .await
             .map_err(|e| EngineError::Internal(format!("snapshot reader: {e}")))?;
     }
+    // What was read is committed; on a failure the rest resumes next run.
+    if !in_commit.is_empty() {
+        commit_chunks(t, writer, run, &in_commit, seq, Vec::new()).await?;
+    }
     if let Some(e) = failure {
-        // What was read is committed; the rest resumes next run.
-        if !in_commit.is_empty() {
-            commit_chunks(t, writer, run, &in_commit, seq, false).await?;
-        }
         return Err(e);
     }
-    commit_chunks(t, writer, run, &in_commit, seq, true).await?;
+    complete_run(t, &mut images, run, ingested_at).await?;
     if zero_dates > 0 {
         tracing::warn!(table = %t.spec.table, zero_dates, "zero dates (0000-00-00) landed as NULL");
         t.report.zero_dates += zero_dates;
@@ -658,32 +747,120 @@ async fn snapshot_table(
 
 struct ChunkRead {
     index: i64,
+    /// The binlog position (encoded) its reader's snapshot was taken at (1: not recorded).
+    read_at: i64,
     rows: u64,
     batches: Vec<RecordBatch>,
+    /// Rows of the chunk that did not convert.
+    rejects: Vec<RowReject>,
 }
 
+/// Commits chunks `(index, read at)` of a run with what `writer` holds, and `more` positions.
 async fn commit_chunks(
     t: &mut Captured,
     writer: sluice_lake::LakeWriter,
     run: i64,
-    chunks: &[i64],
+    chunks: &[(i64, i64)],
     seq: i64,
-    last: bool,
+    more: Vec<(String, i64)>,
 ) -> Result<(), EngineError> {
-    let mut positions: Vec<(String, i64)> = chunks.iter().map(|i| (chunk_id(run, *i), 1)).collect();
+    let mut positions: Vec<(String, i64)> = chunks
+        .iter()
+        .map(|(i, at)| (chunk_id(run, *i), *at))
+        .collect();
     positions.push((SEQ_APP_ID.to_string(), seq));
-    if last {
-        positions.push((DONE.to_string(), run));
-    }
+    let complete = !more.is_empty();
+    positions.extend(more);
+    let indices: Vec<i64> = chunks.iter().map(|(i, _)| *i).collect();
     let mut meta = serde_json::Map::new();
     meta.insert(
         "sluice".into(),
-        json!({ "snapshot": run, "chunks": chunks, "rows": writer.rows(), "complete": last }),
+        json!({ "snapshot": run, "chunks": indices, "rows": writer.rows(), "complete": complete }),
     );
     let v = writer.commit(&mut t.log, positions, meta).await?;
     t.report.lake_version = v.or(t.report.lake_version);
     failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
     Ok(())
+}
+
+/// Completes a run whose chunks are all in the lake: one commit that deletes the rows the
+/// table held before the run and the run did not see (their keys are gone at the source),
+/// marks the run done and closes its image. A crash before it leaves the run to resume with
+/// no chunk left to read, and this runs again.
+async fn complete_run(
+    t: &mut Captured,
+    images: &mut Images,
+    run: i64,
+    at: DateTime<Utc>,
+) -> Result<(), EngineError> {
+    let mut seq = t.log.last_seq().await?;
+    let mut writer = t.log.writer()?;
+    let mut deleted = 0u64;
+    if let (false, Some(open)) = (t.spec.primary_key.is_empty(), images.open) {
+        use futures::StreamExt;
+        let mut gone = vanished(&t.log, &t.spec.primary_key, open).await?;
+        while let Some(batch) = gone.next().await {
+            let batch = batch?;
+            let n = batch.num_rows();
+            let stamped = stamp_rows(
+                &batch,
+                &vec![Op::Delete; n],
+                &vec![Some(at.timestamp_micros()); n],
+                seq + 1,
+                at,
+            )
+            .map_err(|e| EngineError::Internal(format!("stamping {}: {e}", t.spec.table)))?;
+            writer.write(stamped).await?;
+            seq += n as i64;
+            deleted += n as u64;
+        }
+    }
+    if deleted > 0 {
+        tracing::info!(table = %t.spec.table, rows = deleted, "rows gone from the source since the last snapshot: deleted");
+        t.report.deleted += deleted;
+    }
+    let mut more = vec![(DONE.to_string(), run)];
+    more.extend(images.closing(seq, t.log.version() + 1));
+    commit_chunks(t, writer, run, &[], seq, more).await
+}
+
+/// The rows the table held before the snapshot run that began at `run_from` (the last change
+/// per key, unless a delete) whose key the run did not read.
+async fn vanished(
+    log: &LakeTable,
+    key: &[String],
+    run_from: i64,
+) -> Result<datafusion::physical_plan::SendableRecordBatchStream, EngineError> {
+    use sluice_core::names::quote_ident as q;
+    let ctx = datafusion::prelude::SessionContext::new();
+    crate::query::register(&ctx, "changes".into(), log).await?;
+    let data: Vec<String> = data_schema(log.schema()?.as_ref())
+        .fields()
+        .iter()
+        .map(|f| q(f.name()))
+        .collect();
+    let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
+    let same_key: Vec<String> = key
+        .iter()
+        .map(|k| format!("_sluice_r.{k} = _sluice_b.{k}", k = q(k)))
+        .collect();
+    let (seq, op) = (q(sluice_core::change::SEQ), q(sluice_core::change::OP));
+    let sql = format!(
+        "SELECT {cols} FROM (
+           SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC) AS _sluice_rn
+           FROM changes WHERE {seq} < {run_from}) AS _sluice_b
+         WHERE _sluice_rn = 1 AND {op} <> 'd'
+           AND NOT EXISTS (SELECT 1 FROM changes AS _sluice_r
+                           WHERE _sluice_r.{seq} >= {run_from} AND {same})",
+        cols = data
+            .iter()
+            .map(|c| format!("_sluice_b.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        keys = keys.join(", "),
+        same = same_key.join(" AND "),
+    );
+    Ok(ctx.sql(&sql).await?.execute_stream().await?)
 }
 
 /// The cursor column's committed value as an i64, and back to a query parameter.
@@ -735,6 +912,12 @@ fn cursor_param(kind: &Kind, v: i64) -> mysql_async::Value {
 
 /// Largest cursor value in a batch, as the i64 [`cursor_param`] turns back.
 fn max_cursor(batch: &RecordBatch, col: usize) -> Option<i64> {
+    cursor_values(batch, col).into_iter().flatten().max()
+}
+
+/// The cursor values of a batch as the i64s [`cursor_param`] turns back (None: NULL, or a
+/// type no cursor has).
+fn cursor_values(batch: &RecordBatch, col: usize) -> Vec<Option<i64>> {
     use arrow::array::AsArray;
     use arrow::datatypes::*;
     let a = batch.column(col);
@@ -763,13 +946,23 @@ fn max_cursor(batch: &RecordBatch, col: usize) -> Option<i64> {
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
             Box::new(a.as_primitive::<TimestampMicrosecondType>().iter())
         }
-        _ => return None,
+        _ => return vec![None; a.len()],
     };
-    it.flatten().max()
+    it.collect()
 }
 
-/// Rows at or past the committed cursor value; the new value is committed with them.
+/// Rows past the committed cursor value, and rows at it or with a NULL cursor that the lake
+/// does not hold yet; the new value is committed with them.
+///
+/// Reading `cursor >= last` alone would land the rows at `last` again every run (doubled in
+/// append and history tables), and `cursor > last` would miss rows that arrive later with
+/// the same value. So the rows at `last` and the rows with no cursor value (which no bound
+/// reaches) are read each run and held against the lake's rows there by their identity
+/// ([`sluice_core::rowid`]): only those the lake lacks land, identical rows counted. A row
+/// that changes back to a version the lake already holds at the same cursor value is the one
+/// change this cannot see.
 async fn incremental_table(
+    project: &Project,
     mysql: &MySql,
     t: &mut Captured,
     opts: &MySqlOptions,
@@ -788,13 +981,16 @@ async fn incremental_table(
         .position(|c| c.name == cursor)
         .expect("cursor column exists");
     let from = t.log.app_version(CURSOR_APP_ID).await?;
+    let columns: Vec<String> = t.info.columns.iter().map(|c| c.name.clone()).collect();
+    let mut landed = lake_rows_at(&t.log, &columns, &cursor, from).await?;
     let mut conn = mysql.connect().await?;
     let (tx, mut rx) = mpsc::channel::<RecordBatch>(2);
     let reader = {
         let (mysql, info, cursor) = (mysql.clone(), t.info.clone(), cursor.clone());
+        let keys = t.key_columns();
         let from = from.map(|v| cursor_param(&kind, v));
         tokio::spawn(async move {
-            let mut builder = RowsBuilder::new(&info.columns);
+            let mut builder = RowsBuilder::new(&info.columns).with_keys(keys);
             let r = snapshot::read_incremental(
                 &mysql,
                 &mut conn,
@@ -806,7 +1002,7 @@ async fn incremental_table(
             )
             .await;
             let _ = conn.disconnect().await;
-            r.map(|rows| (rows, builder.zero_dates))
+            r.map(|rows| (rows, builder.zero_dates, builder.rejects))
         })
     };
     let ingested_at = Utc::now();
@@ -814,21 +1010,39 @@ async fn incremental_table(
     let mut writer = t.log.writer()?;
     let mut high = from;
     let mut rows = 0u64;
+    let mut again = 0u64;
     let mut progress = Progress::new(
         opts.progress,
         format!("{}.{} incremental", t.spec.source, t.spec.table),
     );
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
     while let Some(b) = rx.recv().await {
         high = high.max(max_cursor(&b, col));
+        let (b, dropped) = drop_landed(&b, col, from, &names, &mut landed)?;
+        again += dropped;
+        if b.num_rows() == 0 {
+            continue;
+        }
         let at = (Some(ingested_at), ingested_at);
         let n = write_reads(&mut writer, &b, &mut seq, at, &t.spec.table).await?;
         rows += n;
         progress.add(n);
     }
-    let (read, zero_dates) = reader
+    let (_, zero_dates, rejects) = reader
         .await
         .map_err(|e| EngineError::Internal(format!("incremental reader: {e}")))??;
-    debug_assert_eq!(read, rows);
+    if again > 0 {
+        tracing::info!(table = %t.spec.table, rows = again, "rows at the last cursor value already in the lake: not landed again");
+    }
+    let position = format!(
+        "{CURSOR_APP_ID}.from.{}",
+        from.map_or("start".into(), |v| v.to_string())
+    );
+    let at = format!(
+        "incremental read from {cursor} {}",
+        from.map_or("(start)".into(), |v| v.to_string())
+    );
+    t.quarantine(&project.lake, &position, &at, rejects).await?;
     if rows == 0 {
         return Ok(());
     }
@@ -847,6 +1061,90 @@ async fn incremental_table(
     t.report.zero_dates += zero_dates;
     t.report.lake_version = v;
     Ok(())
+}
+
+/// How many times the lake holds each row (by identity) whose cursor is `from` or NULL: the
+/// rows an incremental read sees again.
+async fn lake_rows_at(
+    log: &LakeTable,
+    columns: &[String],
+    cursor: &str,
+    from: Option<i64>,
+) -> Result<HashMap<RowId, u64>, EngineError> {
+    let mut landed = HashMap::new();
+    if log.last_seq().await? == 0 {
+        return Ok(landed);
+    }
+    let ctx = datafusion::prelude::SessionContext::new();
+    crate::query::register(&ctx, "changes".into(), log).await?;
+    let c = sluice_core::names::quote_ident(cursor);
+    let at = match from {
+        Some(v) => {
+            // A literal of the column's own type keeps the files' statistics usable.
+            let t = log
+                .schema()?
+                .field_with_name(cursor)
+                .map(|f| f.data_type().clone());
+            let literal = match t {
+                Ok(DataType::Date32) => format!("arrow_cast(arrow_cast({v}, 'Int32'), 'Date32')"),
+                Ok(t @ DataType::Timestamp(..)) => format!("arrow_cast({v}, '{t}')"),
+                _ => v.to_string(),
+            };
+            format!("{c} = {literal} OR ")
+        }
+        None => String::new(),
+    };
+    let list: Vec<String> = columns
+        .iter()
+        .map(|n| sluice_core::names::quote_ident(n))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM changes WHERE {at}{c} IS NULL",
+        list.join(", ")
+    );
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+    use futures::StreamExt;
+    while let Some(b) = stream.next().await {
+        for id in row_ids(&b?, &names) {
+            *landed.entry(id).or_insert(0) += 1;
+        }
+    }
+    Ok(landed)
+}
+
+/// `batch` without the rows the lake already holds: rows whose cursor (column `col`) is
+/// `from` or NULL and whose identity is in `landed` (each use spends one). Returns the rows
+/// kept and how many were dropped.
+fn drop_landed(
+    batch: &RecordBatch,
+    col: usize,
+    from: Option<i64>,
+    names: &[&str],
+    landed: &mut HashMap<RowId, u64>,
+) -> Result<(RecordBatch, u64), EngineError> {
+    if landed.is_empty() {
+        return Ok((batch.clone(), 0));
+    }
+    let values = cursor_values(batch, col);
+    let ids = row_ids(batch, names);
+    let mut dropped = 0;
+    let keep: arrow::array::BooleanArray = (0..batch.num_rows())
+        .map(|r| {
+            let boundary = values[r].is_none() || values[r] == from;
+            if boundary {
+                if let Some(n) = landed.get_mut(&ids[r]).filter(|n| **n > 0) {
+                    *n -= 1;
+                    dropped += 1;
+                    return Some(false);
+                }
+            }
+            Some(true)
+        })
+        .collect();
+    let kept = arrow::compute::filter_record_batch(batch, &keep)
+        .map_err(|e| EngineError::Internal(format!("incremental rows: {e}")))?;
+    Ok((kept, dropped))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -869,16 +1167,11 @@ impl Pending {
     /// An empty buffer for rows of the table's current definitions.
     fn new(t: &Captured) -> Pending {
         Pending {
-            builder: RowsBuilder::new(&t.info.columns),
+            builder: RowsBuilder::new(&t.info.columns).with_keys(t.key_columns()),
             ops: Vec::new(),
             source_ts: Vec::new(),
             end: None,
-            key_columns: t
-                .spec
-                .primary_key
-                .iter()
-                .filter_map(|k| t.info.columns.iter().position(|c| &c.name == k))
-                .collect(),
+            key_columns: t.key_columns(),
         }
     }
 }
@@ -922,9 +1215,35 @@ async fn stream_changes(
             }
         }
     }
-    let Some(start) = positions.values().min_by_key(|p| p.key()).cloned() else {
+    // A restart reads again from the oldest XA transaction prepared and not yet resolved
+    // when a table last committed (its rows are in the binlog only at its PREPARE).
+    let mut from = positions.clone();
+    for t in tables
+        .iter()
+        .filter(|t| positions.contains_key(&t.spec.table))
+    {
+        if let Some(hold) = t.log.app_version(HOLD_APP_ID).await?.filter(|h| *h > 0) {
+            let p = BinlogPosition::decode(hold, &files).ok_or_else(|| {
+                EngineError::Usage(format!(
+                    "{}.{}: an XA transaction prepared in binlog file number {} is not resolved, and the file is no longer on the server: re-snapshot with sluice sync --resnapshot {}.{}",
+                    t.spec.source, t.spec.table, hold >> 32, t.spec.source, t.spec.table
+                ))
+            })?;
+            if p.key() < from[&t.spec.table].key() {
+                from.insert(t.spec.table.clone(), p);
+            }
+        }
+    }
+    let Some(start) = from.values().min_by_key(|p| p.key()).cloned() else {
         return Ok(());
     };
+    let mut watermarks = Vec::with_capacity(tables.len());
+    for t in tables.iter() {
+        watermarks.push(match positions.get(&t.spec.table) {
+            Some(p) => Watermarks::of(t, p).await?,
+            None => None,
+        });
+    }
     let index: HashMap<String, usize> = tables
         .iter()
         .enumerate()
@@ -933,6 +1252,7 @@ async fn stream_changes(
         .collect();
     let mut pending: Vec<Pending> = tables.iter().map(Pending::new).collect();
     let follow = opts.follow.clone();
+    let mut hold: Option<BinlogPosition> = None;
     let names: HashSet<String> = index.keys().cloned().collect();
     let mut reader = BinlogReader::open(mysql, &start, server_id, names, follow.is_none()).await?;
     tracing::info!(source = %mysql.source, from = %start, "streaming the binlog");
@@ -949,7 +1269,7 @@ async fn stream_changes(
         let item = tokio::select! {
             item = reader.next() => item?,
             _ = tokio::time::sleep(wait) => {
-                commit_buffered(project, tables, &mut pending, &mut buffered, opts).await?;
+                commit_buffered(project, tables, &mut pending, &mut buffered, &hold, opts).await?;
                 continue;
             }
             _ = async {
@@ -960,9 +1280,24 @@ async fn stream_changes(
             } => None,
         };
         let Some(item) = item else { break };
+        hold = reader.hold();
         match item {
             StreamItem::Txn(txn) => {
                 last_seen = txn.end.clone();
+                for (name, why) in &txn.unreadable {
+                    let Some(&ti) = index.get(name) else { continue };
+                    let t = &tables[ti];
+                    if t.halted.is_some()
+                        || t.error.is_some()
+                        || positions[name].key() >= txn.end.key()
+                    {
+                        continue;
+                    }
+                    commit_buffered(project, tables, &mut pending, &mut buffered, &hold, opts)
+                        .await?;
+                    tracing::warn!(table = %name, at = %txn.end, "statement-based change in the binlog: capture halted");
+                    tables[ti].halted = Some(why.clone());
+                }
                 for change in txn.changes {
                     let Some(&ti) = index.get(&change.table) else {
                         continue;
@@ -974,21 +1309,39 @@ async fn stream_changes(
                     {
                         continue; // halted, or already in the lake
                     }
-                    if change.columns != t.info.columns.len() {
-                        commit_buffered(project, tables, &mut pending, &mut buffered, opts).await?;
-                        let t = &mut tables[ti];
-                        t.halted = Some(format!(
-                            "schema changed at the source: rows at {} have {} columns, the definitions of `{}` sluice decodes with have {} \
-                             (several schema changes while sluice was behind: re-snapshot with sluice sync --resnapshot {}.{})",
-                            txn.end,
-                            change.columns,
-                            t.spec.table,
-                            t.info.columns.len(),
-                            t.spec.source,
-                            t.spec.table
-                        ));
-                        continue;
-                    }
+                    let change = match by_name(change, &t.info.columns) {
+                        Ok(c) => c,
+                        Err(found) => {
+                            commit_buffered(
+                                project,
+                                tables,
+                                &mut pending,
+                                &mut buffered,
+                                &hold,
+                                opts,
+                            )
+                            .await?;
+                            let t = &mut tables[ti];
+                            t.halted = Some(format!(
+                                "schema changed at the source: rows at {} have columns ({found}), not the ({}) of the definitions sluice decodes `{}` with \
+                                 (several schema changes while sluice was behind: re-snapshot with sluice sync --resnapshot {}.{})",
+                                txn.end,
+                                t.info.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                                t.spec.table,
+                                t.spec.source,
+                                t.spec.table
+                            ));
+                            continue;
+                        }
+                    };
+                    // What the table's snapshot already saw is not applied again.
+                    let change = match &watermarks[ti] {
+                        Some(w) => match w.unseen(change, &txn.end, &t.info) {
+                            Some(c) => c,
+                            None => continue,
+                        },
+                        None => change,
+                    };
                     let n =
                         add_change(&mut pending[ti], change, txn.commit_micros).map_err(|e| {
                             EngineError::Usage(format!("{}.{}: {e}", t.spec.source, t.spec.table))
@@ -998,12 +1351,13 @@ async fn stream_changes(
                     progress.add(n as u64);
                 }
                 if buffered.rows >= batching.max_rows {
-                    commit_buffered(project, tables, &mut pending, &mut buffered, opts).await?;
+                    commit_buffered(project, tables, &mut pending, &mut buffered, &hold, opts)
+                        .await?;
                 }
             }
             StreamItem::Ddl(ddl) => {
                 last_seen = ddl.end.clone();
-                commit_buffered(project, tables, &mut pending, &mut buffered, opts).await?;
+                commit_buffered(project, tables, &mut pending, &mut buffered, &hold, opts).await?;
                 for name in &ddl.tables {
                     if let Some(&ti) = index.get(name) {
                         let t = &mut tables[ti];
@@ -1029,17 +1383,168 @@ async fn stream_changes(
             StreamItem::Position(p) => last_seen = p,
         }
         if follow.is_some() && last_idle_advance.elapsed() >= Duration::from_secs(60) {
-            commit_buffered(project, tables, &mut pending, &mut buffered, opts).await?;
-            advance_idle(tables, &positions, &last_seen).await?;
+            commit_buffered(project, tables, &mut pending, &mut buffered, &hold, opts).await?;
+            advance_idle(tables, &positions, &last_seen, &hold).await?;
             last_idle_advance = Instant::now();
         }
     }
-    flush(tables, &mut pending).await?;
+    flush(&project.lake, tables, &mut pending, &hold).await?;
     // Tables with nothing new move up too, so the next run starts here, not at a binlog
     // the server may have purged by then.
-    advance_idle(tables, &positions, &last_seen).await?;
+    advance_idle(tables, &positions, &last_seen, &hold).await?;
     tracing::info!(source = %mysql.source, at = %last_seen, "caught up");
     Ok(())
+}
+
+/// A change's row images in the order of the definitions `defs`, matched by the column names
+/// the binlog carries with them: values go to their own column whatever order the table had
+/// when the row was written (two reorders while sluice was stopped must not swap them).
+/// Err names the columns when they are not the definitions' columns.
+fn by_name(mut change: RowChange, defs: &[ColumnDef]) -> Result<RowChange, String> {
+    let names = change.names.clone();
+    let same = names.len() == defs.len() && names.iter().zip(defs).all(|(n, d)| *n == d.name);
+    if same {
+        return Ok(change);
+    }
+    let found = || match names.is_empty() {
+        true => format!(
+            "{} of them, unnamed",
+            change
+                .after
+                .as_ref()
+                .or(change.before.as_ref())
+                .map_or(0, Vec::len)
+        ),
+        false => names.join(", "),
+    };
+    if names.is_empty() {
+        // Without names (binlog_row_metadata is not FULL) positions are all there is.
+        let width = change
+            .after
+            .as_ref()
+            .or(change.before.as_ref())
+            .map_or(0, Vec::len);
+        return match width == defs.len() {
+            true => Ok(change),
+            false => Err(found()),
+        };
+    }
+    let order: Option<Vec<usize>> = defs
+        .iter()
+        .map(|d| names.iter().position(|n| *n == d.name))
+        .collect();
+    match order {
+        Some(order) if names.len() == defs.len() => {
+            let permute = |image: Option<binlog::Image>| {
+                image.map(|mut img| {
+                    order
+                        .iter()
+                        .map(|&i| img.get_mut(i).and_then(Option::take))
+                        .collect::<binlog::Image>()
+                })
+            };
+            change.before = permute(change.before.take());
+            change.after = permute(change.after.take());
+            Ok(change)
+        }
+        _ => Err(found()),
+    }
+}
+
+/// The binlog positions the chunks of a table's last snapshot run were read at: a change at
+/// or before its key's chunk position is already in the lake (the chunk saw it), one after it
+/// is not. Without this, CDC after a resumed snapshot (whose later chunks were read later
+/// than the run's start) would land some changes twice, once as a read and once as the
+/// change: merge absorbs that, append and history would not.
+struct Watermarks {
+    plan: ChunkPlan,
+    /// The chunk column's index among the table's columns (None: the run was one chunk).
+    column: Option<usize>,
+    /// Encoded position per chunk.
+    read_at: Vec<i64>,
+    /// The latest of them: later changes are never in a chunk.
+    last: i64,
+}
+
+impl Watermarks {
+    /// The table's last completed run's chunk positions, when some chunk was read after the
+    /// position CDC resumes from (else there is nothing to tell apart).
+    async fn of(t: &Captured, resume: &BinlogPosition) -> Result<Option<Watermarks>, EngineError> {
+        let Some(run) = t.log.app_version(DONE).await? else {
+            return Ok(None);
+        };
+        let plan = ChunkPlan {
+            lo: t.log.app_version(LO).await?.unwrap_or(0),
+            step: t.log.app_version(STEP).await?.unwrap_or(0),
+            chunks: t.log.app_version(CHUNKS).await?.unwrap_or(1),
+        };
+        let mut read_at = Vec::with_capacity(plan.chunks as usize);
+        for i in 0..plan.chunks {
+            read_at.push(t.log.app_version(&chunk_id(run, i)).await?.unwrap_or(1));
+        }
+        let last = read_at.iter().copied().max().unwrap_or(1);
+        if last <= resume.encode() {
+            return Ok(None);
+        }
+        let column = snapshot::chunk_column(&t.info)
+            .filter(|_| plan.step > 0)
+            .and_then(|c| t.info.columns.iter().position(|d| d.name == c));
+        Ok(Some(Watermarks {
+            plan,
+            column,
+            read_at,
+            last,
+        }))
+    }
+
+    /// Whether the chunk holding `image`'s key was read at or after `at`.
+    fn seen(&self, image: &binlog::Image, at: i64, info: &TableInfo) -> bool {
+        let chunk = match self.column {
+            Some(c) => {
+                let Some(k) = image
+                    .get(c)
+                    .and_then(|v| sluice_sources::mysql::convert::binlog_int(&info.columns[c], v))
+                else {
+                    return false;
+                };
+                self.plan.chunk_of(k)
+            }
+            None => 0,
+        };
+        self.read_at.get(chunk as usize).is_some_and(|&r| at <= r)
+    }
+
+    /// The part of `change` (committed at `end`) the snapshot did not see: all of it, none
+    /// of it, or for an update that moved a key between chunks read on either side of it,
+    /// the delete of the old key or the insert of the new.
+    fn unseen(
+        &self,
+        change: RowChange,
+        end: &BinlogPosition,
+        info: &TableInfo,
+    ) -> Option<RowChange> {
+        let at = end.encode();
+        if at > self.last {
+            return Some(change);
+        }
+        let before = change.before.as_ref().map(|i| self.seen(i, at, info));
+        let after = change.after.as_ref().map(|i| self.seen(i, at, info));
+        match (change.op, before, after) {
+            (RowOp::Insert, _, Some(true)) | (RowOp::Delete, Some(true), _) => None,
+            (RowOp::Update, Some(true), Some(true)) => None,
+            (RowOp::Update, Some(true), Some(false)) => Some(RowChange {
+                op: RowOp::Insert,
+                before: None,
+                ..change
+            }),
+            (RowOp::Update, Some(false), Some(true)) => Some(RowChange {
+                op: RowOp::Delete,
+                after: None,
+                ..change
+            }),
+            _ => Some(change),
+        }
+    }
 }
 
 /// How many changes wait for the next lake commit, and since when.
@@ -1062,9 +1567,10 @@ async fn commit_buffered(
     tables: &mut [Captured],
     pending: &mut [Pending],
     buffered: &mut Buffered,
+    hold: &Option<BinlogPosition>,
     opts: &MySqlOptions,
 ) -> Result<(), EngineError> {
-    let flushed = flush(tables, pending).await?;
+    let flushed = flush(&project.lake, tables, pending, hold).await?;
     load_flushed(project, tables, &flushed, opts).await;
     *buffered = Buffered::default();
     Ok(())
@@ -1090,52 +1596,67 @@ async fn load_flushed(
 
 /// Buffers one row change; returns the change rows it produced (a key change is a delete
 /// of the old key and an insert of the new).
+/// Buffers one row change; returns the change rows it produced (a key change is a delete
+/// of the old key and an insert of the new; an update of a table without a key, the delete of
+/// its before image and the update to its after image). A change whose rows do not convert
+/// produces none: it waits in the builder's rejects for the quarantine.
 fn add_change(p: &mut Pending, change: RowChange, ts: i64) -> Result<usize, String> {
-    let e = |e: sluice_sources::mysql::convert::ConvertError| e.to_string();
-    match change.op {
-        RowOp::Insert => {
-            p.builder
-                .push_binlog_row(change.after.ok_or("insert without a row image")?)
-                .map_err(e)?;
-            p.ops.push(Op::Insert);
-        }
-        RowOp::Delete => {
-            p.builder
-                .push_binlog_row(change.before.ok_or("delete without a row image")?)
-                .map_err(e)?;
-            p.ops.push(Op::Delete);
-        }
+    let (images, ops) = match change.op {
+        RowOp::Insert => (
+            vec![change.after.ok_or("insert without a row image")?],
+            vec![Op::Insert],
+        ),
+        RowOp::Delete => (
+            vec![change.before.ok_or("delete without a row image")?],
+            vec![Op::Delete],
+        ),
         RowOp::Update => {
             let before = change.before.ok_or("update without its before image")?;
             let after = change.after.ok_or("update without its after image")?;
-            let key_changed = p.key_columns.iter().any(|&k| before.get(k) != after.get(k));
-            if key_changed {
-                p.builder.push_binlog_row(before).map_err(e)?;
-                p.ops.push(Op::Delete);
-                p.source_ts.push(Some(ts));
-                p.builder.push_binlog_row(after).map_err(e)?;
-                p.ops.push(Op::Insert);
-                p.source_ts.push(Some(ts));
-                return Ok(2);
+            // A table without a key matches rows by their values: the old row goes by its
+            // before image.
+            if p.key_columns.is_empty() {
+                (vec![before, after], vec![Op::Delete, Op::Update])
+            } else if p.key_columns.iter().any(|&k| before.get(k) != after.get(k)) {
+                (vec![before, after], vec![Op::Delete, Op::Insert])
+            } else {
+                (vec![after], vec![Op::Update])
             }
-            p.builder.push_binlog_row(after).map_err(e)?;
-            p.ops.push(Op::Update);
         }
+    };
+    if let Err(r) = p.builder.push_binlog_rows(images) {
+        p.builder.rejects.push(r);
+        return Ok(0);
     }
-    p.source_ts.push(Some(ts));
-    Ok(1)
+    let n = ops.len();
+    p.ops.extend(ops);
+    p.source_ts.extend(std::iter::repeat_n(Some(ts), n));
+    Ok(n)
 }
 
 /// Commits every table's buffered changes with the position after its last transaction.
 async fn flush(
+    lake: &sluice_lake::Lake,
     tables: &mut [Captured],
     pending: &mut [Pending],
+    hold: &Option<BinlogPosition>,
 ) -> Result<Vec<usize>, EngineError> {
     let ingested_at = Utc::now();
     let mut flushed = Vec::new();
     for (i, (t, p)) in tables.iter_mut().zip(pending.iter_mut()).enumerate() {
         let Some(end) = p.end.take() else { continue };
         flushed.push(i);
+        // Rejects first, under the commit's position: a crash before the data commit re-reads
+        // the same changes and finds them recorded.
+        let rejects = std::mem::take(&mut p.builder.rejects);
+        let at = format!("binlog {end}");
+        t.quarantine(
+            lake,
+            &format!("{BINLOG_APP_ID}.{}", end.encode()),
+            &at,
+            rejects,
+        )
+        .await?;
         let data = p.builder.finish();
         let ops = std::mem::take(&mut p.ops);
         let ts = std::mem::take(&mut p.source_ts);
@@ -1155,6 +1676,7 @@ async fn flush(
                 &mut t.log,
                 vec![
                     (BINLOG_APP_ID.to_string(), end.encode()),
+                    (HOLD_APP_ID.to_string(), hold_value(hold)),
                     (SEQ_APP_ID.to_string(), seq + n),
                 ],
                 meta,
@@ -1173,13 +1695,15 @@ async fn advance_idle(
     tables: &mut [Captured],
     started: &HashMap<String, BinlogPosition>,
     to: &BinlogPosition,
+    hold: &Option<BinlogPosition>,
 ) -> Result<(), EngineError> {
     for t in tables.iter_mut() {
         if t.halted.is_some() || t.error.is_some() || !started.contains_key(&t.spec.table) {
             continue;
         }
         let current = t.log.app_version(BINLOG_APP_ID).await?;
-        if current.is_some_and(|c| c >= to.encode()) {
+        let held = t.log.app_version(HOLD_APP_ID).await?.unwrap_or(0);
+        if current.is_some_and(|c| c >= to.encode()) && held == hold_value(hold) {
             continue;
         }
         let mut meta = serde_json::Map::new();
@@ -1191,7 +1715,13 @@ async fn advance_idle(
             .writer()?
             .commit(
                 &mut t.log,
-                vec![(BINLOG_APP_ID.to_string(), to.encode())],
+                vec![
+                    (
+                        BINLOG_APP_ID.to_string(),
+                        to.encode().max(current.unwrap_or(0)),
+                    ),
+                    (HOLD_APP_ID.to_string(), hold_value(hold)),
+                ],
                 meta,
             )
             .await?;

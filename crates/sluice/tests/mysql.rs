@@ -4,13 +4,10 @@
 mod common;
 
 use common::mariadb::MariaDb;
-use common::Sandbox;
+use common::{s, table_of, Sandbox};
 
 fn config(db: &MariaDb, mode: &str, extra: &str) -> String {
-    format!(
-        "[sources.shop]\nkind = \"mysql\"\nurl = \"{}\"\nmode = \"{mode}\"\n{extra}\n",
-        db.url()
-    )
+    db.config(mode, extra)
 }
 
 /// The `types` table: every MySQL type at its edges, and how to render each column as the
@@ -230,24 +227,7 @@ fn every_kind_of_change_lands_exactly() {
 }
 
 fn sync_code(sb: &Sandbox) -> (i32, serde_json::Value) {
-    let out = sb.run(&["--json", "sync"], &[]);
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap(), report)
-}
-
-fn table_of<'a>(report: &'a serde_json::Value, source: &str, table: &str) -> &'a serde_json::Value {
-    report["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["source"] == source && t["table"] == table)
-        .unwrap_or_else(|| panic!("no {source}.{table} in {report}"))
+    sb.sync_code(&[])
 }
 
 #[test]
@@ -507,7 +487,11 @@ fn incremental_reads_from_the_committed_cursor() {
     db.sql("CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(10), updated_at DATETIME(3));
             INSERT INTO items VALUES (1, 'a', '2026-01-01 10:00:00'), (2, 'b', '2026-01-01 11:00:00')");
     let sb = Sandbox::new();
-    sb.config(&config(&db, "incremental", "cursor = \"updated_at\""));
+    sb.config(&config(
+        &db,
+        "incremental",
+        "cursor = \"updated_at\"\nload = [\"merge\", \"append\"]",
+    ));
     let out = sb.sync_json();
     assert_eq!(out["tables"][0]["extract"]["rows"], 2, "{out}");
     // One row updated at the same instant as the last cursor value, one later, one untouched.
@@ -516,14 +500,61 @@ fn incremental_reads_from_the_committed_cursor() {
             UPDATE items SET name = 'A', updated_at = '2026-01-01 12:00:00.5' WHERE id = 1",
     );
     let out = sb.sync_json();
-    // Inclusive bound: rows at 11:00 (2 and 3) and the update at 12:00.
-    assert_eq!(out["tables"][0]["extract"]["rows"], 3, "{out}");
+    // The bound is inclusive, so row 3 (at the last value, but new) is read; row 2 is read
+    // again but is in the lake already: it does not land twice.
+    assert_eq!(out["tables"][0]["extract"]["rows"], 2, "{out}");
     let got = sb.duck("SELECT CAST(id AS VARCHAR), name FROM shop.items ORDER BY id");
     assert_eq!(got, db.rows("SELECT id, name FROM items ORDER BY id"));
     let out = sb.sync_json();
     assert_eq!(
-        out["tables"][0]["extract"]["rows"], 1,
-        "only the row at the last cursor value: {out}"
+        out["tables"][0]["extract"]["rows"], 0,
+        "nothing changed, nothing lands: {out}"
+    );
+    // Every version landed once: the append table holds each (id, name) once.
+    assert_eq!(
+        sb.duck("SELECT CAST(id AS VARCHAR), name FROM shop.items_append ORDER BY _sluice_seq"),
+        vec![
+            vec![s("1"), s("a")],
+            vec![s("2"), s("b")],
+            vec![s("3"), s("c")],
+            vec![s("1"), s("A")],
+        ]
+    );
+}
+
+/// A table without a key read incrementally (append, its default) and rows without a cursor
+/// value: each row version lands once, identical rows counted, however often syncs run.
+#[test]
+fn incremental_keyless_rows_and_null_cursors_land_once() {
+    let db = MariaDb::start(&[]);
+    db.sql(
+        "CREATE TABLE ev (kind VARCHAR(10), seen DATETIME);
+         INSERT INTO ev VALUES ('a', '2026-01-01 10:00:00'), ('a', '2026-01-01 10:00:00'), ('b', NULL)",
+    );
+    let sb = Sandbox::new();
+    sb.config(&config(&db, "incremental", "cursor = \"seen\""));
+    let landed = |sb: &Sandbox| sb.sync_json()["tables"][0]["extract"]["rows"].clone();
+    assert_eq!(landed(&sb), 3);
+    assert_eq!(landed(&sb), 0, "the same rows again: nothing new");
+    // A third identical row at the boundary, a new NULL-cursor row, a changed NULL-cursor row.
+    db.sql(
+        "INSERT INTO ev VALUES ('a', '2026-01-01 10:00:00'), ('c', NULL);
+         UPDATE ev SET kind = 'b2' WHERE kind = 'b'",
+    );
+    assert_eq!(landed(&sb), 3);
+    assert_eq!(landed(&sb), 0);
+    let rows = sb.duck("SELECT kind, CAST(seen AS VARCHAR) FROM shop.ev ORDER BY kind, seen");
+    assert_eq!(
+        rows,
+        vec![
+            vec![s("a"), s("2026-01-01 10:00:00")],
+            vec![s("a"), s("2026-01-01 10:00:00")],
+            vec![s("a"), s("2026-01-01 10:00:00")],
+            vec![s("b"), None],
+            vec![s("b2"), None],
+            vec![s("c"), None],
+        ],
+        "each version once (append keeps b and its update b2)"
     );
 }
 
@@ -610,7 +641,7 @@ fn kill_9_during_snapshot_and_cdc_loses_and_doubles_nothing() {
     sb.config(&config(
         &db,
         "cdc",
-        "chunk_rows = 10000\nbatch_max_rows = 300\nload = [\"merge\", \"append\"]",
+        "chunk_rows = 10000\nbatch_max_rows = 300\nload = [\"merge\", \"append\", \"history\"]",
     ));
     let mut rng = Lcg::seeded();
     let mut killed_running = 0;
@@ -646,10 +677,30 @@ fn kill_9_during_snapshot_and_cdc_loses_and_doubles_nothing() {
         "SELECT count(*) AS n FROM (SELECT id FROM shop.big__changes WHERE _sluice_op = 'r' GROUP BY id HAVING count(*) > 1)",
     );
     assert_eq!(reread[0]["n"], 0);
-    // The append table holds each change exactly once: as many rows as the lake's change log.
-    let lake = sb.query_lake("SELECT count(*) AS n FROM shop.big__changes");
-    let appended = sb.duck("SELECT count(*)::VARCHAR FROM shop.big_append");
-    assert_eq!(appended[0][0].as_deref().unwrap(), lake[0]["n"].to_string());
+    // The append table holds each change of the lake exactly once...
+    let lake = sb.query_lake(
+        "SELECT count(*) AS n, count(DISTINCT _sluice_seq) AS d, sum(_sluice_seq) AS s, sum(CASE WHEN _sluice_op = 'd' THEN 0 ELSE 1 END) AS live FROM shop.big__changes",
+    );
+    let appended = sb.duck(
+        "SELECT count(*)::VARCHAR, count(DISTINCT _sluice_seq)::VARCHAR, sum(_sluice_seq)::VARCHAR FROM shop.big_append",
+    );
+    let want = |k: &str| Some(lake[0][k].to_string());
+    assert_eq!(
+        appended[0],
+        vec![want("n"), want("d"), want("s")],
+        "append = change log"
+    );
+    // ...the history table one version per change that is not a delete, and its current
+    // versions are exactly the source's rows.
+    let versions = sb.duck("SELECT count(*)::VARCHAR FROM shop.big_history");
+    assert_eq!(versions[0][0], want("live"), "one version per change");
+    let current = sb.duck(
+        "SELECT CAST(id AS VARCHAR), v, CAST(n AS VARCHAR) FROM shop.big_history WHERE _sluice_is_current ORDER BY id",
+    );
+    assert!(
+        current == db.rows("SELECT id, v, n FROM big ORDER BY id"),
+        "history's current versions differ from MariaDB"
+    );
     // And the lake has no change twice: no (seq) repeats, no key read twice in one snapshot run.
     let dup = sb.query_lake("SELECT count(*) AS n FROM (SELECT _sluice_seq FROM shop.big__changes GROUP BY 1 HAVING count(*) > 1)");
     assert_eq!(dup[0]["n"], 0);

@@ -23,16 +23,7 @@ fn three_policies(sb: &Sandbox) {
 }
 
 fn sync(sb: &Sandbox) -> (i32, serde_json::Value) {
-    let out = sb.run(&["--json", "sync"], &[]);
-    let code = out.status.code().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let json = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {text}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, json)
+    sb.sync_code(&[])
 }
 
 fn table<'a>(report: &'a serde_json::Value, source: &str) -> &'a serde_json::Value {

@@ -61,6 +61,7 @@ impl MariaDb {
             format!("--pid-file={}", dir.join("pid").display()),
             format!("--log-bin={}", data.join("binlog").display()),
             "--binlog-format=ROW".into(),
+            "--binlog-row-metadata=FULL".into(),
             "--server-id=1".into(),
             "--skip-name-resolve".into(),
             "--innodb-buffer-pool-size=64M".into(),
@@ -95,6 +96,14 @@ impl MariaDb {
 
     pub fn url(&self) -> String {
         format!("mysql://root@127.0.0.1:{}/shop", self.port)
+    }
+
+    /// A `sluice.toml` with this server as source `shop` in `mode`, plus `extra` lines.
+    pub fn config(&self, mode: &str, extra: &str) -> String {
+        format!(
+            "[sources.shop]\nkind = \"mysql\"\nurl = \"{}\"\nmode = \"{mode}\"\n{extra}\n",
+            self.url()
+        )
     }
 
     pub fn try_sql(&self, sql: &str) -> Result<String, String> {

@@ -2,7 +2,7 @@
 //! into whole committed source transactions (row changes of the selected tables, with their
 //! commit time and the position just after the commit) and DDL statements that touch them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use futures::StreamExt;
@@ -98,6 +98,21 @@ pub async fn check_server(mysql: &MySql, conn: &mut Conn) -> Result<(), SourceEr
             image.unwrap_or_default()
         )));
     }
+    // Column names in the binlog let rows be decoded by name, whatever the table's column
+    // order was when they were written (MySQL 8.0.1+, MariaDB 10.5+).
+    let metadata: Option<String> = conn
+        .query_first("SELECT @@binlog_row_metadata")
+        .await
+        .unwrap_or(None);
+    if !metadata
+        .as_deref()
+        .is_some_and(|m| m.eq_ignore_ascii_case("FULL"))
+    {
+        return Err(mysql.err(format!(
+            "binlog_row_metadata is {}, CDC needs FULL (column names with every row, so a row is read by name): SET GLOBAL binlog_row_metadata = 'FULL' (and in my.cnf; MySQL 8.0.1+ or MariaDB 10.5+)",
+            metadata.unwrap_or_else(|| "not supported by this server".into())
+        )));
+    }
     Ok(())
 }
 
@@ -161,18 +176,22 @@ pub struct RowChange {
     pub op: RowOp,
     pub before: Option<Image>,
     pub after: Option<Image>,
-    /// Columns in the event's table map (checked against the table's known columns).
-    pub columns: usize,
+    /// The columns of the row images by name, as the server wrote them
+    /// (`binlog_row_metadata = FULL`): the images are decoded by these names, never by the
+    /// position of today's definitions.
+    pub names: std::sync::Arc<Vec<String>>,
 }
 
 /// A committed source transaction.
 #[derive(Debug, Clone)]
 pub struct SourceTxn {
-    /// The position just after its commit: where a restart resumes.
     pub end: BinlogPosition,
     /// Commit time, microseconds since the epoch (the binlog records seconds).
     pub commit_micros: i64,
     pub changes: Vec<RowChange>,
+    /// Selected tables the transaction changed in a way the binlog carries no rows for
+    /// (statement-based DML), with why: their capture must stop before this transaction.
+    pub unreadable: Vec<(String, String)>,
 }
 
 /// A schema statement on a selected table (or a new table in the database).
@@ -194,18 +213,41 @@ pub enum StreamItem {
     Position(BinlogPosition),
 }
 
+/// An XA transaction between its PREPARE and its COMMIT or ROLLBACK: its rows wait, and the
+/// binlog position before it is held (a restart must read the PREPARE again).
+#[derive(Debug)]
+struct Prepared {
+    start: BinlogPosition,
+    changes: Vec<RowChange>,
+    unreadable: Vec<(String, String)>,
+}
+
 /// Reads the binlog from a position.
 pub struct BinlogReader {
     mysql: MySql,
     stream: BinlogStream,
-    tables: HashSet<String>,
+    /// The selected tables, by their name as folded for comparison.
+    tables: HashMap<String, String>,
+    /// Table names compare case-insensitively (`lower_case_table_names` is 1 or 2).
+    fold_case: bool,
     file: String,
     txn: Option<Vec<RowChange>>,
+    /// Statement-based DML of the open transaction on selected tables.
+    unreadable: Vec<(String, String)>,
+    /// Savepoints of the open transaction: name and how many changes came before it.
+    savepoints: Vec<(String, usize)>,
+    /// Where the last complete event group ended: where the open transaction began.
+    boundary: BinlogPosition,
+    txn_start: Option<BinlogPosition>,
+    /// The XA transaction the last `XA END` named.
+    xa_ended: Option<String>,
+    prepared: HashMap<String, Prepared>,
 }
 
 impl BinlogReader {
     /// Starts reading at `from`. With `until_caught_up` the server ends the stream when it
-    /// has sent everything it has (a `sync` run); otherwise it waits for new events.
+    /// has sent everything it has (a `sync` run); otherwise it waits for new events. Table
+    /// names compare as the server compares them (`lower_case_table_names`).
     pub async fn open(
         mysql: &MySql,
         from: &BinlogPosition,
@@ -213,7 +255,20 @@ impl BinlogReader {
         tables: HashSet<String>,
         until_caught_up: bool,
     ) -> Result<BinlogReader, SourceError> {
-        let conn = mysql.connect().await?;
+        let mut conn = mysql.connect().await?;
+        let lctn: Option<u32> = conn
+            .query_first("SELECT @@lower_case_table_names")
+            .await
+            .map_err(|e| mysql.db_err("reading lower_case_table_names", e))?;
+        let fold_case = lctn.unwrap_or(0) != 0;
+        if mysql.flavor(&mut conn).await? == Flavor::MariaDb {
+            // A replica that knows GTIDs: MariaDB then sends its events as they are, rather
+            // than rewriting each GTID event for old replicas, which fails for an XA
+            // transaction's when a stream starts at it (a restart held at an XA PREPARE).
+            conn.query_drop("SET @mariadb_slave_capability = 4")
+                .await
+                .map_err(|e| mysql.db_err("announcing the replica's capabilities", e))?;
+        }
         let mut request = BinlogStreamRequest::new(server_id)
             .with_filename(from.file.as_bytes())
             .with_pos(from.pos);
@@ -224,13 +279,60 @@ impl BinlogReader {
             .get_binlog_stream(request)
             .await
             .map_err(|e| mysql.db_err(&format!("starting the binlog stream at {from}"), e))?;
+        let fold = |t: &str| match fold_case {
+            true => t.to_lowercase(),
+            false => t.to_string(),
+        };
         Ok(BinlogReader {
             mysql: mysql.clone(),
             stream,
-            tables,
+            tables: tables.into_iter().map(|t| (fold(&t), t)).collect(),
+            fold_case,
             file: from.file.clone(),
             txn: None,
+            unreadable: Vec::new(),
+            savepoints: Vec::new(),
+            boundary: from.clone(),
+            txn_start: None,
+            xa_ended: None,
+            prepared: HashMap::new(),
         })
+    }
+
+    /// The selected table a name in a statement or table map means, if any.
+    fn selected(&self, database: &str, table: &str) -> Option<String> {
+        let same_db = match self.fold_case {
+            true => database.eq_ignore_ascii_case(&self.mysql.database),
+            false => database == self.mysql.database,
+        };
+        if !same_db {
+            return None;
+        }
+        let key = match self.fold_case {
+            true => table.to_lowercase(),
+            false => table.to_string(),
+        };
+        self.tables.get(&key).cloned()
+    }
+
+    /// Where a restart must read from so that no XA transaction prepared but not yet
+    /// resolved is lost (its rows are in the binlog only at its PREPARE): the start of the
+    /// oldest one, if any.
+    pub fn hold(&self) -> Option<BinlogPosition> {
+        self.prepared
+            .values()
+            .map(|p| p.start.clone())
+            .min_by_key(|p| p.key())
+    }
+
+    /// Starts collecting a transaction at the last boundary (unless one is open).
+    fn begin(&mut self) {
+        if self.txn.is_none() {
+            self.txn = Some(Vec::new());
+            self.txn_start = Some(self.boundary.clone());
+            self.savepoints.clear();
+            self.unreadable.clear();
+        }
     }
 
     /// The next committed transaction, DDL or position; None when the stream ended.
@@ -273,49 +375,53 @@ impl BinlogReader {
                 EventData::RotateEvent(r) => {
                     self.file = clean_file_name(r.name_raw(), &self.file);
                     if header.timestamp() != 0 || header.log_pos() != 0 {
-                        return Ok(Some(StreamItem::Position(BinlogPosition {
+                        let at = BinlogPosition {
                             file: self.file.clone(),
                             pos: r.position(),
-                        })));
+                        };
+                        if self.txn.is_none() {
+                            self.boundary = at.clone();
+                        }
+                        return Ok(Some(StreamItem::Position(at)));
                     }
                 }
                 EventData::QueryEvent(q) => {
                     let sql = q.query();
-                    let word = first_word(&sql);
-                    match word.as_str() {
-                        "BEGIN" => self.txn = Some(Vec::new()),
-                        "COMMIT" => {
-                            if let Some(changes) = self.txn.take() {
-                                return Ok(Some(self.commit(end, header.timestamp(), changes)));
-                            }
-                        }
-                        "ROLLBACK" => self.txn = None,
-                        "XA" | "SAVEPOINT" => {}
-                        _ => {
-                            let tables = ddl_tables(&sql, &q.schema(), &self.mysql.database);
-                            let touched: Vec<String> = tables
-                                .into_iter()
-                                .filter(|t| self.tables.contains(t) || sql_starts_create(&sql))
-                                .collect();
-                            if !touched.is_empty() {
-                                let start = BinlogPosition {
-                                    file: self.file.clone(),
-                                    pos: (header.log_pos() as u64)
-                                        .saturating_sub(header.event_size() as u64),
-                                };
-                                return Ok(Some(StreamItem::Ddl(Ddl {
-                                    statement: sql.into_owned(),
-                                    tables: touched,
-                                    end,
-                                    start,
-                                })));
-                            }
-                        }
+                    let schema = q.schema();
+                    if let Some(item) = self.statement(
+                        &sql,
+                        &schema,
+                        &end,
+                        header.timestamp(),
+                        header.event_size(),
+                    )? {
+                        return Ok(Some(item));
                     }
                 }
                 EventData::XidEvent(_) => {
+                    let item = self.commit(end.clone(), header.timestamp());
+                    return Ok(Some(item));
+                }
+                EventData::XaPrepareLogEvent(_) => {
+                    // The transaction waits for its XA COMMIT or ROLLBACK, named by the XA END
+                    // before this event.
+                    let xid = self.xa_ended.take().unwrap_or_default();
                     let changes = self.txn.take().unwrap_or_default();
-                    return Ok(Some(self.commit(end, header.timestamp(), changes)));
+                    let start = self
+                        .txn_start
+                        .take()
+                        .unwrap_or_else(|| self.boundary.clone());
+                    let unreadable = std::mem::take(&mut self.unreadable);
+                    self.prepared.insert(
+                        xid,
+                        Prepared {
+                            start,
+                            changes,
+                            unreadable,
+                        },
+                    );
+                    self.boundary = end.clone();
+                    return Ok(Some(StreamItem::Position(end)));
                 }
                 EventData::RowsEvent(rows) => {
                     self.rows(&rows, &end)?;
@@ -325,14 +431,177 @@ impl BinlogReader {
         }
     }
 
-    fn commit(&mut self, end: BinlogPosition, ts: u32, changes: Vec<RowChange>) -> StreamItem {
-        if changes.is_empty() {
+    /// A query event: transaction control, XA, statement-based DML or DDL.
+    fn statement(
+        &mut self,
+        sql: &str,
+        schema: &str,
+        end: &BinlogPosition,
+        ts: u32,
+        size: u32,
+    ) -> Result<Option<StreamItem>, SourceError> {
+        let words: Vec<String> = sql
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .filter(|w| !w.is_empty())
+            .take(3)
+            .map(|w| w.to_ascii_uppercase())
+            .collect();
+        let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+        match word(0) {
+            "BEGIN" => {
+                self.begin();
+                return Ok(None);
+            }
+            "START" if word(1) == "TRANSACTION" => {
+                self.begin();
+                return Ok(None);
+            }
+            "COMMIT" => return Ok(Some(self.commit(end.clone(), ts))),
+            "SAVEPOINT" => {
+                self.begin();
+                let n = self.txn.as_ref().map_or(0, Vec::len);
+                self.savepoints.push((savepoint_name(sql), n));
+                return Ok(None);
+            }
+            "RELEASE" => return Ok(None),
+            "ROLLBACK" if word(1) == "TO" => {
+                // The server cut the rows after the savepoint from the transaction when it
+                // could; when it logs the statement, the rows after it are undone here.
+                let name = savepoint_name(sql);
+                if let Some(&(_, n)) = self.savepoints.iter().rev().find(|(s, _)| *s == name) {
+                    if let Some(t) = self.txn.as_mut() {
+                        t.truncate(n);
+                    }
+                }
+                return Ok(None);
+            }
+            "ROLLBACK" => {
+                self.txn = None;
+                self.unreadable.clear();
+                self.boundary = end.clone();
+                return Ok(Some(StreamItem::Position(end.clone())));
+            }
+            "XA" => return self.xa(sql, word(1), end, ts),
+            _ => {}
+        }
+        if let Some(targets) = dml_tables(sql, schema) {
+            // Statement-based DML (a session's binlog_format = STATEMENT or MIXED): the binlog
+            // holds the statement, not its rows.
+            self.begin();
+            let why = format!(
+                "the binlog holds a statement, not rows, for a change of this table at {end}: `{}` \
+                 (the session wrote it with binlog_format = STATEMENT or MIXED; set binlog_format = ROW for every session, \
+                 then re-snapshot with sluice sync --resnapshot {}.TABLE)",
+                sql.trim(),
+                self.mysql.source
+            );
+            for (db, t) in targets {
+                if let Some(name) = self.selected(&db, &t) {
+                    if !self.unreadable.iter().any(|(n, _)| *n == name) {
+                        self.unreadable.push((name, why.clone()));
+                    }
+                }
+            }
+            return Ok(None);
+        }
+        let tables: Vec<String> = ddl_names(sql, schema)
+            .into_iter()
+            .filter_map(|(db, t)| match self.selected(&db, &t) {
+                Some(name) => Some(name),
+                // A table created in the database may be one a source with no table list
+                // will capture.
+                None if sql_starts_create(sql) && db.eq_ignore_ascii_case(&self.mysql.database) => {
+                    Some(t)
+                }
+                None => None,
+            })
+            .collect();
+        let start = BinlogPosition {
+            file: self.file.clone(),
+            pos: end.pos.saturating_sub(size as u64),
+        };
+        if self.txn.is_none() {
+            self.boundary = end.clone();
+        }
+        if tables.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(StreamItem::Ddl(Ddl {
+            statement: sql.to_string(),
+            tables,
+            end: end.clone(),
+            start,
+        })))
+    }
+
+    /// XA statements (`XA START|END|COMMIT|ROLLBACK xid`); the PREPARE is its own event.
+    fn xa(
+        &mut self,
+        sql: &str,
+        verb: &str,
+        end: &BinlogPosition,
+        ts: u32,
+    ) -> Result<Option<StreamItem>, SourceError> {
+        let xid = xa_xid(sql);
+        match verb {
+            "START" | "BEGIN" => self.begin(),
+            "END" => self.xa_ended = Some(xid),
+            "COMMIT" => {
+                if let Some(p) = self.prepared.remove(&xid) {
+                    self.boundary = end.clone();
+                    return Ok(Some(self.txn_item(
+                        end.clone(),
+                        ts,
+                        p.changes,
+                        p.unreadable,
+                    )));
+                }
+                if sql.to_ascii_uppercase().contains("ONE PHASE") {
+                    return Ok(Some(self.commit(end.clone(), ts)));
+                }
+                return Err(self.mysql.err(format!(
+                    "XA COMMIT {xid} at {end} ends an XA transaction prepared before the position sluice read from, so its rows are not in the stream: \
+                     re-snapshot the source's tables (sluice sync --resnapshot {}.TABLE)",
+                    self.mysql.source
+                )));
+            }
+            "ROLLBACK" => {
+                if self.prepared.remove(&xid).is_none() {
+                    self.txn = None;
+                    self.unreadable.clear();
+                }
+                self.boundary = end.clone();
+                return Ok(Some(StreamItem::Position(end.clone())));
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn commit(&mut self, end: BinlogPosition, ts: u32) -> StreamItem {
+        let changes = self.txn.take().unwrap_or_default();
+        let unreadable = std::mem::take(&mut self.unreadable);
+        self.savepoints.clear();
+        self.txn_start = None;
+        self.boundary = end.clone();
+        self.txn_item(end, ts, changes, unreadable)
+    }
+
+    fn txn_item(
+        &self,
+        end: BinlogPosition,
+        ts: u32,
+        changes: Vec<RowChange>,
+        unreadable: Vec<(String, String)>,
+    ) -> StreamItem {
+        if changes.is_empty() && unreadable.is_empty() {
             return StreamItem::Position(end);
         }
         StreamItem::Txn(SourceTxn {
             end,
             commit_micros: ts as i64 * 1_000_000,
             changes,
+            unreadable,
         })
     }
 
@@ -342,14 +611,12 @@ impl BinlogReader {
                 .mysql
                 .err(format!("row event without its table map at {at}")));
         };
-        if tme.database_name() != self.mysql.database.as_str() {
+        let Some(table) = self.selected(&tme.database_name(), &tme.table_name()) else {
+            // Rows of another table still belong to the open transaction.
+            self.begin();
             return Ok(());
-        }
-        let table = tme.table_name().into_owned();
-        if !self.tables.contains(&table) {
-            return Ok(());
-        }
-        let columns = tme.columns_count() as usize;
+        };
+        let names = std::sync::Arc::new(column_names(tme));
         let op = match rows {
             RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => RowOp::Insert,
             RowsEventData::UpdateRowsEventV1(_) | RowsEventData::UpdateRowsEvent(_) => RowOp::Update,
@@ -378,14 +645,53 @@ impl BinlogReader {
                 op,
                 before: image(before),
                 after: image(after),
-                columns,
+                names: names.clone(),
             });
         }
-        // Outside BEGIN…COMMIT (a non-transactional engine with autocommit), each statement
-        // is its own transaction, closed by its COMMIT query event.
+        // Outside BEGIN…COMMIT (MariaDB writes none: its GTID event opens the transaction; or
+        // a non-transactional engine with autocommit) the rows open the transaction, closed by
+        // its XID or COMMIT.
+        self.begin();
         self.txn.get_or_insert_with(Vec::new).extend(out);
         Ok(())
     }
+}
+
+/// The column names a table map carries (`binlog_row_metadata = FULL`); empty without them.
+fn column_names(tme: &mysql_async::binlog::events::TableMapEvent<'_>) -> Vec<String> {
+    use mysql_async::binlog::events::OptionalMetadataField;
+    for field in tme.iter_optional_meta() {
+        if let Ok(OptionalMetadataField::ColumnName(names)) = field {
+            return names
+                .iter_names()
+                .filter_map(|n| n.ok().map(|n| n.name().into_owned()))
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
+/// The savepoint a `SAVEPOINT` or `ROLLBACK TO [SAVEPOINT]` statement names.
+fn savepoint_name(sql: &str) -> String {
+    tokenize(sql)
+        .into_iter()
+        .map(|(t, _)| t)
+        .rfind(|t| t != ";")
+        .unwrap_or_default()
+}
+
+/// The xid of an XA statement, as written (`X'7831',X'',1`, or `'x1'`): the rest after the
+/// verb, with `ONE PHASE` and spaces left out.
+fn xa_xid(sql: &str) -> String {
+    let rest: Vec<&str> = sql.split_whitespace().skip(2).collect();
+    let mut xid = rest.join(" ");
+    if let Some(i) = xid.to_ascii_uppercase().find("ONE PHASE") {
+        xid.truncate(i);
+    }
+    xid.split_whitespace()
+        .collect::<String>()
+        .trim_end_matches(';')
+        .to_string()
 }
 
 /// A rotate event's file name. Fake rotate events (sent when a stream starts) carry the
@@ -433,9 +739,10 @@ fn sql_starts_create(sql: &str) -> bool {
     first_word(sql) == "CREATE"
 }
 
-/// Tables of `database` that a DDL statement names (`ALTER TABLE a`, `RENAME TABLE a TO b`,
-/// `DROP TABLE a, b`, `TRUNCATE a`, `CREATE TABLE a`); empty for anything else.
-pub fn ddl_tables(sql: &str, default_schema: &str, database: &str) -> Vec<String> {
+/// The `(database, table)`s a DDL statement names (`ALTER TABLE a`, `RENAME TABLE a TO b`,
+/// `DROP TABLE a, b`, `TRUNCATE a`, `CREATE TABLE a`), unqualified names in
+/// `default_schema`; empty for anything else.
+pub fn ddl_names(sql: &str, default_schema: &str) -> Vec<(String, String)> {
     let tokens = tokenize(sql);
     let upper: Vec<String> = tokens.iter().map(|t| t.0.to_ascii_uppercase()).collect();
     let is = |i: usize, w: &str| upper.get(i).is_some_and(|u| u == w);
@@ -476,17 +783,9 @@ pub fn ddl_tables(sql: &str, default_schema: &str, database: &str) -> Vec<String
         let (tok, quoted) = &tokens[i];
         if expect_name {
             // db.table or table
-            let (db, table, used) = if tokens.get(i + 1).is_some_and(|t| t.0 == ".") {
-                (
-                    tokens[i].0.clone(),
-                    tokens.get(i + 2).map(|t| t.0.clone()).unwrap_or_default(),
-                    3,
-                )
-            } else {
-                (default_schema.to_string(), tok.clone(), 1)
-            };
-            if db == database && (*quoted || !table.is_empty()) {
-                names.push(table);
+            let (db, table, used) = qualified(&tokens, i, default_schema);
+            if *quoted || !table.is_empty() {
+                names.push((db, table));
             }
             i += used;
             expect_name = false;
@@ -517,21 +816,109 @@ pub fn ddl_tables(sql: &str, default_schema: &str, database: &str) -> Vec<String
     names
 }
 
-/// Words, backquoted identifiers (unquoted, flagged), and single punctuation characters.
+/// The name at token `i`: `db.table` or `table` (in `default_schema`), and the tokens used.
+fn qualified(tokens: &[(String, bool)], i: usize, default_schema: &str) -> (String, String, usize) {
+    if tokens.get(i + 1).is_some_and(|t| t.0 == "." && !t.1) {
+        (
+            tokens[i].0.clone(),
+            tokens.get(i + 2).map(|t| t.0.clone()).unwrap_or_default(),
+            3,
+        )
+    } else {
+        (
+            default_schema.to_string(),
+            tokens.get(i).map(|t| t.0.clone()).unwrap_or_default(),
+            1,
+        )
+    }
+}
+
+/// The `(database, table)`s a data-changing statement may change (`INSERT`/`REPLACE INTO t`,
+/// `UPDATE t ... SET`, `DELETE FROM t`, multi-table `UPDATE`/`DELETE`, `LOAD DATA ... INTO
+/// TABLE t`); None when it is no such statement. Multi-table forms yield every name before
+/// `SET` or `WHERE`: over-naming stops a table needlessly, under-naming would lose changes.
+pub fn dml_tables(sql: &str, default_schema: &str) -> Option<Vec<(String, String)>> {
+    let tokens = tokenize(sql);
+    let upper: Vec<String> = tokens.iter().map(|t| t.0.to_ascii_uppercase()).collect();
+    const MODIFIERS: &[&str] = &[
+        "LOW_PRIORITY",
+        "DELAYED",
+        "HIGH_PRIORITY",
+        "IGNORE",
+        "QUICK",
+        "INTO",
+        "CONCURRENT",
+        "LOCAL",
+        "FROM",
+        "USING",
+        "JOIN",
+        "INNER",
+        "LEFT",
+        "RIGHT",
+        "OUTER",
+        "CROSS",
+        "NATURAL",
+        "STRAIGHT_JOIN",
+        "ON",
+        "AS",
+    ];
+    let first = upper.first()?.as_str();
+    let mut names = Vec::new();
+    match first {
+        "INSERT" | "REPLACE" => {
+            let i = (1..tokens.len())
+                .find(|&i| tokens[i].1 || !MODIFIERS.contains(&upper[i].as_str()))?;
+            let (db, t, _) = qualified(&tokens, i, default_schema);
+            names.push((db, t));
+        }
+        "LOAD" => {
+            let into = upper.iter().position(|u| u == "INTO")?;
+            let i = into + 1 + usize::from(upper.get(into + 1).is_some_and(|u| u == "TABLE"));
+            let (db, t, _) = qualified(&tokens, i, default_schema);
+            names.push((db, t));
+        }
+        "UPDATE" | "DELETE" => {
+            let stop = ["SET", "WHERE", "ORDER", "LIMIT", "RETURNING"];
+            let mut i = 1;
+            while i < tokens.len() && (tokens[i].1 || !stop.contains(&upper[i].as_str())) {
+                let is_word = tokens[i].1
+                    || tokens[i]
+                        .0
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
+                if is_word && (tokens[i].1 || !MODIFIERS.contains(&upper[i].as_str())) {
+                    let (db, t, used) = qualified(&tokens, i, default_schema);
+                    names.push((db, t));
+                    i += used;
+                    continue;
+                }
+                i += 1;
+            }
+        }
+        _ => return None,
+    }
+    Some(names)
+}
+
+/// Words, quoted identifiers (unquoted, flagged: backquotes, and double quotes as
+/// `ANSI_QUOTES` writes them — where a table name stands, a double-quoted text can be nothing
+/// else), and single punctuation characters.
 fn tokenize(sql: &str) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     let mut chars = sql.chars().peekable();
     while let Some(&c) = chars.peek() {
         if c.is_whitespace() {
             chars.next();
-        } else if c == '`' {
+        } else if c == '`' || c == '"' {
+            let quote = c;
             chars.next();
             let mut s = String::new();
             while let Some(c) = chars.next() {
-                if c == '`' {
-                    if chars.peek() == Some(&'`') {
+                if c == quote {
+                    if chars.peek() == Some(&quote) {
                         chars.next();
-                        s.push('`');
+                        s.push(quote);
                     } else {
                         break;
                     }
@@ -579,7 +966,13 @@ mod tests {
 
     #[test]
     fn ddl_names_its_tables() {
-        let t = |sql: &str| ddl_tables(sql, "shop", "shop");
+        let t = |sql: &str| -> Vec<String> {
+            ddl_names(sql, "shop")
+                .into_iter()
+                .filter(|(db, _)| db == "shop")
+                .map(|(_, t)| t)
+                .collect()
+        };
         assert_eq!(t("ALTER TABLE `orders` ADD COLUMN x INT"), vec!["orders"]);
         assert_eq!(t("alter table shop.orders drop column x"), vec!["orders"]);
         assert_eq!(
@@ -597,6 +990,57 @@ mod tests {
         assert_eq!(t("ALTER TABLE a RENAME TO b"), vec!["a", "b"]);
         assert_eq!(t("CREATE TEMPORARY TABLE t (x int)"), Vec::<String>::new());
         assert_eq!(t("INSERT INTO a VALUES (1)"), Vec::<String>::new());
+        // ANSI_QUOTES names.
+        assert_eq!(t("TRUNCATE \"Orders\""), vec!["Orders"]);
+        assert_eq!(t("DROP TABLE \"shop\".\"a\""), vec!["a"]);
+    }
+
+    #[test]
+    fn statement_dml_names_the_tables_it_changes() {
+        let t = |sql: &str| -> Option<Vec<String>> {
+            dml_tables(sql, "shop")
+                .map(|v| v.into_iter().map(|(d, t)| format!("{d}.{t}")).collect())
+        };
+        assert_eq!(
+            t("INSERT INTO orders VALUES (9,'x')"),
+            Some(vec!["shop.orders".into()])
+        );
+        assert_eq!(
+            t("insert low_priority ignore `Orders` (id) values (1)"),
+            Some(vec!["shop.Orders".into()])
+        );
+        assert_eq!(
+            t("REPLACE other.t SELECT * FROM orders"),
+            Some(vec!["other.t".into()])
+        );
+        assert_eq!(
+            t("UPDATE Orders SET v='x' WHERE id=9"),
+            Some(vec!["shop.Orders".into()])
+        );
+        let multi = t("UPDATE a JOIN shop.b ON a.x = b.y SET a.v = 1").unwrap();
+        assert!(
+            multi.contains(&"shop.a".to_string()) && multi.contains(&"shop.b".to_string()),
+            "{multi:?}"
+        );
+        assert_eq!(
+            t("DELETE FROM \"orders\" WHERE id = 1"),
+            Some(vec!["shop.orders".into()])
+        );
+        let d = t("DELETE t1 FROM t1 JOIN t2 USING (id) WHERE t2.x = 1").unwrap();
+        assert!(
+            d.contains(&"shop.t1".to_string()) && d.contains(&"shop.t2".to_string()),
+            "{d:?}"
+        );
+        assert_eq!(
+            t("LOAD DATA LOCAL INFILE '/x' INTO TABLE orders"),
+            Some(vec!["shop.orders".into()])
+        );
+        assert_eq!(t("ALTER TABLE orders ADD x INT"), None);
+        assert_eq!(xa_xid("XA COMMIT X'7831',X'',1"), "X'7831',X'',1");
+        assert_eq!(xa_xid("XA COMMIT X'7831',X'',1 ONE PHASE"), "X'7831',X'',1");
+        assert_eq!(xa_xid("XA END X'7831',X'',1"), "X'7831',X'',1");
+        assert_eq!(savepoint_name("ROLLBACK TO SAVEPOINT `a`"), "a");
+        assert_eq!(savepoint_name("SAVEPOINT a"), "a");
     }
 
     #[test]

@@ -91,61 +91,138 @@ pub enum Kind {
     Year,
 }
 
-/// Character sets whose bytes the binlog carries as stored.
+/// Character sets whose bytes the binlog carries as stored (a snapshot query gets them
+/// converted to utf8mb4 by the server; the binlog must decode them itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Charset {
     Utf8,
     /// MySQL's latin1 is Windows-1252.
     Latin1,
-    /// Anything else: decoded by name through `encoding_rs`, else as UTF-8 with replacement.
+    /// UTF-32 (big-endian code points).
+    Utf32,
+    /// Decoded by `encoding_rs`.
     Other(&'static encoding_rs::Encoding),
+    /// A character set sluice cannot decode from the binlog (named).
+    Unsupported(&'static str),
 }
+
+/// MySQL/MariaDB character sets `encoding_rs` decodes (exactly, or as a superset that maps
+/// every byte sequence of the smaller set the same way).
+const ENCODINGS: &[(&str, &str)] = &[
+    ("cp1250", "windows-1250"),
+    ("cp1251", "windows-1251"),
+    ("cp1256", "windows-1256"),
+    ("cp1257", "windows-1257"),
+    ("latin2", "iso-8859-2"),
+    ("latin5", "windows-1254"),
+    ("latin7", "iso-8859-13"),
+    ("greek", "iso-8859-7"),
+    ("hebrew", "iso-8859-8"),
+    ("tis620", "windows-874"),
+    ("koi8r", "koi8-r"),
+    ("koi8u", "koi8-u"),
+    ("cp866", "ibm866"),
+    ("macroman", "macintosh"),
+    ("sjis", "shift_jis"),
+    ("cp932", "shift_jis"),
+    ("ujis", "euc-jp"),
+    ("eucjpms", "euc-jp"),
+    ("gbk", "gbk"),
+    ("gb2312", "gbk"),
+    ("gb18030", "gb18030"),
+    ("big5", "big5"),
+    ("euckr", "euc-kr"),
+    ("ucs2", "utf-16be"),
+    ("utf16", "utf-16be"),
+    ("utf16le", "utf-16le"),
+];
+
+/// The character sets without a decoder here (named in errors).
+const UNSUPPORTED: &[&str] = &[
+    "dec8", "cp850", "hp8", "swe7", "armscii8", "keybcs2", "macce", "cp852", "geostd8",
+];
 
 impl Charset {
     fn of(name: Option<&str>) -> Charset {
         match name.unwrap_or("utf8mb4") {
             "utf8" | "utf8mb3" | "utf8mb4" | "ascii" | "binary" => Charset::Utf8,
             "latin1" => Charset::Latin1,
-            other => {
-                let label = match other {
-                    "cp1250" => "windows-1250",
-                    "cp1251" => "windows-1251",
-                    "cp1256" => "windows-1256",
-                    "cp1257" => "windows-1257",
-                    "latin2" => "iso-8859-2",
-                    "greek" => "iso-8859-7",
-                    "hebrew" => "iso-8859-8",
-                    "koi8r" => "koi8-r",
-                    "koi8u" => "koi8-u",
-                    "sjis" | "cp932" => "shift_jis",
-                    "ujis" | "eucjpms" => "euc-jp",
-                    "gbk" | "gb2312" => "gbk",
-                    "gb18030" => "gb18030",
-                    "big5" => "big5",
-                    "euckr" => "euc-kr",
-                    "utf16" => "utf-16be",
-                    "utf16le" => "utf-16le",
-                    _ => "utf-8",
-                };
-                Charset::Other(
+            "utf32" => Charset::Utf32,
+            other => match ENCODINGS.iter().find(|(n, _)| *n == other) {
+                Some((_, label)) => Charset::Other(
                     encoding_rs::Encoding::for_label(label.as_bytes())
-                        .unwrap_or(encoding_rs::UTF_8),
-                )
-            }
+                        .expect("encoding_rs knows every label of ENCODINGS"),
+                ),
+                None => Charset::Unsupported(
+                    UNSUPPORTED
+                        .iter()
+                        .find(|n| **n == other)
+                        .copied()
+                        .unwrap_or("an unknown character set"),
+                ),
+            },
         }
     }
 
-    /// Text of stored bytes.
-    pub fn decode(self, bytes: &[u8]) -> String {
-        match self {
-            Charset::Utf8 => String::from_utf8_lossy(bytes).into_owned(),
-            Charset::Latin1 => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),
-            Charset::Other(enc) => enc.decode(bytes).0.into_owned(),
+    /// Text of stored bytes, or why they are not text in this character set (bytes that do
+    /// not decode are refused, as a snapshot query refuses them, never replaced).
+    pub fn decode(self, bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, String> {
+        let enc = match self {
+            Charset::Utf8 => {
+                return std::str::from_utf8(bytes)
+                    .map(std::borrow::Cow::Borrowed)
+                    .map_err(|e| {
+                        format!(
+                            "invalid UTF-8 at byte {} (quarantined rather than landed with replacement characters)",
+                            e.valid_up_to()
+                        )
+                    })
+            }
+            Charset::Utf32 => {
+                if !bytes.len().is_multiple_of(4) {
+                    return Err(format!("{} bytes are not UTF-32", bytes.len()));
+                }
+                return bytes
+                    .chunks(4)
+                    .map(|c| {
+                        let cp = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+                        char::from_u32(cp).ok_or_else(|| format!("U+{cp:X} is not a character"))
+                    })
+                    .collect::<Result<String, _>>()
+                    .map(std::borrow::Cow::Owned);
+            }
+            Charset::Unsupported(name) => {
+                return Err(format!(
+                    "character set {name} cannot be decoded from the binlog"
+                ))
+            }
+            // Windows-1252 gives every byte a character.
+            Charset::Latin1 => encoding_rs::WINDOWS_1252,
+            Charset::Other(enc) => enc,
+        };
+        match enc.decode_without_bom_handling_and_without_replacement(bytes) {
+            Some(text) => Ok(text),
+            None => Err(format!("bytes that are not {} text", enc.name())),
         }
     }
 }
 
 impl ColumnDef {
+    /// Why the binlog's bytes of this column cannot be read as text, if they cannot (its
+    /// character set has no decoder here): CDC refuses the table up front, naming the column.
+    pub fn binlog_undecodable(&self) -> Option<String> {
+        match self.kind() {
+            Kind::Text {
+                charset: Charset::Unsupported(name),
+            } => Some(format!(
+                "column `{}` is in character set {}, which sluice cannot decode from the binlog (a snapshot can): convert it (ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4) or use mode = \"snapshot\"",
+                self.name,
+                self.charset.as_deref().unwrap_or(name)
+            )),
+            _ => None,
+        }
+    }
+
     /// The conversion for this column; `Err` names what is not understood.
     pub fn kind(&self) -> Kind {
         let ct = self.column_type.as_str();

@@ -3,6 +3,7 @@
 //! broken-down UTC time in one and epoch seconds in the other); both go through here so the same
 //! row lands with identical values whichever way it was read.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -108,17 +109,20 @@ impl Builder {
     }
 }
 
-/// A value sluice could not convert: names the column and shows the value.
+/// A row sluice could not convert, for the quarantine: the column to blame, why, and the
+/// row's values as SQL literals. Snapshot and binlog rows are refused by the same rules.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("column `{column}` ({column_type}): {message}")]
-pub struct ConvertError {
+pub struct RowReject {
     pub column: String,
     pub column_type: String,
     pub message: String,
+    pub raw: String,
 }
 
-/// A converted value, before it goes into its builder.
-enum Cell {
+/// A converted value, before it goes into its builder; text and bytes borrow the row's
+/// value where they can (the builder copies them once).
+enum Cell<'a> {
     Null,
     /// A zero date or time: NULL, counted.
     Zero,
@@ -126,8 +130,8 @@ enum Cell {
     D(i128),
     F(f64),
     B(bool),
-    S(String),
-    Bytes(Vec<u8>),
+    S(Cow<'a, str>),
+    Bytes(Cow<'a, [u8]>),
     Days(i32),
     Micros(i64),
 }
@@ -139,8 +143,12 @@ pub struct RowsBuilder {
     builders: Vec<Builder>,
     schema: SchemaRef,
     rows: usize,
+    /// Columns that must not be NULL: the key merges match on.
+    keys: Vec<usize>,
     /// Zero dates seen (stored as NULL).
     pub zero_dates: u64,
+    /// Rows refused since the caller last took them, for the quarantine.
+    pub rejects: Vec<RowReject>,
 }
 
 impl RowsBuilder {
@@ -152,8 +160,16 @@ impl RowsBuilder {
             defs: defs.to_vec(),
             schema: arrow_schema(defs),
             rows: 0,
+            keys: Vec::new(),
             zero_dates: 0,
+            rejects: Vec::new(),
         }
+    }
+
+    /// Refuses rows with NULL in any of `keys` (column indices): merge cannot place them.
+    pub fn with_keys(mut self, keys: Vec<usize>) -> RowsBuilder {
+        self.keys = keys;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -164,46 +180,76 @@ impl RowsBuilder {
         self.rows == 0
     }
 
-    /// Appends one row given as values in column order.
-    pub fn push_row<I>(&mut self, values: I, origin: Origin) -> Result<(), ConvertError>
-    where
-        I: IntoIterator<Item = Value>,
-    {
-        let mut n = 0;
-        for (i, v) in values.into_iter().enumerate() {
-            self.push(i, v, origin)?;
-            n += 1;
+    /// Appends one row given as values in column order, or nothing and why (all or
+    /// nothing: a refused row leaves the builder as it was).
+    pub fn push_row(&mut self, values: Vec<Value>, origin: Origin) -> Result<(), RowReject> {
+        self.push_rows(vec![values], origin)
+    }
+
+    /// Appends rows that stand or fall together (a key change's delete and insert).
+    fn push_rows(&mut self, rows: Vec<Vec<Value>>, origin: Origin) -> Result<(), RowReject> {
+        let mut converted = Vec::with_capacity(rows.len());
+        for values in &rows {
+            debug_assert_eq!(values.len(), self.builders.len());
+            let mut cells = Vec::with_capacity(values.len());
+            for (i, v) in values.iter().enumerate() {
+                let cell = convert(&self.kinds[i], v, origin)
+                    .and_then(|c| fits(&self.builders[i], c))
+                    .and_then(|c| match c {
+                        Cell::Null | Cell::Zero if self.keys.contains(&i) => {
+                            Err("NULL in a key column (merge cannot place the row)".to_string())
+                        }
+                        c => Ok(c),
+                    })
+                    .map_err(|m| self.reject(i, m, values))?;
+                cells.push(cell);
+            }
+            converted.push(cells);
         }
-        debug_assert_eq!(n, self.builders.len());
-        self.rows += 1;
+        for cells in converted {
+            for (i, cell) in cells.into_iter().enumerate() {
+                if matches!(cell, Cell::Zero) {
+                    self.zero_dates += 1;
+                }
+                append(&mut self.builders[i], cell);
+            }
+            self.rows += 1;
+        }
         Ok(())
     }
 
-    /// Appends one binlog row image (MySQL JSON arrives as its binary form).
-    pub fn push_binlog_row(
+    /// Appends binlog row images (MySQL JSON arrives as its binary form), all or none.
+    pub fn push_binlog_rows(
         &mut self,
-        values: Vec<Option<BinlogValue<'static>>>,
-    ) -> Result<(), ConvertError> {
-        for (i, v) in values.into_iter().enumerate() {
-            let value = match v {
-                None => Value::NULL,
-                Some(BinlogValue::Value(v)) => v,
-                Some(BinlogValue::Jsonb(j)) => {
-                    let json = serde_json::Value::try_from(j)
-                        .map_err(|e| self.error(i, format!("binary JSON: {e}")))?;
-                    Value::Bytes(json.to_string().into_bytes())
-                }
-                Some(BinlogValue::JsonDiff(_)) => {
-                    return Err(self.error(
-                        i,
-                        "partial JSON update in the binlog: set binlog_row_value_options='' so rows carry whole values".into(),
-                    ))
-                }
-            };
-            self.push(i, value, Origin::Binlog)?;
+        images: Vec<Vec<Option<BinlogValue<'static>>>>,
+    ) -> Result<(), RowReject> {
+        let mut rows = Vec::with_capacity(images.len());
+        for values in images {
+            let mut row = Vec::with_capacity(values.len());
+            let mut failed = None;
+            for (i, v) in values.into_iter().enumerate() {
+                row.push(match v {
+                    None => Value::NULL,
+                    Some(BinlogValue::Value(v)) => v,
+                    Some(BinlogValue::Jsonb(j)) => match serde_json::Value::try_from(j) {
+                        Ok(json) => Value::Bytes(json.to_string().into_bytes()),
+                        Err(e) => {
+                            failed.get_or_insert((i, format!("binary JSON: {e}")));
+                            Value::NULL
+                        }
+                    },
+                    Some(BinlogValue::JsonDiff(_)) => {
+                        failed.get_or_insert((i, "partial JSON update in the binlog: set binlog_row_value_options='' so rows carry whole values".into()));
+                        Value::NULL
+                    }
+                });
+            }
+            if let Some((i, message)) = failed {
+                return Err(self.reject(i, message, &row));
+            }
+            rows.push(row);
         }
-        self.rows += 1;
-        Ok(())
+        self.push_rows(rows, Origin::Binlog)
     }
 
     /// The rows so far as a batch; the builder starts over.
@@ -213,33 +259,67 @@ impl RowsBuilder {
         RecordBatch::try_new(self.schema.clone(), columns).expect("builders match the schema")
     }
 
-    fn error(&self, col: usize, message: String) -> ConvertError {
-        ConvertError {
+    fn reject(&self, col: usize, message: String, row: &[Value]) -> RowReject {
+        let raw: Vec<String> = self
+            .defs
+            .iter()
+            .zip(row)
+            .map(|(d, v)| format!("{} = {}", d.name, v.as_sql(true)))
+            .collect();
+        RowReject {
             column: self.defs[col].name.clone(),
             column_type: self.defs[col].column_type.clone(),
             message,
+            raw: raw.join(", "),
         }
-    }
-
-    fn push(&mut self, col: usize, value: Value, origin: Origin) -> Result<(), ConvertError> {
-        let cell = convert(&self.kinds[col], value, origin).map_err(|m| self.error(col, m))?;
-        if matches!(cell, Cell::Zero) {
-            self.zero_dates += 1;
-        }
-        append(&mut self.builders[col], cell).map_err(|m| self.error(col, m))
     }
 }
 
-/// Appends a converted value to its column's builder.
-fn append(b: &mut Builder, cell: Cell) -> Result<(), String> {
-    fn narrow<T: TryFrom<i64>>(v: i64) -> Result<T, String> {
-        T::try_from(v).map_err(|_| format!("{v} is out of range"))
+/// An integer (or YEAR) column's value in a binlog row image, as the table holds it: what a
+/// snapshot chunk's key bounds compare. None for NULL or any other kind of column.
+pub fn binlog_int(def: &ColumnDef, v: &Option<BinlogValue<'static>>) -> Option<i64> {
+    let Some(BinlogValue::Value(v)) = v else {
+        return None;
+    };
+    match convert(&def.kind(), v, Origin::Binlog) {
+        Ok(Cell::I(i)) => Some(i),
+        _ => None,
     }
+}
+
+/// `cell` as its column's builder takes it (integers narrowed), or why it does not fit.
+fn fits<'a>(b: &Builder, cell: Cell<'a>) -> Result<Cell<'a>, String> {
+    fn range(v: i64, min: i64, max: i64) -> Result<(), String> {
+        (min..=max)
+            .contains(&v)
+            .then_some(())
+            .ok_or_else(|| format!("{v} is out of range"))
+    }
+    match (b, &cell) {
+        (_, Cell::Null | Cell::Zero) => {}
+        (Builder::I8(_), Cell::I(v)) => range(*v, i8::MIN as i64, i8::MAX as i64)?,
+        (Builder::I16(_), Cell::I(v)) => range(*v, i16::MIN as i64, i16::MAX as i64)?,
+        (Builder::I32(_), Cell::I(v)) => range(*v, i32::MIN as i64, i32::MAX as i64)?,
+        (Builder::I64(_), Cell::I(_))
+        | (Builder::Dec(_), Cell::D(_))
+        | (Builder::F32(_) | Builder::F64(_), Cell::F(_))
+        | (Builder::Bool(_), Cell::B(_))
+        | (Builder::Str(_), Cell::S(_))
+        | (Builder::Bin(_), Cell::Bytes(_))
+        | (Builder::Date(_), Cell::Days(_))
+        | (Builder::Ts(_), Cell::Micros(_)) => {}
+        _ => return Err("value does not fit the column's Arrow type".into()),
+    }
+    Ok(cell)
+}
+
+/// Appends a converted value that [`fits`] its column's builder.
+fn append(b: &mut Builder, cell: Cell) {
     match (b, cell) {
         (b, Cell::Null | Cell::Zero) => b.null(),
-        (Builder::I8(b), Cell::I(v)) => b.append_value(narrow(v)?),
-        (Builder::I16(b), Cell::I(v)) => b.append_value(narrow(v)?),
-        (Builder::I32(b), Cell::I(v)) => b.append_value(narrow(v)?),
+        (Builder::I8(b), Cell::I(v)) => b.append_value(v as i8),
+        (Builder::I16(b), Cell::I(v)) => b.append_value(v as i16),
+        (Builder::I32(b), Cell::I(v)) => b.append_value(v as i32),
         (Builder::I64(b), Cell::I(v)) => b.append_value(v),
         (Builder::Dec(b), Cell::D(v)) => b.append_value(v),
         (Builder::F32(b), Cell::F(v)) => b.append_value(v as f32),
@@ -249,24 +329,35 @@ fn append(b: &mut Builder, cell: Cell) -> Result<(), String> {
         (Builder::Bin(b), Cell::Bytes(v)) => b.append_value(v),
         (Builder::Date(b), Cell::Days(v)) => b.append_value(v),
         (Builder::Ts(b), Cell::Micros(v)) => b.append_value(v),
-        _ => return Err("value does not fit the column's Arrow type".into()),
+        _ => unreachable!("checked by fits"),
     }
-    Ok(())
 }
 
-fn text(v: Value) -> Result<Vec<u8>, String> {
+fn text(v: &Value) -> Result<Cow<'_, [u8]>, String> {
     match v {
-        Value::Bytes(b) => Ok(b),
-        Value::Int(i) => Ok(i.to_string().into_bytes()),
-        Value::UInt(u) => Ok(u.to_string().into_bytes()),
-        Value::Float(f) => Ok(f.to_string().into_bytes()),
-        Value::Double(f) => Ok(f.to_string().into_bytes()),
+        Value::Bytes(b) => Ok(Cow::Borrowed(b)),
+        Value::Int(i) => Ok(Cow::Owned(i.to_string().into_bytes())),
+        Value::UInt(u) => Ok(Cow::Owned(u.to_string().into_bytes())),
+        Value::Float(f) => Ok(Cow::Owned(f.to_string().into_bytes())),
+        Value::Double(f) => Ok(Cow::Owned(f.to_string().into_bytes())),
         other => Err(format!("unexpected value {other:?}")),
     }
 }
 
-fn utf8(b: Vec<u8>) -> Result<String, String> {
-    String::from_utf8(b).map_err(|e| format!("invalid UTF-8: {e}"))
+fn utf8(b: Cow<'_, [u8]>) -> Result<Cow<'_, str>, String> {
+    match b {
+        Cow::Borrowed(b) => std::str::from_utf8(b).map(Cow::Borrowed).map_err(invalid),
+        Cow::Owned(b) => String::from_utf8(b)
+            .map(Cow::Owned)
+            .map_err(|e| invalid(e.utf8_error())),
+    }
+}
+
+fn invalid(e: std::str::Utf8Error) -> String {
+    format!(
+        "invalid UTF-8 at byte {} (quarantined rather than landed with replacement characters)",
+        e.valid_up_to()
+    )
 }
 
 fn integer(v: &Value) -> Result<i128, String> {
@@ -303,15 +394,15 @@ fn epoch_text_micros(b: &[u8]) -> Result<Option<i64>, String> {
     Ok((sec != 0 || frac != 0).then_some(sec * 1_000_000 + frac))
 }
 
-fn convert(kind: &Kind, v: Value, origin: Origin) -> Result<Cell, String> {
-    if v == Value::NULL {
+fn convert<'a>(kind: &Kind, v: &'a Value, origin: Origin) -> Result<Cell<'a>, String> {
+    if *v == Value::NULL {
         return Ok(Cell::Null);
     }
     Ok(match kind {
         Kind::Int {
             width, unsigned, ..
         } => {
-            let mut i = integer(&v)?;
+            let mut i = integer(v)?;
             if origin == Origin::Binlog {
                 // The binlog's bits, read with the column's own signedness.
                 let span = 1i128 << width;
@@ -324,11 +415,11 @@ fn convert(kind: &Kind, v: Value, origin: Origin) -> Result<Cell, String> {
             Cell::I(i64::try_from(i).map_err(|e| e.to_string())?)
         }
         Kind::UnsignedBig => {
-            let i = integer(&v)?;
+            let i = integer(v)?;
             Cell::D(if i < 0 { i + (1i128 << 64) } else { i })
         }
         Kind::Year => {
-            let y = integer(&v)?;
+            let y = integer(v)?;
             // The binlog writes YEAR as 1900 + its stored byte, so 0000 arrives as 1900.
             Cell::I(if origin == Origin::Binlog && y == 1900 {
                 0
@@ -342,8 +433,8 @@ fn convert(kind: &Kind, v: Value, origin: Origin) -> Result<Cell, String> {
         }
         Kind::WideDecimal => Cell::S(utf8(text(v)?)?),
         Kind::Float | Kind::Double => match v {
-            Value::Float(f) => Cell::F(f as f64),
-            Value::Double(f) => Cell::F(f),
+            Value::Float(f) => Cell::F(*f as f64),
+            Value::Double(f) => Cell::F(*f),
             other => {
                 let t = utf8(text(other)?)?;
                 Cell::F(t.parse().map_err(|_| format!("`{t}` is not a number"))?)
@@ -351,39 +442,44 @@ fn convert(kind: &Kind, v: Value, origin: Origin) -> Result<Cell, String> {
         },
         Kind::Bool => match v {
             Value::Bytes(b) => Cell::B(b.iter().any(|x| *x != 0)),
-            other => Cell::B(integer(&other)? != 0),
+            other => Cell::B(integer(other)? != 0),
         },
         Kind::Bits { bytes } => {
             let b = match v {
-                Value::Bytes(b) => b,
-                other => (integer(&other)? as u64).to_be_bytes().to_vec(),
+                Value::Bytes(b) => b.clone(),
+                other => (integer(other)? as u64).to_be_bytes().to_vec(),
             };
             // Big-endian, exactly ⌈n/8⌉ bytes whichever way it was read.
             let mut out = vec![0u8; *bytes];
             let take = b.len().min(*bytes);
             out[*bytes - take..].copy_from_slice(&b[b.len() - take..]);
-            Cell::Bytes(out)
+            Cell::Bytes(Cow::Owned(out))
         }
         Kind::Text { charset } => {
             let b = text(v)?;
             match origin {
+                // The connection's character set is utf8mb4: the server converted.
                 Origin::Query => Cell::S(utf8(b)?),
-                Origin::Binlog => Cell::S(charset.decode(&b)),
+                // The binlog carries the bytes as stored, in the column's character set.
+                Origin::Binlog => Cell::S(match b {
+                    Cow::Borrowed(b) => charset.decode(b)?,
+                    Cow::Owned(b) => Cow::Owned(charset.decode(&b)?.into_owned()),
+                }),
             }
         }
         Kind::Json => {
             let b = text(v)?;
             let json: serde_json::Value =
                 serde_json::from_slice(&b).map_err(|e| format!("JSON: {e}"))?;
-            Cell::S(json.to_string())
+            Cell::S(Cow::Owned(json.to_string()))
         }
         Kind::Enum { labels } => match (origin, v) {
-            (Origin::Binlog, Value::Int(i)) => Cell::S(if i == 0 {
-                String::new()
+            (Origin::Binlog, Value::Int(i)) => Cell::S(if *i == 0 {
+                Cow::Borrowed("")
             } else {
                 labels
-                    .get(i as usize - 1)
-                    .cloned()
+                    .get(*i as usize - 1)
+                    .map(|l| Cow::Owned(l.clone()))
                     .ok_or_else(|| format!("enum index {i} beyond its {} labels", labels.len()))?
             }),
             (_, other) => Cell::S(utf8(text(other)?)?),
@@ -399,16 +495,19 @@ fn convert(kind: &Kind, v: Value, origin: Origin) -> Result<Cell, String> {
                     })
                     .map(|(_, l)| l.as_str())
                     .collect();
-                Cell::S(chosen.join(","))
+                Cell::S(Cow::Owned(chosen.join(",")))
             }
             (_, other) => Cell::S(utf8(text(other)?)?),
         },
         Kind::FixedBinary { len } => {
-            let mut b = text(v)?;
+            let b = text(v)?;
             if origin == Origin::Binlog && b.len() < *len {
+                let mut b = b.into_owned();
                 b.resize(*len, 0);
+                Cell::Bytes(Cow::Owned(b))
+            } else {
+                Cell::Bytes(b)
             }
-            Cell::Bytes(b)
         }
         Kind::Binary => Cell::Bytes(text(v)?),
         Kind::Geometry => {
@@ -416,24 +515,27 @@ fn convert(kind: &Kind, v: Value, origin: Origin) -> Result<Cell, String> {
             if b.len() < 4 {
                 return Err(format!("geometry of {} bytes has no SRID prefix", b.len()));
             }
-            Cell::Bytes(b[4..].to_vec())
+            Cell::Bytes(match b {
+                Cow::Borrowed(b) => Cow::Borrowed(&b[4..]),
+                Cow::Owned(b) => Cow::Owned(b[4..].to_vec()),
+            })
         }
         Kind::Date => match v {
-            Value::Date(y, m, d, ..) => days(y, m, d).map(Cell::Days).unwrap_or(Cell::Zero),
+            Value::Date(y, m, d, ..) => days(*y, *m, *d).map(Cell::Days).unwrap_or(Cell::Zero),
             other => return Err(format!("unexpected DATE value {other:?}")),
         },
         Kind::DateTime => match v {
-            Value::Date(y, mo, d, h, mi, s, us) => micros(y, mo, d, h, mi, s, us)
+            Value::Date(y, mo, d, h, mi, s, us) => micros(*y, *mo, *d, *h, *mi, *s, *us)
                 .map(Cell::Micros)
                 .unwrap_or(Cell::Zero),
             other => return Err(format!("unexpected DATETIME value {other:?}")),
         },
         Kind::Timestamp => match v {
             // Read with the session in UTC.
-            Value::Date(y, mo, d, h, mi, s, us) => micros(y, mo, d, h, mi, s, us)
+            Value::Date(y, mo, d, h, mi, s, us) => micros(*y, *mo, *d, *h, *mi, *s, *us)
                 .map(Cell::Micros)
                 .unwrap_or(Cell::Zero),
-            Value::Bytes(b) => epoch_text_micros(&b)?
+            Value::Bytes(b) => epoch_text_micros(b)?
                 .map(Cell::Micros)
                 .unwrap_or(Cell::Zero),
             Value::Int(0) => Cell::Zero,
@@ -442,14 +544,14 @@ fn convert(kind: &Kind, v: Value, origin: Origin) -> Result<Cell, String> {
         },
         Kind::Time { fsp } => match v {
             Value::Time(neg, days, h, m, s, us) => {
-                let hours = days as u64 * 24 + h as u64;
-                let mut t = format!("{}{hours:02}:{m:02}:{s:02}", if neg { "-" } else { "" });
+                let hours = *days as u64 * 24 + *h as u64;
+                let mut t = format!("{}{hours:02}:{m:02}:{s:02}", if *neg { "-" } else { "" });
                 if *fsp > 0 {
                     let frac = format!("{us:06}");
                     t.push('.');
                     t.push_str(&frac[..(*fsp as usize).min(6)]);
                 }
-                Cell::S(t)
+                Cell::S(Cow::Owned(t))
             }
             other => Cell::S(utf8(text(other)?)?),
         },
@@ -474,28 +576,85 @@ mod tests {
     #[test]
     fn binlog_and_query_shapes_agree() {
         let e = kind("enum", "enum('x','y')");
-        assert!(matches!(convert(&e, Value::Int(2), Origin::Binlog), Ok(Cell::S(s)) if s == "y"));
+        assert!(matches!(convert(&e, &Value::Int(2), Origin::Binlog), Ok(Cell::S(s)) if s == "y"));
         let s = kind("set", "set('a','b','c')");
         assert!(
-            matches!(convert(&s, Value::Bytes(vec![0b101]), Origin::Binlog), Ok(Cell::S(s)) if s == "a,c")
+            matches!(convert(&s, &Value::Bytes(vec![0b101]), Origin::Binlog), Ok(Cell::S(s)) if s == "a,c")
         );
         let t = kind("timestamp", "timestamp(6)");
-        let a = convert(&t, Value::Bytes(b"1.5".to_vec()), Origin::Binlog);
+        let (text, date) = (
+            Value::Bytes(b"1.5".to_vec()),
+            Value::Date(1970, 1, 1, 0, 0, 1, 500_000),
+        );
+        let a = convert(&t, &text, Origin::Binlog);
         assert!(matches!(a, Ok(Cell::Micros(1_500_000))));
-        let b = convert(&t, Value::Date(1970, 1, 1, 0, 0, 1, 500_000), Origin::Query);
+        let b = convert(&t, &date, Origin::Query);
         assert!(matches!(b, Ok(Cell::Micros(1_500_000))));
         let tm = kind("time", "time(2)");
         assert!(
-            matches!(convert(&tm, Value::Time(true, 34, 22, 59, 59, 120_000), Origin::Binlog), Ok(Cell::S(s)) if s == "-838:59:59.12")
+            matches!(convert(&tm, &Value::Time(true, 34, 22, 59, 59, 120_000), Origin::Binlog), Ok(Cell::S(s)) if s == "-838:59:59.12")
         );
         let latin = kind("varchar", "varchar(5)");
         assert!(
-            matches!(convert(&latin, Value::Bytes(vec![0xe9]), Origin::Binlog), Ok(Cell::S(s)) if s == "é")
+            matches!(convert(&latin, &Value::Bytes(vec![0xe9]), Origin::Binlog), Ok(Cell::S(s)) if s == "é")
         );
         let d = kind("date", "date");
         assert!(matches!(
-            convert(&d, Value::Date(0, 0, 0, 0, 0, 0, 0), Origin::Query),
+            convert(&d, &Value::Date(0, 0, 0, 0, 0, 0, 0), Origin::Query),
             Ok(Cell::Zero)
         ));
+    }
+
+    /// Bytes that are not text in their character set are refused the same way whether a
+    /// snapshot query or the binlog read them (never landed with U+FFFD).
+    #[test]
+    fn invalid_text_is_refused_by_snapshot_and_binlog_alike() {
+        let mut utf8 = kind("varchar", "varchar(5)");
+        if let Kind::Text { charset } = &mut utf8 {
+            *charset = crate::mysql::columns::Charset::Utf8;
+        }
+        let bad = Value::Bytes(vec![b'a', 0xc3, 0x28]);
+        for origin in [Origin::Query, Origin::Binlog] {
+            let err = convert(&utf8, &bad, origin).err().unwrap();
+            assert!(err.contains("invalid UTF-8 at byte 1"), "{origin:?}: {err}");
+        }
+        // A row refused whole, named by column, the builder as it was.
+        let defs = vec![
+            ColumnDef {
+                name: "id".into(),
+                data_type: "int".into(),
+                column_type: "int(11)".into(),
+                charset: None,
+                nullable: false,
+            },
+            ColumnDef {
+                name: "v".into(),
+                data_type: "varchar".into(),
+                column_type: "varchar(5)".into(),
+                charset: Some("utf8mb4".into()),
+                nullable: true,
+            },
+        ];
+        let mut b = RowsBuilder::new(&defs).with_keys(vec![0]);
+        b.push_row(
+            vec![Value::Int(1), Value::Bytes(b"ok".to_vec())],
+            Origin::Query,
+        )
+        .unwrap();
+        let r = b
+            .push_row(vec![Value::Int(2), bad.clone()], Origin::Binlog)
+            .unwrap_err();
+        assert_eq!(r.column, "v");
+        assert!(r.raw.starts_with("id = 2, v = "), "{}", r.raw);
+        let r = b
+            .push_row(
+                vec![Value::NULL, Value::Bytes(b"x".to_vec())],
+                Origin::Query,
+            )
+            .unwrap_err();
+        assert_eq!(r.column, "id");
+        assert!(r.message.contains("NULL in a key column"), "{}", r.message);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.finish().num_rows(), 1);
     }
 }

@@ -26,6 +26,15 @@ pub struct ChunkPlan {
 }
 
 impl ChunkPlan {
+    /// The chunk holding key value `k` (of the chunk column).
+    pub fn chunk_of(&self, k: i64) -> i64 {
+        if self.step == 0 {
+            return 0;
+        }
+        (((k as i128 - self.lo as i128).div_euclid(self.step as i128))
+            .clamp(0, self.chunks as i128 - 1)) as i64
+    }
+
     pub const WHOLE: ChunkPlan = ChunkPlan {
         lo: 0,
         step: 0,
@@ -96,37 +105,48 @@ pub async fn plan(
     Ok(ChunkPlan { lo, step, chunks })
 }
 
-/// Opens `n` connections, each inside a consistent-snapshot transaction, and the binlog
-/// position that snapshot corresponds to.
+/// A connection inside a consistent-snapshot transaction, and the binlog position that
+/// snapshot corresponds to (when asked for): changes committed at or before it are in what
+/// it reads, later ones are not.
+pub struct Reader {
+    pub conn: Conn,
+    pub position: Option<BinlogPosition>,
+}
+
+/// Opens `n` readers, each inside a consistent-snapshot transaction, with (`want_position`)
+/// the binlog position of its snapshot.
 ///
-/// With a global read lock (FLUSH TABLES WITH READ LOCK, held for milliseconds while the
-/// transactions start) all readers see exactly the returned position. Without the privilege
-/// the position is read before the readers start: they may see a little more than it, and
-/// CDC from that position replays those changes, which the merge absorbs (full row images
-/// make each change idempotent).
+/// MariaDB tells each transaction its own position (`binlog_snapshot_file` and
+/// `_position`), so readers need no lock and each position is exact. MySQL has no such
+/// status: a global read lock (FLUSH TABLES WITH READ LOCK, held for milliseconds while the
+/// transactions start) puts every reader at one position. Without the privilege the position
+/// is read before the readers start: they may see a little more than it, and CDC from it
+/// replays those changes (a merge absorbs them; an append table would see them twice — the
+/// warning says so).
 pub async fn open_readers(
     mysql: &MySql,
     n: usize,
     flavor: Flavor,
     want_position: bool,
-) -> Result<(Vec<Conn>, Option<BinlogPosition>), SourceError> {
+) -> Result<Vec<Reader>, SourceError> {
+    let per_reader = flavor == Flavor::MariaDb && want_position;
     let mut coordinator = mysql.connect().await?;
-    // One reader needs no lock to be consistent with itself; several need it to share a
-    // point in time, and CDC needs it to know which binlog position that point is.
-    let locked = if want_position || n > 1 {
+    // Several readers share one point in time only under the lock (MySQL; MariaDB readers
+    // each know their own point).
+    let locked = if !per_reader && (want_position || n > 1) {
         match coordinator.query_drop("FLUSH TABLES WITH READ LOCK").await {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(source = %mysql.source, error = %e, "no global read lock: snapshot readers start just after the recorded position");
+                tracing::warn!(source = %mysql.source, error = %e, "no global read lock: snapshot readers start just after the recorded position, and an append or history table may receive the changes of those milliseconds twice");
                 false
             }
         }
     } else {
         false
     };
-    let mut position = None;
-    if want_position && !locked {
-        position = Some(current_position(mysql, &mut coordinator, flavor).await?.0);
+    let mut shared = None;
+    if want_position && !per_reader && !locked {
+        shared = Some(current_position(mysql, &mut coordinator, flavor).await?.0);
     }
     let mut readers = Vec::with_capacity(n);
     let started = async {
@@ -138,14 +158,18 @@ pub async fn open_readers(
             c.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
                 .await
                 .map_err(|e| mysql.db_err("starting a snapshot", e))?;
-            readers.push(c);
+            let position = match per_reader {
+                true => Some(snapshot_position(mysql, &mut c).await?),
+                false => None,
+            };
+            readers.push(Reader { conn: c, position });
         }
         Ok::<(), SourceError>(())
     }
     .await;
     if locked {
         if started.is_ok() && want_position {
-            position = Some(current_position(mysql, &mut coordinator, flavor).await?.0);
+            shared = Some(current_position(mysql, &mut coordinator, flavor).await?.0);
         }
         coordinator
             .query_drop("UNLOCK TABLES")
@@ -154,7 +178,36 @@ pub async fn open_readers(
     }
     started?;
     let _ = coordinator.disconnect().await;
-    Ok((readers, position))
+    if shared.is_some() {
+        for r in &mut readers {
+            r.position = shared.clone();
+        }
+    }
+    Ok(readers)
+}
+
+/// MariaDB: the binlog position of the current consistent-snapshot transaction.
+async fn snapshot_position(mysql: &MySql, conn: &mut Conn) -> Result<BinlogPosition, SourceError> {
+    let rows: Vec<(String, String)> = conn
+        .query("SHOW SESSION STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .map_err(|e| mysql.db_err("reading the snapshot's binlog position", e))?;
+    let get = |name: &str| {
+        rows.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
+        (Some(file), Some(pos)) if !file.is_empty() => Ok(BinlogPosition {
+            file,
+            pos: pos
+                .parse()
+                .map_err(|_| mysql.err(format!("binlog_snapshot_position `{pos}`")))?,
+        }),
+        _ => Err(mysql.err(
+            "the server reports no binlog position for the snapshot (binlog_snapshot_file): is log_bin on?",
+        )),
+    }
 }
 
 /// Reads chunk `i` of `table` on a reader connection into batches of [`BATCH_ROWS`].
@@ -223,10 +276,11 @@ async fn query_rows(
         .map_err(|e| mysql.db_err(what, e))?;
     let mut rows = 0u64;
     while let Some(row) = result.next().await.map_err(|e| mysql.db_err(what, e))? {
-        builder
-            .push_row(row.unwrap(), Origin::Query)
-            .map_err(|e| mysql.err(format!("{what}: {e}")))?;
-        rows += 1;
+        // A row that does not convert goes to the quarantine; the others land.
+        match builder.push_row(row.unwrap(), Origin::Query) {
+            Ok(()) => rows += 1,
+            Err(r) => builder.rejects.push(r),
+        }
         if builder.len() >= BATCH_ROWS {
             emit(mysql, &mut out, builder.finish()).await?;
         }
@@ -251,9 +305,10 @@ async fn emit(mysql: &MySql, out: &mut Out<'_>, batch: RecordBatch) -> Result<()
     }
 }
 
-/// Rows whose cursor column is at or past `from` (all rows when None), in cursor order:
-/// seed 004's hourly export, with an inclusive bound so rows sharing the last value are not
-/// missed (the merge removes the repeats).
+/// Rows whose cursor column is at or past `from`, and rows whose cursor is NULL (all rows
+/// when `from` is None), in cursor order: seed 004's hourly export. The bound is inclusive so
+/// rows that share the last value but arrive later are not missed; the engine drops the rows
+/// the lake already holds.
 pub async fn read_incremental(
     mysql: &MySql,
     conn: &mut Conn,
@@ -266,7 +321,7 @@ pub async fn read_incremental(
     let mut sql = select_all(mysql, table);
     let mut params = Vec::new();
     if let Some(v) = from {
-        sql += &format!(" WHERE {} >= ?", quote(cursor));
+        sql += &format!(" WHERE {c} >= ? OR {c} IS NULL", c = quote(cursor));
         params.push(v);
     }
     sql += &format!(" ORDER BY {}", quote(cursor));
@@ -289,5 +344,14 @@ mod tests {
         assert_eq!(plan.bounds(1), (Some(11), Some(21)));
         assert_eq!(plan.bounds(2), (Some(21), None));
         assert_eq!(ChunkPlan::WHOLE.bounds(0), (None, None));
+        // Every key lies in the chunk whose bounds hold it.
+        for k in [-5, 1, 10, 11, 20, 21, 500] {
+            let (lo, hi) = plan.bounds(plan.chunk_of(k));
+            assert!(
+                lo.is_none_or(|lo| k >= lo) && hi.is_none_or(|hi| k < hi),
+                "{k}"
+            );
+        }
+        assert_eq!(ChunkPlan::WHOLE.chunk_of(7), 0);
     }
 }
