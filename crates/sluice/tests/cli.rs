@@ -9,7 +9,7 @@ use common::Sandbox;
 fn config_errors_exit_2_with_field_and_line() {
     let sb = Sandbox::new();
     sb.config(
-        "[sources.a]\nkind = \"files\"\nurl = \"in/\"\ndelimiter = \"ab\"\nload = \"merge\"\n",
+        "[sources.a]\nkind = \"files\"\nurl = \"in/\"\ndelimiter = \"ab\"\nload = \"history\"\n",
     );
     let out = sb.run(&["sync"], &[]);
     assert_eq!(out.status.code(), Some(2));
