@@ -3,7 +3,6 @@
 
 use serde::Serialize;
 
-use sluice_core::config::SourceKind;
 use sluice_sources::files::FilesSource;
 
 use crate::Project;
@@ -46,12 +45,9 @@ pub async fn check(project: &Project) -> Vec<Check> {
         },
     );
     for spec in project.config.all_tables() {
-        let Ok(src) = project.source(&spec.source) else {
+        let Some(src) = project.source(&spec.source).ok().and_then(|s| s.as_files()) else {
             continue;
         };
-        if src.kind != SourceKind::Files {
-            continue;
-        }
         let what = format!("source {} ({})", spec.source, src.url);
         let url = project.config.resolve_path(&src.url);
         out.push(
@@ -83,7 +79,7 @@ pub async fn check(project: &Project) -> Vec<Check> {
         );
     }
     for (name, src) in &project.config.sources {
-        if src.kind == SourceKind::Mysql {
+        if let Some(src) = src.as_mysql() {
             let (ok, detail) = match crate::mysql::check_source(project, name, src).await {
                 Ok(d) => (true, d),
                 Err(e) => (false, e.to_string()),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use sluice_core::config::{Config, SourceConfig, DEFAULT_SAMPLE_FILES};
+use sluice_core::config::{Config, FilesConfig, SourceConfig, DEFAULT_SAMPLE_FILES};
 use sluice_sources::files::{FileEntry, FileLocation, FilesSource, InferredSchema};
 
 use crate::EngineError;
@@ -255,8 +255,15 @@ fn section_body(
     body
 }
 
-fn source_config(body: &str) -> Result<SourceConfig, EngineError> {
-    toml::from_str(body).map_err(|e| EngineError::Internal(format!("crawl source section: {e}")))
+fn source_config(body: &str) -> Result<FilesConfig, EngineError> {
+    match toml::from_str(body) {
+        Ok(SourceConfig::Files(c)) => Ok(c),
+        Ok(other) => Err(EngineError::Internal(format!(
+            "crawl source section is a {} source",
+            other.kind()
+        ))),
+        Err(e) => Err(EngineError::Internal(format!("crawl source section: {e}"))),
+    }
 }
 
 /// Appends the source to the config (creating it if need be) and checks that the config still

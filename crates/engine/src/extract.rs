@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use sluice_core::change::{change_schema, data_schema, stamp, Op, Stamp};
-use sluice_core::config::{SourceConfig, TableSpec};
+use sluice_core::config::{FilesConfig, TableSpec};
 use sluice_core::failpoint;
 use sluice_lake::{LakeTable, LakeWriter, TablePath};
 use sluice_sources::files::{FileEntry, FileEvent, FilesSource, InferredSchema};
@@ -59,7 +59,7 @@ fn is_zero(n: &u64) -> bool {
 pub async fn extract(
     project: &Project,
     spec: &TableSpec,
-    src: &SourceConfig,
+    src: &FilesConfig,
     show_progress: bool,
 ) -> Result<ExtractReport, EngineError> {
     let url = project.config.resolve_path(&src.url);

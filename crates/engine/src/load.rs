@@ -444,7 +444,7 @@ fn full_state_images(project: &Project, spec: &TableSpec) -> bool {
         .config
         .sources
         .get(&spec.source)
-        .is_some_and(|s| s.kind != sluice_core::config::SourceKind::Files)
+        .is_some_and(|s| s.as_files().is_none())
 }
 
 /// Merge without a key matches rows on their identity, which the load computes. It cannot
@@ -460,7 +460,7 @@ fn refuse_keyless_merge(
         .config
         .sources
         .get(&spec.source)
-        .is_some_and(|s| s.mode == Some(sluice_core::config::Mode::Incremental));
+        .is_some_and(|s| s.mode() == sluice_core::config::Mode::Incremental);
     let why = if incremental {
         "an incremental read never sees a changed row's old version, so a table without a key cannot be merged"
     } else if wh.wants_lake_files() {

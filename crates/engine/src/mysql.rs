@@ -28,8 +28,8 @@ use tokio::sync::{mpsc, watch};
 
 use sluice_core::change::{change_schema, data_schema, stamp_rows, Op};
 use sluice_core::config::{
-    Mode, SourceConfig, TableSpec, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS,
-    DEFAULT_CHUNK_ROWS, DEFAULT_SNAPSHOT_PARALLELISM,
+    Mode, MysqlConfig, TableSpec, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS, DEFAULT_CHUNK_ROWS,
+    DEFAULT_SNAPSHOT_PARALLELISM,
 };
 use sluice_core::failpoint;
 use sluice_core::reject::Reject;
@@ -155,7 +155,7 @@ impl Captured {
     }
 }
 
-fn mysql_of(name: &str, src: &SourceConfig, project: &Project) -> Result<MySql, EngineError> {
+fn mysql_of(name: &str, src: &MysqlConfig, project: &Project) -> Result<MySql, EngineError> {
     let password = match &src.password {
         Some(s) => Some(
             s.resolve()
@@ -186,14 +186,14 @@ struct Connected {
 async fn connect(
     project: &Project,
     name: &str,
-    src: &SourceConfig,
+    src: &MysqlConfig,
 ) -> Result<Connected, EngineError> {
     let mysql = mysql_of(name, src, project)?;
     let mut conn = mysql.connect().await?;
     let flavor = mysql.flavor(&mut conn).await?;
     let configured = project
         .config
-        .source_tables(name, src)
+        .source_tables(name, project.source(name)?)
         .into_iter()
         .map(|s| s.table)
         .collect();
@@ -209,7 +209,7 @@ async fn connect(
 pub async fn extract_source(
     project: &Project,
     name: &str,
-    src: &SourceConfig,
+    src: &MysqlConfig,
     only: Option<&[String]>,
     opts: &MySqlOptions,
 ) -> Result<Vec<TableOutcome>, EngineError> {
@@ -230,7 +230,7 @@ pub async fn extract_source(
                 .collect(),
         ),
     };
-    let mode = src.mode.unwrap_or(Mode::Snapshot);
+    let mode = src.mode();
     if mode == Mode::Cdc {
         binlog::check_server(&mysql, &mut conn).await?;
     }
@@ -240,9 +240,10 @@ pub async fn extract_source(
     let mut tables = Vec::new();
     let mut failed = Vec::new();
     for info in infos {
-        let spec = project
-            .config
-            .table_spec(name, src, &info.name, &info.primary_key);
+        let spec =
+            project
+                .config
+                .table_spec(name, project.source(name)?, &info.name, &info.primary_key);
         match open_log(project, &spec, &info).await {
             Ok((log, stored)) => {
                 let mut c = Captured {
@@ -347,7 +348,7 @@ pub async fn extract_source(
 pub async fn check_source(
     project: &Project,
     name: &str,
-    src: &SourceConfig,
+    src: &MysqlConfig,
 ) -> Result<String, EngineError> {
     let Connected {
         mysql,
@@ -362,7 +363,7 @@ pub async fn check_source(
         )
         .await?;
     let mut detail = format!("{flavor:?}, {} table(s)", tables.len());
-    if src.mode == Some(Mode::Cdc) {
+    if src.mode() == Mode::Cdc {
         binlog::check_server(&mysql, &mut conn).await?;
         let (pos, gtid) = binlog::current_position(&mysql, &mut conn, flavor).await?;
         detail += &format!(", ROW binlog at {pos}");

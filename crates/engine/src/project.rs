@@ -61,7 +61,7 @@ impl Project {
                 None => (s.clone(), None),
             };
             let config = self.source(&src)?;
-            if let (Some(t), sluice_core::config::SourceKind::Files) = (&table, config.kind) {
+            if let (Some(t), Some(_)) = (&table, config.as_files()) {
                 if !self
                     .config
                     .source_tables(&src, config)
@@ -98,7 +98,7 @@ impl Project {
         let mut out = Vec::new();
         for (name, src) in &self.config.sources {
             let configured = self.config.source_tables(name, src);
-            if src.kind == sluice_core::config::SourceKind::Files {
+            if src.as_files().is_some() {
                 out.extend(configured);
                 continue;
             }

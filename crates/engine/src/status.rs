@@ -113,11 +113,7 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
         out.push(TableStatus {
             source: spec.source.clone(),
             table: spec.table.clone(),
-            mode: format!(
-                "{:?}",
-                src.mode.unwrap_or(sluice_core::config::Mode::Snapshot)
-            )
-            .to_lowercase(),
+            mode: format!("{:?}", src.mode()).to_lowercase(),
             key: spec.primary_key.clone(),
             lake_version,
             changes,

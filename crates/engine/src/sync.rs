@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use tokio::sync::watch;
 
-use sluice_core::config::{SourceKind, TableSpec};
+use sluice_core::config::{SourceConfig, TableSpec};
 
 use crate::extract::{extract, ExtractReport};
 use crate::load::{load, LoadResult};
@@ -153,14 +153,14 @@ pub async fn sync(
     let mut tables = Vec::new();
     for (source, only) in project.select_sources(selectors)? {
         let src = project.source(&source)?;
-        match src.kind {
-            SourceKind::Files => {
+        match src {
+            SourceConfig::Files(files) => {
                 let specs = project.config.source_tables(&source, src);
                 for spec in specs
                     .into_iter()
                     .filter(|s| only.as_ref().is_none_or(|o| o.contains(&s.table)))
                 {
-                    let extracted = extract(project, &spec, src, opts.progress).await;
+                    let extracted = extract(project, &spec, files, opts.progress).await;
                     let (report, error) = match extracted {
                         Ok(r) => (r, None),
                         Err(e) => (ExtractReport::default(), Some(e.to_string())),
@@ -170,7 +170,7 @@ pub async fn sync(
                     tables.push(ts);
                 }
             }
-            SourceKind::Mysql => {
+            SourceConfig::Mysql(mysql) => {
                 let mopts = MySqlOptions {
                     progress: opts.progress,
                     follow: opts.follow.clone(),
@@ -181,7 +181,7 @@ pub async fn sync(
                         .filter_map(|s| s.strip_prefix(&format!("{source}.")).map(String::from))
                         .collect(),
                 };
-                match extract_source(project, &source, src, only.as_deref(), &mopts).await {
+                match extract_source(project, &source, mysql, only.as_deref(), &mopts).await {
                     Ok(outcomes) => {
                         for o in outcomes {
                             tables.push(
@@ -202,7 +202,8 @@ pub async fn sync(
             }
             other => {
                 return Err(EngineError::Usage(format!(
-                    "source kind {other:?} is not available in this build"
+                    "source kind {} is not available in this build",
+                    other.kind()
                 )))
             }
         }

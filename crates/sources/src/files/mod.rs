@@ -24,7 +24,7 @@ use object_store::ObjectStoreExt;
 use tokio::io::AsyncWriteExt;
 
 use sluice_core::config::{
-    single_byte, split_column, FileFormat, Nested, SourceConfig, DEFAULT_MAX_DEPTH,
+    single_byte, split_column, FileFormat, FilesConfig, Nested, DEFAULT_MAX_DEPTH,
     DEFAULT_SAMPLE_FILES, DEFAULT_SAMPLE_ROWS, DEFAULT_SETTLE_SECS,
 };
 use sluice_core::reject::Reject;
@@ -107,7 +107,7 @@ impl FilesSource {
     pub fn new(
         name: &str,
         table: &str,
-        cfg: &SourceConfig,
+        cfg: &FilesConfig,
         url: &str,
         opts: &StoreOptions,
     ) -> Result<FilesSource, SourceError> {

@@ -16,6 +16,14 @@ use serde::Deserialize;
 use crate::secret::Secret;
 use crate::types::parse_type;
 
+mod files;
+mod mysql;
+mod source;
+
+pub use files::FilesConfig;
+pub use mysql::MysqlConfig;
+pub use source::{Shared, SourceConfig, Unbuilt};
+
 /// Default lake location when `[lake]` is absent: `./lake` beside the config file.
 pub const DEFAULT_LAKE: &str = "lake";
 /// Default embedded warehouse when no `[warehouses]` is configured.
@@ -230,16 +238,6 @@ impl WarehouseConfig {
             WarehouseConfig::Redshift { .. } => "redshift",
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    Mysql,
-    Postgres,
-    Mongodb,
-    Files,
-    Events,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -493,85 +491,6 @@ pub struct Layout {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    pub kind: SourceKind,
-    /// Database URL, or for files a folder/pattern (`drops/supplier/{date}/`, `s3://b/p/{date}/`).
-    pub url: String,
-    pub password: Option<Secret>,
-    /// snapshot | incremental | cdc (files: snapshot).
-    pub mode: Option<Mode>,
-    pub tables: Option<Tables>,
-    /// Warehouse name; default the only one configured.
-    pub warehouse: Option<String>,
-    /// merge | append | replace | history, or a list; default merge when a key is known, else append.
-    pub load: Option<LoadSpec>,
-    pub deletes: Option<Deletes>,
-    /// halt | evolve | freeze, or per kind of change (see [`SchemaPolicies`]).
-    pub schema_changes: Option<SchemaChangesSpec>,
-
-    // files
-    /// csv | tsv | json | parquet; default from the file extension, else csv.
-    pub format: Option<FileFormat>,
-    /// One character; default `,` (`\t` for tsv).
-    pub delimiter: Option<String>,
-    /// Whether the first line names the columns; default true.
-    pub header: Option<bool>,
-    /// One character; default `"`.
-    pub quote: Option<String>,
-    /// The text that means NULL; default the empty field.
-    pub null_value: Option<String>,
-    /// The lake table the files feed; default the source name.
-    pub table: Option<String>,
-    /// Declared columns in order, `"name type"` (e.g. `"s_acctbal decimal(15,2)"`); default inferred.
-    pub columns: Option<Vec<String>>,
-    /// Rows sampled per file for inference.
-    pub sample_rows: Option<usize>,
-    /// Files sampled for inference, spread over the listing (first, last, evenly between);
-    /// default 5.
-    pub sample_files: Option<usize>,
-    /// Folders between `url` and the files become columns: `key=value` folders named by
-    /// their key, others `partition_<level>`; default false.
-    pub partitions: Option<bool>,
-    /// Only files whose name matches this glob (`*` and `?`), e.g. `"*.tbl"`.
-    pub pattern: Option<String>,
-    /// Files are taken only from folders that hold a file of this name, which the producer
-    /// writes last (`"_SUCCESS"`); default: every file, once it has settled.
-    pub ready_marker: Option<String>,
-    /// Seconds a local file must be left unchanged before it is read; default 2 (0: read at
-    /// once). Object stores show an object only once it is complete.
-    pub settle_secs: Option<u64>,
-
-    // databases
-    /// TLS: disabled | preferred (default) | required | verify_ca | verify_identity.
-    pub ssl_mode: Option<String>,
-    /// CA certificate (PEM) for verify_ca / verify_identity.
-    pub ssl_ca: Option<String>,
-    /// Cursor column for `mode = "incremental"` (tables may override).
-    pub cursor: Option<String>,
-    /// Snapshot chunks read at once, each on its own connection; default 2.
-    pub snapshot_parallelism: Option<usize>,
-    /// Rows per snapshot chunk (the unit of resumption); default 100,000.
-    pub chunk_rows: Option<u64>,
-    /// Server id sluice uses as a binlog replica; default derived from the source name.
-    pub server_id: Option<u32>,
-    /// CDC: changes buffered before a lake commit; default 20,000.
-    pub batch_max_rows: Option<usize>,
-    /// CDC: longest a change waits before its lake commit, in milliseconds; default 1,000.
-    pub batch_max_ms: Option<u64>,
-
-    // scheduling (serve)
-    pub trigger: Option<String>,
-    pub poll_interval_secs: Option<u64>,
-    pub schedule: Option<String>,
-    pub max_lag_secs: Option<u64>,
-    /// json (default) | flatten: what nested objects in documents become.
-    pub nested: Option<Nested>,
-    /// With `nested = "flatten"`: levels of objects flattened; deeper ones stay JSON text.
-    pub max_depth: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ServeConfig {
     pub listen: Option<String>,
     pub token: Option<Secret>,
@@ -685,14 +604,55 @@ impl Config {
 
     /// Parses and validates config text; relative paths resolve against `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
-        let mut config: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+        let syntax = |e: toml::de::Error| {
+            // Errors inside a source (parsed by its `kind`) come without their place: the
+            // value or key the message names finds it.
+            let line = named_token(e.message())
+                .and_then(|t| find_token(text, &t))
+                .or_else(|| e.span().map(|s| text[..s.start].matches('\n').count() + 1));
             vec![ConfigError {
                 field: "(syntax)".into(),
                 line,
                 message: e.message().to_string(),
             }]
-        })?;
+        };
+        // Keys a source's kind does not take are all named first; the strict parse that
+        // follows would stop at the first of them.
+        let mut table: toml::Table = toml::from_str(text).map_err(syntax)?;
+        let mut stray = Vec::new();
+        if let Some(toml::Value::Table(sources)) = table.get_mut("sources") {
+            for (name, src) in sources.iter_mut() {
+                if let toml::Value::Table(src) = src {
+                    for (key, message) in source::strip_unknown_keys(src) {
+                        stray.push(ConfigError {
+                            field: format!("sources.{name}.{key}"),
+                            line: None,
+                            message,
+                        });
+                    }
+                }
+            }
+        }
+        let parsed = match stray.is_empty() {
+            true => toml::from_str::<Config>(text).map_err(syntax),
+            false => toml::Value::Table(table).try_into::<Config>().map_err(|e| {
+                vec![ConfigError {
+                    field: "(config)".into(),
+                    line: None,
+                    message: e.message().to_string(),
+                }]
+            }),
+        };
+        let mut config = match parsed {
+            Ok(c) => c,
+            Err(mut errs) => {
+                stray.append(&mut errs);
+                for e in &mut stray {
+                    e.line = e.line.or_else(|| locate(text, &e.field));
+                }
+                return Err(stray);
+            }
+        };
         config.base_dir = if base_dir.as_os_str().is_empty() {
             PathBuf::from(".")
         } else {
@@ -708,7 +668,8 @@ impl Config {
                 },
             );
         }
-        let mut errors = config.validate();
+        let mut errors = stray;
+        errors.extend(config.validate());
         for e in &mut errors {
             e.line = e.line.or_else(|| locate(text, &e.field));
         }
@@ -840,12 +801,8 @@ impl Config {
                         .into(),
                 );
             }
-            for (key, set) in [
-                ("trigger", src.trigger.is_some()),
-                ("poll_interval_secs", src.poll_interval_secs.is_some()),
-                ("schedule", src.schedule.is_some()),
-                ("max_lag_secs", src.max_lag_secs.is_some()),
-            ] {
+            let shared = src.shared();
+            for (key, set) in shared.scheduling {
                 if set {
                     err(
                         f(key),
@@ -853,7 +810,7 @@ impl Config {
                     );
                 }
             }
-            if let Some(w) = &src.warehouse {
+            if let Some(w) = shared.warehouse {
                 if !self.warehouses.contains_key(w) {
                     err(
                         f("warehouse"),
@@ -872,136 +829,28 @@ impl Config {
                     ),
                 );
             }
-            match src.kind {
-                SourceKind::Files => {}
-                SourceKind::Mysql => {
-                    for (key, m) in self.validate_mysql(name, src) {
-                        err(f(key), m);
-                    }
-                    continue;
-                }
-                other => {
-                    err(
-                        f("kind"),
-                        format!(
-                            "source kind `{other:?}` is not available in this build yet (files and mysql are)"
-                        )
-                        .to_lowercase(),
-                    );
-                    continue;
-                }
+            let specs = self.source_tables(name, src);
+            let kind_errors = match src {
+                SourceConfig::Files(c) => c.validate(name),
+                SourceConfig::Mysql(c) => c.validate(
+                    &specs
+                        .iter()
+                        .map(|s| (s.table.clone(), s.cursor.clone()))
+                        .collect::<Vec<_>>(),
+                ),
+                other => vec![(
+                    "kind".to_string(),
+                    format!(
+                        "source kind `{}` is not available in this build yet (files and mysql are)",
+                        other.kind()
+                    ),
+                )],
+            };
+            for (key, message) in kind_errors {
+                err(f(&key), message);
             }
-            if let Some(mode) = src.mode {
-                if mode != Mode::Snapshot {
-                    err(
-                        f("mode"),
-                        "files sources read in snapshot mode (each new file is read once)".into(),
-                    );
-                }
-            }
-            for (key, set) in [
-                ("ssl_mode", src.ssl_mode.is_some()),
-                ("ssl_ca", src.ssl_ca.is_some()),
-                ("cursor", src.cursor.is_some()),
-                ("snapshot_parallelism", src.snapshot_parallelism.is_some()),
-                ("chunk_rows", src.chunk_rows.is_some()),
-                ("server_id", src.server_id.is_some()),
-                ("batch_max_rows", src.batch_max_rows.is_some()),
-                ("batch_max_ms", src.batch_max_ms.is_some()),
-            ] {
-                if set {
-                    err(
-                        f(key),
-                        "is a database source option; files sources do not take it".into(),
-                    );
-                }
-            }
-            for (key, value) in [("delimiter", &src.delimiter), ("quote", &src.quote)] {
-                if let Some(v) = value {
-                    if single_byte(v).is_none() {
-                        err(
-                            f(key),
-                            format!("must be exactly one ASCII character, got {v:?}"),
-                        );
-                    }
-                }
-            }
-            if let Some(cols) = &src.columns {
-                let mut seen = std::collections::HashSet::new();
-                for (i, c) in cols.iter().enumerate() {
-                    match split_column(c) {
-                        Ok((col, _)) => {
-                            if crate::change::is_change_column(col) {
-                                err(
-                                    format!("{}[{i}]", f("columns")),
-                                    format!("`{col}` is reserved for sluice"),
-                                );
-                            }
-                            if !seen.insert(col.to_string()) {
-                                err(
-                                    format!("{}[{i}]", f("columns")),
-                                    format!("column `{col}` is declared twice"),
-                                );
-                            }
-                        }
-                        Err(m) => err(format!("{}[{i}]", f("columns")), m),
-                    }
-                }
-            }
-            if let Some(Tables::List(list)) = &src.tables {
-                if list.len() > 1 {
-                    err(
-                        f("tables"),
-                        "a files source feeds one table; use `table = \"NAME\"`".into(),
-                    );
-                }
-            }
-            if let Some(Tables::Map(map)) = &src.tables {
-                let table = self.files_table_name(name, src);
-                for key in map.keys() {
-                    if *key != table {
-                        err(
-                            format!("sources.{name}.tables.{key}"),
-                            format!("this files source feeds table `{table}` only"),
-                        );
-                    }
-                }
-            }
-            if src.max_depth.is_some() && src.nested != Some(Nested::Flatten) {
-                err(
-                    f("max_depth"),
-                    "applies to nested = \"flatten\" only".into(),
-                );
-            }
-            for (key, value) in [
-                ("sample_files", src.sample_files),
-                ("sample_rows", src.sample_rows),
-                ("max_depth", src.max_depth),
-            ] {
-                if value == Some(0) {
-                    err(f(key), "must be at least 1".into());
-                }
-            }
-            if let Some(m) = &src.ready_marker {
-                if m.is_empty() || m.contains('/') {
-                    err(
-                        f("ready_marker"),
-                        "is a file name (e.g. \"_SUCCESS\"), without folders".into(),
-                    );
-                }
-            }
-            if let Some(p) = &src.pattern {
-                if p.contains('/') {
-                    err(
-                        f("pattern"),
-                        "matches file names only; put folders in `url`".into(),
-                    );
-                }
-            }
-            if src.url.matches("{date}").count() > 1 {
-                err(f("url"), "`{date}` may appear once".into());
-            }
-            for spec in self.source_tables(name, src) {
+            let declared = src.as_files().and_then(FilesConfig::declared);
+            for spec in specs {
                 let tf = |key: &str| format!("sources.{name}.tables.{}.{key}", spec.table);
                 if spec.loads.is_empty() {
                     err(f("load"), "lists no load mode".into());
@@ -1011,6 +860,11 @@ impl Config {
                 modes.dedup();
                 if modes.len() != spec.loads.len() {
                     err(f("load"), "lists a mode twice".into());
+                }
+                // Only files know their key before discovery; database tables are checked
+                // when their key is known (loads refuse what needs one).
+                if src.as_files().is_none() {
+                    continue;
                 }
                 for m in &spec.loads {
                     match m {
@@ -1031,11 +885,7 @@ impl Config {
                         _ => {}
                     }
                 }
-                if let Some(cols) = &src.columns {
-                    let declared: Vec<&str> = cols
-                        .iter()
-                        .filter_map(|c| split_column(c).ok().map(|(n, _)| n))
-                        .collect();
+                if let Some(declared) = &declared {
                     for k in &spec.primary_key {
                         if !declared.contains(&k.as_str()) {
                             err(
@@ -1058,25 +908,14 @@ impl Config {
             .join(", ")
     }
 
-    fn files_table_name(&self, name: &str, src: &SourceConfig) -> String {
-        if let Some(t) = &src.table {
-            return t.clone();
-        }
-        match &src.tables {
-            Some(Tables::List(l)) if !l.is_empty() => l[0].clone(),
-            Some(Tables::Map(m)) if !m.is_empty() => m.keys().next().cloned().unwrap_or_default(),
-            _ => name.to_string(),
-        }
-    }
-
     /// The tables a source feeds, with per-table overrides applied. A database source
     /// without a `tables` list feeds whatever discovery finds (see [`Config::table_spec`]).
     pub fn source_tables(&self, name: &str, src: &SourceConfig) -> Vec<TableSpec> {
-        if src.kind == SourceKind::Files {
-            let table = self.files_table_name(name, src);
+        if let Some(files) = src.as_files() {
+            let table = files.table_name(name);
             return vec![self.table_spec(name, src, &table, &[])];
         }
-        let names: Vec<String> = match &src.tables {
+        let names: Vec<String> = match src.shared().tables {
             Some(Tables::List(l)) => l.clone(),
             Some(Tables::Map(m)) => m.keys().cloned().collect(),
             None => Vec::new(),
@@ -1089,7 +928,7 @@ impl Config {
 
     /// The overrides configured for one table of a source.
     fn table_overrides(src: &SourceConfig, table: &str) -> TableConfig {
-        match &src.tables {
+        match src.shared().tables {
             Some(Tables::Map(m)) => m.get(table).cloned().unwrap_or_default(),
             _ => TableConfig::default(),
         }
@@ -1109,10 +948,11 @@ impl Config {
             .primary_key
             .clone()
             .unwrap_or_else(|| source_key.to_vec());
+        let shared = src.shared();
         let loads = overrides
             .load
             .as_ref()
-            .or(src.load.as_ref())
+            .or(shared.load)
             .map(LoadSpec::modes)
             .unwrap_or_else(|| {
                 vec![if primary_key.is_empty() {
@@ -1121,9 +961,9 @@ impl Config {
                     LoadMode::Merge
                 }]
             });
-        let warehouse = src
+        let warehouse = shared
             .warehouse
-            .clone()
+            .cloned()
             .or_else(|| self.warehouses.keys().next().cloned())
             .unwrap_or_else(|| DEFAULT_WAREHOUSE_NAME.into());
         TableSpec {
@@ -1131,102 +971,14 @@ impl Config {
             table: table.to_string(),
             primary_key,
             loads,
-            deletes: overrides.deletes.or(src.deletes).unwrap_or_default(),
+            deletes: overrides.deletes.or(shared.deletes).unwrap_or_default(),
             schema_changes: SchemaPolicies::default()
-                .with(src.schema_changes.as_ref())
+                .with(shared.schema_changes)
                 .with(overrides.schema_changes.as_ref()),
             warehouse,
-            cursor: overrides.cursor.clone().or_else(|| src.cursor.clone()),
+            cursor: overrides.cursor.clone().or_else(|| shared.cursor.cloned()),
             layout: overrides.layout.clone().unwrap_or_default(),
         }
-    }
-
-    /// Checks of a MySQL/MariaDB source: `(field, message)` pairs.
-    fn validate_mysql(&self, name: &str, src: &SourceConfig) -> Vec<(&'static str, String)> {
-        let mut errs = database_url_errors(&src.url, &["mysql"], "mysql://user@host:3306");
-        match src.ssl_mode.as_deref() {
-            None | Some("disabled") | Some("preferred") | Some("required") => {}
-            Some("verify_ca") | Some("verify_identity") => {
-                if src.ssl_ca.is_none() {
-                    errs.push(("ssl_ca", "verify_ca and verify_identity need ssl_ca = \"/path/ca.pem\"".into()));
-                }
-            }
-            Some(other) => errs.push((
-                "ssl_mode",
-                format!("`{other}` is not one of disabled, preferred, required, verify_ca, verify_identity"),
-            )),
-        }
-        for (key, set) in [
-            ("format", src.format.is_some()),
-            ("delimiter", src.delimiter.is_some()),
-            ("header", src.header.is_some()),
-            ("quote", src.quote.is_some()),
-            ("null_value", src.null_value.is_some()),
-            ("table", src.table.is_some()),
-            ("columns", src.columns.is_some()),
-            ("sample_rows", src.sample_rows.is_some()),
-            ("sample_files", src.sample_files.is_some()),
-            ("partitions", src.partitions.is_some()),
-            ("pattern", src.pattern.is_some()),
-            ("ready_marker", src.ready_marker.is_some()),
-            ("settle_secs", src.settle_secs.is_some()),
-            ("nested", src.nested.is_some()),
-            ("max_depth", src.max_depth.is_some()),
-        ] {
-            if set {
-                errs.push((
-                    key,
-                    "is a files source option; mysql sources take `tables`".into(),
-                ));
-            }
-        }
-        if src.snapshot_parallelism == Some(0) {
-            errs.push(("snapshot_parallelism", "must be at least 1".into()));
-        }
-        if src.chunk_rows == Some(0) {
-            errs.push(("chunk_rows", "must be at least 1".into()));
-        }
-        if src.batch_max_rows == Some(0) {
-            errs.push(("batch_max_rows", "must be at least 1".into()));
-        }
-        let mode = src.mode.unwrap_or(Mode::Snapshot);
-        for spec in self.source_tables(name, src) {
-            if mode == Mode::Incremental && spec.cursor.is_none() {
-                errs.push((
-                    "cursor",
-                    format!("mode = \"incremental\" needs a cursor column for table `{}` (cursor = \"updated_at\")", spec.table),
-                ));
-            }
-        }
-        // Replace makes a table the last complete image of the source table: a snapshot run.
-        // Incremental reads and CDC bring changes, never a whole table.
-        let replaces = |l: &Option<LoadSpec>| {
-            l.as_ref()
-                .is_some_and(|l| l.modes().contains(&LoadMode::Replace))
-        };
-        let table_replaces = match &src.tables {
-            Some(Tables::Map(m)) => m.values().any(|t| replaces(&t.load)),
-            _ => false,
-        };
-        if mode != Mode::Snapshot && (replaces(&src.load) || table_replaces) {
-            errs.push((
-                "load",
-                format!(
-                    "load = \"replace\" rebuilds a table from each complete snapshot, but mode = \"{}\" brings changes, not whole tables: use mode = \"snapshot\", or merge, append or history",
-                    match mode {
-                        Mode::Cdc => "cdc",
-                        _ => "incremental",
-                    }
-                ),
-            ));
-        }
-        if mode != Mode::Incremental && src.cursor.is_some() {
-            errs.push((
-                "cursor",
-                "only mode = \"incremental\" reads by a cursor column".into(),
-            ));
-        }
-        errs
     }
 
     /// Every table of every source, in config order.
@@ -1261,6 +1013,37 @@ pub fn split_column(decl: &str) -> Result<(&str, arrow::datatypes::DataType), St
     })?;
     let t = parse_type(ty)?;
     Ok((name, t))
+}
+
+/// The value or key a parse error names (`unknown variant `stop``, `unknown field `x``).
+fn named_token(message: &str) -> Option<String> {
+    ["unknown variant `", "unknown field `"]
+        .iter()
+        .find_map(|p| message.split(p).nth(1))
+        .and_then(|rest| rest.split('`').next())
+        .map(String::from)
+}
+
+/// The first line below a `[sources` header where `token` stands as a key or a quoted value.
+fn find_token(text: &str, token: &str) -> Option<usize> {
+    let mut in_sources = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_sources = t.starts_with("[sources");
+            continue;
+        }
+        // A key (`token =`, in an inline table too) or a quoted value.
+        let as_key = t.match_indices(token).any(|(at, _)| {
+            let before = t[..at].chars().last();
+            let after = t[at + token.len()..].trim_start();
+            before.is_none_or(|c| !c.is_alphanumeric() && c != '_') && after.starts_with('=')
+        });
+        if in_sources && (as_key || t.contains(&format!("\"{token}\""))) {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// Finds the line of a dotted field (`sources.x.delimiter`) in the TOML text: the line of its key

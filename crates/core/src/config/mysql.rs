@@ -1,0 +1,127 @@
+//! `kind = "mysql"`: a MySQL 8 or MariaDB 10.5+ database, by snapshot, incremental reads or
+//! binlog CDC.
+
+use serde::Deserialize;
+
+use super::{database_url_errors, Deletes, LoadMode, LoadSpec, Mode, SchemaChangesSpec, Tables};
+use crate::secret::Secret;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlConfig {
+    /// `mysql://user@host:3306/database` (the password goes in `password`).
+    pub url: String,
+    pub password: Option<Secret>,
+    /// snapshot (default) | incremental | cdc.
+    pub mode: Option<Mode>,
+    /// Tables to capture (a list, or `[sources.x.tables.T]` sections of overrides); default:
+    /// every base table of the database.
+    pub tables: Option<Tables>,
+    /// Warehouse name; default the only one configured.
+    pub warehouse: Option<String>,
+    /// merge | append | replace | history, or a list; default merge when a key is known, else append.
+    pub load: Option<LoadSpec>,
+    pub deletes: Option<Deletes>,
+    /// halt | evolve | freeze, or per kind of change.
+    pub schema_changes: Option<SchemaChangesSpec>,
+    /// TLS: disabled | preferred (default) | required | verify_ca | verify_identity.
+    pub ssl_mode: Option<String>,
+    /// CA certificate (PEM) for verify_ca / verify_identity.
+    pub ssl_ca: Option<String>,
+    /// Cursor column for `mode = "incremental"` (tables may override).
+    pub cursor: Option<String>,
+    /// Snapshot chunks read at once, each on its own connection; default 2.
+    pub snapshot_parallelism: Option<usize>,
+    /// Rows per snapshot chunk (the unit of resumption); default 100,000.
+    pub chunk_rows: Option<u64>,
+    /// Server id sluice uses as a binlog replica; default derived from the source name.
+    pub server_id: Option<u32>,
+    /// CDC: changes buffered before a lake commit; default 20,000.
+    pub batch_max_rows: Option<usize>,
+    /// CDC: longest a change waits before its lake commit, in milliseconds; default 1,000.
+    pub batch_max_ms: Option<u64>,
+    /// Scheduling keys of `sluice serve` (refused until it exists).
+    pub trigger: Option<String>,
+    pub poll_interval_secs: Option<u64>,
+    pub schedule: Option<String>,
+    pub max_lag_secs: Option<u64>,
+}
+
+impl MysqlConfig {
+    pub fn mode(&self) -> Mode {
+        self.mode.unwrap_or(Mode::Snapshot)
+    }
+
+    /// Checks without I/O: `(field, message)` pairs. `cursors` are the cursor columns of the
+    /// configured tables (None: a table without one).
+    pub(super) fn validate(&self, cursors: &[(String, Option<String>)]) -> Vec<(String, String)> {
+        let mut errs: Vec<(String, String)> =
+            database_url_errors(&self.url, &["mysql"], "mysql://user@host:3306")
+                .into_iter()
+                .map(|(k, m)| (k.to_string(), m))
+                .collect();
+        let mut err = |key: &str, message: String| errs.push((key.to_string(), message));
+        match self.ssl_mode.as_deref() {
+            None | Some("disabled") | Some("preferred") | Some("required") => {}
+            Some("verify_ca") | Some("verify_identity") => {
+                if self.ssl_ca.is_none() {
+                    err(
+                        "ssl_ca",
+                        "verify_ca and verify_identity need ssl_ca = \"/path/ca.pem\"".into(),
+                    );
+                }
+            }
+            Some(other) => err(
+                "ssl_mode",
+                format!("`{other}` is not one of disabled, preferred, required, verify_ca, verify_identity"),
+            ),
+        }
+        if self.snapshot_parallelism == Some(0) {
+            err("snapshot_parallelism", "must be at least 1".into());
+        }
+        if self.chunk_rows == Some(0) {
+            err("chunk_rows", "must be at least 1".into());
+        }
+        if self.batch_max_rows == Some(0) {
+            err("batch_max_rows", "must be at least 1".into());
+        }
+        let mode = self.mode();
+        for (table, cursor) in cursors {
+            if mode == Mode::Incremental && cursor.is_none() {
+                err(
+                    "cursor",
+                    format!("mode = \"incremental\" needs a cursor column for table `{table}` (cursor = \"updated_at\")"),
+                );
+            }
+        }
+        if mode != Mode::Incremental && self.cursor.is_some() {
+            err(
+                "cursor",
+                "only mode = \"incremental\" reads by a cursor column".into(),
+            );
+        }
+        // Replace makes a table the last complete image of the source table: a snapshot run.
+        // Incremental reads and CDC bring changes, never a whole table.
+        let replaces = |l: &Option<LoadSpec>| {
+            l.as_ref()
+                .is_some_and(|l| l.modes().contains(&LoadMode::Replace))
+        };
+        let table_replaces = match &self.tables {
+            Some(Tables::Map(m)) => m.values().any(|t| replaces(&t.load)),
+            _ => false,
+        };
+        if mode != Mode::Snapshot && (replaces(&self.load) || table_replaces) {
+            err(
+                "load",
+                format!(
+                    "load = \"replace\" rebuilds a table from each complete snapshot, but mode = \"{}\" brings changes, not whole tables: use mode = \"snapshot\", or merge, append or history",
+                    match mode {
+                        Mode::Cdc => "cdc",
+                        _ => "incremental",
+                    }
+                ),
+            );
+        }
+        errs
+    }
+}

@@ -1,0 +1,153 @@
+//! `[sources.NAME]`: one struct per connector, chosen by `kind` (as warehouses are). Adding a
+//! source adds its module here, a variant, and one arm in [`SourceConfig::shared`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::files::FilesConfig;
+use super::mysql::MysqlConfig;
+use super::{Deletes, LoadSpec, Mode, SchemaChangesSpec, Tables};
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    Files(FilesConfig),
+    Mysql(MysqlConfig),
+    /// Kinds the contract names that this build does not have yet: refused by validation,
+    /// naming the kind.
+    Postgres(Unbuilt),
+    Mongodb(Unbuilt),
+    Events(Unbuilt),
+}
+
+/// The settings of a source kind this build does not have, kept unread.
+#[derive(Debug, Deserialize)]
+pub struct Unbuilt(pub BTreeMap<String, toml::Value>);
+
+/// What every source kind takes alike: where its tables go and how they load.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Shared<'a> {
+    pub warehouse: Option<&'a String>,
+    pub load: Option<&'a LoadSpec>,
+    pub deletes: Option<Deletes>,
+    pub schema_changes: Option<&'a SchemaChangesSpec>,
+    pub tables: Option<&'a Tables>,
+    /// The cursor column of incremental reads (sources that have them).
+    pub cursor: Option<&'a String>,
+    /// `sluice serve`'s scheduling keys, by name: whether each is set.
+    pub scheduling: [(&'static str, bool); 4],
+}
+
+macro_rules! shared {
+    ($c:expr, $cursor:expr) => {
+        Shared {
+            warehouse: $c.warehouse.as_ref(),
+            load: $c.load.as_ref(),
+            deletes: $c.deletes,
+            schema_changes: $c.schema_changes.as_ref(),
+            tables: $c.tables.as_ref(),
+            cursor: $cursor,
+            scheduling: [
+                ("trigger", $c.trigger.is_some()),
+                ("poll_interval_secs", $c.poll_interval_secs.is_some()),
+                ("schedule", $c.schedule.is_some()),
+                ("max_lag_secs", $c.max_lag_secs.is_some()),
+            ],
+        }
+    };
+}
+
+impl SourceConfig {
+    /// The kind, as `kind = "..."` writes it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Files(_) => "files",
+            SourceConfig::Mysql(_) => "mysql",
+            SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Mongodb(_) => "mongodb",
+            SourceConfig::Events(_) => "events",
+        }
+    }
+
+    pub fn shared(&self) -> Shared<'_> {
+        match self {
+            SourceConfig::Files(c) => shared!(c, None),
+            SourceConfig::Mysql(c) => shared!(c, c.cursor.as_ref()),
+            SourceConfig::Postgres(_) | SourceConfig::Mongodb(_) | SourceConfig::Events(_) => {
+                Shared::default()
+            }
+        }
+    }
+
+    /// The capture mode (files: snapshot, each new file once).
+    pub fn mode(&self) -> Mode {
+        match self {
+            SourceConfig::Mysql(c) => c.mode(),
+            _ => Mode::Snapshot,
+        }
+    }
+
+    pub fn as_files(&self) -> Option<&FilesConfig> {
+        match self {
+            SourceConfig::Files(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn as_mysql(&self) -> Option<&MysqlConfig> {
+        match self {
+            SourceConfig::Mysql(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// The key an "unknown field" error names.
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+/// Checks a source's keys against its kind before it is parsed, so every key it does not take
+/// is named at once (a strict parse stops at the first): each such key is removed from `src`
+/// and reported as `(key, message)`, saying which kind takes it when one does.
+pub(super) fn strip_unknown_keys(src: &mut toml::Table) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    loop {
+        let Err(e) = toml::Value::Table(src.clone()).try_into::<SourceConfig>() else {
+            break;
+        };
+        let Some(key) = unknown_field(&e.to_string()).filter(|k| src.contains_key(k)) else {
+            break;
+        };
+        let value = src.remove(&key).expect("checked above");
+        let kind = src
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("?")
+            .to_string();
+        let takers: Vec<&str> = ["files", "mysql"]
+            .into_iter()
+            .filter(|other| *other != kind)
+            .filter(|other| {
+                let mut probe = toml::Table::new();
+                probe.insert("kind".into(), toml::Value::String(other.to_string()));
+                probe.insert(key.clone(), value.clone());
+                toml::Value::Table(probe)
+                    .try_into::<SourceConfig>()
+                    .err()
+                    .is_none_or(|e| !e.to_string().contains("unknown field"))
+            })
+            .collect();
+        let message = match takers.as_slice() {
+            [] => format!("`{key}` is not an option of {kind} sources"),
+            t => format!(
+                "`{key}` is not an option of {kind} sources (it is a {} source option)",
+                t.join(" and ")
+            ),
+        };
+        found.push((key, message));
+    }
+    found
+}
