@@ -8,6 +8,7 @@
 //! - [`conform`]: a batch fitted to a table's schema by name, off-type values to variants;
 //! - [`schema`]: the schema catalog (versions and changes) and the rules naming each change;
 //! - [`reject`]: a malformed input record on its way to the quarantine;
+//! - [`retry`]: what an error means for the next attempt (its kind), and the retry policy;
 //! - [`rowid`]: a row's identity from its values (keyless tables, incremental reads);
 //! - [`store`]: object stores (local folders, `s3://`) from URLs.
 
@@ -17,6 +18,7 @@ pub mod conform;
 pub mod failpoint;
 pub mod names;
 pub mod reject;
+pub mod retry;
 pub mod rowid;
 pub mod schema;
 pub mod secret;

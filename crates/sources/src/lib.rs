@@ -7,6 +7,8 @@
 pub mod error;
 pub mod files;
 pub mod mysql;
+pub mod source;
 pub mod values;
 
 pub use error::SourceError;
+pub use source::{ChangeStream, ChunkReader, Source};

@@ -104,6 +104,7 @@ impl DuckDb {
         let conn = Connection::open(path).map_err(|source| WarehouseError::Open {
             path: path.into(),
             message: source.to_string(),
+            kind: sluice_core::retry::ErrorKind::Fatal,
         })?;
         let db = DuckDb {
             conn,

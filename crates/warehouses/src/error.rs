@@ -1,5 +1,7 @@
 use thiserror::Error;
 
+use sluice_core::retry::ErrorKind;
+
 #[derive(Debug, Error)]
 pub enum WarehouseError {
     #[error("warehouse table {table}: {source}")]
@@ -18,7 +20,12 @@ pub enum WarehouseError {
     #[error("warehouse table {table}: {message}")]
     Schema { table: String, message: String },
     #[error("warehouse table {table}: {message}")]
-    Postgres { table: String, message: String },
+    Postgres {
+        table: String,
+        message: String,
+        /// From the SQLSTATE (or the connection closing).
+        kind: ErrorKind,
+    },
     #[error("warehouse table {table}: the ledger moved from seq {planned} to {found} while this load ran (another sluice loaded the table at the same time); nothing of this load was applied, the next run loads from the new position")]
     LedgerMoved {
         table: String,
@@ -26,5 +33,24 @@ pub enum WarehouseError {
         found: String,
     },
     #[error("opening warehouse {path}: {message}")]
-    Open { path: String, message: String },
+    Open {
+        path: String,
+        message: String,
+        kind: ErrorKind,
+    },
+}
+
+impl WarehouseError {
+    /// Whether trying again may help ([`sluice_core::retry`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            WarehouseError::Postgres { kind, .. } | WarehouseError::Open { kind, .. } => *kind,
+            // Another load moved the ledger first: the next run loads from there.
+            WarehouseError::LedgerMoved { .. } => ErrorKind::Transient,
+            // Reading the lake's files (an object store that did not answer).
+            WarehouseError::Input { .. } => ErrorKind::Transient,
+            WarehouseError::Schema { .. } => ErrorKind::Schema,
+            WarehouseError::Duckdb { .. } | WarehouseError::Type { .. } => ErrorKind::Fatal,
+        }
+    }
 }

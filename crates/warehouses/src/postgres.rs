@@ -44,6 +44,7 @@ use crate::columns::{shape_table, Columns};
 use crate::pgcopy::{self, postgres_type};
 use crate::sql::{system_columns, Apply, SystemTypes, LEDGER_DDL, LEDGER_ROWS};
 use crate::{LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target, Warehouse, WarehouseError};
+use sluice_core::retry::ErrorKind;
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
 pub const MAX_IDENTIFIER: usize = 63;
@@ -80,6 +81,26 @@ pub struct Postgres {
     runtime: Option<tokio::runtime::Runtime>,
     /// `host:port/db` for messages (never the password).
     name: String,
+}
+
+/// What a PostgreSQL error means for a retry, by its SQLSTATE
+/// (<https://www.postgresql.org/docs/current/errcodes-appendix.html>): connection exceptions
+/// (08), serialization failures and deadlocks (40001, 40P01), insufficient resources (53),
+/// shutdowns and cancels (57P01-57P03, 57014) and lock timeouts (55P03) may pass; a closed
+/// connection or an I/O error too; anything else is fatal.
+pub(crate) fn pg_kind(e: &tokio_postgres::Error) -> ErrorKind {
+    match e.code().map(|c| c.code()) {
+        Some(c) if c.starts_with("08") || c.starts_with("53") => ErrorKind::Transient,
+        Some("40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03") => {
+            ErrorKind::Transient
+        }
+        Some(_) => ErrorKind::Fatal,
+        None if e.is_closed() => ErrorKind::Transient,
+        None => match std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()) {
+            true => ErrorKind::Transient,
+            false => ErrorKind::Fatal,
+        },
+    }
 }
 
 /// A tokio-postgres error with the server's message, detail and hint when there are any.
@@ -228,6 +249,7 @@ pub(crate) fn pg_error(table: &str) -> impl Fn(tokio_postgres::Error) -> Warehou
     move |e| WarehouseError::Postgres {
         table: table.to_string(),
         message: server_message(&e),
+        kind: pg_kind(&e),
     }
 }
 
@@ -241,6 +263,7 @@ impl Postgres {
         let open_err = |message: String| WarehouseError::Open {
             path: redacted(&opts.url),
             message,
+            kind: ErrorKind::Fatal,
         };
         let (config, ssl_mode, ssl_ca) = pg_config(opts).map_err(open_err)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -267,7 +290,15 @@ impl Postgres {
             Err(e) => {
                 // Dropping a runtime blocks, which tokio forbids in async callers.
                 runtime.shutdown_background();
-                return Err(open_err(e.to_string()));
+                let kind = match &e {
+                    PgConnectError::Pg(pg) => pg_kind(pg),
+                    PgConnectError::Tls(_) => ErrorKind::Fatal,
+                };
+                return Err(WarehouseError::Open {
+                    path: redacted(&opts.url),
+                    message: e.to_string(),
+                    kind,
+                });
             }
         };
         let pg = Postgres {

@@ -11,7 +11,7 @@ use csv::ByteRecord;
 use sluice_core::reject::Reject;
 
 use super::rows::RowBatcher;
-use super::{FileEvent, ReadStats, TextOptions};
+use super::{ReadEvent, ReadStats, TextOptions};
 use crate::values::Inference;
 use crate::SourceError;
 
@@ -131,7 +131,7 @@ pub fn read(
     opts: &TextOptions,
     schema: &SchemaRef,
     keys: &[String],
-    emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
+    emit: &mut dyn FnMut(ReadEvent) -> Result<(), SourceError>,
 ) -> Result<ReadStats, SourceError> {
     let mut rdr = reader(r, opts);
     let mut rec = ByteRecord::new();
@@ -190,7 +190,7 @@ pub fn read(
         }
         first = false;
         let reject = |column: Option<String>, reason: String| {
-            FileEvent::Reject(Reject {
+            ReadEvent::Reject(Reject {
                 file: id.to_string(),
                 line,
                 column,
@@ -238,11 +238,11 @@ pub fn read(
         }
         stats.rows += 1;
         if batcher.is_full() {
-            emit(FileEvent::Rows(batcher.take().expect("full")))?;
+            emit(ReadEvent::Rows(batcher.take().expect("full")))?;
         }
     }
     if let Some(b) = batcher.take() {
-        emit(FileEvent::Rows(b))?;
+        emit(ReadEvent::Rows(b))?;
     }
     Ok(stats)
 }
@@ -276,8 +276,8 @@ mod tests {
             &[],
             &mut |ev| {
                 match ev {
-                    FileEvent::Rows(b) => batches.push(b),
-                    FileEvent::Reject(r) => rejects.push(r),
+                    ReadEvent::Rows(b) => batches.push(b),
+                    ReadEvent::Reject(r) => rejects.push(r),
                 }
                 Ok(())
             },

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use sluice_core::reject::Reject;
 
 use super::rows::RowBatcher;
-use super::{FileEvent, ReadStats};
+use super::{ReadEvent, ReadStats};
 use crate::values::Inference;
 use crate::SourceError;
 
@@ -334,7 +334,7 @@ pub fn read(
     flatten: usize,
     schema: &SchemaRef,
     keys: &[String],
-    emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
+    emit: &mut dyn FnMut(ReadEvent) -> Result<(), SourceError>,
 ) -> Result<ReadStats, SourceError> {
     let mut batcher = RowBatcher::for_file(schema, id, keys)?;
     let mut stats = ReadStats::default();
@@ -344,7 +344,7 @@ pub fn read(
             Record::Text(t) => t,
             Record::Bad { raw, reason } => {
                 stats.rejects += 1;
-                emit(FileEvent::Reject(Reject {
+                emit(ReadEvent::Reject(Reject {
                     file: id.to_string(),
                     line: n,
                     column: None,
@@ -355,7 +355,7 @@ pub fn read(
             }
         };
         let reject = |column: Option<String>, reason: String| {
-            FileEvent::Reject(Reject {
+            ReadEvent::Reject(Reject {
                 file: id.to_string(),
                 line: n,
                 column,
@@ -398,12 +398,12 @@ pub fn read(
         }
         stats.rows += 1;
         if batcher.is_full() {
-            emit(FileEvent::Rows(batcher.take().expect("full")))?;
+            emit(ReadEvent::Rows(batcher.take().expect("full")))?;
         }
         Ok(true)
     });
     if let Some(b) = batcher.take() {
-        emit(FileEvent::Rows(b))?;
+        emit(ReadEvent::Rows(b))?;
     }
     result.map(|_| stats)
 }

@@ -124,6 +124,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Where a files source's files live.
+#[derive(Clone)]
 pub struct FileLocation {
     store: Arc<dyn ObjectStore>,
     /// `file` or `s3`: how to spell ids.

@@ -12,6 +12,7 @@ mod json;
 pub mod listing;
 mod parquet_file;
 mod rows;
+mod source;
 
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
@@ -27,7 +28,6 @@ use sluice_core::config::{
     single_byte, split_column, FileFormat, FilesConfig, Nested, DEFAULT_MAX_DEPTH,
     DEFAULT_SAMPLE_FILES, DEFAULT_SAMPLE_ROWS, DEFAULT_SETTLE_SECS,
 };
-use sluice_core::reject::Reject;
 use sluice_core::store::StoreOptions;
 
 pub use infer::{spread_sample, ColumnReport, FileTypes, InferredSchema};
@@ -40,18 +40,7 @@ use crate::SourceError;
 /// typical rows) to keep memory flat.
 pub const BATCH_ROWS: usize = 64 * 1024;
 
-/// What reading a file produces, in order.
-pub enum FileEvent {
-    Rows(RecordBatch),
-    Reject(Reject),
-}
-
-/// Counts for one file.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ReadStats {
-    pub rows: u64,
-    pub rejects: u64,
-}
+pub use crate::source::{ReadEvent, ReadStats};
 
 /// How delimited text is read.
 #[derive(Debug, Clone)]
@@ -79,6 +68,7 @@ pub struct IncomingSchema {
     pub complete: bool,
 }
 
+#[derive(Clone)]
 pub struct FilesSource {
     pub name: String,
     pub table: String,
@@ -361,7 +351,7 @@ impl FilesSource {
         entry: &FileEntry,
         file: &LocalFile,
         schema: &SchemaRef,
-        emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
+        emit: &mut dyn FnMut(ReadEvent) -> Result<(), SourceError>,
     ) -> Result<ReadStats, SourceError> {
         let folders = FolderColumns::plan(self, entry, schema)?;
         if folders.columns.is_empty() {
@@ -377,7 +367,7 @@ impl FilesSource {
                 .collect::<Vec<_>>(),
         ));
         self.read_contents(entry, file, &contents, &mut |ev| match ev {
-            FileEvent::Rows(batch) => emit(FileEvent::Rows(folders.complete(schema, batch)?)),
+            ReadEvent::Rows(batch) => emit(ReadEvent::Rows(folders.complete(schema, batch)?)),
             reject => emit(reject),
         })
     }
@@ -387,7 +377,7 @@ impl FilesSource {
         entry: &FileEntry,
         file: &LocalFile,
         schema: &SchemaRef,
-        emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
+        emit: &mut dyn FnMut(ReadEvent) -> Result<(), SourceError>,
     ) -> Result<ReadStats, SourceError> {
         let format = self.format_of(entry);
         match format {

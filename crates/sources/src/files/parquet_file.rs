@@ -20,7 +20,7 @@ use parquet::basic::Type as PhysicalType;
 
 use sluice_core::reject::{row_text, Reject};
 
-use super::{FileEvent, ReadStats, BATCH_ROWS};
+use super::{ReadEvent, ReadStats, BATCH_ROWS};
 use crate::SourceError;
 
 type Builder = ParquetRecordBatchReaderBuilder<std::fs::File>;
@@ -149,7 +149,7 @@ fn refuse_null_keys(
     id: &str,
     first_row: u64,
     stats: &mut ReadStats,
-    emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
+    emit: &mut dyn FnMut(ReadEvent) -> Result<(), SourceError>,
 ) -> Result<RecordBatch, SourceError> {
     if keys.iter().all(|&k| batch.column(k).null_count() == 0) {
         return Ok(batch);
@@ -161,7 +161,7 @@ fn refuse_null_keys(
         if let Some(&k) = null {
             let column = batch.schema().field(k).name().clone();
             stats.rejects += 1;
-            emit(FileEvent::Reject(Reject {
+            emit(ReadEvent::Reject(Reject {
                 file: id.into(),
                 line: first_row + r as u64,
                 column: Some(column.clone()),
@@ -185,7 +185,7 @@ pub fn read(
     id: &str,
     schema: &SchemaRef,
     keys: &[String],
-    emit: &mut dyn FnMut(FileEvent) -> Result<(), SourceError>,
+    emit: &mut dyn FnMut(ReadEvent) -> Result<(), SourceError>,
 ) -> Result<ReadStats, SourceError> {
     let keys: Vec<usize> = keys
         .iter()
@@ -234,7 +234,7 @@ pub fn read(
             if !bad.is_empty() {
                 for (r, column) in &bad {
                     stats.rejects += 1;
-                    emit(FileEvent::Reject(Reject {
+                    emit(ReadEvent::Reject(Reject {
                         file: id.into(),
                         line: first_row + *r as u64,
                         column: Some(column.clone()),
@@ -262,11 +262,11 @@ pub fn read(
             Ok(b) => {
                 let b = refuse_null_keys(b, &keys, id, first_row, &mut stats, emit)?;
                 stats.rows += b.num_rows() as u64;
-                emit(FileEvent::Rows(b))?;
+                emit(ReadEvent::Rows(b))?;
             }
             Err(reason) => {
                 stats.rejects += kept as u64;
-                emit(FileEvent::Reject(Reject {
+                emit(ReadEvent::Reject(Reject {
                     file: id.into(),
                     line: first_row,
                     column: None,

@@ -13,6 +13,7 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Row};
 
 use super::{Flavor, MySql};
 use crate::SourceError;
+use sluice_core::retry::ErrorKind;
 
 /// A place in the binlog: file and byte offset (the position just after an event).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,22 +342,20 @@ impl BinlogReader {
             let event = match self.stream.next().await {
                 None => return Ok(None),
                 Some(Ok(e)) => e,
-                Some(Err(e)) => {
-                    let text = e.to_string();
-                    if text.contains("1236")
-                        || text
-                            .to_lowercase()
-                            .contains("could not find first log file")
-                    {
-                        return Err(self.mysql.err(format!(
-                            "the binlog position sluice must resume from is no longer on the server (purged?): {text}. \
+                Some(Err(e)) if super::error_kind(&e) == ErrorKind::PositionLost => {
+                    return Err(SourceError::PositionLost {
+                        source_name: self.mysql.source.clone(),
+                        message: format!(
+                            "the binlog position sluice must resume from is no longer on the server (purged?): {e}. \
                              Re-snapshot the affected tables with `sluice sync --resnapshot {}.TABLE`",
                             self.mysql.source
-                        )));
-                    }
+                        ),
+                    });
+                }
+                Some(Err(e)) => {
                     return Err(self
                         .mysql
-                        .err(format!("reading the binlog in {}: {text}", self.file)));
+                        .db_err(&format!("reading the binlog in {}", self.file), e));
                 }
             };
             let header = event.header();

@@ -10,6 +10,7 @@ pub mod binlog;
 pub mod columns;
 pub mod convert;
 pub mod snapshot;
+pub mod source;
 
 use std::path::PathBuf;
 use std::sync::Once;
@@ -20,6 +21,7 @@ use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 use crate::SourceError;
 pub use binlog::BinlogPosition;
 pub use columns::ColumnDef;
+use sluice_core::retry::ErrorKind;
 
 /// How the connection uses TLS (the MySQL client's `--ssl-mode` values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -166,8 +168,23 @@ impl MySql {
         }
     }
 
+    /// A driver or server error while `doing`, of the kind its code says.
     pub fn db_err(&self, doing: &str, e: mysql_async::Error) -> SourceError {
-        self.err(format!("{doing}: {e}"))
+        let (source_name, message) = (self.source.clone(), format!("{doing}: {e}"));
+        match error_kind(&e) {
+            ErrorKind::Transient => SourceError::Unavailable {
+                source_name,
+                message,
+            },
+            ErrorKind::PositionLost => SourceError::PositionLost {
+                source_name,
+                message,
+            },
+            _ => SourceError::Config {
+                source_name,
+                message,
+            },
+        }
     }
 
     /// A connection in UTC and utf8mb4.
@@ -290,4 +307,27 @@ impl MySql {
 /// `db`.`table` with every identifier quoted for MySQL.
 pub fn quote(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "``"))
+}
+
+/// What a MySQL/MariaDB error means for a retry, by its error code
+/// (<https://mariadb.com/kb/en/mariadb-error-code-reference/>).
+pub fn error_kind(e: &mysql_async::Error) -> ErrorKind {
+    use mysql_async::{DriverError, Error};
+    match e {
+        Error::Io(_) => ErrorKind::Transient,
+        Error::Driver(DriverError::ConnectionClosed | DriverError::PoolDisconnected) => {
+            ErrorKind::Transient
+        }
+        Error::Server(s) => match s.code {
+            // The binlog file asked for is gone (purged): ER_MASTER_FATAL_ERROR_READING_BINLOG.
+            1236 => ErrorKind::PositionLost,
+            // Too many connections, server shutdown, network read/write errors and timeouts,
+            // query interrupted, lock wait timeout, deadlock, connection killed, server gone.
+            1040 | 1053 | 1152 | 1153 | 1158..=1161 | 1317 | 1205 | 1213 | 1927 | 2006 | 2013 => {
+                ErrorKind::Transient
+            }
+            _ => ErrorKind::Fatal,
+        },
+        _ => ErrorKind::Fatal,
+    }
 }
