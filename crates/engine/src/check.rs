@@ -3,8 +3,6 @@
 
 use serde::Serialize;
 
-use sluice_sources::files::FilesSource;
-
 use crate::Project;
 
 #[derive(Debug, Serialize)]
@@ -44,52 +42,27 @@ pub async fn check(project: &Project) -> Vec<Check> {
             },
         },
     );
-    for spec in project.config.all_tables() {
-        let Some(src) = project.source(&spec.source).ok().and_then(|s| s.as_files()) else {
-            continue;
-        };
-        let what = format!("source {} ({})", spec.source, src.url);
-        let url = project.config.resolve_path(&src.url);
-        out.push(
-            match FilesSource::new(
-                &spec.source,
-                &spec.table,
-                src,
-                &url,
-                &project.store_options(),
-            ) {
-                Ok(s) => match s.list().await {
-                    Ok(files) => Check {
-                        what,
-                        ok: true,
-                        detail: format!("{} file(s) found", files.len()),
-                    },
-                    Err(e) => Check {
-                        what,
-                        ok: false,
-                        detail: e.to_string(),
-                    },
-                },
-                Err(e) => Check {
-                    what,
-                    ok: false,
-                    detail: e.to_string(),
-                },
-            },
-        );
-    }
     for (name, src) in &project.config.sources {
-        if let Some(src) = src.as_mysql() {
-            let (ok, detail) = match crate::mysql::check_source(project, name, src).await {
-                Ok(d) => (true, d),
-                Err(e) => (false, e.to_string()),
-            };
-            out.push(Check {
-                what: format!("source {name} (mysql)"),
-                ok,
+        let what = match src.as_files() {
+            Some(files) => format!("source {name} ({})", files.url),
+            None => format!("source {name} ({})", src.kind()),
+        };
+        let checked = match crate::sources::build(project, name) {
+            Ok(source) => source.check().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        out.push(match checked {
+            Ok(detail) => Check {
+                what,
+                ok: true,
                 detail,
-            });
-        }
+            },
+            Err(detail) => Check {
+                what,
+                ok: false,
+                detail,
+            },
+        });
     }
     for name in project.config.warehouses.keys() {
         let what = format!("warehouse {name}");

@@ -148,7 +148,7 @@ pub async fn crawl(opts: &CrawlOptions) -> Result<CrawlReport, EngineError> {
         &store,
     )?);
     let sample = source.inference_sample(&files);
-    let schema = crate::extract::infer(&source, &files, sample).await?;
+    let schema = source.infer_from(&files, sample).await?;
 
     let mut partitions: Vec<String> = Vec::new();
     let mut folders: HashSet<&str> = HashSet::new();

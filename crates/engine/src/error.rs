@@ -1,3 +1,4 @@
+use sluice_core::retry::ErrorKind;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -37,6 +38,20 @@ impl From<datafusion::error::DataFusionError> for EngineError {
 }
 
 impl EngineError {
+    /// Whether trying again may help ([`sluice_core::retry`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::Source(e) => e.kind(),
+            EngineError::Warehouse(e) => e.kind(),
+            // The lake's store did not answer, or another writer committed first.
+            EngineError::Lake(_) | EngineError::Io { .. } => ErrorKind::Transient,
+            EngineError::Config(_)
+            | EngineError::Usage(_)
+            | EngineError::Query(_)
+            | EngineError::Internal(_) => ErrorKind::Fatal,
+        }
+    }
+
     /// Configuration and usage errors exit 2; everything else 1 (DESIGN.md exit codes).
     pub fn exit_code(&self) -> i32 {
         match self {

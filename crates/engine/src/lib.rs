@@ -7,19 +7,19 @@
 //!           warehouse ◄── staging + merge + ledger ◄─────┘  (changes after the ledger's seq)
 //! ```
 
+pub mod capture;
 pub mod check;
 pub mod crawl;
 pub mod demo;
 mod error;
-mod extract;
 pub mod gate;
 pub mod image;
 pub mod load;
-pub mod mysql;
 pub mod progress;
 mod project;
 pub mod query;
 pub mod schema_cmd;
+pub mod sources;
 pub mod status;
 pub mod sync;
 

@@ -243,6 +243,7 @@ pub async fn load_gated(
     let lake = LakeSchema::of(project, spec, &log)?;
     let images = Images::of(&log).await?;
     let mut results = Vec::new();
+    let _in_use = project.warehouse_in_use(&spec.warehouse).await;
     let mut wh = project.warehouse(&spec.warehouse)?;
     let chunk = project
         .config

@@ -1,6 +1,8 @@
 //! A loaded config with its lake: what every command starts from.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use sluice_core::config::{Config, SourceConfig, TableSpec, WarehouseConfig};
 use sluice_core::names::{disambiguated, identifier, is_reserved};
@@ -20,6 +22,9 @@ pub type Selected = (String, Option<Vec<String>>);
 pub struct Project {
     pub config: Config,
     pub lake: Lake,
+    /// One load at a time per warehouse in this process: sources captured side by side load
+    /// as they commit, and an embedded DuckDB file takes one writer.
+    warehouses_in_use: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Project {
@@ -28,7 +33,11 @@ impl Project {
         let config = Config::load(config_path)?;
         let lake_url = config.resolve_path(&config.lake.url);
         let lake = Lake::new(&lake_url, Self::store_options_of(&config))?;
-        Ok(Project { config, lake })
+        Ok(Project {
+            config,
+            lake,
+            warehouses_in_use: Default::default(),
+        })
     }
 
     pub fn store_options_of(config: &Config) -> StoreOptions {
@@ -38,6 +47,19 @@ impl Project {
             sse: config.lake.sse.clone(),
             sse_kms_key_id: config.lake.sse_kms_key_id.clone(),
         }
+    }
+
+    /// Waits until no other load of this process uses warehouse `name`; it is this caller's
+    /// until the guard drops.
+    pub async fn warehouse_in_use(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .warehouses_in_use
+            .lock()
+            .expect("warehouse locks")
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     pub fn store_options(&self) -> StoreOptions {

@@ -5,11 +5,11 @@ use serde::Serialize;
 
 use tokio::sync::watch;
 
-use sluice_core::config::{SourceConfig, TableSpec};
+use futures::StreamExt;
+use sluice_core::retry::ErrorKind;
 
-use crate::extract::{extract, ExtractReport};
+use crate::capture::{capture, CaptureOptions, ExtractReport, TableOutcome};
 use crate::load::{load, LoadResult};
-use crate::mysql::{extract_source, MySqlOptions};
 use crate::{EngineError, Project};
 
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct SyncOptions {
     pub follow: Option<watch::Receiver<bool>>,
     /// `SOURCE.TABLE`s to snapshot again from scratch.
     pub resnapshot: Vec<String>,
+    /// Following, how long sources without a change stream wait between passes.
+    pub interval: std::time::Duration,
 }
 
 impl Default for SyncOptions {
@@ -31,6 +33,7 @@ impl Default for SyncOptions {
             load: true,
             follow: None,
             resnapshot: Vec::new(),
+            interval: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -42,6 +45,9 @@ pub struct TableSync {
     pub extract: ExtractReport,
     pub loads: Vec<LoadResult>,
     pub error: Option<String>,
+    /// Whether trying again may help: transient, fatal, position_lost or schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
     /// A schema change stopped this table's capture (see `sluice status`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub halted: Option<String>,
@@ -150,85 +156,80 @@ pub async fn sync(
     selectors: &[String],
     opts: SyncOptions,
 ) -> Result<SyncReport, EngineError> {
-    let mut tables = Vec::new();
-    for (source, only) in project.select_sources(selectors)? {
-        let src = project.source(&source)?;
-        match src {
-            SourceConfig::Files(files) => {
-                let specs = project.config.source_tables(&source, src);
-                for spec in specs
-                    .into_iter()
-                    .filter(|s| only.as_ref().is_none_or(|o| o.contains(&s.table)))
-                {
-                    let extracted = extract(project, &spec, files, opts.progress).await;
-                    let (report, error) = match extracted {
-                        Ok(r) => (r, None),
-                        Err(e) => (ExtractReport::default(), Some(e.to_string())),
-                    };
-                    let mut ts = finish(project, spec, report, error, None, &opts).await;
-                    ts.reads_files = true;
-                    tables.push(ts);
-                }
-            }
-            SourceConfig::Mysql(mysql) => {
-                let mopts = MySqlOptions {
-                    progress: opts.progress,
-                    follow: opts.follow.clone(),
-                    load_while_following: opts.load,
-                    resnapshot: opts
-                        .resnapshot
-                        .iter()
-                        .filter_map(|s| s.strip_prefix(&format!("{source}.")).map(String::from))
-                        .collect(),
-                };
-                match extract_source(project, &source, mysql, only.as_deref(), &mopts).await {
-                    Ok(outcomes) => {
-                        for o in outcomes {
-                            tables.push(
-                                finish(project, o.spec, o.report, o.error, o.halted, &opts).await,
-                            );
-                        }
+    let selected = project.select_sources(selectors)?;
+    // Sources run side by side (a following stream must not hold up the others), a few at
+    // a time; the report lists them in config order.
+    let runs = selected.iter().map(|(source, only)| {
+        let copts = CaptureOptions {
+            progress: opts.progress,
+            follow: opts.follow.clone(),
+            load_while_following: opts.load,
+            resnapshot: opts
+                .resnapshot
+                .iter()
+                .filter_map(|s| s.strip_prefix(&format!("{source}.")).map(String::from))
+                .collect(),
+            interval: opts.interval,
+        };
+        let opts = &opts;
+        async move {
+            let mut tables = Vec::new();
+            match capture(project, source, only.as_deref(), &copts).await {
+                Ok(outcomes) => {
+                    for o in outcomes {
+                        tables.push(finish(project, o, opts).await);
                     }
-                    Err(e) => tables.push(TableSync {
-                        source: source.clone(),
-                        table: only.map(|t| t.join(",")).unwrap_or_else(|| "*".into()),
-                        extract: ExtractReport::default(),
-                        loads: Vec::new(),
-                        error: Some(e.to_string()),
-                        halted: None,
-                        reads_files: false,
-                    }),
                 }
+                Err(e) => tables.push(TableSync {
+                    source: source.clone(),
+                    table: only
+                        .as_ref()
+                        .map(|t| t.join(","))
+                        .unwrap_or_else(|| "*".into()),
+                    extract: ExtractReport::default(),
+                    loads: Vec::new(),
+                    error: Some(e.to_string()),
+                    error_kind: Some(e.kind()),
+                    halted: None,
+                    reads_files: false,
+                }),
             }
-            other => {
-                return Err(EngineError::Usage(format!(
-                    "source kind {} is not available in this build",
-                    other.kind()
-                )))
-            }
+            tables
         }
-    }
-    Ok(SyncReport { tables })
+    });
+    let done: Vec<Vec<TableSync>> = futures::stream::iter(runs)
+        .buffered(SOURCES_AT_ONCE)
+        .collect()
+        .await;
+    Ok(SyncReport {
+        tables: done.into_iter().flatten().collect(),
+    })
 }
+
+/// Sources captured at once. Each holds a few connections (a stream, snapshot readers); a
+/// following source holds its place until stopped, so this bounds how many can follow.
+const SOURCES_AT_ONCE: usize = 8;
 
 /// Loads what the lake holds for a table (even after an extract failure: what landed is
 /// still owed) and assembles its report.
-async fn finish(
-    project: &Project,
-    spec: TableSpec,
-    extract: ExtractReport,
-    error: Option<String>,
-    halted: Option<String>,
-    opts: &SyncOptions,
-) -> TableSync {
+async fn finish(project: &Project, outcome: TableOutcome, opts: &SyncOptions) -> TableSync {
+    let TableOutcome {
+        spec,
+        report,
+        error,
+        error_kind,
+        halted,
+        reads_units,
+    } = outcome;
     let mut ts = TableSync {
         source: spec.source.clone(),
         table: spec.table.clone(),
-        extract,
+        extract: report,
         loads: Vec::new(),
         error,
+        error_kind,
         halted,
-        reads_files: false,
+        reads_files: reads_units,
     };
     if opts.load {
         match load(project, &spec).await {
@@ -249,6 +250,7 @@ async fn finish(
             }
             Err(e) => {
                 let msg = e.to_string();
+                ts.error_kind = ts.error_kind.or(Some(e.kind()));
                 ts.error = Some(match ts.error.take() {
                     Some(prev) => format!("{prev}; load: {msg}"),
                     None => msg,

@@ -45,8 +45,8 @@ enum Command {
     Sync {
         /// Sources or tables to sync (`suppliers`, `shop.orders`).
         selectors: Vec<String>,
-        /// Keep going until Ctrl-C or SIGTERM: change streams stay open and load as they
-        /// commit; other sources sync again every `--interval-secs`.
+        /// Keep going until Ctrl-C or SIGTERM: every source at once, change streams open and
+        /// loading as they commit, other sources syncing again every `--interval-secs`.
         #[arg(long)]
         follow: bool,
         /// Snapshot these `SOURCE.TABLE`s again from scratch (e.g. after the binlog position
@@ -185,6 +185,7 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                         load: !lake_only,
                         follow: follow.then(|| stop_rx.clone()),
                         resnapshot: std::mem::take(&mut resnapshot),
+                        interval: std::time::Duration::from_secs(interval_secs),
                     },
                 )
                 .await?;

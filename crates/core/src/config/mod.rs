@@ -22,7 +22,7 @@ mod source;
 
 pub use files::FilesConfig;
 pub use mysql::MysqlConfig;
-pub use source::{Shared, SourceConfig, Unbuilt};
+pub use source::{Shared, SourceConfig, Tuning, Unbuilt};
 
 /// Default lake location when `[lake]` is absent: `./lake` beside the config file.
 pub const DEFAULT_LAKE: &str = "lake";

@@ -37,10 +37,25 @@ pub struct Shared<'a> {
     pub cursor: Option<&'a String>,
     /// `sluice serve`'s scheduling keys, by name: whether each is set.
     pub scheduling: [(&'static str, bool); 4],
+    /// How snapshots and change streams are sized (database sources).
+    pub tuning: Tuning,
+}
+
+/// The capture driver's sizes, as a source configures them (None: the defaults).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tuning {
+    /// Snapshot chunks read at once, each on its own connection.
+    pub snapshot_parallelism: Option<usize>,
+    /// Rows per snapshot chunk.
+    pub chunk_rows: Option<u64>,
+    /// Change rows buffered before a lake commit.
+    pub batch_max_rows: Option<usize>,
+    /// Longest a change waits before its lake commit, in milliseconds.
+    pub batch_max_ms: Option<u64>,
 }
 
 macro_rules! shared {
-    ($c:expr, $cursor:expr) => {
+    ($c:expr, $cursor:expr, $tuning:expr) => {
         Shared {
             warehouse: $c.warehouse.as_ref(),
             load: $c.load.as_ref(),
@@ -54,6 +69,7 @@ macro_rules! shared {
                 ("schedule", $c.schedule.is_some()),
                 ("max_lag_secs", $c.max_lag_secs.is_some()),
             ],
+            tuning: $tuning,
         }
     };
 }
@@ -72,8 +88,17 @@ impl SourceConfig {
 
     pub fn shared(&self) -> Shared<'_> {
         match self {
-            SourceConfig::Files(c) => shared!(c, None),
-            SourceConfig::Mysql(c) => shared!(c, c.cursor.as_ref()),
+            SourceConfig::Files(c) => shared!(c, None, Tuning::default()),
+            SourceConfig::Mysql(c) => shared!(
+                c,
+                c.cursor.as_ref(),
+                Tuning {
+                    snapshot_parallelism: c.snapshot_parallelism,
+                    chunk_rows: c.chunk_rows,
+                    batch_max_rows: c.batch_max_rows,
+                    batch_max_ms: c.batch_max_ms,
+                }
+            ),
             SourceConfig::Postgres(_) | SourceConfig::Mongodb(_) | SourceConfig::Events(_) => {
                 Shared::default()
             }
@@ -114,10 +139,7 @@ fn unknown_field(message: &str) -> Option<String> {
 /// and reported as `(key, message)`, saying which kind takes it when one does.
 pub(super) fn strip_unknown_keys(src: &mut toml::Table) -> Vec<(String, String)> {
     let mut found = Vec::new();
-    loop {
-        let Err(e) = toml::Value::Table(src.clone()).try_into::<SourceConfig>() else {
-            break;
-        };
+    while let Err(e) = toml::Value::Table(src.clone()).try_into::<SourceConfig>() {
         let Some(key) = unknown_field(&e.to_string()).filter(|k| src.contains_key(k)) else {
             break;
         };

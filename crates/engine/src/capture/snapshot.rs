@@ -1,0 +1,315 @@
+//! Snapshots: a table read in chunks across several consistent views, committed as chunks
+//! land, resumed from the chunks not committed, completed as an image.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use sluice_core::change::{data_schema, stamp_rows, Op};
+use sluice_core::failpoint;
+use sluice_lake::{LakeTable, LakeWriter, SEQ_APP_ID};
+use sluice_sources::source::{Chunk, SharedSource};
+use sluice_sources::SourceError;
+
+use super::positions::{self, Ids};
+use super::table::Captured;
+use super::write_reads;
+use crate::image::Images;
+use crate::progress::Progress;
+use crate::{EngineError, Project};
+
+/// Snapshot chunks per lake commit: fewer, larger files; a crash re-reads at most this many
+/// chunks per reader (with the default 100,000-row chunks, a commit per million rows).
+const CHUNKS_PER_COMMIT: u64 = 10;
+
+/// How a snapshot runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SnapshotSettings {
+    pub parallelism: usize,
+    pub chunk_rows: u64,
+    /// Start a new run even if the last one finished (`--resnapshot`).
+    pub fresh: bool,
+    /// A change stream follows: record where each reader's view stands.
+    pub stream: bool,
+    pub progress: bool,
+}
+
+/// A chunk read, with where its reader's view stood.
+struct ChunkRead {
+    index: u64,
+    read_at: i64,
+    chunk: Chunk,
+}
+
+/// Reads a table in chunks across `parallelism` views and commits them to the lake; resumes
+/// an interrupted run.
+///
+/// A run is an image of the table ([`Images`]): it opens with the run's first commit and
+/// completes with its last, which also deletes what the table held before and the run no
+/// longer saw (a row deleted at the source leaves merge tables). When a stream follows, the
+/// run's first commit records where it starts (the earliest view's position), and each
+/// chunk where its own view stood, so the stream applies only what that chunk did not see.
+pub(crate) async fn snapshot(
+    project: &Project,
+    source: &SharedSource,
+    t: &mut Captured,
+    how: SnapshotSettings,
+) -> Result<(), EngineError> {
+    let ids = Ids::of(source.as_ref());
+    let run = t.log.app_version(&ids.run()).await?;
+    let done = t.log.app_version(&ids.done()).await?;
+    let resuming = run.is_some() && run != done && !how.fresh;
+    let ingested_at = Utc::now();
+    let mut readers = source.snapshot_readers(how.parallelism, how.stream).await?;
+    let mut images = Images::of(&t.log).await?;
+    let (run, plan) = match (resuming, run) {
+        (true, Some(run)) => {
+            let plan = positions::snapshot_plan(&t.log, source.as_ref())
+                .await?
+                .ok_or_else(|| {
+                    EngineError::Internal(format!(
+                        "{}: snapshot run {run} has no plan recorded",
+                        t.log.path()
+                    ))
+                })?;
+            tracing::info!(table = %t.spec.table, run, "resuming the snapshot");
+            (run, plan)
+        }
+        _ => {
+            let plan = source.plan_snapshot(&t.table, how.chunk_rows).await?;
+            let run = ingested_at.timestamp_millis().max(run.unwrap_or(0) + 1);
+            let mut apps = vec![(ids.run(), run)];
+            apps.extend(positions::plan_apps(&ids, &plan));
+            // The stream starts where the earliest view stands (a resumed run keeps it).
+            let start = readers
+                .iter()
+                .filter_map(|r| r.read_at().zip(r.position()))
+                .min_by_key(|(at, _)| *at)
+                .map(|(_, p)| p);
+            if let Some(p) = &start {
+                apps.extend(positions::position_apps(&ids, p));
+            }
+            // A new run is a new image, whatever an abandoned one left open.
+            images.open = None;
+            apps.extend(images.opening(t.log.last_seq().await? + 1));
+            let mut meta = serde_json::Map::new();
+            meta.insert(
+                "sluice".into(),
+                json!({ "snapshot": run, "chunks": plan.chunks, "stream_from": start.is_some() }),
+            );
+            t.log.writer()?.commit(&mut t.log, apps, meta).await?;
+            (run, plan)
+        }
+    };
+    let mut pending = VecDeque::new();
+    for i in 0..plan.chunks {
+        if !resuming || t.log.app_version(&ids.chunk(run, i)).await?.is_none() {
+            pending.push_back(i);
+        }
+    }
+    let queue = Arc::new(Mutex::new(pending));
+    let (tx, mut rx) = mpsc::channel::<Result<ChunkRead, SourceError>>(1);
+    let mut workers = Vec::new();
+    for mut reader in readers.drain(..) {
+        let (queue, tx, table, plan) = (queue.clone(), tx.clone(), t.table.clone(), plan.clone());
+        workers.push(tokio::spawn(async move {
+            // The chunks of a reader are as of its view's position.
+            let read_at = reader.read_at().unwrap_or(1);
+            loop {
+                let next = queue.lock().expect("queue lock").pop_front();
+                let Some(index) = next else { break };
+                let read = reader.read(&table, &plan, index).await;
+                let failed = read.is_err();
+                let msg = read.map(|chunk| ChunkRead {
+                    index,
+                    read_at,
+                    chunk,
+                });
+                if tx.send(msg).await.is_err() || failed {
+                    break;
+                }
+            }
+            reader.close().await;
+        }));
+    }
+    drop(tx);
+
+    let mut seq = t.log.last_seq().await?;
+    let mut writer = t.log.writer()?;
+    let mut in_commit: Vec<(u64, i64)> = Vec::new();
+    let mut rows_in_commit = 0u64;
+    let mut progress = Progress::new(
+        how.progress,
+        format!("{}.{} snapshot", t.spec.source, t.spec.table),
+    );
+    let mut failure = None;
+    let mut zero_dates = 0;
+    while let Some(msg) = rx.recv().await {
+        let ChunkRead {
+            index,
+            read_at,
+            chunk,
+        } = match msg {
+            Ok(c) => c,
+            Err(e) => {
+                failure = Some(EngineError::from(e));
+                break;
+            }
+        };
+        t.quarantine(&project.lake, &ids.chunk(run, index), chunk.rejects)
+            .await?;
+        let mut rows = 0;
+        for b in &chunk.batches {
+            rows += write_reads(
+                &mut writer,
+                b,
+                &mut seq,
+                (Some(ingested_at), ingested_at),
+                &t.spec.table,
+            )
+            .await?;
+        }
+        zero_dates += chunk.zero_dates;
+        progress.add(rows);
+        rows_in_commit += rows;
+        t.report.rows += rows;
+        in_commit.push((index, read_at));
+        if rows_in_commit >= CHUNKS_PER_COMMIT * how.chunk_rows {
+            let w = std::mem::replace(&mut writer, t.log.writer()?);
+            commit_chunks(t, &ids, w, run, &in_commit, seq, Vec::new()).await?;
+            in_commit.clear();
+            rows_in_commit = 0;
+        }
+    }
+    for w in workers {
+        w.await
+            .map_err(|e| EngineError::Internal(format!("snapshot reader: {e}")))?;
+    }
+    // What was read is committed; on a failure the rest resumes next run.
+    if !in_commit.is_empty() {
+        commit_chunks(t, &ids, writer, run, &in_commit, seq, Vec::new()).await?;
+    }
+    if zero_dates > 0 {
+        tracing::warn!(table = %t.spec.table, zero_dates, "zero dates (0000-00-00) landed as NULL");
+        t.report.zero_dates += zero_dates;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    complete_run(t, &ids, &mut images, run, ingested_at).await?;
+    tracing::info!(table = %t.spec.table, rows = t.report.rows, run, "snapshot complete");
+    Ok(())
+}
+
+/// Commits chunks `(index, read at)` of a run with what `writer` holds, and `more` positions.
+async fn commit_chunks(
+    t: &mut Captured,
+    ids: &Ids,
+    writer: LakeWriter,
+    run: i64,
+    chunks: &[(u64, i64)],
+    seq: i64,
+    more: Vec<(String, i64)>,
+) -> Result<(), EngineError> {
+    let mut apps: Vec<(String, i64)> = chunks
+        .iter()
+        .map(|(i, at)| (ids.chunk(run, *i), *at))
+        .collect();
+    apps.push((SEQ_APP_ID.to_string(), seq));
+    let complete = !more.is_empty();
+    apps.extend(more);
+    let indices: Vec<u64> = chunks.iter().map(|(i, _)| *i).collect();
+    let mut meta = serde_json::Map::new();
+    meta.insert(
+        "sluice".into(),
+        json!({ "snapshot": run, "chunks": indices, "rows": writer.rows(), "complete": complete }),
+    );
+    let v = writer.commit(&mut t.log, apps, meta).await?;
+    t.report.lake_version = v.or(t.report.lake_version);
+    failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
+    Ok(())
+}
+
+/// Completes a run whose chunks are all in the lake: one commit that deletes the rows the
+/// table held before the run and the run did not see (their keys are gone at the source),
+/// marks the run done and closes its image. A crash before it leaves the run to resume with
+/// no chunk left to read, and this runs again.
+async fn complete_run(
+    t: &mut Captured,
+    ids: &Ids,
+    images: &mut Images,
+    run: i64,
+    at: DateTime<Utc>,
+) -> Result<(), EngineError> {
+    let mut seq = t.log.last_seq().await?;
+    let mut writer = t.log.writer()?;
+    let mut deleted = 0u64;
+    if let (false, Some(open)) = (t.spec.primary_key.is_empty(), images.open) {
+        use futures::StreamExt;
+        let mut gone = vanished(&t.log, &t.spec.primary_key, open).await?;
+        while let Some(batch) = gone.next().await {
+            let batch = batch?;
+            let n = batch.num_rows();
+            let stamped = stamp_rows(
+                &batch,
+                &vec![Op::Delete; n],
+                &vec![Some(at.timestamp_micros()); n],
+                seq + 1,
+                at,
+            )
+            .map_err(|e| EngineError::Internal(format!("stamping {}: {e}", t.spec.table)))?;
+            writer.write(stamped).await?;
+            seq += n as i64;
+            deleted += n as u64;
+        }
+    }
+    if deleted > 0 {
+        tracing::info!(table = %t.spec.table, rows = deleted, "rows gone from the source since the last snapshot: deleted");
+        t.report.deleted += deleted;
+    }
+    let mut more = vec![(ids.done(), run)];
+    more.extend(images.closing(seq, t.log.version() + 1));
+    commit_chunks(t, ids, writer, run, &[], seq, more).await
+}
+
+/// The rows the table held before the snapshot run that began at `run_from` (the last change
+/// per key, unless a delete) whose key the run did not read.
+async fn vanished(
+    log: &LakeTable,
+    key: &[String],
+    run_from: i64,
+) -> Result<datafusion::physical_plan::SendableRecordBatchStream, EngineError> {
+    use sluice_core::names::quote_ident as q;
+    let ctx = datafusion::prelude::SessionContext::new();
+    crate::query::register(&ctx, "changes".into(), log).await?;
+    let data: Vec<String> = data_schema(log.schema()?.as_ref())
+        .fields()
+        .iter()
+        .map(|f| q(f.name()))
+        .collect();
+    let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
+    let same_key: Vec<String> = key
+        .iter()
+        .map(|k| format!("_sluice_r.{k} = _sluice_b.{k}", k = q(k)))
+        .collect();
+    let (seq, op) = (q(sluice_core::change::SEQ), q(sluice_core::change::OP));
+    let sql = format!(
+        "SELECT {cols} FROM (
+           SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC) AS _sluice_rn
+           FROM changes WHERE {seq} < {run_from}) AS _sluice_b
+         WHERE _sluice_rn = 1 AND {op} <> 'd'
+           AND NOT EXISTS (SELECT 1 FROM changes AS _sluice_r
+                           WHERE _sluice_r.{seq} >= {run_from} AND {same})",
+        cols = data
+            .iter()
+            .map(|c| format!("_sluice_b.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        keys = keys.join(", "),
+        same = same_key.join(" AND "),
+    );
+    Ok(ctx.sql(&sql).await?.execute_stream().await?)
+}

@@ -1,0 +1,278 @@
+//! Change streams: whole source transactions, batched by time and size, each table's rows
+//! committed with the position after its last transaction in one lake commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::json;
+use tokio::sync::watch;
+
+use sluice_core::change::stamp_rows;
+use sluice_core::failpoint;
+use sluice_core::retry::ErrorKind;
+use sluice_lake::SEQ_APP_ID;
+use sluice_sources::source::{ChangeStream, Position, SharedSource, StreamEvent, StreamTable};
+
+use super::positions::{self, Ids};
+use super::table::Captured;
+use crate::progress::Progress;
+use crate::{EngineError, Project};
+
+/// How a stream is batched and how long it runs.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamSettings {
+    /// A commit once this many change rows wait ...
+    pub max_rows: usize,
+    /// ... or the oldest has waited this long.
+    pub max_wait: Duration,
+    /// Keep following after catching up, until the signal turns true.
+    pub follow: Option<watch::Receiver<bool>>,
+    /// While following, load each table into its warehouse after each lake commit.
+    pub load: bool,
+    pub progress: bool,
+}
+
+/// Following, quiet tables have their position moved up this often (so a restart does not
+/// start at a place the server may have dropped by then).
+const IDLE_ADVANCE: Duration = Duration::from_secs(60);
+
+/// The stream's tables: the captured ones by name, what each has buffered and where it is.
+struct Streaming<'a> {
+    project: &'a Project,
+    ids: Ids,
+    tables: &'a mut [Captured],
+    index: HashMap<String, usize>,
+    /// Per table with rows buffered: the position after its last transaction buffered.
+    buffered: BTreeMap<usize, Position>,
+    /// Per table: the position committed in its change log.
+    committed: HashMap<usize, Position>,
+    rows: usize,
+    since: Option<Instant>,
+    load: bool,
+}
+
+/// Streams changes for the live `tables` from each one's committed position until caught up
+/// (or, following, until stopped). What `stream` fails with is the whole stream's failure;
+/// one table's failure or halt is set on that table and the others go on.
+pub(crate) async fn stream(
+    project: &Project,
+    source: &SharedSource,
+    tables: &mut [Captured],
+    how: StreamSettings,
+) -> Result<(), EngineError> {
+    let mut open = Vec::new();
+    let mut committed = HashMap::new();
+    let mut index = HashMap::new();
+    for (i, t) in tables.iter_mut().enumerate().filter(|(_, t)| t.live()) {
+        let Some(from) = positions::stream_position(&t.log, source.as_ref()).await? else {
+            t.fail(
+                "no stream position recorded (the snapshot did not record one)",
+                ErrorKind::Fatal,
+            );
+            continue;
+        };
+        let snapshot = positions::snapshot_marks(&t.log, source.as_ref()).await?;
+        open.push(StreamTable {
+            table: t.table.clone(),
+            from: from.clone(),
+            snapshot,
+        });
+        committed.insert(i, from);
+        index.insert(t.table.name.clone(), i);
+    }
+    if open.is_empty() {
+        return Ok(());
+    }
+    let following = how.follow.is_some();
+    let mut changes = source.open_stream(open, following).await?;
+    let mut s = Streaming {
+        project,
+        ids: Ids::of(source.as_ref()),
+        tables,
+        index,
+        buffered: BTreeMap::new(),
+        committed,
+        rows: 0,
+        since: None,
+        load: following && how.load,
+    };
+    let mut progress = Progress::new(how.progress, format!("{} changes", source.name()));
+    let mut last_idle_advance = Instant::now();
+    let mut stop = how.follow.clone();
+    loop {
+        let wait = s
+            .since
+            .map(|t0| how.max_wait.saturating_sub(t0.elapsed()))
+            .unwrap_or(IDLE_ADVANCE);
+        let event = tokio::select! {
+            event = changes.next() => event?,
+            _ = tokio::time::sleep(wait) => {
+                s.flush_all(changes.as_mut()).await?;
+                if following && last_idle_advance.elapsed() >= IDLE_ADVANCE {
+                    s.advance_idle(changes.as_ref()).await?;
+                    last_idle_advance = Instant::now();
+                }
+                continue;
+            }
+            _ = stopped(&mut stop) => None,
+        };
+        let Some(event) = event else { break };
+        match event {
+            StreamEvent::Committed { at, tables, .. } => {
+                let mut n = 0;
+                for (name, rows) in tables {
+                    if let Some(&i) = s.index.get(&name) {
+                        s.buffered.insert(i, at.clone());
+                        n += rows;
+                    }
+                }
+                s.rows += n;
+                s.since.get_or_insert_with(Instant::now);
+                progress.add(n as u64);
+                if s.rows >= how.max_rows {
+                    s.flush_all(changes.as_mut()).await?;
+                }
+            }
+            StreamEvent::Changed {
+                table,
+                at: _,
+                statement,
+            } => {
+                let Some(&i) = s.index.get(&table.name) else {
+                    continue;
+                };
+                // Rows before the change were read with the definitions before it.
+                s.flush(changes.as_mut(), i).await?;
+                let t = &mut s.tables[i];
+                match t.adopt(source.as_ref(), table, &statement).await {
+                    Ok(()) if t.halted.is_some() => changes.stop(&t.table.name),
+                    Ok(()) => {}
+                    Err(e) => {
+                        t.fail(e.to_string(), e.kind());
+                        changes.stop(&t.table.name);
+                    }
+                }
+            }
+            StreamEvent::Halted { table, why } => {
+                let Some(&i) = s.index.get(&table) else {
+                    continue;
+                };
+                s.flush(changes.as_mut(), i).await?;
+                tracing::warn!(table = %table, why = %why, "capture halted");
+                s.tables[i].halted = Some(why);
+                changes.stop(&table);
+            }
+            StreamEvent::Failed { table, why, kind } => {
+                if let Some(&i) = s.index.get(&table) {
+                    s.tables[i].fail(why, kind);
+                    changes.stop(&table);
+                }
+            }
+            StreamEvent::Moved(_) => {}
+        }
+        if following && last_idle_advance.elapsed() >= IDLE_ADVANCE {
+            s.flush_all(changes.as_mut()).await?;
+            s.advance_idle(changes.as_ref()).await?;
+            last_idle_advance = Instant::now();
+        }
+    }
+    s.flush_all(changes.as_mut()).await?;
+    // Tables with nothing new move up too, so the next run starts here.
+    s.advance_idle(changes.as_ref()).await?;
+    tracing::info!(source = %source.name(), "caught up");
+    Ok(())
+}
+
+/// Resolves once the follow signal turns true (never without one).
+async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
+    match stop.as_mut() {
+        Some(s) => {
+            let _ = s.wait_for(|v| *v).await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+impl Streaming<'_> {
+    /// Commits every table's buffered changes (and, following, loads them).
+    async fn flush_all(&mut self, changes: &mut dyn ChangeStream) -> Result<(), EngineError> {
+        let flushed: Vec<usize> = self.buffered.keys().copied().collect();
+        for &i in &flushed {
+            self.flush(changes, i).await?;
+        }
+        self.rows = 0;
+        self.since = None;
+        if self.load {
+            for i in flushed {
+                let spec = &self.tables[i].spec;
+                if let Err(e) = crate::load::load(self.project, spec).await {
+                    tracing::error!(table = %spec.table, error = %e, "load while following failed; retrying with the next batch");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits table `i`'s buffered changes with the position after its last transaction:
+    /// rejects first, recorded under that position (a crash before the data commit reads
+    /// the same changes again and finds them recorded), then rows and position in one commit.
+    async fn flush(&mut self, changes: &mut dyn ChangeStream, i: usize) -> Result<(), EngineError> {
+        let Some(at) = self.buffered.remove(&i) else {
+            return Ok(());
+        };
+        let t = &mut self.tables[i];
+        let taken = changes.take(&t.table.name)?;
+        t.quarantine(
+            &self.project.lake,
+            &self.ids.stream_rejects(&at),
+            taken.rejects,
+        )
+        .await?;
+        let n = taken.rows.num_rows() as i64;
+        let seq = t.log.last_seq().await?;
+        let batch = stamp_rows(
+            &taken.rows,
+            &taken.ops,
+            &taken.commit_micros,
+            seq + 1,
+            Utc::now(),
+        )
+        .map_err(|e| EngineError::Internal(format!("stamping {}: {e}", t.spec.table)))?;
+        let mut writer = t.log.writer()?;
+        writer.write(batch).await?;
+        let mut apps = positions::position_apps(&self.ids, &at);
+        apps.push((SEQ_APP_ID.to_string(), seq + n));
+        let mut meta = serde_json::Map::new();
+        meta.insert("sluice".into(), json!({ "stream": true, "rows": n }));
+        let v = writer.commit(&mut t.log, apps, meta).await?;
+        failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
+        t.report.rows += n as u64;
+        t.report.zero_dates += taken.zero_dates;
+        t.report.lake_version = v.or(t.report.lake_version);
+        self.committed.insert(i, at);
+        Ok(())
+    }
+
+    /// Moves the committed position of each live table with nothing buffered up to where
+    /// the stream stands for it.
+    async fn advance_idle(&mut self, changes: &dyn ChangeStream) -> Result<(), EngineError> {
+        for (name, at) in changes.positions() {
+            let Some(&i) = self.index.get(&name) else {
+                continue;
+            };
+            let t = &mut self.tables[i];
+            if !t.live() || self.buffered.contains_key(&i) || self.committed.get(&i) == Some(&at) {
+                continue;
+            }
+            let mut meta = serde_json::Map::new();
+            meta.insert("sluice".into(), json!({ "stream": true, "rows": 0 }));
+            t.log
+                .writer()?
+                .commit(&mut t.log, positions::position_apps(&self.ids, &at), meta)
+                .await?;
+            self.committed.insert(i, at);
+        }
+        Ok(())
+    }
+}
