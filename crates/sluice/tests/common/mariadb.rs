@@ -10,8 +10,8 @@ pub struct MariaDb {
     pub port: u16,
     pub dir: PathBuf,
     child: Child,
-    // One server at a time: each test's server and sluice already keep both cores busy.
-    _turn: std::sync::MutexGuard<'static, ()>,
+    // One test's servers at a time: each test's server and sluice already keep both cores busy.
+    _turn: Option<std::sync::MutexGuard<'static, ()>>,
 }
 
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -27,6 +27,18 @@ impl MariaDb {
     /// Starts a server with `extra` server options (e.g. `--max-binlog-size=4096`).
     pub fn start(extra: &[&str]) -> MariaDb {
         let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+        Self::start_in_turn(extra, Some(turn))
+    }
+
+    /// Two servers for one test (two sources at once).
+    pub fn start_two(extra: &[&str]) -> (MariaDb, MariaDb) {
+        let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+        let first = Self::start_in_turn(extra, Some(turn));
+        let second = Self::start_in_turn(extra, None);
+        (first, second)
+    }
+
+    fn start_in_turn(extra: &[&str], turn: Option<std::sync::MutexGuard<'static, ()>>) -> MariaDb {
         // Under /tmp: short socket paths, and no surprises with root's home permissions.
         let dir = tempfile::Builder::new()
             .prefix("sluice-mariadb-")
