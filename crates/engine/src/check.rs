@@ -43,10 +43,7 @@ pub async fn check(project: &Project) -> Vec<Check> {
         },
     );
     for (name, src) in &project.config.sources {
-        let what = match src.as_files() {
-            Some(files) => format!("source {name} ({})", files.url),
-            None => format!("source {name} ({})", src.kind()),
-        };
+        let what = format!("source {name} ({})", src.location());
         let checked = match crate::sources::build(project, name) {
             Ok(source) => source.check().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

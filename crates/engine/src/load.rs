@@ -445,7 +445,7 @@ fn full_state_images(project: &Project, spec: &TableSpec) -> bool {
         .config
         .sources
         .get(&spec.source)
-        .is_some_and(|s| s.as_files().is_none())
+        .is_some_and(|s| s.images_are_whole())
 }
 
 /// Merge without a key matches rows on their identity, which the load computes. It cannot

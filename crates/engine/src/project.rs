@@ -83,7 +83,7 @@ impl Project {
                 None => (s.clone(), None),
             };
             let config = self.source(&src)?;
-            if let (Some(t), Some(_)) = (&table, config.as_files()) {
+            if let (Some(t), false) = (&table, config.discovers_tables()) {
                 if !self
                     .config
                     .source_tables(&src, config)
@@ -120,7 +120,7 @@ impl Project {
         let mut out = Vec::new();
         for (name, src) in &self.config.sources {
             let configured = self.config.source_tables(name, src);
-            if src.as_files().is_some() {
+            if !src.discovers_tables() {
                 out.extend(configured);
                 continue;
             }

@@ -863,7 +863,7 @@ impl Config {
                 }
                 // Only files know their key before discovery; database tables are checked
                 // when their key is known (loads refuse what needs one).
-                if src.as_files().is_none() {
+                if src.discovers_tables() {
                     continue;
                 }
                 for m in &spec.loads {

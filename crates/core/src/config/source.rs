@@ -113,6 +113,26 @@ impl SourceConfig {
         }
     }
 
+    /// Whether the source's tables are found by asking it (databases) rather than named by
+    /// the config (a files source feeds the one table it names).
+    pub fn discovers_tables(&self) -> bool {
+        !matches!(self, SourceConfig::Files(_))
+    }
+
+    /// Whether a completed capture is the whole table (a database snapshot) rather than the
+    /// rows added since the last (the files one sync found).
+    pub fn images_are_whole(&self) -> bool {
+        !matches!(self, SourceConfig::Files(_))
+    }
+
+    /// Where the source is, for messages (never a secret: database URLs carry no password).
+    pub fn location(&self) -> String {
+        match self {
+            SourceConfig::Files(c) => c.url.clone(),
+            other => other.kind().to_string(),
+        }
+    }
+
     pub fn as_files(&self) -> Option<&FilesConfig> {
         match self {
             SourceConfig::Files(c) => Some(c),
