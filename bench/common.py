@@ -8,7 +8,8 @@ SHARED = os.path.join(ROOT, "..", "shared", "bench")
 sys.path.insert(0, SHARED)  # for `import harness`
 
 TARGET = os.environ.setdefault("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice-target"))
-SLUICE = os.path.join(TARGET, "release", "sluice")
+# SLUICE_BIN runs another build (e.g. the one before a change, for before/after figures).
+SLUICE = os.environ.get("SLUICE_BIN") or os.path.join(TARGET, "release", "sluice")
 GEN = os.path.join(TARGET, "release", "examples", "tpch_lineitem")
 SF1_ROWS = 6_001_215
 # lineitem as a files source declares it (`columns = ...` in sluice.toml).
@@ -19,5 +20,10 @@ COLUMNS = """["l_orderkey bigint", "l_partkey bigint", "l_suppkey bigint", "l_li
 
 
 def build():
-    """The release binary and the generator, as every benchmark runs them."""
+    """The release binary and the generator, as every benchmark runs them (nothing when
+    SLUICE_BIN names the binary and the generator is built)."""
+    if os.environ.get("SLUICE_BIN"):
+        if not os.path.exists(GEN):
+            subprocess.run(["cargo", "build", "--release", "--workspace", "--examples"], cwd=ROOT, check=True)
+        return
     subprocess.run(["cargo", "build", "--release", "--workspace", "--examples", "--bins"], cwd=ROOT, check=True)
