@@ -2,7 +2,11 @@
 
 use serde::Serialize;
 
+use std::collections::HashMap;
+
+use sluice_core::config::{Mode, TableSpec};
 use sluice_lake::{LakeTable, TablePath};
+use sluice_sources::source::{Retention, SharedSource};
 
 use crate::{EngineError, Project};
 
@@ -38,12 +42,53 @@ pub struct TableStatus {
     pub changes: i64,
     /// Records in quarantine.
     pub quarantined: u64,
+    /// Stream tables: how far the committed position is from the oldest log the source
+    /// keeps (`lost` when it is gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<PositionStatus>,
     pub targets: Vec<TargetStatus>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionStatus {
+    Kept(Retention),
+    /// The source no longer holds it: `sluice sync --resnapshot` (or on_position_lost).
+    Lost,
+    /// The source could not be asked.
+    Unknown(String),
+}
+
+/// Where a stream table's committed position stands at its source.
+async fn position_status(
+    project: &Project,
+    sources: &mut HashMap<String, Option<SharedSource>>,
+    spec: &TableSpec,
+    log: &LakeTable,
+) -> Option<PositionStatus> {
+    if project.source(&spec.source).ok()?.mode() != Mode::Cdc {
+        return None;
+    }
+    let source = sources
+        .entry(spec.source.clone())
+        .or_insert_with(|| crate::sources::build(project, &spec.source).ok())
+        .clone()?;
+    let at = match crate::capture::stream_position(log, source.as_ref()).await {
+        Ok(Some(at)) => at,
+        Ok(None) => return None,
+        Err(e) => return Some(PositionStatus::Unknown(e.to_string())),
+    };
+    Some(match source.retention(&at).await {
+        Ok(Some(r)) => PositionStatus::Kept(r),
+        Ok(None) => PositionStatus::Lost,
+        Err(e) => PositionStatus::Unknown(e.to_string()),
+    })
 }
 
 pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> {
     let mut out = Vec::new();
     let mut warehouses = std::collections::HashMap::new();
+    let mut sources = HashMap::new();
     for spec in project.known_tables().await? {
         let src = project.source(&spec.source)?;
         let log = LakeTable::open(
@@ -63,6 +108,10 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
         {
             Some(q) => q.row_count()?,
             None => 0,
+        };
+        let position = match &log {
+            Some(l) => position_status(project, &mut sources, &spec, l).await,
+            None => None,
         };
         let mut targets = Vec::new();
         // One open per warehouse, not per table.
@@ -118,6 +167,7 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
             lake_version,
             changes,
             quarantined,
+            position,
             targets,
         });
     }
@@ -144,6 +194,26 @@ pub fn render(tables: &[TableStatus]) -> String {
             t.changes,
             t.quarantined
         );
+        match &t.position {
+            Some(PositionStatus::Kept(r)) => {
+                out += &format!(
+                    "  position: {} log file(s), {} bytes after the oldest the source keeps{}\n",
+                    r.files_before,
+                    r.bytes_before,
+                    r.kept_for_secs
+                        .map(|s| format!(" (kept {} h)", s / 3600))
+                        .unwrap_or_default()
+                )
+            }
+            Some(PositionStatus::Lost) => {
+                out += &format!(
+                    "  position: LOST (purged at the source): sluice sync --resnapshot {}.{}\n",
+                    t.source, t.table
+                )
+            }
+            Some(PositionStatus::Unknown(e)) => out += &format!("  position: unknown ({e})\n"),
+            None => {}
+        }
         for g in &t.targets {
             let cut = match g.truncated_rows {
                 0 => String::new(),

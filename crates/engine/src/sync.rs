@@ -99,6 +99,18 @@ impl SyncReport {
                     e.deleted
                 );
             }
+            if e.resnapshotted {
+                out += "  its position was gone from the source: snapshotted again (on_position_lost = \"resnapshot\")\n";
+            }
+            if let Some(w) = &e.position_warning {
+                out += &format!("  WARNING: {w}\n");
+            }
+            if e.unreadable > 0 {
+                out += &format!(
+                    "  {} file(s) unreadable: each quarantined whole with its reason, the others landed\n",
+                    e.unreadable
+                );
+            }
             if e.waiting > 0 {
                 out += &format!(
                     "  {} file(s) still being written: taken once they settle\n",

@@ -95,17 +95,17 @@ impl Lake {
 
     /// URL of a lake table.
     pub fn url_of(&self, path: &TablePath) -> Url {
-        self.root
-            .join(&path.relative())
-            .expect("relative path joins")
+        self.url_at(&path.relative())
+    }
+
+    /// The URL of a folder under the root.
+    pub(crate) fn url_at(&self, relative: &str) -> Url {
+        self.root.join(relative).expect("relative path joins")
     }
 
     /// Names of the tables a source has in the change-log area (`changes/<source>/*`).
     pub async fn tables_of(&self, source: &str) -> Result<Vec<String>, LakeError> {
-        let url = self
-            .root
-            .join(&format!("changes/{source}/"))
-            .expect("relative path joins");
+        let url = self.url_at(&format!("changes/{}/", crate::table::segment(source)));
         let err = |message: String| LakeError::Location {
             location: url.to_string(),
             message,
@@ -119,7 +119,7 @@ impl Lake {
         let mut names: Vec<String> = listing
             .common_prefixes
             .iter()
-            .filter_map(|p| p.filename().map(String::from))
+            .filter_map(|p| p.filename().map(crate::table::name_of))
             .collect();
         names.sort();
         Ok(names)

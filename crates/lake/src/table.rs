@@ -37,6 +37,26 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// The Delta property naming the columns a data file keeps statistics for. Without it
+/// delta-rs keeps them for the first 32 columns only, and a table of 31 source columns or
+/// more would have none on `_sluice_seq`: every load would read the whole change log.
+const STATS_COLUMNS_PROPERTY: &str = "delta.dataSkippingStatsColumns";
+
+/// Columns with file statistics: the change columns, and the first 32 source columns whose
+/// names the property can list (it is comma-separated).
+fn stats_columns(schema: &Schema) -> String {
+    let names = schema.fields().iter().map(|f| f.name().as_str());
+    // The partition column is in no data file.
+    let change = names
+        .clone()
+        .filter(|n| sluice_core::change::is_change_column(n) && *n != INGEST_DATE);
+    let data = names
+        .filter(|n| !sluice_core::change::is_change_column(n))
+        .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .take(32);
+    change.chain(data).collect::<Vec<_>>().join(",")
+}
+
 /// Which lake table: `changes/<source>/<table>` or `quarantine/<source>/<table>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TablePath {
@@ -62,9 +82,73 @@ impl TablePath {
         }
     }
 
+    /// The table's folder under the lake root, each name written as one safe segment.
     pub fn relative(&self) -> String {
-        format!("{}/{}/{}/", self.area, self.source, self.table)
+        format!(
+            "{}/{}/{}/",
+            self.area,
+            segment(&self.source),
+            segment(&self.table)
+        )
     }
+
+    /// The folder a build before names were encoded used, when it differs and was a safe
+    /// place (no separator, query, fragment or escape in it): a table there is still read.
+    fn legacy_relative(&self) -> Option<String> {
+        let raw = format!("{}/{}/{}/", self.area, self.source, self.table);
+        let safe = |n: &str| {
+            !n.is_empty() && !n.chars().all(|c| c == '.') && !n.contains(['/', '\\', '?', '#', '%'])
+        };
+        (raw != self.relative() && safe(&self.source) && safe(&self.table)).then_some(raw)
+    }
+}
+
+/// A name as one segment of a lake path. Characters that mean something in a path or a URL
+/// (`/`, `\`, `?`, `#`, `%`, `~`, `:`, quotes, brackets …) and names made only of dots are
+/// written `~XX` (the byte in hex), so no name reaches another table's folder or aliases
+/// another name; letters, digits, `_`, `-`, `.`, `$`, space and non-ASCII stay as they are.
+pub fn segment(name: &str) -> String {
+    let dots = !name.is_empty() && name.chars().all(|c| c == '.');
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        let plain = c.is_ascii_alphanumeric()
+            || matches!(c, '_' | '-' | '$' | ' ')
+            || (c == '.' && !dots)
+            || (!c.is_ascii() && !c.is_control());
+        if plain {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("~{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// The name a [`segment`] was written from.
+pub fn name_of(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'~', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl std::fmt::Display for TablePath {
@@ -87,7 +171,14 @@ impl LakeTable {
     }
 
     fn builder(lake: &Lake, path: &TablePath) -> Result<DeltaTableBuilder, LakeError> {
-        let url = lake.url_of(path);
+        Self::builder_at(lake, path, lake.url_of(path))
+    }
+
+    fn builder_at(
+        lake: &Lake,
+        path: &TablePath,
+        url: url::Url,
+    ) -> Result<DeltaTableBuilder, LakeError> {
         let b = DeltaTableBuilder::from_url(url)
             .map_err(|source| LakeError::Delta {
                 table: path.to_string(),
@@ -99,11 +190,25 @@ impl LakeTable {
 
     /// Opens the table, or None if it has never been written.
     pub async fn open(lake: &Lake, path: &TablePath) -> Result<Option<LakeTable>, LakeError> {
+        if let Some(t) = Self::open_at(lake, path, lake.url_of(path)).await? {
+            return Ok(Some(t));
+        }
+        match path.legacy_relative() {
+            Some(old) => Self::open_at(lake, path, lake.url_at(&old)).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn open_at(
+        lake: &Lake,
+        path: &TablePath,
+        url: url::Url,
+    ) -> Result<Option<LakeTable>, LakeError> {
         let e = |source: DeltaTableError| LakeError::Delta {
             table: path.to_string(),
             source,
         };
-        let mut table = Self::builder(lake, path)?.build().map_err(e)?;
+        let mut table = Self::builder_at(lake, path, url)?.build().map_err(e)?;
         // Ask the store rather than interpret a load error: a table exists iff it has a log.
         if !table
             .log_store()
@@ -134,6 +239,7 @@ impl LakeTable {
         };
         let kernel: StructType = schema.try_into_kernel().map_err(|err| e(err.into()))?;
         let mut properties = properties;
+        properties.insert(STATS_COLUMNS_PROPERTY.to_string(), stats_columns(schema));
         let history = SchemaHistory::new(&data_schema(schema), 0, now_rfc3339());
         properties.insert(
             SCHEMA_HISTORY_PROPERTY.to_string(),
@@ -303,6 +409,22 @@ impl LakeTable {
         let version = finalized.version() as i64;
         self.refresh().await?;
         Ok(version)
+    }
+
+    /// Gives a table created before its change columns were named for statistics (a wide one
+    /// loses them past the 32nd column) the property, in one metadata commit; true if it did.
+    pub async fn keep_change_column_stats(&mut self) -> Result<bool, LakeError> {
+        if self.property(STATS_COLUMNS_PROPERTY).is_some() {
+            return Ok(false);
+        }
+        let columns = stats_columns(self.schema()?.as_ref());
+        self.evolve_with(
+            &[],
+            Vec::new(),
+            &[(STATS_COLUMNS_PROPERTY.to_string(), columns)],
+        )
+        .await?;
+        Ok(true)
     }
 
     /// The version recorded for an application transaction id, if any commit recorded one.
@@ -483,6 +605,61 @@ impl LakeWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hostile names stay one segment each, distinct, and come back as they were; plain
+    /// names keep the folders they always had.
+    #[test]
+    fn names_are_one_safe_segment_each() {
+        let hostile = [
+            "..",
+            ".",
+            "../other/orders",
+            "a/b",
+            "a\\b",
+            "a?b",
+            "a#b",
+            "100%",
+            "%2F",
+            "~7E",
+            "~",
+            "a:b",
+            "ünï 😀",
+            "x".repeat(64).as_str(),
+            "a.b",
+            "a~2Eb",
+        ]
+        .map(String::from);
+        let mut seen = std::collections::HashSet::new();
+        for name in &hostile {
+            let seg = segment(name);
+            assert!(
+                !seg.contains(['/', '\\', '?', '#', '%']),
+                "{name:?} -> {seg}"
+            );
+            assert!(
+                seg.is_empty() || !seg.chars().all(|c| c == '.'),
+                "{name:?} -> {seg}"
+            );
+            assert_eq!(&name_of(&seg), name, "{seg}");
+            assert!(
+                seen.insert(seg.clone()),
+                "{name:?} aliases another name as {seg}"
+            );
+            let url = url::Url::parse("file:///lake/")
+                .unwrap()
+                .join(&format!("changes/s/{seg}/"))
+                .unwrap();
+            assert!(
+                url.path().starts_with("/lake/changes/s/")
+                    && url.query().is_none()
+                    && url.fragment().is_none(),
+                "{name:?} leaves its folder: {url}"
+            );
+        }
+        for plain in ["orders", "order_items", "Orders-2024", "v1.2", "ünï"] {
+            assert_eq!(segment(plain), plain);
+        }
+    }
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field};
     use sluice_core::change::{stamp_rows, Op};

@@ -335,6 +335,12 @@ async fn wait_for_stop_signal() {
 }
 
 fn main() -> ExitCode {
+    // Errors from libraries (the Delta kernel) capture a backtrace when RUST_BACKTRACE is set
+    // and print it with their message: users get the message. Panics keep theirs. Set before
+    // any thread starts.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -60,8 +60,7 @@ impl SourceError {
                 | Io::ConnectionAborted
                 | Io::ConnectionRefused
                 | Io::BrokenPipe
-                | Io::WouldBlock
-                | Io::UnexpectedEof => ErrorKind::Transient,
+                | Io::WouldBlock => ErrorKind::Transient,
                 _ => ErrorKind::Fatal,
             },
             SourceError::Config { .. } | SourceError::File { .. } | SourceError::Arrow { .. } => {

@@ -59,6 +59,18 @@ pub struct SourceTable {
     pub rows_estimate: u64,
 }
 
+/// How far a stream position is from being lost: the change log the source still keeps
+/// before it (a purge takes the oldest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Retention {
+    /// Log files kept before the one the position is in (0: it is in the oldest).
+    pub files_before: u64,
+    /// Bytes of log kept before the position.
+    pub bytes_before: u64,
+    /// How long the source keeps its log (None: until purged by hand).
+    pub kept_for_secs: Option<u64>,
+}
+
 /// What a source can do; the driver never calls what is not declared.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
@@ -366,6 +378,13 @@ pub trait Source: Send + Sync {
     /// the driver reads them for [`Source::legacy_position`] and [`Source::legacy_plan`].
     fn legacy_ids(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// Where stream position `at` stands in the log the source keeps; None when the log
+    /// there is gone (purged: the table must be snapshotted again).
+    async fn retention(&self, at: &Position) -> Result<Option<Retention>, SourceError> {
+        let _ = at;
+        Err(unsupported(self.name(), "change streams"))
     }
 
     /// A position stored before positions were kept as bytes, rebuilt from the lake's

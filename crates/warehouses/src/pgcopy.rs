@@ -134,8 +134,9 @@ impl Column {
         })
     }
 
-    /// Writes one non-null field (length, then value).
-    fn put(&self, row: usize, buf: &mut BytesMut) {
+    /// Writes one non-null field (length, then value); true when the value had to be
+    /// altered to be stored (see [`storable_text`]).
+    fn put(&self, row: usize, buf: &mut BytesMut) -> bool {
         match self {
             Column::Bool(a) => {
                 buf.put_i32(1);
@@ -180,16 +181,18 @@ impl Column {
             }
             Column::Decimal(a, scale) => put_numeric(buf, a.value(row), *scale),
             Column::Text(a) => {
-                let v = a.value(row).as_bytes();
+                let (v, altered) = storable_text(a.value(row));
                 buf.put_i32(v.len() as i32);
-                buf.put_slice(v);
+                buf.put_slice(v.as_bytes());
+                return altered;
             }
             Column::Json(a) => {
                 // JSONB's binary form: a version byte, then the text.
-                let v = a.value(row).as_bytes();
+                let (v, altered) = storable_json(a.value(row));
                 buf.put_i32(v.len() as i32 + 1);
                 buf.put_u8(1);
-                buf.put_slice(v);
+                buf.put_slice(v.as_bytes());
+                return altered;
             }
             Column::Bytes(a) => {
                 let v = a.value(row);
@@ -209,7 +212,47 @@ impl Column {
                 buf.put_i64(a.value(row));
             }
         }
+        false
     }
+}
+
+/// What PostgreSQL stores in place of a NUL character, which TEXT and JSONB cannot hold:
+/// U+2400 SYMBOL FOR NULL, visibly what it stands for. The lake keeps the value exact.
+pub const NUL_STAND_IN: char = '\u{2400}';
+
+/// `text` as TEXT can hold it: NUL characters stood in for; true when there were any.
+fn storable_text(text: &str) -> (std::borrow::Cow<'_, str>, bool) {
+    match text.contains('\0') {
+        true => (text.replace('\0', &NUL_STAND_IN.to_string()).into(), true),
+        false => (text.into(), false),
+    }
+}
+
+/// JSON text as JSONB can hold it: `\u0000` escapes (and raw NULs) stood in for, escapes
+/// read pair by pair so an escaped backslash before `u0000` is left alone.
+fn storable_json(json: &str) -> (std::borrow::Cow<'_, str>, bool) {
+    let (json, raw) = storable_text(json);
+    if !json.contains("\\u0000") {
+        return (json, raw);
+    }
+    let stand_in = format!("\\u{:04x}", NUL_STAND_IN as u32);
+    let mut out = String::with_capacity(json.len());
+    let mut rest: &str = &json;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let escape = &rest[at..];
+        if escape.len() >= 6 && escape[1..6].eq_ignore_ascii_case("u0000") {
+            out.push_str(&stand_in);
+            rest = &escape[6..];
+        } else {
+            // The backslash and the character it escapes.
+            let width = escape[1..].chars().next().map_or(0, char::len_utf8);
+            out.push_str(&escape[..1 + width]);
+            rest = &escape[1 + width..];
+        }
+    }
+    out.push_str(rest);
+    (out.into(), true)
 }
 
 /// NUMERIC's binary form: base-10000 digits around the decimal point, most significant
@@ -278,7 +321,9 @@ fn put_numeric(buf: &mut BytesMut, value: i128, scale: u16) {
 
 /// Encodes the rows of a batch's columns (already in the COPY column order) into `buf`.
 /// Errors name the column.
-pub fn encode(fields: &[&Field], arrays: &[ArrayRef], buf: &mut BytesMut) -> Result<(), String> {
+/// Encodes the rows of `arrays` as COPY BINARY tuples; returns how many values had to be
+/// altered to be stored (NUL characters, see [`NUL_STAND_IN`]).
+pub fn encode(fields: &[&Field], arrays: &[ArrayRef], buf: &mut BytesMut) -> Result<u64, String> {
     let columns = fields
         .iter()
         .zip(arrays)
@@ -286,22 +331,36 @@ pub fn encode(fields: &[&Field], arrays: &[ArrayRef], buf: &mut BytesMut) -> Res
         .collect::<Result<Vec<_>, String>>()?;
     let rows = arrays.first().map(|a| a.len()).unwrap_or(0);
     let count = columns.len() as i16;
+    let mut altered = 0;
     for row in 0..rows {
         buf.put_i16(count);
         for (c, nulls) in &columns {
             if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
                 buf.put_i32(-1);
-            } else {
-                c.put(row, buf);
+            } else if c.put(row, buf) {
+                altered += 1;
             }
         }
     }
-    Ok(())
+    Ok(altered)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_are_stood_in_for_and_escapes_read_in_pairs() {
+        assert_eq!(storable_text("a\0b"), ("a\u{2400}b".into(), true));
+        assert_eq!(storable_text("plain"), ("plain".into(), false));
+        let (j, altered) = storable_json(r#"{"a":"x\u0000y","b":"\\u0000","c":"\U0000"}"#);
+        assert!(altered);
+        assert_eq!(j, r#"{"a":"x\u2400y","b":"\\u0000","c":"\u2400"}"#);
+        assert_eq!(
+            storable_json(r#"{"a":"\"q\" é"}"#),
+            (r#"{"a":"\"q\" é"}"#.into(), false)
+        );
+    }
 
     fn numeric(value: i128, scale: u16) -> (i16, i16, u16, u16, Vec<u16>) {
         let mut buf = BytesMut::new();

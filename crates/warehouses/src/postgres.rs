@@ -266,6 +266,13 @@ impl Postgres {
             kind: ErrorKind::Fatal,
         };
         let (config, ssl_mode, ssl_ca) = pg_config(opts).map_err(open_err)?;
+        // libpq's prefer/require accept any certificate (and prefer falls back to plain).
+        if opts.password.is_some() && !ssl_mode.starts_with("verify-") {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(warehouse = %redacted(&opts.url), ssl_mode = %ssl_mode, "the password crosses a connection whose server is not verified; in production set ssl_mode = \"verify-full\" and ssl_ca");
+            });
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -393,6 +400,7 @@ impl Postgres {
         buf.extend_from_slice(pgcopy::header());
         let mut changes = 0u64;
         let mut not_inserts = 0u64;
+        let mut altered = 0u64;
         for batch in batches {
             let batch = batch.map_err(input)?;
             changes += batch.num_rows() as u64;
@@ -400,7 +408,7 @@ impl Postgres {
                 not_inserts += count_not_inserts(batch.column(i)).map_err(input)?;
             }
             let arrays: Vec<ArrayRef> = copied.iter().map(|&i| batch.column(i).clone()).collect();
-            pgcopy::encode(&fields, &arrays, &mut buf).map_err(input)?;
+            altered += pgcopy::encode(&fields, &arrays, &mut buf).map_err(input)?;
             if buf.len() >= COPY_CHUNK_BYTES {
                 sink.send(buf.split().freeze()).await.map_err(&e)?;
             }
@@ -408,6 +416,9 @@ impl Postgres {
         buf.extend_from_slice(pgcopy::trailer());
         sink.send(buf.split().freeze()).await.map_err(&e)?;
         sink.as_mut().finish().await.map_err(&e)?;
+        if altered > 0 {
+            tracing::warn!(table = %name, values = altered, stand_in = %pgcopy::NUL_STAND_IN, "values held NUL characters PostgreSQL cannot store: loaded with a stand-in (the lake keeps them exact)");
+        }
         Ok((changes, not_inserts))
     }
 

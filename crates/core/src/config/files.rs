@@ -58,6 +58,10 @@ pub struct FilesConfig {
     pub nested: Option<Nested>,
     /// With `nested = "flatten"`: levels of objects flattened; deeper ones stay JSON text.
     pub max_depth: Option<usize>,
+    /// The longest record (CSV record, JSON line or array element) read, in bytes; a longer
+    /// one (an unterminated quote, a file without line breaks, a bomb) is quarantined.
+    /// Default 64 MiB.
+    pub max_record_bytes: Option<u64>,
     /// Scheduling keys of `sluice serve` (refused until it exists).
     pub trigger: Option<String>,
     pub poll_interval_secs: Option<u64>,

@@ -22,7 +22,7 @@ mod source;
 
 pub use files::FilesConfig;
 pub use mysql::MysqlConfig;
-pub use source::{Shared, SourceConfig, Tuning, Unbuilt};
+pub use source::{OnPositionLost, Shared, SourceConfig, Tuning, Unbuilt};
 
 /// Default lake location when `[lake]` is absent: `./lake` beside the config file.
 pub const DEFAULT_LAKE: &str = "lake";
@@ -605,6 +605,16 @@ impl Config {
     /// Parses and validates config text; relative paths resolve against `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
         let syntax = |e: toml::de::Error| {
+            // A secret written in place: its key and line, never its value.
+            if e.message().contains(crate::secret::FORM) {
+                if let Some((key, line)) = secret_in_place(text) {
+                    return vec![ConfigError {
+                        field: key,
+                        line: Some(line),
+                        message: e.message().to_string(),
+                    }];
+                }
+            }
             // Errors inside a source (parsed by its `kind`) come without their place: the
             // value or key the message names finds it.
             let line = named_token(e.message())
@@ -1016,6 +1026,17 @@ pub fn split_column(decl: &str) -> Result<(&str, arrow::datatypes::DataType), St
 }
 
 /// The value or key a parse error names (`unknown variant `stop``, `unknown field `x``).
+/// The first secret key (`password`, `token`) whose value is not written `{ env = … }` or
+/// `{ file = … }`, with its line.
+fn secret_in_place(text: &str) -> Option<(String, usize)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let (key, value) = line.split_once('=')?;
+        let key = key.trim();
+        let secret = key == "password" || key == "token";
+        (secret && !value.trim_start().starts_with('{')).then(|| (key.to_string(), i + 1))
+    })
+}
+
 fn named_token(message: &str) -> Option<String> {
     ["unknown variant `", "unknown field `"]
         .iter()

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::OnPositionLost;
 use super::{database_url_errors, Deletes, LoadMode, LoadSpec, Mode, SchemaChangesSpec, Tables};
 use crate::secret::Secret;
 
@@ -40,6 +41,12 @@ pub struct MysqlConfig {
     pub batch_max_rows: Option<usize>,
     /// CDC: longest a change waits before its lake commit, in milliseconds; default 1,000.
     pub batch_max_ms: Option<u64>,
+    /// CDC: what a table whose binlog position the server purged does: halt (default: the
+    /// table fails naming `--resnapshot`) or resnapshot (by itself).
+    pub on_position_lost: Option<OnPositionLost>,
+    /// CDC: warn when a table's position is within this many binlog files of the oldest the
+    /// server keeps (the next purge takes them); default 1.
+    pub position_warn_files: Option<u64>,
     /// Scheduling keys of `sluice serve` (refused until it exists).
     pub trigger: Option<String>,
     pub poll_interval_secs: Option<u64>,

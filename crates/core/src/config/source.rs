@@ -52,6 +52,21 @@ pub struct Tuning {
     pub batch_max_rows: Option<usize>,
     /// Longest a change waits before its lake commit, in milliseconds.
     pub batch_max_ms: Option<u64>,
+    /// What a stream table whose position the source no longer has does.
+    pub on_position_lost: OnPositionLost,
+    /// Warn when a stream position is within this many log files of the oldest kept.
+    pub position_warn_files: Option<u64>,
+}
+
+/// What a stream table whose position the source no longer holds does.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPositionLost {
+    /// The table fails, naming `sluice sync --resnapshot SOURCE.TABLE`.
+    #[default]
+    Halt,
+    /// The table is snapshotted again, and its stream starts after that.
+    Resnapshot,
 }
 
 macro_rules! shared {
@@ -97,6 +112,8 @@ impl SourceConfig {
                     chunk_rows: c.chunk_rows,
                     batch_max_rows: c.batch_max_rows,
                     batch_max_ms: c.batch_max_ms,
+                    on_position_lost: c.on_position_lost.unwrap_or_default(),
+                    position_warn_files: c.position_warn_files,
                 }
             ),
             SourceConfig::Postgres(_) | SourceConfig::Mongodb(_) | SourceConfig::Events(_) => {

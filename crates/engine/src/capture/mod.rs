@@ -13,6 +13,8 @@
 
 mod incremental;
 mod positions;
+
+pub(crate) use positions::stream_position;
 mod snapshot;
 mod stream;
 mod table;
@@ -29,9 +31,10 @@ use sluice_core::config::{
     Mode, TableSpec, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS, DEFAULT_CHUNK_ROWS,
     DEFAULT_SNAPSHOT_PARALLELISM,
 };
+use sluice_core::config::{OnPositionLost, Tuning};
 use sluice_core::retry::{ErrorKind, RetryPolicy};
 use sluice_lake::LakeWriter;
-use sluice_sources::source::{SharedSource, Source};
+use sluice_sources::source::{Retention, SharedSource, Source};
 
 use crate::{EngineError, Project};
 use snapshot::SnapshotSettings;
@@ -56,9 +59,24 @@ pub struct ExtractReport {
     /// being read).
     #[serde(skip_serializing_if = "is_zero")]
     pub waiting: u64,
+    /// Files that could not be read at all (corrupt, truncated): each quarantined whole as
+    /// one reject, the files after it landed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unreadable: u64,
     /// Schema changes the lake took in this run (new columns, variant columns, drops).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schema_changes: Vec<String>,
+    /// Stream tables: where the committed position stood in the log the source keeps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// Stream tables: the position is close to the oldest log kept (the next purge may
+    /// take it), said how close.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position_warning: Option<String>,
+    /// Stream tables: the position was gone and the table was snapshotted again
+    /// (`on_position_lost = "resnapshot"`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resnapshotted: bool,
 }
 
 impl ExtractReport {
@@ -71,7 +89,11 @@ impl ExtractReport {
         self.zero_dates += later.zero_dates;
         self.lake_version = later.lake_version.or(self.lake_version);
         self.waiting = later.waiting;
+        self.unreadable += later.unreadable;
         self.schema_changes.extend(later.schema_changes);
+        self.retention = later.retention.or(self.retention);
+        self.position_warning = later.position_warning.or(self.position_warning.take());
+        self.resnapshotted |= later.resnapshotted;
     }
 }
 
@@ -272,6 +294,7 @@ async fn capture_tables(
         }
     }
     if streams {
+        guard_positions(project, source, &mut tables, &tuning, how(true)).await;
         let settings = StreamSettings {
             max_rows: tuning.batch_max_rows.unwrap_or(DEFAULT_BATCH_MAX_ROWS),
             max_wait: Duration::from_millis(tuning.batch_max_ms.unwrap_or(DEFAULT_BATCH_MAX_MS)),
@@ -283,6 +306,63 @@ async fn capture_tables(
     }
     failed.extend(tables.into_iter().map(Captured::outcome));
     Ok(failed)
+}
+
+/// Warn when a stream position is within this many log files of the oldest kept.
+const DEFAULT_POSITION_WARN_FILES: u64 = 1;
+
+/// Where each stream table's position stands in the log the source keeps: reported, warned
+/// about when the next purge may take it, and when already gone, with
+/// `on_position_lost = "resnapshot"`, snapshotted again (the stream then starts after it;
+/// otherwise the stream fails the table naming `--resnapshot`).
+async fn guard_positions(
+    project: &Project,
+    source: &SharedSource,
+    tables: &mut [Captured],
+    tuning: &Tuning,
+    redo: SnapshotSettings,
+) {
+    let warn_files = tuning
+        .position_warn_files
+        .unwrap_or(DEFAULT_POSITION_WARN_FILES);
+    for t in tables.iter_mut().filter(|t| t.live()) {
+        let at = match positions::stream_position(&t.log, source.as_ref()).await {
+            Ok(Some(at)) => at,
+            Ok(None) => continue,
+            Err(e) => {
+                t.fail(e.to_string(), e.kind());
+                continue;
+            }
+        };
+        match source.retention(&at).await {
+            Ok(Some(r)) => {
+                if r.files_before < warn_files {
+                    let text = format!(
+                        "the committed position is {} log file(s) ({} bytes) from the oldest the source keeps{}: a purge would lose it (sync more often, or keep the log longer)",
+                        r.files_before,
+                        r.bytes_before,
+                        r.kept_for_secs
+                            .map(|s| format!(", which it keeps {} h", s / 3600))
+                            .unwrap_or_default()
+                    );
+                    tracing::warn!(source = %t.spec.source, table = %t.spec.table, "{text}");
+                    t.report.position_warning = Some(text);
+                }
+                t.report.retention = Some(r);
+            }
+            Ok(None) if tuning.on_position_lost == OnPositionLost::Resnapshot => {
+                tracing::warn!(source = %t.spec.source, table = %t.spec.table, "the committed position is no longer at the source: snapshotting the table again (on_position_lost = \"resnapshot\")");
+                match snapshot::snapshot(project, source, t, redo).await {
+                    Ok(()) => t.report.resnapshotted = true,
+                    Err(e) => t.fail(e.to_string(), e.kind()),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(source = %t.spec.source, table = %t.spec.table, error = %e, "could not read how much log the source keeps")
+            }
+        }
+    }
 }
 
 /// Streams the tables; while following, a stream that fails in a way that may pass (the

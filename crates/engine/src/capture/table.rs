@@ -195,7 +195,8 @@ pub(crate) async fn open_log(
 ) -> Result<(LakeTable, String), EngineError> {
     let path = TablePath::changes(&spec.source, &spec.table);
     let property = source.definitions_property();
-    if let Some(log) = LakeTable::open(&project.lake, &path).await? {
+    if let Some(mut log) = LakeTable::open(&project.lake, &path).await? {
+        log.keep_change_column_stats().await?;
         let stored = match table.definitions.is_empty() {
             true => String::new(),
             false => log.property(property).ok_or_else(|| {

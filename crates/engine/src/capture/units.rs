@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use sluice_core::change::data_schema;
 use sluice_core::config::TableSpec;
 use sluice_core::failpoint;
-use sluice_lake::{LakeTable, TablePath, SEQ_APP_ID};
+use sluice_core::reject::Reject;
+use sluice_core::retry::ErrorKind;
+use sluice_lake::{LakeTable, Quarantine, TablePath, SEQ_APP_ID};
 use sluice_sources::source::{OpenUnit, ReadEvent, SharedSource, Unit};
 use sluice_sources::SourceError;
 
@@ -73,8 +75,11 @@ pub(crate) async fn capture(
     // Units the new table's schema was inferred from: the union of their columns, so one of
     // them lacking a column is no drop.
     let mut inferred_from: Vec<String> = Vec::new();
-    let mut log = match log.take() {
-        Some(t) => t,
+    let log = match log.take() {
+        Some(mut t) => {
+            t.keep_change_column_stats().await?;
+            t
+        }
         None => {
             let data = match source.declared() {
                 Some(s) => s,
@@ -87,31 +92,103 @@ pub(crate) async fn capture(
             create_log(project, spec, &data, None).await?
         }
     };
-    let mut data = Arc::new(data_schema(log.schema()?.as_ref()));
-    let mut seq = log.last_seq().await?;
-    let mut images = Images::of(&log).await?;
-    let ingested_at = Utc::now();
-    let mut progress = Progress::new(progress, format!("{}.{} extract", spec.source, spec.table));
-    let declared = source.declared().is_some();
-
+    let mut landing = Landing {
+        project,
+        spec,
+        data: Arc::new(data_schema(log.schema()?.as_ref())),
+        seq: log.last_seq().await?,
+        images: Images::of(&log).await?,
+        log,
+        ingested_at: Utc::now(),
+        progress: Progress::new(progress, format!("{}.{} extract", spec.source, spec.table)),
+        declared: source.declared().is_some(),
+        inferred_from,
+    };
     for unit in pending {
+        let first_seq = landing.seq + 1;
+        match landing.land(source, &unit, &mut report).await {
+            Ok(true) => {}
+            Ok(false) => {
+                landing.seq = first_seq - 1;
+                report.waiting += 1;
+            }
+            // A file that cannot be read (corrupt, truncated, columns off its declaration)
+            // must not block the ones after it: it is quarantined whole and counted, and
+            // lands again only as a new version.
+            Err(EngineError::Source(e)) if e.kind() == ErrorKind::Fatal => {
+                landing.seq = first_seq - 1;
+                landing
+                    .reject_whole(&unit, &e.to_string(), &mut report)
+                    .await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let Landing {
+        mut log,
+        mut images,
+        seq,
+        ..
+    } = landing;
+    // The units this run found new are the table's latest image (what `replace` loads). A
+    // drop without a single row makes none: a replace table is never emptied by one.
+    if images.open.is_some() {
+        let positions = images.closing(seq, log.version() + 1);
+        report.lake_version = log
+            .writer()?
+            .commit(&mut log, positions, serde_json::Map::new())
+            .await?
+            .or(report.lake_version);
+    }
+    Ok(report)
+}
+
+/// The table a run lands units into, and where it stands.
+struct Landing<'a> {
+    project: &'a Project,
+    spec: &'a TableSpec,
+    log: LakeTable,
+    /// The change log's source columns.
+    data: SchemaRef,
+    /// The last `_sluice_seq` written.
+    seq: i64,
+    images: Images,
+    ingested_at: chrono::DateTime<Utc>,
+    progress: Progress,
+    /// Declared columns are a contract: values off it are quarantined, not evolved.
+    declared: bool,
+    /// Units the new table's schema was inferred from: the union of their columns, so one of
+    /// them lacking a column is no drop.
+    inferred_from: Vec<String>,
+}
+
+impl Landing<'_> {
+    /// Lands one unit in one commit with its position; false when it changed while being
+    /// read (still being written: nothing of it counts).
+    async fn land(
+        &mut self,
+        source: &SharedSource,
+        unit: &Unit,
+        report: &mut ExtractReport,
+    ) -> Result<bool, EngineError> {
+        let (project, spec) = (self.project, self.spec);
         let position = unit_id(&unit.id);
-        let first_seq = seq + 1;
-        let open = source.open_unit(&unit).await?;
-        // Declared columns are a contract: values off it are quarantined, not evolved.
-        if !declared {
-            let drops = !inferred_from.contains(&unit.id);
-            let changes = take_schema_changes(&open, &unit, &data, &mut log, drops).await?;
+        let first_seq = self.seq + 1;
+        let open = source.open_unit(unit).await?;
+        if !self.declared {
+            let drops = !self.inferred_from.contains(&unit.id);
+            let changes =
+                take_schema_changes(&open, unit, &self.data, &mut self.log, drops).await?;
             if !changes.is_empty() {
-                data = Arc::new(data_schema(log.schema()?.as_ref()));
+                self.data = Arc::new(data_schema(self.log.schema()?.as_ref()));
                 report.schema_changes.extend(changes);
             }
         }
-        let mut writer = log.writer()?;
+        let mut writer = self.log.writer()?;
         let mut rejects = Vec::new();
         let (tx, mut rx) = mpsc::channel::<ReadEvent>(4);
         let reader = {
-            let (open, data): (Arc<dyn OpenUnit>, SchemaRef) = (open.clone(), data.clone());
+            let (open, data): (Arc<dyn OpenUnit>, SchemaRef) = (open.clone(), self.data.clone());
             tokio::task::spawn_blocking(move || {
                 open.read(&data, &mut |ev| {
                     tx.blocking_send(ev)
@@ -121,15 +198,14 @@ pub(crate) async fn capture(
         };
         let mut rows = 0u64;
         let mut write_error = None;
-        let modified = unit.modified;
+        let at = (unit.modified.or(Some(self.ingested_at)), self.ingested_at);
         while let Some(ev) = rx.recv().await {
             match ev {
                 ReadEvent::Rows(batch) => {
-                    let at = (modified.or(Some(ingested_at)), ingested_at);
-                    match write_reads(&mut writer, &batch, &mut seq, at, &unit.id).await {
+                    match write_reads(&mut writer, &batch, &mut self.seq, at, &unit.id).await {
                         Ok(n) => {
                             rows += n;
-                            progress.add(n);
+                            self.progress.add(n);
                         }
                         Err(e) => {
                             write_error = Some(e);
@@ -150,39 +226,61 @@ pub(crate) async fn capture(
         let stats = stats?;
         debug_assert_eq!(stats.rows, rows);
         // The version that was read: a unit that changed while being read is still being
-        // written: nothing of it is committed, and the next sync reads it whole.
+        // written, and the next sync reads it whole.
         let Some(version) = open.version_read().await? else {
             tracing::warn!(source = %spec.source, table = %spec.table, file = %unit.id, "the file changed while it was read (still being written?): taken next sync");
-            seq = first_seq - 1;
-            report.waiting += 1;
-            continue;
+            return Ok(false);
         };
         let n_rejects = rejects.len();
         report.rejects += quarantine(&project.lake, spec, &position, version, rejects).await?;
         let mut meta = serde_json::Map::new();
         meta.insert("sluice".into(), json!({ "source": spec.source, "table": spec.table, "file": unit.id, "rows": rows, "rejects": n_rejects }));
-        let mut positions = vec![(position, version), (SEQ_APP_ID.to_string(), seq)];
+        let mut positions = vec![(position, version), (SEQ_APP_ID.to_string(), self.seq)];
         if rows > 0 {
-            positions.extend(images.opening(first_seq));
+            positions.extend(self.images.opening(first_seq));
         }
-        let version = writer.commit(&mut log, positions, meta).await?;
+        let version = writer.commit(&mut self.log, positions, meta).await?;
         failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
         report.files += 1;
         report.rows += rows;
         report.lake_version = version.or(report.lake_version);
         tracing::info!(source = %spec.source, table = %spec.table, file = %unit.id, rows, rejects = n_rejects, version = ?version, "file landed");
+        Ok(true)
     }
-    // The units this run found new are the table's latest image (what `replace` loads). A
-    // drop without a single row makes none: a replace table is never emptied by one.
-    if images.open.is_some() {
-        let positions = images.closing(seq, log.version() + 1);
-        report.lake_version = log
+
+    /// Quarantines a unit that cannot be read as one reject naming why, and commits its
+    /// position (as listed) so the next sync goes on past it.
+    async fn reject_whole(
+        &mut self,
+        unit: &Unit,
+        why: &str,
+        report: &mut ExtractReport,
+    ) -> Result<(), EngineError> {
+        let (spec, position) = (self.spec, unit_id(&unit.id));
+        tracing::error!(source = %spec.source, table = %spec.table, file = %unit.id, error = %why, "file unreadable: quarantined whole");
+        let reject = Reject {
+            file: unit.id.clone(),
+            line: 0,
+            column: None,
+            raw: String::new(),
+            reason: format!("the whole file is unreadable: {why}"),
+        };
+        Quarantine::new(&self.project.lake, &spec.source, &spec.table)
+            .add(&position, unit.version, vec![reject], self.ingested_at)
+            .await?;
+        let mut meta = serde_json::Map::new();
+        meta.insert("sluice".into(), json!({ "source": spec.source, "table": spec.table, "file": unit.id, "rows": 0, "unreadable": why }));
+        let version = self
+            .log
             .writer()?
-            .commit(&mut log, positions, serde_json::Map::new())
-            .await?
-            .or(report.lake_version);
+            .commit(&mut self.log, vec![(position, unit.version)], meta)
+            .await?;
+        report.files += 1;
+        report.rejects += 1;
+        report.unreadable += 1;
+        report.lake_version = version.or(report.lake_version);
+        Ok(())
     }
-    Ok(report)
 }
 
 /// Holds a unit's columns against the lake table's (`table`) and commits what differs as a

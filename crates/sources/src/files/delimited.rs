@@ -10,6 +10,7 @@ use csv::ByteRecord;
 
 use sluice_core::reject::Reject;
 
+use super::bound::RecordBound;
 use super::rows::RowBatcher;
 use super::{ReadEvent, ReadStats, TextOptions};
 use crate::values::Inference;
@@ -74,15 +75,27 @@ pub fn sample(
     id: &str,
     opts: &TextOptions,
     max_rows: usize,
+    bound: &RecordBound,
     names: &mut Vec<String>,
     infer: &mut Vec<Inference>,
 ) -> Result<(), SourceError> {
-    let mut rdr = reader(r, opts);
+    let mut rdr = reader(bound.wrap(r), opts);
     let mut rec = ByteRecord::new();
     // Column position in `names` of each field of this file.
     let mut mapping: Option<Vec<usize>> = None;
     let mut rows = 0;
-    while rows < max_rows && next(&mut rdr, &mut rec, id)? {
+    // A record past the limit ends the sample (reading quarantines it).
+    let more = |rdr: &mut csv::Reader<Box<dyn Read + Send>>, rec: &mut ByteRecord| match next(
+        rdr, rec, id,
+    ) {
+        Ok(more) => {
+            bound.ended_at(rdr.position().byte());
+            Ok(more)
+        }
+        Err(e) if RecordBound::refused(&e).is_some() => Ok(false),
+        Err(e) => Err(e),
+    };
+    while rows < max_rows && more(&mut rdr, &mut rec)? {
         let map = match &mapping {
             Some(m) => m,
             None => {
@@ -131,9 +144,10 @@ pub fn read(
     opts: &TextOptions,
     schema: &SchemaRef,
     keys: &[String],
+    bound: &RecordBound,
     emit: &mut dyn FnMut(ReadEvent) -> Result<(), SourceError>,
 ) -> Result<ReadStats, SourceError> {
-    let mut rdr = reader(r, opts);
+    let mut rdr = reader(bound.wrap(r), opts);
     let mut rec = ByteRecord::new();
     let ncols = schema.fields().len();
     // For each schema column, which field of the record holds it (None: absent from this file).
@@ -152,8 +166,45 @@ pub fn read(
     let mut batcher = RowBatcher::for_file(schema, id, keys)?;
     let mut stats = ReadStats::default();
     let mut first = true;
-    while next(&mut rdr, &mut rec, id)? {
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+    let mut line = 0;
+    loop {
+        match next(&mut rdr, &mut rec, id) {
+            Ok(true) => bound.ended_at(rdr.position().byte()),
+            Ok(false) => break,
+            // An unterminated quote takes the rest of the file into one record: it is
+            // quarantined, the rows before it land, and nothing after it can be told apart.
+            Err(e) if RecordBound::refused(&e).is_some() => {
+                stats.rejects += 1;
+                emit(ReadEvent::Reject(Reject {
+                    file: id.to_string(),
+                    line: line + 1,
+                    column: None,
+                    raw: String::new(),
+                    reason: bound.reason(
+                        " (an unterminated quote?): it and the rest of the file are not read",
+                    ),
+                }))?;
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+        line = rec.position().map(|p| p.line()).unwrap_or(0);
+        if bound.too_long(rec.as_slice().len()) {
+            stats.rejects += 1;
+            let raw: String = raw_text(&rec, opts.delimiter).chars().take(1024).collect();
+            emit(ReadEvent::Reject(Reject {
+                file: id.to_string(),
+                line,
+                column: None,
+                raw,
+                reason: format!(
+                    "a record of {} bytes, longer than {} bytes (max_record_bytes)",
+                    rec.as_slice().len(),
+                    bound.limit()
+                ),
+            }))?;
+            continue;
+        }
         if first && opts.header {
             first = false;
             let names = header_names(&rec);
@@ -274,6 +325,7 @@ mod tests {
             &opts(header),
             &schema,
             &[],
+            &RecordBound::new(1 << 20),
             &mut |ev| {
                 match ev {
                     ReadEvent::Rows(b) => batches.push(b),
@@ -351,12 +403,46 @@ mod tests {
             &opts(true),
             &schema(),
             &[],
+            &RecordBound::new(1 << 20),
             &mut |_| Ok(()),
         )
         .unwrap_err();
         assert!(
             err.to_string().contains("f.csv") && err.to_string().contains("c"),
             "{err}"
+        );
+    }
+
+    /// An unterminated quote would read the rest of the file into one record: past the
+    /// limit it is one reject, and the rows before it are read.
+    #[test]
+    fn an_unterminated_quote_is_one_reject_past_the_limit() {
+        let mut text = String::from("a|b\n1|x\n2|\"open\n");
+        for i in 0..200 {
+            text += &format!("{i}|more text that is now inside the quote\n");
+        }
+        let (mut rows, mut rejects) = (0, Vec::new());
+        let stats = read(
+            Box::new(std::io::Cursor::new(text.into_bytes())),
+            "q.csv",
+            &opts(true),
+            &schema(),
+            &[],
+            &RecordBound::new(1000),
+            &mut |ev| {
+                match ev {
+                    ReadEvent::Rows(b) => rows += b.num_rows(),
+                    ReadEvent::Reject(r) => rejects.push(r),
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!((rows, stats.rows, stats.rejects), (1, 1, 1));
+        assert!(
+            rejects[0].reason.contains("longer than 1000 bytes"),
+            "{:?}",
+            rejects[0]
         );
     }
 }

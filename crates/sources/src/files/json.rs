@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use sluice_core::reject::Reject;
 
+use super::bound::RecordBound;
 use super::rows::RowBatcher;
 use super::{ReadEvent, ReadStats};
 use crate::values::Inference;
@@ -99,13 +100,14 @@ enum Record<'a> {
 fn for_each_record(
     r: Box<dyn Read + Send>,
     id: &str,
+    bound: &RecordBound,
     f: &mut dyn FnMut(u64, Record) -> Result<bool, SourceError>,
 ) -> Result<(), SourceError> {
     let io = |source: std::io::Error| SourceError::Io {
         file: id.to_string(),
         source,
     };
-    let mut r = BufReader::with_capacity(1 << 20, r);
+    let mut r = BufReader::with_capacity(1 << 20, bound.wrap(r));
     let first = loop {
         let buf = r.fill_buf().map_err(io)?;
         match buf.iter().position(|b| !b.is_ascii_whitespace()) {
@@ -118,6 +120,7 @@ fn for_each_record(
             None => {
                 let n = buf.len();
                 r.consume(n);
+                bound.ended(0);
             }
         }
     };
@@ -125,17 +128,50 @@ fn for_each_record(
         None => Ok(()),
         Some(b'[') => {
             r.consume(1);
-            for_each_element(r, id, f)
+            for_each_element(r, id, bound, f)
         }
         Some(_) => {
             let mut line = Vec::new();
             let mut n = 0;
             loop {
                 line.clear();
-                if r.read_until(b'\n', &mut line).map_err(io)? == 0 {
-                    return Ok(());
+                bound.ended(r.buffer().len());
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    // A line past the limit (a file without line breaks, a bomb) is one
+                    // bad record; reading goes on at the next line.
+                    Err(e) if too_long(&e) => {
+                        n += 1;
+                        let reason = bound.reason(": skipped to the next line");
+                        let raw = preview(&line);
+                        line.clear();
+                        skip_line(&mut r, bound).map_err(io)?;
+                        if !f(n, Record::Bad { raw, reason })? {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(io(e)),
                 }
                 n += 1;
+                if bound.too_long(line.len()) {
+                    let reason = format!(
+                        "a record of {} bytes, longer than {} bytes (max_record_bytes)",
+                        line.len(),
+                        bound.limit()
+                    );
+                    if !f(
+                        n,
+                        Record::Bad {
+                            raw: preview(&line),
+                            reason,
+                        },
+                    )? {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 while matches!(line.last(), Some(b'\n' | b'\r')) {
                     line.pop();
                 }
@@ -162,11 +198,45 @@ fn record_of(bytes: &[u8]) -> Record<'_> {
     }
 }
 
+/// Consumes the rest of a line (past the record limit, so not kept).
+fn skip_line(r: &mut BufReader<Box<dyn Read + Send>>, bound: &RecordBound) -> std::io::Result<()> {
+    loop {
+        bound.ended(r.buffer().len());
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                r.consume(n);
+            }
+        }
+    }
+}
+
+/// The first KiB of a record too long to keep, for the quarantine.
+fn preview(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(1024)];
+    format!("{}…", String::from_utf8_lossy(cut))
+}
+
+fn too_long(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<super::bound::TooLong>())
+}
+
 /// The elements of an array whose `[` is consumed: each runs to the `,` or `]` at its own
-/// nesting level, outside strings.
+/// nesting level, outside strings. An element past the record limit is one bad record and
+/// ends the reading (the nesting after it cannot be told without holding it).
 fn for_each_element(
     mut r: BufReader<Box<dyn Read + Send>>,
     id: &str,
+    bound: &RecordBound,
     f: &mut dyn FnMut(u64, Record) -> Result<bool, SourceError>,
 ) -> Result<(), SourceError> {
     let io = |source: std::io::Error| SourceError::Io {
@@ -179,7 +249,21 @@ fn for_each_element(
     let mut closed = false;
     let mut after: Vec<u8> = Vec::new();
     loop {
-        let buf = r.fill_buf().map_err(io)?;
+        let buf = match r.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if too_long(&e) => {
+                let reason = bound.reason(": it and the rest of the array are not read");
+                f(
+                    n + 1,
+                    Record::Bad {
+                        raw: preview(&element),
+                        reason,
+                    },
+                )?;
+                return Ok(());
+            }
+            Err(e) => return Err(io(e)),
+        };
         if buf.is_empty() {
             break;
         }
@@ -213,6 +297,14 @@ fn for_each_element(
                                 raw: String::new(),
                                 reason: "empty array element".into(),
                             },
+                            false if bound.too_long(element.len()) => Record::Bad {
+                                raw: preview(&element),
+                                reason: format!(
+                                    "a record of {} bytes, longer than {} bytes (max_record_bytes)",
+                                    element.len(),
+                                    bound.limit()
+                                ),
+                            },
                             false => record_of(trim(&element)),
                         };
                         if !f(n, record)? {
@@ -220,6 +312,7 @@ fn for_each_element(
                         }
                     }
                     element.clear();
+                    bound.ended(len - consumed);
                     depth = 0;
                     if end {
                         closed = true;
@@ -295,11 +388,12 @@ pub fn sample(
     id: &str,
     flatten: usize,
     max_rows: usize,
+    bound: &RecordBound,
     names: &mut Vec<String>,
     infer: &mut Vec<Inference>,
 ) -> Result<(), SourceError> {
     let mut rows = 0;
-    let result = for_each_record(r, id, &mut |_, record| {
+    let result = for_each_record(r, id, bound, &mut |_, record| {
         let Record::Text(text) = record else {
             return Ok(true);
         };
@@ -334,12 +428,13 @@ pub fn read(
     flatten: usize,
     schema: &SchemaRef,
     keys: &[String],
+    bound: &RecordBound,
     emit: &mut dyn FnMut(ReadEvent) -> Result<(), SourceError>,
 ) -> Result<ReadStats, SourceError> {
     let mut batcher = RowBatcher::for_file(schema, id, keys)?;
     let mut stats = ReadStats::default();
     let ncols = schema.fields().len();
-    let result = for_each_record(r, id, &mut |n, record| {
+    let result = for_each_record(r, id, bound, &mut |n, record| {
         let text = match record {
             Record::Text(t) => t,
             Record::Bad { raw, reason } => {

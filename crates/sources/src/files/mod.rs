@@ -6,6 +6,7 @@
 //! streamed to a temporary file, so memory stays flat whatever the size), and reads it
 //! ([`FilesSource::read`]) into batches of the table's schema plus rejects for the quarantine.
 
+mod bound;
 mod delimited;
 mod infer;
 mod json;
@@ -35,6 +36,10 @@ pub use listing::{FileEntry, FileLocation, PartitionValue};
 
 use crate::values::Inference;
 use crate::SourceError;
+use bound::RecordBound;
+
+/// The longest record read by default: 64 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 << 20;
 
 /// Rows per Arrow batch: large enough to amortise per-batch work, small enough (a few MB for
 /// typical rows) to keep memory flat.
@@ -89,6 +94,8 @@ pub struct FilesSource {
     key: Vec<String>,
     /// A local file modified this recently may still be being written.
     settle: std::time::Duration,
+    /// The longest record read (see [`bound`]).
+    max_record_bytes: u64,
 }
 
 impl FilesSource {
@@ -138,6 +145,7 @@ impl FilesSource {
             },
             key: Vec::new(),
             settle: std::time::Duration::from_secs(cfg.settle_secs.unwrap_or(DEFAULT_SETTLE_SECS)),
+            max_record_bytes: cfg.max_record_bytes.unwrap_or(DEFAULT_MAX_RECORD_BYTES),
         })
     }
 
@@ -275,19 +283,22 @@ impl FilesSource {
         infer: &mut Vec<Inference>,
     ) -> Result<bool, SourceError> {
         let input = open_decoded(&file.path, &entry.id)?;
+        let bound = RecordBound::new(self.max_record_bytes);
         if format == FileFormat::Json {
             json::sample(
                 input,
                 &entry.id,
                 self.flatten,
                 self.sample_rows,
+                &bound,
                 names,
                 infer,
             )?;
             return Ok(false);
         }
         let opts = self.text_options(entry, format);
-        delimited::sample(input, &entry.id, &opts, self.sample_rows, names, infer)?;
+        let rows = self.sample_rows;
+        delimited::sample(input, &entry.id, &opts, rows, &bound, names, infer)?;
         Ok(opts.header)
     }
 
@@ -390,6 +401,7 @@ impl FilesSource {
                 self.flatten,
                 schema,
                 &self.key,
+                &RecordBound::new(self.max_record_bytes),
                 emit,
             ),
             FileFormat::Csv | FileFormat::Tsv => {
@@ -400,6 +412,7 @@ impl FilesSource {
                     &opts,
                     schema,
                     &self.key,
+                    &RecordBound::new(self.max_record_bytes),
                     emit,
                 )
             }

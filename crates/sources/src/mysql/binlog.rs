@@ -119,14 +119,40 @@ pub async fn check_server(mysql: &MySql, conn: &mut Conn) -> Result<(), SourceEr
 
 /// The binlog files the server still has, oldest first.
 pub async fn binary_logs(mysql: &MySql, conn: &mut Conn) -> Result<Vec<String>, SourceError> {
+    let logs = binary_log_sizes(mysql, conn).await?;
+    Ok(logs.into_iter().map(|(name, _)| name).collect())
+}
+
+/// The server's binlog files, oldest first, with their sizes in bytes.
+pub async fn binary_log_sizes(
+    mysql: &MySql,
+    conn: &mut Conn,
+) -> Result<Vec<(String, u64)>, SourceError> {
     let rows: Vec<Row> = conn
         .query("SHOW BINARY LOGS")
         .await
         .map_err(|e| mysql.db_err("SHOW BINARY LOGS", e))?;
     Ok(rows
         .into_iter()
-        .filter_map(|r| r.get::<String, _>(0))
+        .filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1).unwrap_or(0))))
         .collect())
+}
+
+/// How long the server keeps its binlog files (None: until purged by hand).
+pub async fn binlog_kept_for(mysql: &MySql, conn: &mut Conn) -> Result<Option<u64>, SourceError> {
+    // MySQL 8 and MariaDB 10.6+ say it in seconds; older servers in days.
+    let secs: Option<u64> = match conn
+        .query_first("SELECT @@global.binlog_expire_logs_seconds")
+        .await
+    {
+        Ok(v) => v,
+        Err(_) => conn
+            .query_first::<u64, _>("SELECT @@global.expire_logs_days")
+            .await
+            .map_err(|e| mysql.db_err("reading expire_logs_days", e))?
+            .map(|d| d * 86_400),
+    };
+    Ok(secs.filter(|s| *s > 0))
 }
 
 /// The server's current binlog position and GTID set (as text).

@@ -74,6 +74,8 @@ pub struct MySql {
     pub database: String,
     opts: Opts,
     ssl_mode: SslMode,
+    /// Set once the password crossing an unverified connection has been warned about.
+    warned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for MySql {
@@ -158,6 +160,7 @@ impl MySql {
             database,
             opts: builder.into(),
             ssl_mode,
+            warned: Default::default(),
         })
     }
 
@@ -191,18 +194,42 @@ impl MySql {
     pub async fn connect(&self) -> Result<Conn, SourceError> {
         let host = format!("{}:{}", self.opts.ip_or_hostname(), self.opts.tcp_port());
         match Conn::new(self.opts.clone()).await {
-            Ok(c) => Ok(c),
+            Ok(c) => {
+                self.warn_unverified(false);
+                Ok(c)
+            }
             Err(mysql_async::Error::Driver(
                 mysql_async::DriverError::NoClientSslFlagFromServer,
             )) if self.ssl_mode == SslMode::Preferred => {
                 tracing::debug!(source = %self.source, "server offers no TLS; connecting without");
                 let plain = OptsBuilder::from_opts(self.opts.clone()).ssl_opts(None::<SslOpts>);
-                Conn::new(plain)
+                let conn = Conn::new(plain)
                     .await
-                    .map_err(|e| self.db_err(&format!("connecting to {host}"), e))
+                    .map_err(|e| self.db_err(&format!("connecting to {host}"), e))?;
+                self.warn_unverified(true);
+                Ok(conn)
             }
             Err(e) => Err(self.db_err(&format!("connecting to {host}"), e)),
         }
+    }
+
+    /// Warns once per source when its password crosses a connection whose server is not
+    /// verified (`preferred` and `required` accept any certificate, as the MySQL client
+    /// does) or not encrypted at all.
+    fn warn_unverified(&self, plaintext: bool) {
+        use std::sync::atomic::Ordering;
+        let verified = matches!(self.ssl_mode, SslMode::VerifyCa | SslMode::VerifyIdentity);
+        if verified || self.opts.pass().is_none() || self.warned.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let how = match plaintext || self.ssl_mode == SslMode::Disabled {
+            true => "unencrypted",
+            false => "encrypted to a server whose certificate is not checked",
+        };
+        tracing::warn!(
+            source = %self.source,
+            "the password crosses a connection {how}; in production set ssl_mode = \"verify_identity\" and ssl_ca"
+        );
     }
 
     pub async fn flavor(&self, conn: &mut Conn) -> Result<Flavor, SourceError> {

@@ -18,8 +18,8 @@ use super::convert::{binlog_int, RowReject, RowsBuilder};
 use super::snapshot::{self, ChunkPlan};
 use super::{Flavor, MySql, TableInfo};
 use crate::source::{
-    Capabilities, ChangeStream, Chunk, ChunkReader, IncrementalEnd, Position, SnapshotMarks,
-    SnapshotPlan, Source, SourceTable, StreamEvent, StreamTable, Taken,
+    Capabilities, ChangeStream, Chunk, ChunkReader, IncrementalEnd, Position, Retention,
+    SnapshotMarks, SnapshotPlan, Source, SourceTable, StreamEvent, StreamTable, Taken,
 };
 use crate::SourceError;
 
@@ -275,6 +275,7 @@ impl Source for MySqlSource {
                     mysql: self.mysql.clone(),
                     at: r.position,
                     conn: r.conn,
+                    reading: None,
                 }) as Box<dyn ChunkReader>
             })
             .collect())
@@ -328,6 +329,32 @@ impl Source for MySqlSource {
         Ok(Box::new(MySqlStream::open(self, tables, follow).await?))
     }
 
+    async fn retention(&self, at: &Position) -> Result<Option<Retention>, SourceError> {
+        let mut conn = self.mysql.connect().await?;
+        let logs = binlog::binary_log_sizes(&self.mysql, &mut conn).await;
+        let kept_for = binlog::binlog_kept_for(&self.mysql, &mut conn).await;
+        let _ = conn.disconnect().await;
+        let (logs, kept_for_secs) = (logs?, kept_for?);
+        let names: Vec<String> = logs.iter().map(|(n, _)| n.clone()).collect();
+        // A prepared XA transaction's start is where a restart reads from.
+        let (pos, hold) = encoded(at);
+        let from = [pos, hold]
+            .into_iter()
+            .filter(|v| *v > 0)
+            .map(|v| BinlogPosition::decode(v, &names))
+            .collect::<Option<Vec<_>>>();
+        let Some(from) = from.and_then(|f| f.into_iter().min_by_key(BinlogPosition::key)) else {
+            return Ok(None);
+        };
+        let before: Vec<&(String, u64)> =
+            logs.iter().take_while(|(n, _)| *n != from.file).collect();
+        Ok(Some(Retention {
+            files_before: before.len() as u64,
+            bytes_before: before.iter().map(|(_, size)| size).sum::<u64>() + from.pos,
+            kept_for_secs,
+        }))
+    }
+
     fn legacy_ids(&self) -> &'static [&'static str] {
         &[
             "mysql.binlog",
@@ -360,6 +387,8 @@ struct MySqlChunkReader {
     mysql: MySql,
     conn: Conn,
     at: Option<BinlogPosition>,
+    /// The table being read and its row builder, kept from chunk to chunk.
+    reading: Option<(String, TableInfo, RowsBuilder)>,
 }
 
 #[async_trait]
@@ -378,16 +407,24 @@ impl ChunkReader for MySqlChunkReader {
         plan: &SnapshotPlan,
         index: u64,
     ) -> Result<Chunk, SourceError> {
-        let info = table_info(table)?;
-        let mut builder = rows_builder(&info);
+        if self
+            .reading
+            .as_ref()
+            .is_none_or(|(defs, info, _)| info.name != table.name || *defs != table.definitions)
+        {
+            let info = table_info(table)?;
+            let builder = rows_builder(&info);
+            self.reading = Some((table.definitions.clone(), info, builder));
+        }
+        let (_, info, builder) = self.reading.as_mut().expect("set above");
         let mut batches = Vec::new();
         snapshot::read_chunk(
             &self.mysql,
             &mut self.conn,
-            &info,
+            info,
             &chunk_plan(plan),
             index as i64,
-            &mut builder,
+            builder,
             &mut batches,
         )
         .await?;
@@ -402,7 +439,7 @@ impl ChunkReader for MySqlChunkReader {
                 .drain(..)
                 .map(|r| reject(&what, r))
                 .collect(),
-            zero_dates: builder.zero_dates,
+            zero_dates: std::mem::take(&mut builder.zero_dates),
         })
     }
 
