@@ -325,3 +325,39 @@ fn null_keys_and_long_names_on_postgres() {
         );
     }
 }
+
+/// Values PostgreSQL cannot store (a NUL character in text, a `\u0000` escape in JSON) no
+/// longer stall the load on every retry: they load with U+2400 (␀) standing in, the lake
+/// keeps them exact, and the other values are untouched (an escaped backslash before
+/// `u0000` is text, not a NUL).
+#[test]
+fn nul_characters_load_into_postgres_with_a_stand_in() {
+    let pg = PgServer::start(None);
+    let sb = Sandbox::new();
+    sb.config(
+        &(plain(&pg)
+            + "[sources.j]\nkind = \"files\"\nurl = \"drops/\"\ntable = \"t\"\nformat = \"json\"\n\
+               [sources.j.tables.t]\nprimary_key = [\"id\"]\n"),
+    );
+    sb.write(
+        "drops/a.json",
+        concat!(
+            r#"{"id": 1, "t": "a\u0000b", "doc": {"k": "x\u0000y", "lit": "\\u0000"}}"#,
+            "\n",
+            r#"{"id": 2, "t": "plain", "doc": {"k": "z"}}"#,
+            "\n"
+        ),
+    );
+    let r = ok(&sb);
+    assert!(r["tables"][0]["error"].is_null(), "{r}");
+    assert_eq!(
+        pg.rows("SELECT id, t, doc->>'k', doc->>'lit' FROM j.t ORDER BY id"),
+        vec![
+            vec![s("1"), s("a\u{2400}b"), s("x\u{2400}y"), s("\\u0000")],
+            vec![s("2"), s("plain"), s("z"), None]
+        ]
+    );
+    // The lake holds the NUL itself.
+    let lake = sb.query_lake("SELECT t FROM j.t WHERE id = 1");
+    assert_eq!(lake[0]["t"], "a\u{0}b");
+}

@@ -884,21 +884,7 @@ fn a_lost_position_says_resnapshot() {
     f.create(&sb, &first);
     sync_ok(&sb, "first");
     f.apply(&sb, &[Change::Update(row(1, "lost", 1, 1))]);
-    f.db.sql("FLUSH BINARY LOGS");
-    let current = f.db.rows("SHOW MASTER STATUS")[0][0].clone().unwrap();
-    // InnoDB lets go of a binlog file (its checkpoint) a moment after the rotation.
-    for _ in 0..100 {
-        f.db.sql(&format!("PURGE BINARY LOGS TO '{current}'"));
-        if f.db.rows("SHOW BINARY LOGS").len() == 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        f.db.rows("SHOW BINARY LOGS").len(),
-        1,
-        "the old binlog was not purged"
-    );
+    purge_binlogs(&f.db);
     f.apply(&sb, &[Change::Update(row(2, "after", 2, 1))]);
     let (code, report) = sb.sync_code(&[]);
     assert_eq!(code, 1, "{report}");
@@ -912,6 +898,85 @@ fn a_lost_position_says_resnapshot() {
     assert_eq!(code, 0, "{report}");
     assert_eq!(merged(&sb), f.source_rows("id, name, amount, day").unwrap());
     assert_eq!(merged(&sb)[0][1], s("lost"));
+}
+
+/// A `sync --follow` child, killed if the test fails before stopping it.
+struct Follower(Option<std::process::Child>);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Rotates the binlog and purges every file before the new one (InnoDB lets go of a file
+/// a moment after the rotation, so the purge is retried until it took).
+fn purge_binlogs(db: &MariaDb) {
+    db.sql("FLUSH BINARY LOGS");
+    let current = db.rows("SHOW MASTER STATUS")[0][0].clone().unwrap();
+    for _ in 0..100 {
+        db.sql(&format!("PURGE BINARY LOGS TO '{current}'"));
+        if db.rows("SHOW BINARY LOGS").len() == 1 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the old binlog was not purged");
+}
+
+/// The log-retention guard: the report and `status` say how far each stream table's
+/// position is from the oldest binlog the server keeps, warn when the next purge may take it,
+/// and with `on_position_lost = "resnapshot"` a purged position is snapshotted again by itself.
+#[test]
+fn positions_are_guarded_against_purges() {
+    let mut f = Maria::start("cdc");
+    let sb = Sandbox::new();
+    sb.config(&f.config(
+        "\"merge\"",
+        "on_position_lost = \"resnapshot\"\nposition_warn_files = 2",
+    ));
+    let first: Vec<Row> = (1..=10).map(|i| row(i, "a", i, 1)).collect();
+    f.create(&sb, &first);
+    sync_ok(&sb, "first");
+    // The position sits in the only (oldest) binlog file: warned.
+    let report = sync_ok(&sb, "second");
+    let t = table_of(&report, "s", "t");
+    assert_eq!(t["extract"]["retention"]["files_before"], 0, "{report}");
+    assert!(
+        t["extract"]["position_warning"]
+            .as_str()
+            .unwrap()
+            .contains("a purge would lose it"),
+        "{report}"
+    );
+    let status: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "status"])).unwrap();
+    assert_eq!(status[0]["position"]["kept"]["files_before"], 0, "{status}");
+    // Two rotations later the position has moved on past them: no warning.
+    f.db.sql("FLUSH BINARY LOGS");
+    f.db.sql("FLUSH BINARY LOGS");
+    f.apply(&sb, &[Change::Update(row(1, "b", 1, 1))]);
+    sync_ok(&sb, "after rotations");
+    let report = sync_ok(&sb, "quiet");
+    let t = table_of(&report, "s", "t");
+    assert_eq!(t["extract"]["retention"]["files_before"], 2, "{report}");
+    assert!(t["extract"]["position_warning"].is_null(), "{report}");
+    // Purged while sluice was away: snapshotted again by itself, and exact.
+    f.apply(&sb, &[Change::Update(row(2, "lost", 2, 1))]);
+    purge_binlogs(&f.db);
+    f.apply(&sb, &[Change::Delete(3)]);
+    let status: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "status"])).unwrap();
+    assert_eq!(status[0]["position"], "lost", "{status}");
+    let report = sync_ok(&sb, "after the purge");
+    assert_eq!(
+        table_of(&report, "s", "t")["extract"]["resnapshotted"],
+        true,
+        "{report}"
+    );
+    assert_eq!(merged(&sb), f.source_rows("id, name, amount, day").unwrap());
+    assert_eq!(merged(&sb)[1][1], s("lost"));
 }
 
 /// Waits (up to a minute) until `done` holds; false if it never did.
@@ -952,14 +1017,16 @@ fn two_streams_and_a_folder_follow_side_by_side_until_sigterm() {
         cdc("a", &a),
         cdc("b", &b)
     ));
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("--config")
-        .arg(sb.path("sluice.toml"))
-        .args(["--json", "sync", "--follow", "--interval-secs", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut follower = Follower(Some(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--config")
+            .arg(sb.path("sluice.toml"))
+            .args(["--json", "sync", "--follow", "--interval-secs", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
     // Lake changes of `source.t` so far (0 until its change log exists).
     let changes = |source: &str| -> i64 {
         let sql = format!("SELECT count(*) AS n FROM {source}.t__changes");
@@ -982,6 +1049,7 @@ fn two_streams_and_a_folder_follow_side_by_side_until_sigterm() {
         changes("b"),
         changes("f")
     );
+    let child = follower.0.take().unwrap();
     let stopped = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
