@@ -90,6 +90,12 @@ fn utc_micros() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
+/// The most bytes of text and binary values one Arrow batch holds: far below the 2 GiB an
+/// array's 32-bit offsets can address, so no batch of large values overflows them (a batch
+/// passes it by at most one record, itself bounded by `max_record_bytes` or the source's row
+/// size).
+pub const BATCH_BYTES: usize = 256 << 20;
+
 /// The change-log schema for a table whose source columns are `data`.
 pub fn change_schema(data: &Schema) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = data.fields().iter().cloned().collect();

@@ -75,41 +75,24 @@ impl Quarantine {
         if table.app_version(position).await? == Some(version) {
             return Ok(());
         }
-        let n = rejects.len();
         let day = at.format("%Y-%m-%d").to_string();
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(
-                rejects.iter().map(|r| r.file.as_str()),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                rejects.iter().map(|r| r.line as i64),
-            )),
-            Arc::new(StringArray::from_iter(
-                rejects.iter().map(|r| r.column.as_deref()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rejects.iter().map(|r| r.raw.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rejects.iter().map(|r| r.reason.as_str()),
-            )),
-            Arc::new(
-                TimestampMicrosecondArray::from(vec![at.timestamp_micros(); n])
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                day.as_str(),
-                n,
-            ))),
-        ];
-        let batch = RecordBatch::try_new(quarantine_schema(), columns).map_err(|source| {
-            LakeError::Arrow {
-                table: name,
-                source,
-            }
-        })?;
         let mut writer = table.writer()?;
-        writer.write(batch).await?;
+        // Batches bounded in bytes: one array holds at most 2 GiB of text.
+        let mut rest: &[Reject] = &rejects;
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let take = rest
+                .iter()
+                .take_while(|r| {
+                    bytes += r.raw.len() + r.reason.len() + r.file.len();
+                    bytes < sluice_core::change::BATCH_BYTES
+                })
+                .count()
+                .max(1);
+            let (part, later) = rest.split_at(take);
+            rest = later;
+            writer.write(batch_of(part, at, &day, &name)?).await?;
+        }
         writer
             .commit(
                 table,
@@ -119,4 +102,39 @@ impl Quarantine {
             .await?;
         Ok(())
     }
+}
+
+/// One batch of the quarantine table.
+fn batch_of(
+    rejects: &[Reject],
+    at: DateTime<Utc>,
+    day: &str,
+    name: &str,
+) -> Result<RecordBatch, LakeError> {
+    let n = rejects.len();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rejects.iter().map(|r| r.file.as_str()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rejects.iter().map(|r| r.line as i64),
+        )),
+        Arc::new(StringArray::from_iter(
+            rejects.iter().map(|r| r.column.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rejects.iter().map(|r| r.raw.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rejects.iter().map(|r| r.reason.as_str()),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![at.timestamp_micros(); n]).with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(day, n))),
+    ];
+    RecordBatch::try_new(quarantine_schema(), columns).map_err(|source| LakeError::Arrow {
+        table: name.to_string(),
+        source,
+    })
 }

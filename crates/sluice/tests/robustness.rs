@@ -419,3 +419,39 @@ max_record_bytes = 4096
         }
     }
 }
+
+/// 60,000 rows with a 40 KB field (2.4 GB of text, past the 2 GiB one Arrow array holds):
+/// batches are bounded by bytes as well as rows, so they land instead of overflowing.
+#[test]
+fn batches_are_bounded_by_bytes() {
+    let sb = Sandbox::new();
+    sb.config(
+        "[sources.big]\nkind = \"files\"\nurl = \"drops/\"\ntable = \"t\"\ncolumns = [\"id bigint\", \"v text\"]\n",
+    );
+    let path = sb.path("drops/big.csv");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        f.write_all(b"id,v\n").unwrap();
+        let field = "v".repeat(40_000);
+        for i in 0..60_000 {
+            writeln!(f, "{i},{field}").unwrap();
+        }
+    }
+    let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(earlier)
+        .unwrap();
+    let (code, report) = sb.sync_code(&["--lake-only"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["tables"][0]["extract"]["rows"], 60_000, "{report}");
+    let got = sb.query_lake("SELECT count(*) AS n, sum(length(v)) AS chars FROM big.t__changes");
+    assert_eq!(
+        got,
+        vec![serde_json::json!({"n": 60_000, "chars": 2_400_000_000i64})]
+    );
+    let _ = std::fs::remove_file(&path);
+}

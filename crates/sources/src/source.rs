@@ -185,8 +185,10 @@ pub enum StreamEvent {
 /// The rows a stream buffered for one table.
 #[derive(Debug)]
 pub struct Taken {
-    /// Source columns, as the table's current definitions decode them.
-    pub rows: RecordBatch,
+    /// Source columns, as the table's current definitions decode them: batches in order,
+    /// each of bounded size ([`sluice_core::change::BATCH_BYTES`]).
+    pub rows: Vec<RecordBatch>,
+    /// Per row of all the batches, in order.
     pub ops: Vec<Op>,
     /// Commit time per row, microseconds since the epoch.
     pub commit_micros: Vec<Option<i64>>,

@@ -229,18 +229,26 @@ impl Streaming<'_> {
             taken.rejects,
         )
         .await?;
-        let n = taken.rows.num_rows() as i64;
+        let n = taken.ops.len() as i64;
         let seq = t.log.last_seq().await?;
-        let batch = stamp_rows(
-            &taken.rows,
-            &taken.ops,
-            &taken.commit_micros,
-            seq + 1,
-            Utc::now(),
-        )
-        .map_err(|e| EngineError::Internal(format!("stamping {}: {e}", t.spec.table)))?;
+        let now = Utc::now();
         let mut writer = t.log.writer()?;
-        writer.write(batch).await?;
+        // One commit, however many batches a large transaction took.
+        let mut at_row = 0;
+        for rows in &taken.rows {
+            let range = at_row..at_row + rows.num_rows();
+            let batch = stamp_rows(
+                rows,
+                &taken.ops[range.clone()],
+                &taken.commit_micros[range.clone()],
+                seq + 1 + at_row as i64,
+                now,
+            )
+            .map_err(|e| EngineError::Internal(format!("stamping {}: {e}", t.spec.table)))?;
+            writer.write(batch).await?;
+            at_row = range.end;
+        }
+        debug_assert_eq!(at_row as i64, n);
         let mut apps = positions::position_apps(&self.ids, &at);
         apps.push((SEQ_APP_ID.to_string(), seq + n));
         let mut meta = serde_json::Map::new();

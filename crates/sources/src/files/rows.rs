@@ -203,6 +203,8 @@ pub struct RowBatcher {
     text_of: Vec<usize>,
     variants: Vec<Vec<usize>>,
     batch_rows: usize,
+    /// Bytes of text in the current batch.
+    bytes: usize,
     /// Key columns: a row with NULL in one (or whose key value went to a variant column) is
     /// refused, since merge cannot place it.
     keys: Vec<usize>,
@@ -226,6 +228,7 @@ impl RowBatcher {
             parsed: vec![Parsed::Null; n],
             text_of: (0..n).collect(),
             batch_rows,
+            bytes: 0,
             keys: Vec::new(),
         })
     }
@@ -303,6 +306,7 @@ impl RowBatcher {
         for (i, b) in self.builders.iter_mut().enumerate() {
             b.push(self.parsed[i], fields[self.text_of[i]]);
         }
+        self.bytes += fields.iter().flatten().map(|f| f.len()).sum::<usize>();
         Ok(())
     }
 
@@ -310,8 +314,10 @@ impl RowBatcher {
         self.builders.first().map(Builder::len).unwrap_or(0)
     }
 
+    /// Full by rows, or by bytes (a batch of long values stays far from the 2 GiB an
+    /// array can hold).
     pub fn is_full(&self) -> bool {
-        self.len() >= self.batch_rows
+        self.len() >= self.batch_rows || self.bytes >= sluice_core::change::BATCH_BYTES
     }
 
     /// The rows so far as a batch (None when empty); starts a new batch.
@@ -320,6 +326,7 @@ impl RowBatcher {
             return None;
         }
         let cols: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
+        self.bytes = 0;
         Some(RecordBatch::try_new(self.schema.clone(), cols).expect("builders follow the schema"))
     }
 }

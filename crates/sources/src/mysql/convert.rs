@@ -143,6 +143,8 @@ pub struct RowsBuilder {
     builders: Vec<Builder>,
     schema: SchemaRef,
     rows: usize,
+    /// Bytes of text and binary values in the current batch.
+    bytes: usize,
     /// Columns that must not be NULL: the key merges match on.
     keys: Vec<usize>,
     /// Zero dates seen (stored as NULL).
@@ -160,6 +162,7 @@ impl RowsBuilder {
             defs: defs.to_vec(),
             schema: arrow_schema(defs),
             rows: 0,
+            bytes: 0,
             keys: Vec::new(),
             zero_dates: 0,
             rejects: Vec::new(),
@@ -180,6 +183,12 @@ impl RowsBuilder {
         self.rows == 0
     }
 
+    /// Whether the batch should be finished: `rows` rows, or values past
+    /// [`BATCH_BYTES`](sluice_core::change::BATCH_BYTES) (a 2 GiB text column cannot be one array).
+    pub fn is_full(&self, rows: usize) -> bool {
+        self.rows >= rows || self.bytes >= sluice_core::change::BATCH_BYTES
+    }
+
     /// Appends one row given as values in column order, or nothing and why (all or
     /// nothing: a refused row leaves the builder as it was).
     pub fn push_row(&mut self, values: Vec<Value>, origin: Origin) -> Result<(), RowReject> {
@@ -189,6 +198,14 @@ impl RowsBuilder {
     /// Appends rows that stand or fall together (a key change's delete and insert).
     fn push_rows(&mut self, rows: Vec<Vec<Value>>, origin: Origin) -> Result<(), RowReject> {
         let mut converted = Vec::with_capacity(rows.len());
+        let size: usize = rows
+            .iter()
+            .flatten()
+            .map(|v| match v {
+                Value::Bytes(b) => b.len(),
+                _ => 8,
+            })
+            .sum();
         for values in &rows {
             debug_assert_eq!(values.len(), self.builders.len());
             let mut cells = Vec::with_capacity(values.len());
@@ -215,6 +232,7 @@ impl RowsBuilder {
             }
             self.rows += 1;
         }
+        self.bytes += size;
         Ok(())
     }
 
@@ -256,6 +274,7 @@ impl RowsBuilder {
     pub fn finish(&mut self) -> RecordBatch {
         let columns: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
         self.rows = 0;
+        self.bytes = 0;
         RecordBatch::try_new(self.schema.clone(), columns).expect("builders match the schema")
     }
 
@@ -561,6 +580,29 @@ fn convert<'a>(kind: &Kind, v: &'a Value, origin: Origin) -> Result<Cell<'a>, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch is full by bytes as well as rows: values of 100 MB fill one in three rows,
+    /// far below the 2 GiB one array can hold.
+    #[test]
+    fn batches_fill_by_bytes() {
+        let def = ColumnDef {
+            name: "v".into(),
+            data_type: "longblob".into(),
+            column_type: "longblob".into(),
+            charset: None,
+            nullable: true,
+        };
+        let mut b = RowsBuilder::new(std::slice::from_ref(&def));
+        let big = vec![7u8; 100 << 20];
+        for rows in 1..=3 {
+            assert!(!b.is_full(usize::MAX), "full after {} rows", rows - 1);
+            b.push_row(vec![Value::Bytes(big.clone())], Origin::Query)
+                .unwrap();
+        }
+        assert!(b.is_full(usize::MAX));
+        assert_eq!(b.finish().num_rows(), 3);
+        assert!(!b.is_full(usize::MAX), "a finished batch starts empty");
+    }
 
     fn kind(data_type: &str, column_type: &str) -> Kind {
         ColumnDef {

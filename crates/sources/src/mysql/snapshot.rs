@@ -281,7 +281,7 @@ async fn query_rows(
             Ok(()) => rows += 1,
             Err(r) => builder.rejects.push(r),
         }
-        if builder.len() >= BATCH_ROWS {
+        if builder.is_full(BATCH_ROWS) {
             emit(mysql, &mut out, builder.finish()).await?;
         }
     }

@@ -23,6 +23,9 @@ use crate::source::{
 };
 use crate::SourceError;
 
+/// Rows per batch of a table's buffered changes.
+const STREAM_BATCH_ROWS: usize = 64 * 1024;
+
 /// Where the lake keeps a table's column definitions (JSON of [`ColumnDef`]s).
 pub const COLUMNS_PROPERTY: &str = "sluice.mysql.columns";
 
@@ -33,6 +36,7 @@ pub struct MySqlSource {
     /// The tables the config names (empty: every base table).
     configured: Vec<String>,
     cdc: bool,
+    flavor: std::sync::Mutex<Option<Flavor>>,
 }
 
 impl MySqlSource {
@@ -43,11 +47,19 @@ impl MySqlSource {
             server_id,
             configured,
             cdc,
+            flavor: Default::default(),
         }
     }
 
+    /// The server's flavour, asked once.
     async fn flavor(&self, conn: &mut Conn) -> Result<Flavor, SourceError> {
-        self.mysql.flavor(conn).await
+        let cached = *self.flavor.lock().expect("flavor lock");
+        if let Some(f) = cached {
+            return Ok(f);
+        }
+        let f = self.mysql.flavor(conn).await?;
+        *self.flavor.lock().expect("flavor lock") = Some(f);
+        Ok(f)
     }
 }
 
@@ -210,7 +222,11 @@ impl Source for MySqlSource {
 
     async fn tables(&self, selected: Option<&[String]>) -> Result<Vec<SourceTable>, SourceError> {
         let mut conn = self.mysql.connect().await?;
-        let found = self.mysql.discover(&mut conn, selected).await;
+        let flavor = self.flavor(&mut conn).await;
+        let found = match flavor {
+            Ok(_) => self.mysql.discover(&mut conn, selected).await,
+            Err(e) => Err(e),
+        };
         let _ = conn.disconnect().await;
         Ok(found?.iter().map(source_table).collect())
     }
@@ -264,9 +280,16 @@ impl Source for MySqlSource {
         n: usize,
         positions: bool,
     ) -> Result<Vec<Box<dyn ChunkReader>>, SourceError> {
-        let mut conn = self.mysql.connect().await?;
-        let flavor = self.flavor(&mut conn).await?;
-        let _ = conn.disconnect().await;
+        let cached = *self.flavor.lock().expect("flavor lock");
+        let flavor = match cached {
+            Some(f) => f,
+            None => {
+                let mut conn = self.mysql.connect().await?;
+                let flavor = self.flavor(&mut conn).await;
+                let _ = conn.disconnect().await;
+                flavor?
+            }
+        };
         let readers = snapshot::open_readers(&self.mysql, n, flavor, positions).await?;
         Ok(readers
             .into_iter()
@@ -504,6 +527,8 @@ struct Streamed {
     table: SourceTable,
     defs: Vec<ColumnDef>,
     builder: RowsBuilder,
+    /// Batches the builder filled (by bytes) since the last take.
+    sealed: Vec<RecordBatch>,
     ops: Vec<Op>,
     commit_micros: Vec<Option<i64>>,
     key_columns: Vec<usize>,
@@ -529,6 +554,7 @@ impl Streamed {
         let key_columns = key_columns(&defs, &table.key);
         Ok(Streamed {
             builder: RowsBuilder::new(&defs).with_keys(key_columns.clone()),
+            sealed: Vec::new(),
             defs,
             ops: Vec::new(),
             commit_micros: Vec::new(),
@@ -544,8 +570,12 @@ impl Streamed {
 
     /// What is buffered, as taken.
     fn take(&mut self, what: &str) -> Taken {
+        let mut rows = std::mem::take(&mut self.sealed);
+        if !self.builder.is_empty() {
+            rows.push(self.builder.finish());
+        }
         Taken {
-            rows: self.builder.finish(),
+            rows,
             ops: std::mem::take(&mut self.ops),
             commit_micros: std::mem::take(&mut self.commit_micros),
             rejects: self
@@ -957,6 +987,11 @@ fn add_change(t: &mut Streamed, change: RowChange, ts: i64) -> usize {
     if let Err(r) = t.builder.push_binlog_rows(images) {
         t.builder.rejects.push(r);
         return 0;
+    }
+    // A large transaction becomes several batches (one array holds at most 2 GiB).
+    if t.builder.is_full(STREAM_BATCH_ROWS) {
+        let batch = t.builder.finish();
+        t.sealed.push(batch);
     }
     let n = ops.len();
     t.ops.extend(ops);
