@@ -10,6 +10,8 @@ pub struct MariaDb {
     pub port: u16,
     pub dir: PathBuf,
     child: Child,
+    /// The server's arguments, to start it again (`restart`).
+    args: Vec<String>,
     // One test's servers at a time: each test's server and sluice already keep both cores busy.
     _turn: Option<std::sync::MutexGuard<'static, ()>>,
 }
@@ -80,30 +82,51 @@ impl MariaDb {
             format!("--log-error={}", dir.join("error.log").display()),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new("mariadbd")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mariadbd");
+        let child = Self::spawn(&args);
         let db = MariaDb {
             port,
             dir,
             child,
+            args,
             _turn: turn,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while db.client("mysql", "SELECT 1").is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "MariaDB did not start: {}",
-                std::fs::read_to_string(db.dir.join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        db.wait_ready();
         db.client("mysql", "CREATE DATABASE shop")
             .expect("CREATE DATABASE shop");
         db
+    }
+
+    fn spawn(args: &[String]) -> Child {
+        Command::new("mariadbd")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mariadbd")
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.client("mysql", "SELECT 1").is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "MariaDB did not start: {}",
+                std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the server (SIGKILL: a crash, as an outage is) and leaves it down.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on its data, port and binlog, and waits until it answers.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.args);
+        self.wait_ready();
     }
 
     pub fn url(&self) -> String {

@@ -14,6 +14,8 @@ pub struct PgServer {
     pub port: u16,
     pub dir: PathBuf,
     bin: PathBuf,
+    /// The server's options, to start it again (`restart`).
+    options: String,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -120,30 +122,45 @@ impl PgServer {
                 .collect();
             std::fs::write(&hba, text).unwrap();
         }
-        check(
-            "pg_ctl start",
-            as_postgres(&bin, "pg_ctl")
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(dir.join("server.log"))
-                .args(["-w", "-t", "60", "-o", &options, "start"])
-                .stdout(Stdio::null())
-                .output()
-                .expect("pg_ctl"),
-        );
         let pg = PgServer {
             port,
             dir,
             bin,
+            options,
             _turn: turn,
         };
+        pg.pg_ctl(&["-w", "-t", "60", "-o", &pg.options, "start"]);
         pg.sql("postgres", "CREATE DATABASE wh");
         let deadline = Instant::now() + Duration::from_secs(10);
         while pg.try_sql("wh", "SELECT 1").is_err() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         pg
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        check(
+            "pg_ctl",
+            as_postgres(&self.bin, "pg_ctl")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .arg("-l")
+                .arg(self.dir.join("server.log"))
+                .args(args)
+                .stdout(Stdio::null())
+                .output()
+                .expect("pg_ctl"),
+        );
+    }
+
+    /// Stops the server at once (`-m immediate`: no shutdown checkpoint, as a crash).
+    pub fn crash(&self) {
+        self.pg_ctl(&["-w", "-m", "immediate", "stop"]);
+    }
+
+    /// Starts the server again on its data and port.
+    pub fn restart(&self) {
+        self.pg_ctl(&["-w", "-t", "60", "-o", &self.options, "start"]);
     }
 
     /// The URL sluice is given (the password comes from the environment).
