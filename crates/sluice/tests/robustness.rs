@@ -90,7 +90,8 @@ fn an_unreadable_file_is_quarantined_whole_and_the_rest_land() {
 }
 
 /// Errors from the lake (here a corrupt Delta log) reach the user as a message, without the
-/// backtrace the Delta kernel captures when RUST_BACKTRACE is set.
+/// backtrace the Delta kernel captures when RUST_BACKTRACE is set, and without colour codes
+/// when stderr is not a terminal.
 #[test]
 fn errors_carry_no_backtrace() {
     let sb = Sandbox::new();
@@ -112,6 +113,7 @@ fn errors_carry_no_backtrace() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_ne!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains('\u{1b}'), "colour codes in a pipe: {all:?}");
     assert!(
         !all.contains("with_backtrace")
             && !all.contains("stack backtrace")
