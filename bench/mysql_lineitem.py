@@ -6,6 +6,9 @@ Cases:
   reference  mariadb --quick -N -e "select * from tpch.lineitem" > /dev/null   (raw scan, TCP)
   (a)        sluice snapshot -> lake                  `sluice sync --lake-only`, mode snapshot
   (b)        sluice snapshot -> lake -> DuckDB        `sluice sync`
+  (s)        sluice snapshot -> lake of `lineitem_s`: the same rows keyed by a VARCHAR
+             (`CONCAT(l_orderkey, '-', l_linenumber)`), so read as one chunk by one
+             connection: peak RSS shows whether a chunk is held whole or streamed
   (c)        sluice CDC, 500,000 row changes -> lake  250k INSERTs + 250k UPDATEs in 50
              transactions of 10,000 (as series D), untimed; then the timed catch-up
   (d)        latency at a steady 2,000 changes/s for 60 s: `sluice sync --follow` while a
@@ -61,6 +64,17 @@ def ensure_lineitem(env):
     root(env, f"SET SESSION sql_log_bin = 0; CREATE DATABASE IF NOT EXISTS tpch; USE tpch; DROP TABLE IF EXISTS lineitem; {DDL}; "
               f"LOAD DATA LOCAL INFILE '{csv}' INTO TABLE lineitem CHARACTER SET utf8mb4 "
               "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '\\n' IGNORE 1 LINES; ANALYZE TABLE lineitem")
+
+
+def ensure_string_keyed(env):
+    """lineitem_s: lineitem keyed by a VARCHAR, which sluice cannot split into key ranges."""
+    n = root(env, "SELECT count(*) FROM information_schema.tables WHERE table_schema='tpch' AND table_name='lineitem_s'")
+    if n.strip() == "1" and root(env, "SELECT count(*) FROM tpch.lineitem_s").strip() == str(ROWS):
+        return
+    harness.log("creating tpch.lineitem_s (binlog off)")
+    root(env, "SET SESSION sql_log_bin = 0; USE tpch; DROP TABLE IF EXISTS lineitem_s; "
+              "CREATE TABLE lineitem_s (k VARCHAR(24) NOT NULL PRIMARY KEY) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 "
+              "SELECT CONCAT(l_orderkey, '-', l_linenumber) AS k, lineitem.* FROM lineitem; ANALYZE TABLE lineitem_s")
 
 
 def project(base, name, mode, tables, extra=""):
@@ -141,8 +155,10 @@ def main():
     env = harness.load_env()
     build()
     ensure_lineitem(env)
+    ensure_string_keyed(env)
     base = os.path.join(env["SCRATCH"], "sluice-mysql")
     snap = project(base, "snapshot", "snapshot", ["lineitem"], 'load = "append"')
+    snap_s = project(base, "snapshot_s", "snapshot", ["lineitem_s"], 'load = "append"')
     cdc = project(base, "cdc", "cdc", ["cdc_bench"], 'load = "append"')
     lat = project(base, "latency", "cdc", ["lat"], 'load = "append"\nbatch_max_ms = 500')
     os.environ["BENCH_MY_PASS"] = "bench"
@@ -156,6 +172,11 @@ def main():
                                    ROWS, setup=f"rm -rf {snap}/lake {snap}/warehouse.duckdb", verify=count))
         out.append(harness.measure("sluice snapshot -> lake -> DuckDB", f"{SLUICE} --config {snap}/sluice.toml sync",
                                    ROWS, setup=f"rm -rf {snap}/lake {snap}/warehouse.duckdb", verify=count))
+        scount = (f"{SLUICE} --config {snap_s}/sluice.toml query --format csv "
+                  f"'SELECT count(*) AS n FROM tpch.lineitem_s__changes' | tail -1")
+        out.append(harness.measure("sluice snapshot -> lake, VARCHAR key (one chunk)",
+                                   f"{SLUICE} --config {snap_s}/sluice.toml sync --lake-only",
+                                   ROWS, setup=f"rm -rf {snap_s}/lake", verify=scount))
         ccount = (f"{SLUICE} --config {cdc}/sluice.toml query --format csv "
                   f"'SELECT count(*) AS n FROM tpch.cdc_bench__changes' | tail -1")
         out.append(harness.measure("sluice CDC 500k row changes -> lake",

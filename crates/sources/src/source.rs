@@ -93,10 +93,9 @@ pub struct SnapshotPlan {
     pub plan: Vec<u8>,
 }
 
-/// One chunk read.
+/// The end of one chunk read (its rows went to the reader's `out` as they came).
 #[derive(Debug, Default)]
 pub struct Chunk {
-    pub batches: Vec<RecordBatch>,
     /// Rows that did not convert (or had no key).
     pub rejects: Vec<Reject>,
     /// Values the source holds that have no equivalent (zero dates), landed as NULL.
@@ -114,12 +113,14 @@ pub trait ChunkReader: Send {
     /// The same place as a stream position: where a change stream after the snapshot starts.
     fn position(&self) -> Option<Position>;
 
-    /// Reads chunk `index` of `table` as `plan` splits it.
+    /// Reads chunk `index` of `table` as `plan` splits it, sending its rows to `out` as they
+    /// come (bounded batches, never the chunk whole).
     async fn read(
         &mut self,
         table: &SourceTable,
         plan: &SnapshotPlan,
         index: u64,
+        out: &tokio::sync::mpsc::Sender<RecordBatch>,
     ) -> Result<Chunk, SourceError>;
 
     /// Ends the view (closes the connection).

@@ -1,17 +1,18 @@
 //! Snapshots: a table read in chunks across several consistent views, committed as chunks
 //! land, resumed from the chunks not committed, completed as an image.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use sluice_core::change::{data_schema, stamp_rows, Op};
 use sluice_core::failpoint;
 use sluice_lake::{LakeTable, LakeWriter, SEQ_APP_ID};
-use sluice_sources::source::{Chunk, SharedSource};
+use sluice_sources::source::{Chunk, ChunkReader, SharedSource, SnapshotPlan, SourceTable};
 use sluice_sources::SourceError;
 
 use super::positions::{self, Ids};
@@ -37,11 +38,130 @@ pub(crate) struct SnapshotSettings {
     pub progress: bool,
 }
 
-/// A chunk read, with where its reader's view stood.
-struct ChunkRead {
+/// What snapshot readers send the collector: a chunk's rows as they are read, then its end
+/// (with where its reader's view stood).
+enum Msg {
+    Rows {
+        index: u64,
+        batch: RecordBatch,
+    },
+    Done {
+        index: u64,
+        read_at: i64,
+        end: Chunk,
+    },
+}
+
+/// The chunks left to read, shared by the readers, behind a gate the collector closes
+/// before a commit so that no chunk is half in it.
+struct ChunkQueue {
+    state: Mutex<QueueState>,
+    /// Wakes readers waiting at the gate.
+    opened: Notify,
+}
+
+struct QueueState {
+    pending: VecDeque<u64>,
+    gate_closed: bool,
+    stopped: bool,
+    in_flight: usize,
+}
+
+enum Take {
+    Chunk(u64),
+    Wait,
+    Finished,
+}
+
+impl ChunkQueue {
+    fn new(pending: VecDeque<u64>) -> Self {
+        Self {
+            state: Mutex::new(QueueState {
+                pending,
+                gate_closed: false,
+                stopped: false,
+                in_flight: 0,
+            }),
+            opened: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().expect("chunk queue lock")
+    }
+
+    fn take(&self) -> Take {
+        let mut q = self.lock();
+        if q.stopped || q.pending.is_empty() {
+            return Take::Finished;
+        }
+        if q.gate_closed {
+            return Take::Wait;
+        }
+        q.in_flight += 1;
+        Take::Chunk(q.pending.pop_front().expect("not empty"))
+    }
+
+    /// A chunk's end arrived.
+    fn finished_one(&self) {
+        let mut q = self.lock();
+        q.in_flight = q.in_flight.saturating_sub(1);
+    }
+
+    /// Closes the gate (no chunk starts until it opens); true when none is in flight.
+    fn close_gate(&self) -> bool {
+        let mut q = self.lock();
+        q.gate_closed = true;
+        q.in_flight == 0
+    }
+
+    fn open_gate(&self) {
+        self.lock().gate_closed = false;
+        self.opened.notify_waiters();
+    }
+
+    /// No chunk starts any more.
+    fn stop(&self) {
+        self.lock().stopped = true;
+        self.opened.notify_waiters();
+    }
+}
+
+/// Reads chunk `index` on `reader`, sending its rows to the collector as they come; None
+/// when the collector is gone.
+async fn read_chunk(
+    reader: &mut dyn ChunkReader,
+    table: &SourceTable,
+    plan: &SnapshotPlan,
     index: u64,
     read_at: i64,
-    chunk: Chunk,
+    tx: &mpsc::Sender<Result<Msg, SourceError>>,
+) -> Option<Result<Msg, SourceError>> {
+    let (rows_tx, rows_rx) = mpsc::channel::<RecordBatch>(1);
+    let read = async move {
+        let end = reader.read(table, plan, index, &rows_tx).await;
+        drop(rows_tx);
+        end
+    };
+    // Takes the receiver: when the collector is gone it is dropped, so the reader's next
+    // send fails instead of waiting forever.
+    let forward = async move {
+        let mut rows_rx = rows_rx;
+        while let Some(batch) = rows_rx.recv().await {
+            if tx.send(Ok(Msg::Rows { index, batch })).await.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    let (end, forwarded) = tokio::join!(read, forward);
+    forwarded.then(|| {
+        end.map(|end| Msg::Done {
+            index,
+            read_at,
+            end,
+        })
+    })
 }
 
 /// Reads a table in chunks across `parallelism` views and commits them to the lake; resumes
@@ -110,25 +230,28 @@ pub(crate) async fn snapshot(
             pending.push_back(i);
         }
     }
-    let queue = Arc::new(Mutex::new(pending));
-    let (tx, mut rx) = mpsc::channel::<Result<ChunkRead, SourceError>>(1);
+    let chunks = Arc::new(ChunkQueue::new(pending));
+    let (tx, mut rx) = mpsc::channel::<Result<Msg, SourceError>>(2);
     let mut workers = Vec::new();
     for mut reader in readers.drain(..) {
-        let (queue, tx, table, plan) = (queue.clone(), tx.clone(), t.table.clone(), plan.clone());
+        let (chunks, tx, table, plan) = (chunks.clone(), tx.clone(), t.table.clone(), plan.clone());
         workers.push(tokio::spawn(async move {
             // The chunks of a reader are as of its view's position.
             let read_at = reader.read_at().unwrap_or(1);
             loop {
-                let next = queue.lock().expect("queue lock").pop_front();
-                let Some(index) = next else { break };
-                let read = reader.read(&table, &plan, index).await;
-                let failed = read.is_err();
-                let msg = read.map(|chunk| ChunkRead {
-                    index,
-                    read_at,
-                    chunk,
-                });
-                if tx.send(msg).await.is_err() || failed {
+                let opened = chunks.opened.notified();
+                let index = match chunks.take() {
+                    Take::Chunk(i) => i,
+                    Take::Wait => {
+                        opened.await;
+                        continue;
+                    }
+                    Take::Finished => break,
+                };
+                let done = read_chunk(reader.as_mut(), &table, &plan, index, read_at, &tx).await;
+                let Some(done) = done else { break };
+                let failed = done.is_err();
+                if tx.send(done).await.is_err() || failed {
                     break;
                 }
             }
@@ -137,9 +260,13 @@ pub(crate) async fn snapshot(
     }
     drop(tx);
 
+    // Rows go to the writer as they arrive, the chunks in flight interleaved, never held.
+    // A commit must hold whole chunks only, so before one the queue's gate closes: readers
+    // finish the chunks they hold and wait, the writer commits, the gate opens.
     let mut seq = t.log.last_seq().await?;
     let mut writer = t.log.writer()?;
     let mut in_commit: Vec<(u64, i64)> = Vec::new();
+    let mut open_chunks: HashSet<u64> = HashSet::new();
     let mut rows_in_commit = 0u64;
     let mut progress = Progress::new(
         how.progress,
@@ -147,50 +274,62 @@ pub(crate) async fn snapshot(
     );
     let mut failure = None;
     let mut zero_dates = 0;
-    while let Some(msg) = rx.recv().await {
-        let ChunkRead {
-            index,
-            read_at,
-            chunk,
-        } = match msg {
-            Ok(c) => c,
-            Err(e) => {
-                failure = Some(EngineError::from(e));
-                break;
+    let at = (Some(ingested_at), ingested_at);
+    let outcome: Result<(), EngineError> = async {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Err(e) => {
+                    failure = Some(EngineError::from(e));
+                    break;
+                }
+                Ok(Msg::Rows { index, batch }) => {
+                    open_chunks.insert(index);
+                    let n = write_reads(&mut writer, &batch, &mut seq, at, &t.spec.table).await?;
+                    rows_in_commit += n;
+                    progress.add(n);
+                }
+                Ok(Msg::Done {
+                    index,
+                    read_at,
+                    end,
+                }) => {
+                    open_chunks.remove(&index);
+                    t.quarantine(&project.lake, &ids.chunk(run, index), end.rejects)
+                        .await?;
+                    zero_dates += end.zero_dates;
+                    in_commit.push((index, read_at));
+                    chunks.finished_one();
+                    let due = rows_in_commit >= CHUNKS_PER_COMMIT * how.chunk_rows;
+                    if due && chunks.close_gate() {
+                        let w = std::mem::replace(&mut writer, t.log.writer()?);
+                        chunks.open_gate();
+                        commit_chunks(t, &ids, w, run, &in_commit, seq, Vec::new()).await?;
+                        t.report.rows += rows_in_commit;
+                        in_commit.clear();
+                        rows_in_commit = 0;
+                    }
+                }
             }
-        };
-        t.quarantine(&project.lake, &ids.chunk(run, index), chunk.rejects)
-            .await?;
-        let mut rows = 0;
-        for b in &chunk.batches {
-            rows += write_reads(
-                &mut writer,
-                b,
-                &mut seq,
-                (Some(ingested_at), ingested_at),
-                &t.spec.table,
-            )
-            .await?;
         }
-        zero_dates += chunk.zero_dates;
-        progress.add(rows);
-        rows_in_commit += rows;
-        t.report.rows += rows;
-        in_commit.push((index, read_at));
-        if rows_in_commit >= CHUNKS_PER_COMMIT * how.chunk_rows {
-            let w = std::mem::replace(&mut writer, t.log.writer()?);
-            commit_chunks(t, &ids, w, run, &in_commit, seq, Vec::new()).await?;
-            in_commit.clear();
-            rows_in_commit = 0;
-        }
+        Ok(())
     }
+    .await;
+    // Readers waiting at the gate or sending rows stop too.
+    chunks.stop();
+    drop(rx);
     for w in workers {
         w.await
             .map_err(|e| EngineError::Internal(format!("snapshot reader: {e}")))?;
     }
-    // What was read is committed; on a failure the rest resumes next run.
-    if !in_commit.is_empty() {
+    outcome?;
+    // What was read whole is committed; on a failure the rest resumes next run. Rows of a
+    // chunk cut short share the writer with the chunks read whole since the last commit:
+    // those are read again too.
+    if !in_commit.is_empty() && open_chunks.is_empty() {
         commit_chunks(t, &ids, writer, run, &in_commit, seq, Vec::new()).await?;
+        t.report.rows += rows_in_commit;
+    } else if !open_chunks.is_empty() && !in_commit.is_empty() {
+        tracing::warn!(table = %t.spec.table, chunks = in_commit.len(), "a chunk was cut short: the chunks read since the last commit are read again next run");
     }
     if zero_dates > 0 {
         tracing::warn!(table = %t.spec.table, zero_dates, "zero dates (0000-00-00) landed as NULL");

@@ -218,7 +218,7 @@ pub async fn read_chunk(
     plan: &ChunkPlan,
     i: i64,
     builder: &mut RowsBuilder,
-    out: &mut Vec<RecordBatch>,
+    out: &tokio::sync::mpsc::Sender<RecordBatch>,
 ) -> Result<u64, SourceError> {
     let mut sql = select_all(mysql, table);
     let mut params: Vec<mysql_async::Value> = Vec::new();
@@ -238,7 +238,7 @@ pub async fn read_chunk(
         }
     }
     let what = format!("reading `{}` (chunk {i})", table.name);
-    query_rows(mysql, conn, sql, params, builder, &what, Out::Collect(out)).await
+    query_rows(mysql, conn, sql, params, builder, &what, out).await
 }
 
 /// `SELECT` of every column, in ordinal order, every identifier quoted.
@@ -252,13 +252,8 @@ fn select_all(mysql: &MySql, table: &TableInfo) -> String {
     )
 }
 
-/// Where a query's batches go.
-pub enum Out<'a> {
-    /// Kept (a snapshot chunk is committed whole).
-    Collect(&'a mut Vec<RecordBatch>),
-    /// Streamed on, with back-pressure.
-    Send(&'a tokio::sync::mpsc::Sender<RecordBatch>),
-}
+/// Where a query's batches go, with back-pressure.
+type Out<'a> = &'a tokio::sync::mpsc::Sender<RecordBatch>;
 
 /// Runs a query over the binary protocol, converting rows into batches of [`BATCH_ROWS`].
 async fn query_rows(
@@ -268,7 +263,7 @@ async fn query_rows(
     params: Vec<mysql_async::Value>,
     builder: &mut RowsBuilder,
     what: &str,
-    mut out: Out<'_>,
+    out: Out<'_>,
 ) -> Result<u64, SourceError> {
     let mut result = conn
         .exec_iter(sql, params)
@@ -282,27 +277,20 @@ async fn query_rows(
             Err(r) => builder.rejects.push(r),
         }
         if builder.is_full(BATCH_ROWS) {
-            emit(mysql, &mut out, builder.finish()).await?;
+            emit(mysql, out, builder.finish()).await?;
         }
     }
     drop(result);
     if !builder.is_empty() {
-        emit(mysql, &mut out, builder.finish()).await?;
+        emit(mysql, out, builder.finish()).await?;
     }
     Ok(rows)
 }
 
-async fn emit(mysql: &MySql, out: &mut Out<'_>, batch: RecordBatch) -> Result<(), SourceError> {
-    match out {
-        Out::Collect(v) => {
-            v.push(batch);
-            Ok(())
-        }
-        Out::Send(tx) => tx
-            .send(batch)
-            .await
-            .map_err(|_| mysql.err("the lake writer stopped")),
-    }
+async fn emit(mysql: &MySql, out: Out<'_>, batch: RecordBatch) -> Result<(), SourceError> {
+    out.send(batch)
+        .await
+        .map_err(|_| mysql.err("the lake writer stopped"))
 }
 
 /// Rows whose cursor column is at or past `from`, and rows whose cursor is NULL (all rows
@@ -326,7 +314,7 @@ pub async fn read_incremental(
     }
     sql += &format!(" ORDER BY {}", quote(cursor));
     let what = format!("reading `{}` incrementally by `{cursor}`", table.name);
-    query_rows(mysql, conn, sql, params, builder, &what, Out::Send(out)).await
+    query_rows(mysql, conn, sql, params, builder, &what, out).await
 }
 
 #[cfg(test)]

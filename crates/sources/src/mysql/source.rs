@@ -429,6 +429,7 @@ impl ChunkReader for MySqlChunkReader {
         table: &SourceTable,
         plan: &SnapshotPlan,
         index: u64,
+        out: &tokio::sync::mpsc::Sender<RecordBatch>,
     ) -> Result<Chunk, SourceError> {
         if self
             .reading
@@ -440,7 +441,6 @@ impl ChunkReader for MySqlChunkReader {
             self.reading = Some((table.definitions.clone(), info, builder));
         }
         let (_, info, builder) = self.reading.as_mut().expect("set above");
-        let mut batches = Vec::new();
         snapshot::read_chunk(
             &self.mysql,
             &mut self.conn,
@@ -448,7 +448,7 @@ impl ChunkReader for MySqlChunkReader {
             &chunk_plan(plan),
             index as i64,
             builder,
-            &mut batches,
+            out,
         )
         .await?;
         let what = format!(
@@ -456,7 +456,6 @@ impl ChunkReader for MySqlChunkReader {
             self.mysql.source, table.name
         );
         Ok(Chunk {
-            batches,
             rejects: builder
                 .rejects
                 .drain(..)
