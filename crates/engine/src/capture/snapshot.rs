@@ -63,15 +63,27 @@ struct ChunkQueue {
 struct QueueState {
     pending: VecDeque<u64>,
     gate_closed: bool,
+    /// How many times the gate opened.
+    openings: u64,
     stopped: bool,
+    /// Chunks whose rows go to the current writer and whose end has not arrived.
     in_flight: usize,
+    /// Chunks started while the gate is closed: read ahead, held by their reader until it
+    /// opens, then in flight for the next commit.
+    ahead: usize,
 }
 
 enum Take {
-    Chunk(u64),
-    Wait,
+    /// Read it; `ahead` holds it until the gate opening after `openings`.
+    Chunk {
+        index: u64,
+        ahead: Option<u64>,
+    },
     Finished,
 }
+
+/// What a reader holds of a chunk read ahead of a closed gate, at most.
+const READ_AHEAD_BYTES: usize = 64 << 20;
 
 impl ChunkQueue {
     fn new(pending: VecDeque<u64>) -> Self {
@@ -79,8 +91,10 @@ impl ChunkQueue {
             state: Mutex::new(QueueState {
                 pending,
                 gate_closed: false,
+                openings: 0,
                 stopped: false,
                 in_flight: 0,
+                ahead: 0,
             }),
             opened: Notify::new(),
         }
@@ -95,11 +109,34 @@ impl ChunkQueue {
         if q.stopped || q.pending.is_empty() {
             return Take::Finished;
         }
+        let index = q.pending.pop_front().expect("not empty");
         if q.gate_closed {
-            return Take::Wait;
+            q.ahead += 1;
+            return Take::Chunk {
+                index,
+                ahead: Some(q.openings),
+            };
         }
         q.in_flight += 1;
-        Take::Chunk(q.pending.pop_front().expect("not empty"))
+        Take::Chunk { index, ahead: None }
+    }
+
+    /// Whether the gate opened since `openings`; None once stopped.
+    fn opened_since(&self, openings: u64) -> Option<bool> {
+        let q = self.lock();
+        (!q.stopped).then_some(q.openings > openings)
+    }
+
+    /// Waits until the gate opened since `openings`; false once stopped.
+    async fn wait_opened(&self, openings: u64) -> bool {
+        loop {
+            let opened = self.opened.notified();
+            match self.opened_since(openings) {
+                None => return false,
+                Some(true) => return true,
+                Some(false) => opened.await,
+            }
+        }
     }
 
     /// A chunk's end arrived.
@@ -115,8 +152,13 @@ impl ChunkQueue {
         q.in_flight == 0
     }
 
+    /// Opens the gate: chunks read ahead are in flight from now on.
     fn open_gate(&self) {
-        self.lock().gate_closed = false;
+        let mut q = self.lock();
+        q.gate_closed = false;
+        q.openings += 1;
+        q.in_flight += std::mem::take(&mut q.ahead);
+        drop(q);
         self.opened.notify_waiters();
     }
 
@@ -128,13 +170,15 @@ impl ChunkQueue {
 }
 
 /// Reads chunk `index` on `reader`, sending its rows to the collector as they come; None
-/// when the collector is gone.
+/// when the collector is gone. A chunk taken while the gate is closed (`ahead`) is read
+/// ahead, up to [`READ_AHEAD_BYTES`] held, and sent once the gate opens: a reader does not
+/// sit idle while the others finish for a commit.
 async fn read_chunk(
     reader: &mut dyn ChunkReader,
-    table: &SourceTable,
-    plan: &SnapshotPlan,
-    index: u64,
+    (table, plan): (&SourceTable, &SnapshotPlan),
+    (index, ahead): (u64, Option<u64>),
     read_at: i64,
+    chunks: &ChunkQueue,
     tx: &mpsc::Sender<Result<Msg, SourceError>>,
 ) -> Option<Result<Msg, SourceError>> {
     let (rows_tx, rows_rx) = mpsc::channel::<RecordBatch>(1);
@@ -147,6 +191,32 @@ async fn read_chunk(
     // send fails instead of waiting forever.
     let forward = async move {
         let mut rows_rx = rows_rx;
+        if let Some(openings) = ahead {
+            let mut held = Vec::new();
+            let mut bytes = 0;
+            let opened = chunks.wait_opened(openings);
+            tokio::pin!(opened);
+            let opened = loop {
+                tokio::select! {
+                    open = &mut opened => break open,
+                    batch = rows_rx.recv(), if bytes < READ_AHEAD_BYTES => match batch {
+                        Some(b) => {
+                            bytes += b.get_array_memory_size();
+                            held.push(b);
+                        }
+                        None => break (&mut opened).await,
+                    },
+                }
+            };
+            if !opened {
+                return false;
+            }
+            for batch in held {
+                if tx.send(Ok(Msg::Rows { index, batch })).await.is_err() {
+                    return false;
+                }
+            }
+        }
         while let Some(batch) = rows_rx.recv().await {
             if tx.send(Ok(Msg::Rows { index, batch })).await.is_err() {
                 return false;
@@ -231,24 +301,19 @@ pub(crate) async fn snapshot(
         }
     }
     let chunks = Arc::new(ChunkQueue::new(pending));
-    let (tx, mut rx) = mpsc::channel::<Result<Msg, SourceError>>(2);
+    // A few batches per reader: enough to keep them reading while the writer works, few
+    // enough that they do not take the CPU the writer needs (a larger buffer measured slower).
+    let (tx, mut rx) = mpsc::channel::<Result<Msg, SourceError>>(4 * how.parallelism.max(1));
     let mut workers = Vec::new();
     for mut reader in readers.drain(..) {
         let (chunks, tx, table, plan) = (chunks.clone(), tx.clone(), t.table.clone(), plan.clone());
         workers.push(tokio::spawn(async move {
             // The chunks of a reader are as of its view's position.
             let read_at = reader.read_at().unwrap_or(1);
-            loop {
-                let opened = chunks.opened.notified();
-                let index = match chunks.take() {
-                    Take::Chunk(i) => i,
-                    Take::Wait => {
-                        opened.await;
-                        continue;
-                    }
-                    Take::Finished => break,
-                };
-                let done = read_chunk(reader.as_mut(), &table, &plan, index, read_at, &tx).await;
+            while let Take::Chunk { index, ahead } = chunks.take() {
+                let what = (&table, &plan);
+                let done =
+                    read_chunk(reader.as_mut(), what, (index, ahead), read_at, &chunks, &tx).await;
                 let Some(done) = done else { break };
                 let failed = done.is_err();
                 if tx.send(done).await.is_err() || failed {
@@ -262,7 +327,8 @@ pub(crate) async fn snapshot(
 
     // Rows go to the writer as they arrive, the chunks in flight interleaved, never held.
     // A commit must hold whole chunks only, so before one the queue's gate closes: readers
-    // finish the chunks they hold and wait, the writer commits, the gate opens.
+    // finish the chunks in flight and read the next ones ahead, the writer commits, the gate
+    // opens.
     let mut seq = t.log.last_seq().await?;
     let mut writer = t.log.writer()?;
     let mut in_commit: Vec<(u64, i64)> = Vec::new();
