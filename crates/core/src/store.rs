@@ -55,6 +55,22 @@ impl StoreOptions {
 
 /// Turns a config location (relative or absolute folder, `file://`, `s3://`) into a URL.
 /// Relative paths must already be resolved against the config directory.
+/// How S3 requests are retried, for the lake and the files sources alike. The client's
+/// default (10 retries from 100 ms) gives up within about 2 s when the endpoint refuses
+/// connections; these ride out about 15 s per request (measured) before the run fails as
+/// transient, and a `--follow` run then retries by its own policy.
+pub fn s3_retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(500),
+            max_backoff: std::time::Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: 12,
+        retry_timeout: std::time::Duration::from_secs(180),
+    }
+}
+
 pub fn location_url(location: &str) -> Result<Url, String> {
     if location.contains("://") {
         return Url::parse(location).map_err(|e| format!("bad URL {location:?}: {e}"));
@@ -78,7 +94,9 @@ pub fn store_for(url: &Url, opts: &StoreOptions) -> Result<(Arc<dyn ObjectStore>
         }
         "s3" | "s3a" => {
             let bucket = url.host_str().ok_or_else(|| format!("{url}: no bucket"))?;
-            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(s3_retry());
             for (k, v) in opts.s3_pairs() {
                 b = b.with_config(k, v);
             }

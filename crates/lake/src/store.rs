@@ -12,7 +12,7 @@ use deltalake::{DeltaResult, DeltaTableError, Path};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use url::Url;
 
-use sluice_core::store::{location_url, StoreOptions};
+use sluice_core::store::{location_url, s3_retry, StoreOptions};
 
 use crate::table::TablePath;
 use crate::LakeError;
@@ -35,7 +35,9 @@ impl ObjectStoreFactory for S3Factory {
         let bucket = url
             .host_str()
             .ok_or_else(|| DeltaTableError::InvalidTableLocation(url.to_string()))?;
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(s3_retry());
         for (k, v) in &config.raw {
             if let Ok(key) = k.parse::<AmazonS3ConfigKey>() {
                 b = b.with_config(key, v);
