@@ -19,6 +19,7 @@ mod snapshot;
 mod stream;
 mod table;
 mod units;
+mod vanished;
 
 use std::time::Duration;
 
