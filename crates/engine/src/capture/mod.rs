@@ -19,7 +19,6 @@ mod snapshot;
 mod stream;
 mod table;
 mod units;
-mod vanished;
 
 use std::time::Duration;
 

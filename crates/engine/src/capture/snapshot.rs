@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 
-use sluice_core::change::{stamp_rows, Op};
+use sluice_core::change::{data_schema, stamp_rows, Op};
 use sluice_core::failpoint;
-use sluice_lake::{LakeWriter, SEQ_APP_ID};
+use sluice_lake::{LakeTable, LakeWriter, SEQ_APP_ID};
 use sluice_sources::source::{Chunk, ChunkReader, SharedSource, SnapshotPlan, SourceTable};
 use sluice_sources::SourceError;
 
@@ -191,7 +191,7 @@ async fn read_chunk(
     // send fails instead of waiting forever.
     let forward = async move {
         let mut rows_rx = rows_rx;
-        if let Some(openings) = ahead {
+        let held = if let Some(openings) = ahead {
             let mut held = Vec::new();
             let mut bytes = 0;
             let opened = chunks.wait_opened(openings);
@@ -211,18 +211,24 @@ async fn read_chunk(
             if !opened {
                 return false;
             }
-            for batch in held {
-                if tx.send(Ok(Msg::Rows { index, batch })).await.is_err() {
-                    return false;
-                }
-            }
-        }
-        while let Some(batch) = rows_rx.recv().await {
+            held
+        } else {
+            Vec::new()
+        };
+        // What was held first, then the rest as it comes.
+        let mut held = held.into_iter();
+        loop {
+            let batch = match held.next() {
+                Some(b) => b,
+                None => match rows_rx.recv().await {
+                    Some(b) => b,
+                    None => return true,
+                },
+            };
             if tx.send(Ok(Msg::Rows { index, batch })).await.is_err() {
                 return false;
             }
         }
-        true
     };
     let (end, forwarded) = tokio::join!(read, forward);
     forwarded.then(|| {
@@ -454,7 +460,7 @@ async fn complete_run(
     let mut deleted = 0u64;
     if let (false, Some(open)) = (t.spec.primary_key.is_empty(), images.open) {
         use futures::StreamExt;
-        let mut gone = super::vanished::vanished(&t.log, &t.spec.primary_key, open).await?;
+        let mut gone = vanished(&t.log, &t.spec.primary_key, open).await?;
         while let Some(batch) = gone.next().await {
             let batch = batch?;
             let n = batch.num_rows();
@@ -478,4 +484,43 @@ async fn complete_run(
     let mut more = vec![(ids.done(), run)];
     more.extend(images.closing(seq, t.log.version() + 1));
     commit_chunks(t, ids, writer, run, &[], seq, more).await
+}
+
+/// The rows the table held before the snapshot run that began at `run_from` (the last change
+/// per key, unless a delete) whose key the run did not read.
+async fn vanished(
+    log: &LakeTable,
+    key: &[String],
+    run_from: i64,
+) -> Result<datafusion::physical_plan::SendableRecordBatchStream, EngineError> {
+    use sluice_core::names::quote_ident as q;
+    let ctx = datafusion::prelude::SessionContext::new();
+    crate::query::register(&ctx, "changes".into(), log).await?;
+    let data: Vec<String> = data_schema(log.schema()?.as_ref())
+        .fields()
+        .iter()
+        .map(|f| q(f.name()))
+        .collect();
+    let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
+    let same_key: Vec<String> = key
+        .iter()
+        .map(|k| format!("_sluice_r.{k} = _sluice_b.{k}", k = q(k)))
+        .collect();
+    let (seq, op) = (q(sluice_core::change::SEQ), q(sluice_core::change::OP));
+    let sql = format!(
+        "SELECT {cols} FROM (
+           SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC) AS _sluice_rn
+           FROM changes WHERE {seq} < {run_from}) AS _sluice_b
+         WHERE _sluice_rn = 1 AND {op} <> 'd'
+           AND NOT EXISTS (SELECT 1 FROM changes AS _sluice_r
+                           WHERE _sluice_r.{seq} >= {run_from} AND {same})",
+        cols = data
+            .iter()
+            .map(|c| format!("_sluice_b.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        keys = keys.join(", "),
+        same = same_key.join(" AND "),
+    );
+    Ok(ctx.sql(&sql).await?.execute_stream().await?)
 }
