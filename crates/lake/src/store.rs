@@ -9,10 +9,10 @@ use deltalake::logstore::{
     logstore_factories, object_store_factories, ObjectStoreFactory, ObjectStoreRef, StorageConfig,
 };
 use deltalake::{DeltaResult, DeltaTableError, Path};
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::AmazonS3ConfigKey;
 use url::Url;
 
-use sluice_core::store::{location_url, s3_retry, StoreOptions};
+use sluice_core::store::{location_url, s3_store, StoreOptions};
 
 use crate::table::TablePath;
 use crate::LakeError;
@@ -35,19 +35,13 @@ impl ObjectStoreFactory for S3Factory {
         let bucket = url
             .host_str()
             .ok_or_else(|| DeltaTableError::InvalidTableLocation(url.to_string()))?;
-        let mut b = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_retry(s3_retry());
-        for (k, v) in &config.raw {
-            if let Ok(key) = k.parse::<AmazonS3ConfigKey>() {
-                b = b.with_config(key, v);
-            }
-        }
-        let store = b
-            .build()
-            .map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+        let settings = config
+            .raw
+            .iter()
+            .filter_map(|(k, v)| Some((k.parse::<AmazonS3ConfigKey>().ok()?, v.clone())));
+        let store = s3_store(bucket, settings).map_err(DeltaTableError::Generic)?;
         let path = Path::parse(url.path()).map_err(|e| DeltaTableError::Generic(e.to_string()))?;
-        Ok((Arc::new(store), path))
+        Ok((store, path))
     }
 }
 

@@ -12,6 +12,8 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 use url::Url;
 
+pub mod steady;
+
 /// Options for S3 stores beyond the AWS environment.
 #[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
@@ -53,8 +55,6 @@ impl StoreOptions {
     }
 }
 
-/// Turns a config location (relative or absolute folder, `file://`, `s3://`) into a URL.
-/// Relative paths must already be resolved against the config directory.
 /// How S3 requests are retried, for the lake and the files sources alike. The client's
 /// default (10 retries from 100 ms) gives up within about 2 s when the endpoint refuses
 /// connections; these ride out about 15 s per request (measured) before the run fails as
@@ -71,6 +71,25 @@ pub fn s3_retry() -> object_store::RetryConfig {
     }
 }
 
+/// The S3 store of `bucket`: credentials from the AWS environment, `settings` on top, the
+/// retries of [`s3_retry`], and reads that outlast a broken connection ([`steady::Steady`]).
+/// The lake and the files sources both reach S3 through this.
+pub fn s3_store(
+    bucket: &str,
+    settings: impl IntoIterator<Item = (AmazonS3ConfigKey, String)>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(s3_retry());
+    for (k, v) in settings {
+        b = b.with_config(k, v);
+    }
+    let store = b.build().map_err(|e| e.to_string())?;
+    Ok(Arc::new(steady::Steady::new(Arc::new(store))))
+}
+
+/// Turns a config location (relative or absolute folder, `file://`, `s3://`) into a URL.
+/// Relative paths must already be resolved against the config directory.
 pub fn location_url(location: &str) -> Result<Url, String> {
     if location.contains("://") {
         return Url::parse(location).map_err(|e| format!("bad URL {location:?}: {e}"));
@@ -94,16 +113,10 @@ pub fn store_for(url: &Url, opts: &StoreOptions) -> Result<(Arc<dyn ObjectStore>
         }
         "s3" | "s3a" => {
             let bucket = url.host_str().ok_or_else(|| format!("{url}: no bucket"))?;
-            let mut b = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .with_retry(s3_retry());
-            for (k, v) in opts.s3_pairs() {
-                b = b.with_config(k, v);
-            }
-            let store = b.build().map_err(|e| format!("{url}: {e}"))?;
+            let store = s3_store(bucket, opts.s3_pairs()).map_err(|e| format!("{url}: {e}"))?;
             let p = Path::parse(url.path().trim_start_matches('/'))
                 .map_err(|e| format!("{url}: {e}"))?;
-            Ok((Arc::new(store), p))
+            Ok((store, p))
         }
         other => Err(format!(
             "{url}: unsupported scheme `{other}` (use a folder, file:// or s3://)"
