@@ -11,6 +11,10 @@ Cases:
              connection: peak RSS shows whether a chunk is held whole or streamed
   (c)        sluice CDC, 500,000 row changes -> lake  250k INSERTs + 250k UPDATEs in 50
              transactions of 10,000 (as series D), untimed; then the timed catch-up
+  (t)        sluice CDC, one transaction of 2,000,000 row changes -> lake
+             (`INSERT INTO big_txn SELECT * FROM lineitem LIMIT 2000000`, ~400 MB of row
+             events): peak RSS shows whether a transaction is held whole or written ahead
+             (`txn_buffer_mb`, default 64)
   (d)        latency at a steady 2,000 changes/s for 60 s: `sluice sync --follow` while a
              client commits 20 transactions of 100 rows per second; per row, DuckDB's
              `_sluice_loaded_at` minus the row's commit time (`NOW(6)` in the row) -> p50/p99
@@ -101,6 +105,16 @@ def cdc_setup(d, table):
             f"python3 {__file__} --changes {table}")
 
 
+BIG_TXN_ROWS = 2_000_000
+
+
+def big_txn_setup(d):
+    """An empty copy of lineitem, snapshotted, then one INSERT of 2M rows in the binlog."""
+    return (f"{MY} tpch -e 'DROP TABLE IF EXISTS big_txn; CREATE TABLE big_txn LIKE lineitem' && "
+            f"rm -rf {d}/lake && BENCH_MY_PASS=bench {SLUICE} --config {d}/sluice.toml sync --lake-only > /dev/null && "
+            f"{MY} tpch -e 'INSERT INTO big_txn SELECT * FROM lineitem LIMIT {BIG_TXN_ROWS}'")
+
+
 def write_changes(table):
     """25 transactions of 10,000 INSERTs, then 25 of 10,000 UPDATEs."""
     p = subprocess.Popen(f"{MY} tpch", shell=True, stdin=subprocess.PIPE, text=True)
@@ -161,6 +175,7 @@ def main():
     snap_s = project(base, "snapshot_s", "snapshot", ["lineitem_s"], 'load = "append"')
     cdc = project(base, "cdc", "cdc", ["cdc_bench"], 'load = "append"')
     lat = project(base, "latency", "cdc", ["lat"], 'load = "append"\nbatch_max_ms = 500')
+    big = project(base, "big_txn", "cdc", ["big_txn"], 'load = "append"')
     os.environ["BENCH_MY_PASS"] = "bench"
 
     def tools(_env):
@@ -182,6 +197,11 @@ def main():
         out.append(harness.measure("sluice CDC 500k row changes -> lake",
                                    f"{SLUICE} --config {cdc}/sluice.toml sync --lake-only", 500_000,
                                    setup=cdc_setup(cdc, "cdc_bench"), verify=ccount))
+        tcount = (f"{SLUICE} --config {big}/sluice.toml query --format csv "
+                  f"'SELECT count(*) AS n FROM tpch.big_txn__changes' | tail -1")
+        out.append(harness.measure("sluice CDC one 2M-row transaction -> lake",
+                                   f"{SLUICE} --config {big}/sluice.toml sync --lake-only", BIG_TXN_ROWS,
+                                   setup=big_txn_setup(big), verify=tcount))
         return out
 
     harness.series("sluice_mysql", tools)

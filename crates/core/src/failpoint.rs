@@ -4,6 +4,8 @@
 
 /// After a lake commit, before the warehouse load.
 pub const AFTER_LAKE_COMMIT: &str = "after-lake-commit";
+/// After rows of an open source transaction were written into the lake ahead of its end.
+pub const AFTER_TXN_PART: &str = "after-txn-part";
 /// Inside the warehouse transaction, after the data is applied, before COMMIT.
 pub const BEFORE_WAREHOUSE_COMMIT: &str = "before-warehouse-commit";
 

@@ -69,10 +69,14 @@ fn mysql_source(
         .into_iter()
         .map(|s| s.table)
         .collect();
-    Ok(Arc::new(MySqlSource::new(
+    let mut source = MySqlSource::new(
         mysql_of(project, name, src)?,
         src.server_id,
         configured,
         src.mode() == Mode::Cdc,
-    )))
+    );
+    if let Some(mb) = src.txn_buffer_mb {
+        source = source.with_txn_buffer_bytes(mb << 20);
+    }
+    Ok(Arc::new(source))
 }

@@ -561,6 +561,22 @@ impl LakeWriter {
         self.rows
     }
 
+    /// Gives up what was written: the data files flushed so far are deleted (best effort:
+    /// a file left behind is unreferenced by the log, so no reader sees it).
+    pub async fn abandon(self, table: &LakeTable) {
+        use object_store::ObjectStoreExt;
+        let store = table.store();
+        for action in &self.adds {
+            let Action::Add(add) = action else { continue };
+            let Ok(path) = object_store::path::Path::from_url_path(&add.path) else {
+                continue;
+            };
+            if let Err(e) = store.delete(&path).await {
+                tracing::warn!(table = %self.table, file = %add.path, error = %e, "an abandoned data file stays (unreferenced)");
+            }
+        }
+    }
+
     /// Commits everything written, together with the position: application transactions
     /// (`(app_id, version)`) and commit metadata. Returns the new table version, or None when
     /// there was nothing to commit.

@@ -228,6 +228,99 @@ fn the_handoff_after_a_resumed_snapshot_lands_each_change_once() {
     );
 }
 
+/// A transaction larger than `txn_buffer_mb` is written into the lake as it is read, never
+/// held whole, and lands whole or not at all: a run killed after its first rows were written
+/// leaves the lake and the warehouse without any of it; the next run lands every change
+/// once, exactly as MariaDB holds it, with the one commit time. A large XA transaction waits
+/// for its commit.
+#[test]
+fn a_transaction_past_the_buffer_lands_whole_or_not_at_all() {
+    let db = MariaDb::start(&[]);
+    db.sql(
+        "CREATE TABLE t (id INT PRIMARY KEY, v MEDIUMTEXT);
+         CREATE TABLE u (id INT PRIMARY KEY, n INT);
+         INSERT INTO t VALUES (0, 'start'); INSERT INTO u VALUES (0, 0)",
+    );
+    let sb = Sandbox::new();
+    sb.config(&db.config("cdc", "txn_buffer_mb = 1\nload = [\"merge\", \"append\"]"));
+    let (code, report) = sync(&sb, &[]);
+    assert_eq!(code, 0, "{report}");
+    // About 12 MB of row events in one transaction, tables interleaved.
+    db.sql(
+        "START TRANSACTION;
+         INSERT INTO t SELECT seq, REPEAT(CHAR(65 + seq % 26), 3000) FROM seq_1_to_2000;
+         UPDATE u SET n = 1 WHERE id = 0;
+         UPDATE t SET v = CONCAT(v, '!') WHERE id <= 1000;
+         INSERT INTO u SELECT seq, seq FROM seq_1_to_50;
+         DELETE FROM t WHERE id BETWEEN 1500 AND 1600;
+         COMMIT",
+    );
+    let out = sb.run(&["sync"], &[("SLUICE_FAILPOINT", "after-txn-part")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("failpoint after-txn-part"),
+        "the run was not stopped after writing part of the transaction: {err}"
+    );
+    // Nothing of it is visible.
+    for table in ["t", "u"] {
+        let log = sb.query_lake(&format!(
+            "SELECT count(*) AS n FROM shop.{table}__changes WHERE _sluice_op <> 'r'"
+        ));
+        assert_eq!(log[0]["n"], 0, "{table}: {log:?}");
+    }
+    assert_eq!(
+        sb.duck("SELECT count(*)::VARCHAR FROM shop.t"),
+        vec![vec![s("1")]]
+    );
+
+    let (code, report) = sync(&sb, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        sb.duck("SELECT CAST(id AS VARCHAR), md5(v) FROM shop.t ORDER BY id")
+            == db.rows("SELECT id, md5(v) FROM t ORDER BY id"),
+        "t differs from MariaDB"
+    );
+    assert_eq!(
+        sb.duck("SELECT CAST(id AS VARCHAR), CAST(n AS VARCHAR) FROM shop.u ORDER BY id"),
+        db.rows("SELECT id, n FROM u ORDER BY id")
+    );
+    // Each change once, all at the transaction's commit time.
+    for (table, changes) in [("t", 2000 + 1001 + 101), ("u", 1 + 50)] {
+        let log = sb.query_lake(&format!(
+            "SELECT count(*) AS n, count(DISTINCT _sluice_seq) AS seqs, count(DISTINCT _sluice_source_ts) AS times \
+             FROM shop.{table}__changes WHERE _sluice_op <> 'r'"
+        ));
+        assert_eq!(log[0]["n"], changes, "{table}: {log:?}");
+        assert_eq!(log[0]["seqs"], changes, "{table}: {log:?}");
+        assert_eq!(log[0]["times"], 1, "{table}: {log:?}");
+    }
+    assert_eq!(
+        sb.duck("SELECT count(*)::VARCHAR FROM shop.t_append WHERE _sluice_op <> 'r'"),
+        vec![vec![Some((2000 + 1001 + 101).to_string())]]
+    );
+
+    // A large XA transaction is never given ahead: its rows wait for its PREPARE, and
+    // land at its XA COMMIT.
+    db.sql(
+        "XA START 'big'; INSERT INTO t SELECT seq, REPEAT('x', 3000) FROM seq_10001_to_12000;
+         XA END 'big'; XA PREPARE 'big'",
+    );
+    let (code, report) = sync(&sb, &[]);
+    assert_eq!(code, 0, "{report}");
+    let xa = sb.query_lake("SELECT count(*) AS n FROM shop.t__changes WHERE id > 10000");
+    assert_eq!(xa[0]["n"], 0, "{xa:?}");
+    db.sql("XA COMMIT 'big'");
+    let (code, report) = sync(&sb, &[]);
+    assert_eq!(code, 0, "{report}");
+    let xa = sb.query_lake("SELECT count(*) AS n FROM shop.t__changes WHERE id > 10000");
+    assert_eq!(xa[0]["n"], 2000, "{xa:?}");
+    assert!(
+        sb.duck("SELECT CAST(id AS VARCHAR), md5(v) FROM shop.t ORDER BY id")
+            == db.rows("SELECT id, md5(v) FROM t ORDER BY id"),
+        "t differs from MariaDB after the XA transaction"
+    );
+}
+
 /// Changes the binlog carries no rows for stop their table with the reason instead of
 /// passing unseen: DML a session wrote in STATEMENT format, `TRUNCATE Orders` on a server
 /// that folds table names (lower_case_table_names = 1), `TRUNCATE "t"` under ANSI_QUOTES.

@@ -163,6 +163,15 @@ pub enum StreamEvent {
         commit_micros: i64,
         tables: Vec<(String, usize)>,
     },
+    /// A transaction still open outgrew the stream's buffer: rows of it were buffered for
+    /// these tables (how many each), apart from the rows of the transactions before it. A
+    /// table a `Committed` named since its last take gives those first (commit them now),
+    /// then the open transaction's: write them, but commit them only with the `Committed`
+    /// that ends the transaction (it names every table given rows here); drop them on
+    /// `RolledBack` or the table's `Halted`/`Failed`. More `Open`s may come before the end.
+    Open { tables: Vec<(String, usize)> },
+    /// The open transaction whose rows `Open` gave for these tables was rolled back.
+    RolledBack { tables: Vec<String> },
     /// `table`'s definitions changed at `at` (its rows buffered before were decoded with the
     /// old ones: take them first). `statement` is what changed it.
     Changed {

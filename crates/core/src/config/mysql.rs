@@ -41,6 +41,9 @@ pub struct MysqlConfig {
     pub batch_max_rows: Option<usize>,
     /// CDC: longest a change waits before its lake commit, in milliseconds; default 1,000.
     pub batch_max_ms: Option<u64>,
+    /// CDC: MB of row events one open transaction holds in memory before its rows go to the
+    /// lake ahead of its end (written, committed only with it); default 64.
+    pub txn_buffer_mb: Option<u64>,
     /// CDC: what a table whose binlog position the server purged does: halt (default: the
     /// table fails naming `--resnapshot`) or resnapshot (by itself).
     pub on_position_lost: Option<OnPositionLost>,
@@ -91,6 +94,9 @@ impl MysqlConfig {
         }
         if self.batch_max_rows == Some(0) {
             err("batch_max_rows", "must be at least 1".into());
+        }
+        if self.txn_buffer_mb == Some(0) {
+            err("txn_buffer_mb", "must be at least 1".into());
         }
         let mode = self.mode();
         for (table, cursor) in cursors {

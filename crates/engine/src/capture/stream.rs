@@ -10,9 +10,12 @@ use tokio::sync::watch;
 
 use sluice_core::change::stamp_rows;
 use sluice_core::failpoint;
+use sluice_core::reject::Reject;
 use sluice_core::retry::ErrorKind;
-use sluice_lake::SEQ_APP_ID;
-use sluice_sources::source::{ChangeStream, Position, SharedSource, StreamEvent, StreamTable};
+use sluice_lake::{LakeWriter, SEQ_APP_ID};
+use sluice_sources::source::{
+    ChangeStream, Position, SharedSource, StreamEvent, StreamTable, Taken,
+};
 
 use super::positions::{self, Ids};
 use super::table::Captured;
@@ -37,6 +40,17 @@ pub(crate) struct StreamSettings {
 /// start at a place the server may have dropped by then).
 const IDLE_ADVANCE: Duration = Duration::from_secs(60);
 
+/// Rows of a source transaction still open, written into a table's lake files ahead of its
+/// end: committed only with its last rows, dropped if it is rolled back or the table stops.
+struct Ahead {
+    writer: LakeWriter,
+    /// The table's last `_sluice_seq` before the transaction.
+    seq: i64,
+    rows: i64,
+    rejects: Vec<Reject>,
+    zero_dates: u64,
+}
+
 /// The stream's tables: the captured ones by name, what each has buffered and where it is.
 struct Streaming<'a> {
     project: &'a Project,
@@ -47,6 +61,8 @@ struct Streaming<'a> {
     buffered: BTreeMap<usize, Position>,
     /// Per table: the position committed in its change log.
     committed: HashMap<usize, Position>,
+    /// Per table: rows of the open source transaction written ahead.
+    ahead: HashMap<usize, Ahead>,
     rows: usize,
     since: Option<Instant>,
     load: bool,
@@ -93,6 +109,7 @@ pub(crate) async fn stream(
         index,
         buffered: BTreeMap::new(),
         committed,
+        ahead: HashMap::new(),
         rows: 0,
         since: None,
         load: following && how.load,
@@ -134,6 +151,25 @@ pub(crate) async fn stream(
                     s.flush_all(changes.as_mut()).await?;
                 }
             }
+            StreamEvent::Open { tables } => {
+                for (name, rows) in tables {
+                    let Some(&i) = s.index.get(&name) else {
+                        continue;
+                    };
+                    // What committed before is committed first; the open rows wait for it.
+                    s.flush(changes.as_mut(), i).await?;
+                    s.write_ahead(changes.as_mut(), i).await?;
+                    progress.add(rows as u64);
+                }
+                failpoint::hit(failpoint::AFTER_TXN_PART);
+            }
+            StreamEvent::RolledBack { tables } => {
+                for name in tables {
+                    if let Some(&i) = s.index.get(&name) {
+                        s.abandon(i).await;
+                    }
+                }
+            }
             StreamEvent::Changed {
                 table,
                 at: _,
@@ -158,6 +194,8 @@ pub(crate) async fn stream(
                 let Some(&i) = s.index.get(&table) else {
                     continue;
                 };
+                // Rows of the transaction it stops before are never committed.
+                s.abandon(i).await;
                 s.flush(changes.as_mut(), i).await?;
                 tracing::warn!(table = %table, why = %why, "capture halted");
                 s.tables[i].halted = Some(why);
@@ -165,6 +203,7 @@ pub(crate) async fn stream(
             }
             StreamEvent::Failed { table, why, kind } => {
                 if let Some(&i) = s.index.get(&table) {
+                    s.abandon(i).await;
                     s.tables[i].fail(why, kind);
                     changes.stop(&table);
                 }
@@ -178,9 +217,40 @@ pub(crate) async fn stream(
         }
     }
     s.flush_all(changes.as_mut()).await?;
+    // Stopped inside a transaction written ahead: it is read again from its start.
+    for i in s.ahead.keys().copied().collect::<Vec<_>>() {
+        s.abandon(i).await;
+    }
     // Tables with nothing new move up too, so the next run starts here.
     s.advance_idle(changes.as_ref()).await?;
     tracing::info!(source = %source.name(), "caught up");
+    Ok(())
+}
+
+/// Writes `taken`'s rows, stamped with their change columns from `_sluice_seq` `first_seq`:
+/// however many batches a large transaction took, they go into one writer.
+async fn write_taken(
+    writer: &mut LakeWriter,
+    table: &str,
+    taken: &Taken,
+    first_seq: i64,
+) -> Result<(), EngineError> {
+    let now = Utc::now();
+    let mut at_row = 0;
+    for rows in &taken.rows {
+        let range = at_row..at_row + rows.num_rows();
+        let batch = stamp_rows(
+            rows,
+            &taken.ops[range.clone()],
+            &taken.commit_micros[range.clone()],
+            first_seq + at_row as i64,
+            now,
+        )
+        .map_err(|e| EngineError::Internal(format!("stamping {table}: {e}")))?;
+        writer.write(batch).await?;
+        at_row = range.end;
+    }
+    debug_assert_eq!(at_row, taken.ops.len());
     Ok(())
 }
 
@@ -216,39 +286,24 @@ impl Streaming<'_> {
 
     /// Commits table `i`'s buffered changes with the position after its last transaction:
     /// rejects first, recorded under that position (a crash before the data commit reads
-    /// the same changes again and finds them recorded), then rows and position in one commit.
+    /// the same changes again and finds them recorded), then rows and position in one commit,
+    /// with the rows of the transaction written ahead, if any.
     async fn flush(&mut self, changes: &mut dyn ChangeStream, i: usize) -> Result<(), EngineError> {
         let Some(at) = self.buffered.remove(&i) else {
             return Ok(());
         };
         let t = &mut self.tables[i];
-        let taken = changes.take(&t.table.name)?;
-        t.quarantine(
-            &self.project.lake,
-            &self.ids.stream_rejects(&at),
-            taken.rejects,
-        )
-        .await?;
-        let n = taken.ops.len() as i64;
-        let seq = t.log.last_seq().await?;
-        let now = Utc::now();
-        let mut writer = t.log.writer()?;
-        // One commit, however many batches a large transaction took.
-        let mut at_row = 0;
-        for rows in &taken.rows {
-            let range = at_row..at_row + rows.num_rows();
-            let batch = stamp_rows(
-                rows,
-                &taken.ops[range.clone()],
-                &taken.commit_micros[range.clone()],
-                seq + 1 + at_row as i64,
-                now,
-            )
-            .map_err(|e| EngineError::Internal(format!("stamping {}: {e}", t.spec.table)))?;
-            writer.write(batch).await?;
-            at_row = range.end;
-        }
-        debug_assert_eq!(at_row as i64, n);
+        let mut taken = changes.take(&t.table.name)?;
+        let (mut writer, seq, ahead, mut rejects, zero_dates) = match self.ahead.remove(&i) {
+            Some(a) => (a.writer, a.seq, a.rows, a.rejects, a.zero_dates),
+            None => (t.log.writer()?, t.log.last_seq().await?, 0, Vec::new(), 0),
+        };
+        rejects.append(&mut taken.rejects);
+        t.quarantine(&self.project.lake, &self.ids.stream_rejects(&at), rejects)
+            .await?;
+        let taken_rows = taken.ops.len() as i64;
+        write_taken(&mut writer, &t.spec.table, &taken, seq + 1 + ahead).await?;
+        let n = ahead + taken_rows;
         let mut apps = positions::position_apps(&self.ids, &at);
         apps.push((SEQ_APP_ID.to_string(), seq + n));
         let mut meta = serde_json::Map::new();
@@ -256,10 +311,44 @@ impl Streaming<'_> {
         let v = writer.commit(&mut t.log, apps, meta).await?;
         failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
         t.report.rows += n as u64;
-        t.report.zero_dates += taken.zero_dates;
+        t.report.zero_dates += zero_dates + taken.zero_dates;
         t.report.lake_version = v.or(t.report.lake_version);
         self.committed.insert(i, at);
         Ok(())
+    }
+
+    /// Writes table `i`'s rows of the open source transaction into its lake files, to be
+    /// committed by the `flush` after the transaction's end.
+    async fn write_ahead(
+        &mut self,
+        changes: &mut dyn ChangeStream,
+        i: usize,
+    ) -> Result<(), EngineError> {
+        let t = &mut self.tables[i];
+        let mut taken = changes.take(&t.table.name)?;
+        let a = match self.ahead.entry(i) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Ahead {
+                writer: t.log.writer()?,
+                seq: t.log.last_seq().await?,
+                rows: 0,
+                rejects: Vec::new(),
+                zero_dates: 0,
+            }),
+        };
+        write_taken(&mut a.writer, &t.spec.table, &taken, a.seq + 1 + a.rows).await?;
+        a.rows += taken.ops.len() as i64;
+        a.rejects.append(&mut taken.rejects);
+        a.zero_dates += taken.zero_dates;
+        Ok(())
+    }
+
+    /// Drops what table `i` wrote ahead of a transaction that will not commit for it.
+    async fn abandon(&mut self, i: usize) {
+        if let Some(a) = self.ahead.remove(&i) {
+            tracing::info!(table = %self.tables[i].spec.table, rows = a.rows, "rows written ahead of a transaction dropped");
+            a.writer.abandon(&self.tables[i].log).await;
+        }
     }
 
     /// Moves the committed position of each live table with nothing buffered up to where
@@ -270,7 +359,11 @@ impl Streaming<'_> {
                 continue;
             };
             let t = &mut self.tables[i];
-            if !t.live() || self.buffered.contains_key(&i) || self.committed.get(&i) == Some(&at) {
+            if !t.live()
+                || self.buffered.contains_key(&i)
+                || self.ahead.contains_key(&i)
+                || self.committed.get(&i) == Some(&at)
+            {
                 continue;
             }
             let mut meta = serde_json::Map::new();

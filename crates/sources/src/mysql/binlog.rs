@@ -186,6 +186,16 @@ pub async fn current_position(
     Ok((BinlogPosition { file, pos }, gtid.filter(|g| !g.is_empty())))
 }
 
+/// Event types that open a transaction in the binlog (MySQL's GTID and anonymous GTID,
+/// MariaDB's GTID), whose header time is the transaction's commit time.
+const GTID: u8 = 0x21;
+const ANONYMOUS_GTID: u8 = 0x22;
+const MARIADB_GTID: u8 = 0xa2;
+/// MariaDB's GTID event body: sequence number (8 bytes), domain (4), then its flags; the
+/// flag of a transaction that ends in `XA PREPARE` (`FL_PREPARED_XA`).
+const MARIADB_GTID_FLAGS: usize = 12;
+const MARIADB_FL_PREPARED_XA: u8 = 0x40;
+
 /// What a row change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowOp {
@@ -235,6 +245,17 @@ pub struct Ddl {
 #[derive(Debug)]
 pub enum StreamItem {
     Txn(SourceTxn),
+    /// Rows of the transaction still open, given ahead of its end because it outgrew the
+    /// reader's buffer: they belong to the transaction that ends with the next `Txn` (or is
+    /// undone by the next `Position`, a rollback). `at` is the end of the last row event in
+    /// them; the transaction commits after it.
+    Part {
+        changes: Vec<RowChange>,
+        at: BinlogPosition,
+        /// The transaction's commit time (its GTID event's, written at commit), which its
+        /// end then carries too.
+        commit_micros: i64,
+    },
     Ddl(Ddl),
     /// The reader moved on without a change for the selected tables (rotation, other tables).
     Position(BinlogPosition),
@@ -259,6 +280,22 @@ pub struct BinlogReader {
     fold_case: bool,
     file: String,
     txn: Option<Vec<RowChange>>,
+    /// Row-event bytes of the changes in `txn` (an estimate of what they hold).
+    txn_bytes: u64,
+    /// Past this many bytes, the open transaction's rows are given ahead as a `Part`.
+    part_bytes: u64,
+    /// The commit time the open transaction's rows given ahead carry, once it gave some.
+    parted: Option<i64>,
+    /// Seconds of the last GTID event: the commit time of the transaction it opens (the
+    /// server writes a transaction to the binlog when it commits).
+    gtid_secs: Option<u32>,
+    /// The last GTID event opens an XA transaction (MariaDB says so in its flags, with no
+    /// `XA START` statement).
+    gtid_xa: bool,
+    /// The open transaction's GTID time.
+    txn_secs: Option<u32>,
+    /// The open transaction is an XA one: its rows wait for its PREPARE, never given ahead.
+    txn_xa: bool,
     /// Statement-based DML of the open transaction on selected tables.
     unreadable: Vec<(String, String)>,
     /// Savepoints of the open transaction: name and how many changes came before it.
@@ -274,13 +311,15 @@ pub struct BinlogReader {
 impl BinlogReader {
     /// Starts reading at `from`. With `until_caught_up` the server ends the stream when it
     /// has sent everything it has (a `sync` run); otherwise it waits for new events. Table
-    /// names compare as the server compares them (`lower_case_table_names`).
+    /// names compare as the server compares them (`lower_case_table_names`). A transaction
+    /// holding more than `part_bytes` of rows gives them ahead in parts.
     pub async fn open(
         mysql: &MySql,
         from: &BinlogPosition,
         server_id: u32,
         tables: HashSet<String>,
         until_caught_up: bool,
+        part_bytes: u64,
     ) -> Result<BinlogReader, SourceError> {
         let mut conn = mysql.connect().await?;
         let lctn: Option<u32> = conn
@@ -317,6 +356,13 @@ impl BinlogReader {
             fold_case,
             file: from.file.clone(),
             txn: None,
+            txn_bytes: 0,
+            part_bytes,
+            parted: None,
+            gtid_secs: None,
+            gtid_xa: false,
+            txn_secs: None,
+            txn_xa: false,
             unreadable: Vec::new(),
             savepoints: Vec::new(),
             boundary: from.clone(),
@@ -359,7 +405,48 @@ impl BinlogReader {
             self.txn_start = Some(self.boundary.clone());
             self.savepoints.clear();
             self.unreadable.clear();
+            self.txn_bytes = 0;
+            self.parted = None;
+            self.txn_secs = self.gtid_secs.take();
+            self.txn_xa = std::mem::take(&mut self.gtid_xa);
         }
+    }
+
+    /// Closes the open transaction (committed, prepared or rolled back).
+    fn end_txn(&mut self) -> Vec<RowChange> {
+        self.savepoints.clear();
+        self.txn_start = None;
+        self.txn_bytes = 0;
+        self.parted = None;
+        self.txn_secs = None;
+        self.txn.take().unwrap_or_default()
+    }
+
+    /// The rows of the open transaction that can be given ahead, once it holds more than the
+    /// reader's buffer: those before its oldest savepoint (a rollback to it undoes only what
+    /// came after). Never an XA transaction's: they wait for its PREPARE.
+    fn part(&mut self, at: &BinlogPosition, event_secs: u32) -> Option<StreamItem> {
+        if self.txn_xa || self.txn_bytes <= self.part_bytes {
+            return None;
+        }
+        let txn = self.txn.as_mut()?;
+        let held = txn.len();
+        let ahead = self.savepoints.first().map_or(held, |&(_, n)| n);
+        if ahead == 0 {
+            return None;
+        }
+        let changes: Vec<RowChange> = txn.drain(..ahead).collect();
+        for sp in &mut self.savepoints {
+            sp.1 -= ahead;
+        }
+        self.txn_bytes = self.txn_bytes * (held - ahead) as u64 / held as u64;
+        let secs = self.txn_secs.unwrap_or(event_secs);
+        let commit_micros = *self.parted.get_or_insert(secs as i64 * 1_000_000);
+        Some(StreamItem::Part {
+            changes,
+            at: at.clone(),
+            commit_micros,
+        })
     }
 
     /// The next committed transaction, DDL or position; None when the stream ended.
@@ -389,6 +476,17 @@ impl BinlogReader {
                 file: self.file.clone(),
                 pos: header.log_pos() as u64,
             };
+            if matches!(
+                header.event_type_raw(),
+                GTID | ANONYMOUS_GTID | MARIADB_GTID
+            ) {
+                self.gtid_secs = Some(header.timestamp());
+                self.gtid_xa = header.event_type_raw() == MARIADB_GTID
+                    && event
+                        .data()
+                        .get(MARIADB_GTID_FLAGS)
+                        .is_some_and(|f| f & MARIADB_FL_PREPARED_XA != 0);
+            }
             let data = event.read_data().map_err(|e| {
                 self.mysql
                     .err(format!("decoding a binlog event at {end}: {e}"))
@@ -431,11 +529,11 @@ impl BinlogReader {
                     // The transaction waits for its XA COMMIT or ROLLBACK, named by the XA END
                     // before this event.
                     let xid = self.xa_ended.take().unwrap_or_default();
-                    let changes = self.txn.take().unwrap_or_default();
                     let start = self
                         .txn_start
-                        .take()
+                        .clone()
                         .unwrap_or_else(|| self.boundary.clone());
+                    let changes = self.end_txn();
                     let unreadable = std::mem::take(&mut self.unreadable);
                     self.prepared.insert(
                         xid,
@@ -449,7 +547,10 @@ impl BinlogReader {
                     return Ok(Some(StreamItem::Position(end)));
                 }
                 EventData::RowsEvent(rows) => {
-                    self.rows(&rows, &end)?;
+                    self.rows(&rows, &end, header.event_size())?;
+                    if let Some(part) = self.part(&end, header.timestamp()) {
+                        return Ok(Some(part));
+                    }
                 }
                 _ => {}
             }
@@ -488,20 +589,30 @@ impl BinlogReader {
                 self.savepoints.push((savepoint_name(sql), n));
                 return Ok(None);
             }
-            "RELEASE" => return Ok(None),
+            "RELEASE" => {
+                // The savepoint and those after it are gone: a rollback can no longer
+                // reach the rows before them.
+                let name = savepoint_name(sql);
+                if let Some(i) = self.savepoints.iter().rposition(|(s, _)| *s == name) {
+                    self.savepoints.truncate(i);
+                }
+                return Ok(None);
+            }
             "ROLLBACK" if word(1) == "TO" => {
                 // The server cut the rows after the savepoint from the transaction when it
                 // could; when it logs the statement, the rows after it are undone here.
                 let name = savepoint_name(sql);
                 if let Some(&(_, n)) = self.savepoints.iter().rev().find(|(s, _)| *s == name) {
                     if let Some(t) = self.txn.as_mut() {
+                        let held = t.len().max(1) as u64;
                         t.truncate(n);
+                        self.txn_bytes = self.txn_bytes * t.len() as u64 / held;
                     }
                 }
                 return Ok(None);
             }
             "ROLLBACK" => {
-                self.txn = None;
+                self.end_txn();
                 self.unreadable.clear();
                 self.boundary = end.clone();
                 return Ok(Some(StreamItem::Position(end.clone())));
@@ -569,7 +680,10 @@ impl BinlogReader {
     ) -> Result<Option<StreamItem>, SourceError> {
         let xid = xa_xid(sql);
         match verb {
-            "START" | "BEGIN" => self.begin(),
+            "START" | "BEGIN" => {
+                self.begin();
+                self.txn_xa = true;
+            }
             "END" => self.xa_ended = Some(xid),
             "COMMIT" => {
                 if let Some(p) = self.prepared.remove(&xid) {
@@ -592,7 +706,7 @@ impl BinlogReader {
             }
             "ROLLBACK" => {
                 if self.prepared.remove(&xid).is_none() {
-                    self.txn = None;
+                    self.end_txn();
                     self.unreadable.clear();
                 }
                 self.boundary = end.clone();
@@ -604,11 +718,19 @@ impl BinlogReader {
     }
 
     fn commit(&mut self, end: BinlogPosition, ts: u32) -> StreamItem {
-        let changes = self.txn.take().unwrap_or_default();
+        let parted = self.parted.take();
+        let changes = self.end_txn();
         let unreadable = std::mem::take(&mut self.unreadable);
-        self.savepoints.clear();
-        self.txn_start = None;
         self.boundary = end.clone();
+        if let Some(commit_micros) = parted {
+            // Its rows given ahead commit here, even with none left, all at one time.
+            return StreamItem::Txn(SourceTxn {
+                end,
+                commit_micros,
+                changes,
+                unreadable,
+            });
+        }
         self.txn_item(end, ts, changes, unreadable)
     }
 
@@ -630,7 +752,12 @@ impl BinlogReader {
         })
     }
 
-    fn rows(&mut self, rows: &RowsEventData<'_>, at: &BinlogPosition) -> Result<(), SourceError> {
+    fn rows(
+        &mut self,
+        rows: &RowsEventData<'_>,
+        at: &BinlogPosition,
+        size: u32,
+    ) -> Result<(), SourceError> {
         let Some(tme) = self.stream.get_tme(rows.table_id()) else {
             return Err(self
                 .mysql
@@ -678,6 +805,7 @@ impl BinlogReader {
         // its XID or COMMIT.
         self.begin();
         self.txn.get_or_insert_with(Vec::new).extend(out);
+        self.txn_bytes += size as u64;
         Ok(())
     }
 }

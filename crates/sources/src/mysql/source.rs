@@ -36,8 +36,13 @@ pub struct MySqlSource {
     /// The tables the config names (empty: every base table).
     configured: Vec<String>,
     cdc: bool,
+    /// Rows of one open transaction held before they go to the lake ahead of its end.
+    txn_buffer_bytes: u64,
     flavor: std::sync::Mutex<Option<Flavor>>,
 }
+
+/// Default of [`MySqlSource::with_txn_buffer_bytes`]: 64 MiB of row events.
+pub const TXN_BUFFER_BYTES: u64 = 64 << 20;
 
 impl MySqlSource {
     pub fn new(mysql: MySql, server_id: Option<u32>, configured: Vec<String>, cdc: bool) -> Self {
@@ -47,8 +52,16 @@ impl MySqlSource {
             server_id,
             configured,
             cdc,
+            txn_buffer_bytes: TXN_BUFFER_BYTES,
             flavor: Default::default(),
         }
+    }
+
+    /// How many bytes of row events one open transaction may hold in the stream before its
+    /// rows go to the lake ahead of its end (written, committed only with it).
+    pub fn with_txn_buffer_bytes(mut self, bytes: u64) -> Self {
+        self.txn_buffer_bytes = bytes;
+        self
     }
 
     /// The server's flavour, asked once.
@@ -537,9 +550,11 @@ struct Streamed {
     from_position: Position,
     marks: Option<Watermarks>,
     stopped: bool,
-    /// Rows buffered before a schema change, decoded with the definitions before it: the
-    /// next take gives them.
+    /// Rows buffered before a schema change (decoded with the definitions before it) or
+    /// before an open transaction's rows given ahead: the next take gives them alone.
     carried: Option<Taken>,
+    /// A `Committed` named the table since its last take.
+    untaken: bool,
 }
 
 impl Streamed {
@@ -564,11 +579,13 @@ impl Streamed {
             marks,
             stopped: false,
             carried: None,
+            untaken: false,
         })
     }
 
     /// What is buffered, as taken.
     fn take(&mut self, what: &str) -> Taken {
+        self.untaken = false;
         let mut rows = std::mem::take(&mut self.sealed);
         if !self.builder.is_empty() {
             rows.push(self.builder.finish());
@@ -609,6 +626,24 @@ impl Streamed {
         self.carried = carried;
         Ok(())
     }
+
+    /// Sets what committed before apart (the next take gives it alone), before rows of an
+    /// open transaction are buffered.
+    fn set_committed_apart(&mut self, what: &str) -> Result<(), SourceError> {
+        if !self.untaken {
+            return Ok(());
+        }
+        if self.carried.is_some() {
+            return Err(SourceError::Config {
+                source_name: what.to_string(),
+                message: "rows before a schema change were never taken (the driver takes a \
+                          table's rows at each schema change)"
+                    .into(),
+            });
+        }
+        self.carried = Some(self.take(what));
+        Ok(())
+    }
 }
 
 /// The binlog as a change stream.
@@ -623,6 +658,13 @@ struct MySqlStream {
     last_seen: Option<BinlogPosition>,
     /// A DDL statement being taken, and the index of the next of its tables.
     ddl: Option<(Ddl, usize)>,
+    /// Tables given rows of the open transaction ahead of its end (`Open`).
+    open: Vec<String>,
+    /// Rows of the open transaction given ahead that wait for its end all the same: a
+    /// table's snapshot marks decide by the commit position.
+    held: Vec<RowChange>,
+    /// Tables with rows in `held`: their later rows of the transaction wait too (in order).
+    holding: HashSet<String>,
 }
 
 impl MySqlStream {
@@ -691,7 +733,17 @@ impl MySqlStream {
             Some(start) => {
                 let names: HashSet<String> = streamed.keys().cloned().collect();
                 tracing::info!(source = %mysql.source, from = %start, "streaming the binlog");
-                Some(BinlogReader::open(mysql, &start, source.server_id, names, !follow).await?)
+                Some(
+                    BinlogReader::open(
+                        mysql,
+                        &start,
+                        source.server_id,
+                        names,
+                        !follow,
+                        source.txn_buffer_bytes,
+                    )
+                    .await?,
+                )
             }
             None => None,
         };
@@ -702,6 +754,9 @@ impl MySqlStream {
             queued,
             last_seen: None,
             ddl: None,
+            open: Vec::new(),
+            held: Vec::new(),
+            holding: HashSet::new(),
         })
     }
 
@@ -733,28 +788,22 @@ impl MySqlStream {
             }
         }
         let mut counts: Vec<(String, usize)> = Vec::new();
-        for change in txn.changes {
+        let held = std::mem::take(&mut self.held);
+        self.holding.clear();
+        for change in held.into_iter().chain(txn.changes) {
             if !self.takes(&change.table, &txn.end) {
                 continue;
             }
             let name = change.table.clone();
             let t = self.tables.get_mut(&name).expect("taken above");
-            let change = match by_name(change, &t.defs) {
-                Ok(c) => c,
-                Err(found) => {
-                    t.stopped = true;
-                    self.queued.push_back(StreamEvent::Halted {
-                        table: name.clone(),
-                        why: format!(
-                            "schema changed at the source: rows at {} have columns ({found}), not the ({}) of the definitions sluice decodes `{name}` with \
-                             (several schema changes while sluice was behind: re-snapshot with sluice sync --resnapshot {}.{name})",
-                            txn.end,
-                            t.defs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
-                            self.mysql.source
-                        ),
-                    });
-                    continue;
-                }
+            let Some(change) = decode_or_halt(
+                t,
+                change,
+                ("at", &txn.end),
+                &self.mysql.source,
+                &mut self.queued,
+            ) else {
+                continue;
             };
             // What the table's snapshot already saw is not given again.
             let change = match &t.marks {
@@ -772,6 +821,17 @@ impl MySqlStream {
                 }
             }
         }
+        // Tables given rows ahead commit them here, with or without rows left.
+        for name in std::mem::take(&mut self.open) {
+            if self.takes(&name, &txn.end) && !counts.iter().any(|(c, _)| *c == name) {
+                counts.push((name, 0));
+            }
+        }
+        for (name, _) in &counts {
+            if let Some(t) = self.tables.get_mut(name) {
+                t.untaken = true;
+            }
+        }
         let at = self.position(&txn.end);
         if counts.is_empty() {
             return StreamEvent::Moved(at);
@@ -781,6 +841,52 @@ impl MySqlStream {
             commit_micros: txn.commit_micros,
             tables: counts,
         }
+    }
+
+    /// Rows of the open transaction, given ahead of its end (it ends after `at`): buffered
+    /// apart from what committed before, for `Open`. A change the table's snapshot marks may
+    /// have seen waits for the commit position that decides it.
+    fn part(
+        &mut self,
+        changes: Vec<RowChange>,
+        at: &BinlogPosition,
+        commit_micros: i64,
+    ) -> Result<Option<StreamEvent>, SourceError> {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for change in changes {
+            // The transaction ends after `at`: a table past `at` is past all of it.
+            if !self.takes(&change.table, at) {
+                continue;
+            }
+            let name = change.table.clone();
+            let what = format!("{}.{name} binlog", self.mysql.source);
+            let t = self.tables.get_mut(&name).expect("taken above");
+            let undecided = t.marks.as_ref().is_some_and(|w| at.encode() <= w.last);
+            if undecided || self.holding.contains(&name) {
+                self.holding.insert(name);
+                self.held.push(change);
+                continue;
+            }
+            let Some(change) = decode_or_halt(
+                t,
+                change,
+                ("after", at),
+                &self.mysql.source,
+                &mut self.queued,
+            ) else {
+                continue;
+            };
+            if !self.open.contains(&name) {
+                t.set_committed_apart(&what)?;
+                self.open.push(name.clone());
+            }
+            let n = add_change(t, change, commit_micros);
+            match counts.iter_mut().find(|(c, _)| *c == name) {
+                Some((_, k)) => *k += n,
+                None => counts.push((name, n)),
+            }
+        }
+        Ok((!counts.is_empty()).then_some(StreamEvent::Open { tables: counts }))
     }
 
     /// Goes on with the DDL statement being taken: `ALTER TABLE` and index statements are
@@ -911,11 +1017,35 @@ impl ChangeStream for MySqlStream {
                     // Halts a transaction causes come before its rows.
                     self.queued.push_back(event);
                 }
+                StreamItem::Part {
+                    changes,
+                    at,
+                    commit_micros,
+                } => {
+                    if let Some(event) = self.part(changes, &at, commit_micros)? {
+                        self.queued.push_back(event);
+                    }
+                }
                 // Taken in continue_ddl; the stream is past it once every table has it.
                 StreamItem::Ddl(ddl) => self.ddl = Some((ddl, 0)),
                 StreamItem::Position(p) => {
+                    // Only a rollback ends a transaction that gave rows ahead this way.
+                    self.held.clear();
+                    self.holding.clear();
                     let at = self.position(&p);
                     self.last_seen = Some(p);
+                    let rolled_back = std::mem::take(&mut self.open);
+                    if !rolled_back.is_empty() {
+                        for name in &rolled_back {
+                            if let Some(t) = self.tables.get_mut(name) {
+                                let _ = t.take("");
+                            }
+                        }
+                        self.queued.push_back(StreamEvent::Moved(at));
+                        return Ok(Some(StreamEvent::RolledBack {
+                            tables: rolled_back,
+                        }));
+                    }
                     return Ok(Some(StreamEvent::Moved(at)));
                 }
             }
@@ -996,6 +1126,36 @@ fn add_change(t: &mut Streamed, change: RowChange, ts: i64) -> usize {
     t.ops.extend(ops);
     t.commit_micros.extend(std::iter::repeat_n(Some(ts), n));
     n
+}
+
+/// `change` in the order of `t`'s definitions, or None when its columns are not theirs:
+/// then the table stops, with a `Halted` queued naming where the rows are (`rows_at`: at
+/// or after a position).
+fn decode_or_halt(
+    t: &mut Streamed,
+    change: RowChange,
+    rows_at: (&str, &BinlogPosition),
+    source: &str,
+    queued: &mut VecDeque<StreamEvent>,
+) -> Option<RowChange> {
+    match by_name(change, &t.defs) {
+        Ok(c) => Some(c),
+        Err(found) => {
+            t.stopped = true;
+            let name = &t.table.name;
+            queued.push_back(StreamEvent::Halted {
+                table: name.clone(),
+                why: format!(
+                    "schema changed at the source: rows {} {} have columns ({found}), not the ({}) of the definitions sluice decodes `{name}` with \
+                     (several schema changes while sluice was behind: re-snapshot with sluice sync --resnapshot {source}.{name})",
+                    rows_at.0,
+                    rows_at.1,
+                    t.defs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                ),
+            });
+            None
+        }
+    }
 }
 
 /// A change's row images in the order of the definitions `defs`, matched by the column names
