@@ -84,6 +84,7 @@ where
         let started = Instant::now();
         match read().await {
             Err(e) if worth_again(&e, started.elapsed()) => {
+                tracing::warn!(error = %e, wait = ?wait, "an object store read broke; trying again");
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
@@ -186,6 +187,7 @@ fn resumed_listing(
                     return Some((Ok(meta), s));
                 }
                 Some(Err(e)) if s.broken < AGAIN && worth_again(&e, asked.elapsed()) => {
+                    tracing::warn!(error = %e, "an object store listing broke; listing again after its last key");
                     tokio::time::sleep(FIRST_WAIT * 2u32.pow(s.broken)).await;
                     s.broken += 1;
                     s.page = None;
