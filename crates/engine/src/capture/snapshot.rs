@@ -487,40 +487,72 @@ async fn complete_run(
 }
 
 /// The rows the table held before the snapshot run that began at `run_from` (the last change
-/// per key, unless a delete) whose key the run did not read.
+/// per key, unless a delete) whose key the run did not read. Found in two passes so that
+/// memory follows the keys, not the rows: one aggregate over the key columns and
+/// `_sluice_seq` gives, per key the run did not read, the seq of its last change before the
+/// run; then the change log is read in that seq range and only those rows are kept.
 async fn vanished(
     log: &LakeTable,
     key: &[String],
     run_from: i64,
-) -> Result<datafusion::physical_plan::SendableRecordBatchStream, EngineError> {
+) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch, EngineError>>, EngineError> {
+    use arrow::array::{Array, BooleanArray, Int64Array};
+    use futures::{StreamExt, TryStreamExt};
     use sluice_core::names::quote_ident as q;
     let ctx = datafusion::prelude::SessionContext::new();
     crate::query::register(&ctx, "changes".into(), log).await?;
+    let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
+    let (seq, op) = (q(sluice_core::change::SEQ), q(sluice_core::change::OP));
+    let last_before = format!(
+        "SELECT max(CASE WHEN {seq} < {run_from} THEN {seq} END) AS _sluice_last
+         FROM changes GROUP BY {keys}
+         HAVING max(CASE WHEN {seq} >= {run_from} THEN 1 ELSE 0 END) = 0",
+        keys = keys.join(", "),
+    );
+    let mut gone = HashSet::new();
+    let mut lasts = ctx.sql(&last_before).await?.execute_stream().await?;
+    while let Some(batch) = lasts.try_next().await? {
+        let col = batch.column(0);
+        let Some(seqs) = col.as_any().downcast_ref::<Int64Array>() else {
+            return Err(EngineError::Internal(format!(
+                "{}: _sluice_seq is {}, not Int64",
+                log.path(),
+                col.data_type()
+            )));
+        };
+        gone.extend(seqs.iter().flatten());
+    }
+    let (Some(&lo), Some(&hi)) = (gone.iter().min(), gone.iter().max()) else {
+        return Ok(futures::stream::empty().boxed());
+    };
     let data: Vec<String> = data_schema(log.schema()?.as_ref())
         .fields()
         .iter()
         .map(|f| q(f.name()))
         .collect();
-    let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
-    let same_key: Vec<String> = key
-        .iter()
-        .map(|k| format!("_sluice_r.{k} = _sluice_b.{k}", k = q(k)))
-        .collect();
-    let (seq, op) = (q(sluice_core::change::SEQ), q(sluice_core::change::OP));
-    let sql = format!(
-        "SELECT {cols} FROM (
-           SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC) AS _sluice_rn
-           FROM changes WHERE {seq} < {run_from}) AS _sluice_b
-         WHERE _sluice_rn = 1 AND {op} <> 'd'
-           AND NOT EXISTS (SELECT 1 FROM changes AS _sluice_r
-                           WHERE _sluice_r.{seq} >= {run_from} AND {same})",
-        cols = data
-            .iter()
-            .map(|c| format!("_sluice_b.{c}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        keys = keys.join(", "),
-        same = same_key.join(" AND "),
+    let rows = format!(
+        "SELECT {cols}, {seq} AS _sluice_s FROM changes
+         WHERE {seq} BETWEEN {lo} AND {hi} AND {op} <> 'd'",
+        cols = data.join(", "),
     );
-    Ok(ctx.sql(&sql).await?.execute_stream().await?)
+    let width = data.len();
+    let stream = ctx.sql(&rows).await?.execute_stream().await?;
+    Ok(stream
+        .map(move |batch| {
+            let batch = batch?;
+            let seqs = batch
+                .column(width)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| EngineError::Internal("_sluice_seq is not Int64".into()))?;
+            let keep: BooleanArray = seqs
+                .iter()
+                .map(|s| Some(s.is_some_and(|s| gone.contains(&s))))
+                .collect();
+            let arrow_err = |e: arrow::error::ArrowError| EngineError::Internal(e.to_string());
+            let kept = arrow::compute::filter_record_batch(&batch, &keep).map_err(arrow_err)?;
+            kept.project(&(0..width).collect::<Vec<_>>())
+                .map_err(arrow_err)
+        })
+        .boxed())
 }
