@@ -174,11 +174,23 @@ fn snapshots_delete_what_the_source_no_longer_has() {
 /// each change once, as merge does.
 #[test]
 fn the_handoff_after_a_resumed_snapshot_lands_each_change_once() {
+    handoff_after_a_resumed_snapshot("INT");
+}
+
+/// The same with a BIGINT UNSIGNED key (what Laravel's and Rails' ids are), now chunked
+/// like any integer: before, such a table was one chunk, so the run that died had read
+/// all of it.
+#[test]
+fn the_handoff_with_a_bigint_unsigned_key_lands_each_change_once() {
+    handoff_after_a_resumed_snapshot("BIGINT UNSIGNED");
+}
+
+fn handoff_after_a_resumed_snapshot(key_type: &str) {
     let db = MariaDb::start(&[]);
-    db.sql(
-        "CREATE TABLE big (id INT PRIMARY KEY, v VARCHAR(20));
-         INSERT INTO big SELECT seq, CONCAT('r-', seq) FROM seq_1_to_200000",
-    );
+    db.sql(&format!(
+        "CREATE TABLE big (id {key_type} PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO big SELECT seq, CONCAT('r-', seq) FROM seq_1_to_200000"
+    ));
     let sb = Sandbox::new();
     sb.config(&db.config(
         "cdc",

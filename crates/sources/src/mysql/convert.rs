@@ -302,8 +302,15 @@ pub fn binlog_int(def: &ColumnDef, v: &Option<BinlogValue<'static>>) -> Option<i
     };
     match convert(&def.kind(), v, Origin::Binlog) {
         Ok(Cell::I(i)) => Some(i),
+        // BIGINT UNSIGNED: chunked while its values fit an i64 (see snapshot::plan).
+        Ok(Cell::D(i)) if def.kind() == Kind::UnsignedBig => i64::try_from(i).ok(),
         _ => None,
     }
+}
+
+/// An integer key value as the server returned it (a plan's MIN or MAX), any signedness.
+pub fn key_integer(v: &Value) -> Option<i128> {
+    (*v != Value::NULL).then(|| integer(v).ok()).flatten()
 }
 
 /// `cell` as its column's builder takes it (integers narrowed), or why it does not fit.

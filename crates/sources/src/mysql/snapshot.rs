@@ -9,7 +9,7 @@ use mysql_async::Conn;
 
 use super::binlog::{current_position, BinlogPosition};
 use super::columns::Kind;
-use super::convert::{Origin, RowsBuilder};
+use super::convert::{key_integer, Origin, RowsBuilder};
 use super::{quote, Flavor, MySql, TableInfo};
 use crate::SourceError;
 
@@ -53,11 +53,16 @@ impl ChunkPlan {
     }
 }
 
-/// The column chunks split on: the key's first column when it is an integer.
+/// The column chunks split on: the key's first column when it is an integer (BIGINT
+/// UNSIGNED too, planned while its values fit an i64: auto-increment keys always do).
 pub fn chunk_column(table: &TableInfo) -> Option<&str> {
     let first = table.primary_key.first()?;
     let def = table.columns.iter().find(|c| &c.name == first)?;
-    matches!(def.kind(), Kind::Int { .. } | Kind::Year).then_some(first.as_str())
+    matches!(
+        def.kind(),
+        Kind::Int { .. } | Kind::Year | Kind::UnsignedBig
+    )
+    .then_some(first.as_str())
 }
 
 /// Plans chunks of about `chunk_rows` rows from the key's range and the row estimate.
@@ -76,11 +81,16 @@ pub async fn plan(
         quote(&table.name),
         c = quote(col)
     );
-    let row: Option<(Option<i64>, Option<i64>)> = conn
+    let row: Option<(mysql_async::Value, mysql_async::Value)> = conn
         .query_first(sql)
         .await
         .map_err(|e| mysql.db_err(&format!("planning the snapshot of `{}`", table.name), e))?;
-    let Some((Some(lo), Some(hi))) = row else {
+    let range = row.and_then(|(lo, hi)| Some((key_integer(&lo)?, key_integer(&hi)?)));
+    let Some((lo, hi)) = range else {
+        return Ok(ChunkPlan::WHOLE);
+    };
+    let (Ok(lo), Ok(hi)) = (i64::try_from(lo), i64::try_from(hi)) else {
+        tracing::info!(table = %table.name, "key values past 2^63: the snapshot is one chunk");
         return Ok(ChunkPlan::WHOLE);
     };
     // The statistics' row estimate (InnoDB's can be off by 2×) only sizes the chunks; every
