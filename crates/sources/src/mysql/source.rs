@@ -126,29 +126,37 @@ fn key_columns(defs: &[ColumnDef], key: &[String]) -> Vec<usize> {
 }
 
 /// A chunk plan as bytes: `lo`, `step`, `chunks`, big-endian.
+/// A plan as recorded with its run: a tag byte, then each chunk's start key (8 bytes, big
+/// endian). Runs recorded before plans followed the rows hold 24 bytes (lo, step, chunks).
 fn plan_bytes(p: &ChunkPlan) -> SnapshotPlan {
-    let mut b = Vec::with_capacity(24);
-    for v in [p.lo, p.step, p.chunks] {
+    let mut b = Vec::with_capacity(1 + 8 * p.starts.len());
+    b.push(PLAN_STARTS);
+    for v in &p.starts {
         b.extend_from_slice(&v.to_be_bytes());
     }
     SnapshotPlan {
-        chunks: p.chunks.max(0) as u64,
+        chunks: p.chunks() as u64,
         plan: b,
     }
 }
 
+const PLAN_STARTS: u8 = b'S';
+
 fn chunk_plan(p: &SnapshotPlan) -> ChunkPlan {
-    let v = |i: usize| {
-        p.plan
-            .get(i * 8..i * 8 + 8)
-            .and_then(|s| s.try_into().ok())
-            .map(i64::from_be_bytes)
-            .unwrap_or(0)
+    let words = |bytes: &[u8]| -> Vec<i64> {
+        bytes
+            .chunks_exact(8)
+            .map(|w| i64::from_be_bytes(w.try_into().expect("8 bytes")))
+            .collect()
     };
-    ChunkPlan {
-        lo: v(0),
-        step: v(1),
-        chunks: v(2).max(1),
+    match p.plan.split_first() {
+        Some((&PLAN_STARTS, rest)) if rest.len() % 8 == 0 => ChunkPlan {
+            starts: words(rest),
+        },
+        _ => match words(&p.plan)[..] {
+            [lo, step, chunks] => ChunkPlan::uniform(lo, step, chunks),
+            _ => ChunkPlan::whole(),
+        },
     }
 }
 
@@ -410,11 +418,11 @@ impl Source for MySqlSource {
     }
 
     fn legacy_plan(&self, app: &dyn Fn(&str) -> Option<i64>) -> Option<SnapshotPlan> {
-        Some(plan_bytes(&ChunkPlan {
-            lo: app("mysql.snapshot.lo")?,
-            step: app("mysql.snapshot.step")?,
-            chunks: app("mysql.snapshot.chunks")?,
-        }))
+        Some(plan_bytes(&ChunkPlan::uniform(
+            app("mysql.snapshot.lo")?,
+            app("mysql.snapshot.step")?,
+            app("mysql.snapshot.chunks")?,
+        )))
     }
 }
 
@@ -1228,7 +1236,7 @@ impl Watermarks {
         let plan = chunk_plan(&marks.plan);
         let info = table_info(table).ok()?;
         let column = snapshot::chunk_column(&info)
-            .filter(|_| plan.step > 0)
+            .filter(|_| plan.is_split())
             .and_then(|c| info.columns.iter().position(|d| d.name == c));
         Some(Watermarks {
             plan,
