@@ -186,7 +186,10 @@ fn the_handoff_with_a_bigint_unsigned_skewed_key_lands_each_change_once() {
     handoff_after_a_resumed_snapshot("BIGINT UNSIGNED");
 }
 
-fn handoff_after_a_resumed_snapshot(key_type: &str) {
+/// Table `big` of 200,000 rows keyed by `key_type` (a BIGINT adds two keys near 10^15),
+/// captured in chunks of 10,000 into merge, append and history, by a first run that dies at
+/// its first chunk commit (chunks 0-9, ids below ~100,000).
+fn killed_after_first_chunk_commit(key_type: &str, extra: &str) -> (MariaDb, Sandbox) {
     let db = MariaDb::start(&[]);
     db.sql(&format!(
         "CREATE TABLE big (id {key_type} PRIMARY KEY, v VARCHAR(20));
@@ -198,11 +201,15 @@ fn handoff_after_a_resumed_snapshot(key_type: &str) {
     let sb = Sandbox::new();
     sb.config(&db.config(
         "cdc",
-        "chunk_rows = 10000\nsnapshot_parallelism = 1\nload = [\"merge\", \"append\", \"history\"]",
+        &format!("chunk_rows = 10000\nsnapshot_parallelism = 1\n{extra}\nload = [\"merge\", \"append\", \"history\"]"),
     ));
-    // The first run dies at its first chunk commit (chunks 0-9, ids below ~100,000).
     let out = sb.run(&["sync"], &[("SLUICE_FAILPOINT", "after-lake-commit")]);
     assert!(!out.status.success());
+    (db, sb)
+}
+
+fn handoff_after_a_resumed_snapshot(key_type: &str) {
+    let (db, sb) = killed_after_first_chunk_commit(key_type, "");
     db.sql(
         "UPDATE big SET v = 'early' WHERE id IN (10, 20);
          UPDATE big SET v = 'late' WHERE id IN (150000, 160000);
@@ -396,18 +403,7 @@ fn rows_written_ahead_of_a_transaction_that_halts_are_dropped() {
 /// the change, keys whose chunk was read after it only their read.
 #[test]
 fn a_large_transaction_in_the_handoff_window_lands_once() {
-    let db = MariaDb::start(&[]);
-    db.sql(
-        "CREATE TABLE big (id INT PRIMARY KEY, v VARCHAR(20));
-         INSERT INTO big SELECT seq, CONCAT('r-', seq) FROM seq_1_to_200000",
-    );
-    let sb = Sandbox::new();
-    sb.config(&db.config(
-        "cdc",
-        "chunk_rows = 10000\nsnapshot_parallelism = 1\ntxn_buffer_mb = 1\nload = [\"merge\", \"append\", \"history\"]",
-    ));
-    let out = sb.run(&["sync"], &[("SLUICE_FAILPOINT", "after-lake-commit")]);
-    assert!(!out.status.success());
+    let (db, sb) = killed_after_first_chunk_commit("INT", "txn_buffer_mb = 1");
     // About 4 MB of row events, on keys of chunks read before and after it.
     db.sql("UPDATE big SET v = CONCAT('w-', id) WHERE id % 2 = 0");
     let (code, report) = sync(&sb, &[]);

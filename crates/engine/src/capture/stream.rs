@@ -40,15 +40,53 @@ pub(crate) struct StreamSettings {
 /// start at a place the server may have dropped by then).
 const IDLE_ADVANCE: Duration = Duration::from_secs(60);
 
-/// Rows of a source transaction still open, written into a table's lake files ahead of its
-/// end: committed only with its last rows, dropped if it is rolled back or the table stops.
-struct Ahead {
+/// A table's rows on their way into one lake commit: its writer and what it holds. Rows of
+/// a source transaction still open wait here ahead of its end (committed only with its last
+/// rows, dropped if it is rolled back or the table stops).
+struct Pending {
     writer: LakeWriter,
-    /// The table's last `_sluice_seq` before the transaction.
+    /// The table's last `_sluice_seq` before these rows.
     seq: i64,
     rows: i64,
     rejects: Vec<Reject>,
     zero_dates: u64,
+}
+
+impl Pending {
+    async fn open(t: &Captured) -> Result<Pending, EngineError> {
+        Ok(Pending {
+            writer: t.log.writer()?,
+            seq: t.log.last_seq().await?,
+            rows: 0,
+            rejects: Vec::new(),
+            zero_dates: 0,
+        })
+    }
+
+    /// Writes `taken`'s rows after those held, stamped with their change columns: however
+    /// many batches a large transaction took, they go into one writer.
+    async fn write(&mut self, table: &str, taken: Taken) -> Result<(), EngineError> {
+        let now = Utc::now();
+        let mut at_row = 0;
+        for rows in &taken.rows {
+            let range = at_row..at_row + rows.num_rows();
+            let batch = stamp_rows(
+                rows,
+                &taken.ops[range.clone()],
+                &taken.commit_micros[range.clone()],
+                self.seq + 1 + self.rows + at_row as i64,
+                now,
+            )
+            .map_err(|e| EngineError::Internal(format!("stamping {table}: {e}")))?;
+            self.writer.write(batch).await?;
+            at_row = range.end;
+        }
+        debug_assert_eq!(at_row, taken.ops.len());
+        self.rows += at_row as i64;
+        self.rejects.extend(taken.rejects);
+        self.zero_dates += taken.zero_dates;
+        Ok(())
+    }
 }
 
 /// The stream's tables: the captured ones by name, what each has buffered and where it is.
@@ -62,7 +100,7 @@ struct Streaming<'a> {
     /// Per table: the position committed in its change log.
     committed: HashMap<usize, Position>,
     /// Per table: rows of the open source transaction written ahead.
-    ahead: HashMap<usize, Ahead>,
+    ahead: HashMap<usize, Pending>,
     rows: usize,
     since: Option<Instant>,
     load: bool,
@@ -227,33 +265,6 @@ pub(crate) async fn stream(
     Ok(())
 }
 
-/// Writes `taken`'s rows, stamped with their change columns from `_sluice_seq` `first_seq`:
-/// however many batches a large transaction took, they go into one writer.
-async fn write_taken(
-    writer: &mut LakeWriter,
-    table: &str,
-    taken: &Taken,
-    first_seq: i64,
-) -> Result<(), EngineError> {
-    let now = Utc::now();
-    let mut at_row = 0;
-    for rows in &taken.rows {
-        let range = at_row..at_row + rows.num_rows();
-        let batch = stamp_rows(
-            rows,
-            &taken.ops[range.clone()],
-            &taken.commit_micros[range.clone()],
-            first_seq + at_row as i64,
-            now,
-        )
-        .map_err(|e| EngineError::Internal(format!("stamping {table}: {e}")))?;
-        writer.write(batch).await?;
-        at_row = range.end;
-    }
-    debug_assert_eq!(at_row, taken.ops.len());
-    Ok(())
-}
-
 /// Resolves once the follow signal turns true (never without one).
 async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
     match stop.as_mut() {
@@ -293,25 +304,22 @@ impl Streaming<'_> {
             return Ok(());
         };
         let t = &mut self.tables[i];
-        let mut taken = changes.take(&t.table.name)?;
-        let (mut writer, seq, ahead, mut rejects, zero_dates) = match self.ahead.remove(&i) {
-            Some(a) => (a.writer, a.seq, a.rows, a.rejects, a.zero_dates),
-            None => (t.log.writer()?, t.log.last_seq().await?, 0, Vec::new(), 0),
+        let mut p = match self.ahead.remove(&i) {
+            Some(p) => p,
+            None => Pending::open(t).await?,
         };
-        rejects.append(&mut taken.rejects);
+        p.write(&t.spec.table, changes.take(&t.table.name)?).await?;
+        let rejects = std::mem::take(&mut p.rejects);
         t.quarantine(&self.project.lake, &self.ids.stream_rejects(&at), rejects)
             .await?;
-        let taken_rows = taken.ops.len() as i64;
-        write_taken(&mut writer, &t.spec.table, &taken, seq + 1 + ahead).await?;
-        let n = ahead + taken_rows;
         let mut apps = positions::position_apps(&self.ids, &at);
-        apps.push((SEQ_APP_ID.to_string(), seq + n));
+        apps.push((SEQ_APP_ID.to_string(), p.seq + p.rows));
         let mut meta = serde_json::Map::new();
-        meta.insert("sluice".into(), json!({ "stream": true, "rows": n }));
-        let v = writer.commit(&mut t.log, apps, meta).await?;
+        meta.insert("sluice".into(), json!({ "stream": true, "rows": p.rows }));
+        let v = p.writer.commit(&mut t.log, apps, meta).await?;
         failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
-        t.report.rows += n as u64;
-        t.report.zero_dates += zero_dates + taken.zero_dates;
+        t.report.rows += p.rows as u64;
+        t.report.zero_dates += p.zero_dates;
         t.report.lake_version = v.or(t.report.lake_version);
         self.committed.insert(i, at);
         Ok(())
@@ -324,30 +332,20 @@ impl Streaming<'_> {
         changes: &mut dyn ChangeStream,
         i: usize,
     ) -> Result<(), EngineError> {
-        let t = &mut self.tables[i];
-        let mut taken = changes.take(&t.table.name)?;
-        let a = match self.ahead.entry(i) {
+        let t = &self.tables[i];
+        let taken = changes.take(&t.table.name)?;
+        let p = match self.ahead.entry(i) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(Ahead {
-                writer: t.log.writer()?,
-                seq: t.log.last_seq().await?,
-                rows: 0,
-                rejects: Vec::new(),
-                zero_dates: 0,
-            }),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Pending::open(t).await?),
         };
-        write_taken(&mut a.writer, &t.spec.table, &taken, a.seq + 1 + a.rows).await?;
-        a.rows += taken.ops.len() as i64;
-        a.rejects.append(&mut taken.rejects);
-        a.zero_dates += taken.zero_dates;
-        Ok(())
+        p.write(&t.spec.table, taken).await
     }
 
     /// Drops what table `i` wrote ahead of a transaction that will not commit for it.
     async fn abandon(&mut self, i: usize) {
-        if let Some(a) = self.ahead.remove(&i) {
-            tracing::info!(table = %self.tables[i].spec.table, rows = a.rows, "rows written ahead of a transaction dropped");
-            a.writer.abandon(&self.tables[i].log).await;
+        if let Some(p) = self.ahead.remove(&i) {
+            tracing::info!(table = %self.tables[i].spec.table, rows = p.rows, "rows written ahead of a transaction dropped");
+            p.writer.abandon(&self.tables[i].log).await;
         }
     }
 

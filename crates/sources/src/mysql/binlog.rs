@@ -405,8 +405,6 @@ impl BinlogReader {
             self.txn_start = Some(self.boundary.clone());
             self.savepoints.clear();
             self.unreadable.clear();
-            self.txn_bytes = 0;
-            self.parted = None;
             self.txn_secs = self.gtid_secs.take();
             self.txn_xa = std::mem::take(&mut self.gtid_xa);
         }

@@ -125,7 +125,6 @@ fn key_columns(defs: &[ColumnDef], key: &[String]) -> Vec<usize> {
         .collect()
 }
 
-/// A chunk plan as bytes: `lo`, `step`, `chunks`, big-endian.
 /// A plan as recorded with its run: a tag byte, then each chunk's start key (8 bytes, big
 /// endian). Runs recorded before plans followed the rows hold 24 bytes (lo, step, chunks).
 fn plan_bytes(p: &ChunkPlan) -> SnapshotPlan {
@@ -867,7 +866,6 @@ impl MySqlStream {
                 continue;
             }
             let name = change.table.clone();
-            let what = format!("{}.{name} binlog", self.mysql.source);
             let t = self.tables.get_mut(&name).expect("taken above");
             let undecided = t.marks.as_ref().is_some_and(|w| at.encode() <= w.last);
             if undecided || self.holding.contains(&name) {
@@ -885,7 +883,7 @@ impl MySqlStream {
                 continue;
             };
             if !self.open.contains(&name) {
-                t.set_committed_apart(&what)?;
+                t.set_committed_apart(&format!("{}.{name} binlog", self.mysql.source))?;
                 self.open.push(name.clone());
             }
             let n = add_change(t, change, commit_micros);
@@ -1042,13 +1040,9 @@ impl ChangeStream for MySqlStream {
                     self.holding.clear();
                     let at = self.position(&p);
                     self.last_seen = Some(p);
+                    // The driver took each `Open`'s rows as it came: none wait here.
                     let rolled_back = std::mem::take(&mut self.open);
                     if !rolled_back.is_empty() {
-                        for name in &rolled_back {
-                            if let Some(t) = self.tables.get_mut(name) {
-                                let _ = t.take("");
-                            }
-                        }
                         self.queued.push_back(StreamEvent::Moved(at));
                         return Ok(Some(StreamEvent::RolledBack {
                             tables: rolled_back,
