@@ -36,7 +36,8 @@ fn start_moto() -> Moto {
         .spawn()
         .expect("moto_server must be installed (pip install \"moto[server]\"); scripts/test.sh installs it");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    // Ready once it answers a request, not merely accepts a connection.
+    while try_http(port, "GET", "/", b"").is_err() {
         assert!(Instant::now() < deadline, "moto_server did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -83,16 +84,32 @@ fn succeeded(out: &std::process::Output) {
 }
 
 /// A minimal HTTP/1.1 request (moto accepts unsigned requests); returns (status, headers).
+/// The test's own set-up calls are idempotent: one the fresh server resets is sent again.
 fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tries = 0;
+    loop {
+        match try_http(port, method, path, body) {
+            Ok(r) => return r,
+            Err(e) if tries < 10 => {
+                tries += 1;
+                eprintln!("{method} {path}: {e}; sending it again");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
+    }
+}
+
+fn try_http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut c = TcpStream::connect(("127.0.0.1", port))?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    c.write_all(head.as_bytes()).unwrap();
-    c.write_all(body).unwrap();
+    c.write_all(head.as_bytes())?;
+    c.write_all(body)?;
     let mut resp = Vec::new();
-    c.read_to_end(&mut resp).unwrap();
+    c.read_to_end(&mut resp)?;
     let text = String::from_utf8_lossy(&resp).to_string();
     let status = text
         .split_whitespace()
@@ -104,7 +121,7 @@ fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         .next()
         .unwrap_or_default()
         .to_ascii_lowercase();
-    (status, headers)
+    Ok((status, headers))
 }
 
 #[test]
