@@ -251,6 +251,163 @@ fn handoff_after_a_resumed_snapshot(key_type: &str) {
     );
 }
 
+/// A VARCHAR key in a case- and accent-insensitive collation is chunked (before, such a
+/// table was one chunk: one connection, and a crash restarted the whole snapshot), and the
+/// hand-off after a resumed run decides each change's chunk in that collation: by bytes,
+/// `B…` would sort before `a…` and `ä…` after `C…`, and the first key of the first chunk
+/// read after the changes followed by a tab (below that key in a PAD SPACE collation, so in
+/// the chunk before it, read before the changes) would be lost.
+#[test]
+fn the_handoff_with_a_collated_varchar_key_lands_each_change_once() {
+    let (db, sb, at) = string_keyed_killed_after_first_chunk_commit(
+        "VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci",
+        "CONCAT(ELT(1 + seq % 4, 'a', 'B', 'ä', 'C'), LPAD(seq, 7, '0'))",
+    );
+    // Keys of even n ('a', 'ä') come first, then 'B', then 'C'.
+    let (last_read, first_unread) = (at.n_at(&db, -1), at.n_at(&db, 0));
+    let (late, gone) = (
+        at.n_at(&db, 40_000),
+        [at.n_at(&db, 45_000), at.n_at(&db, 46_000)],
+    );
+    db.sql(&format!(
+        "UPDATE big SET v = 'early' WHERE n IN (2, 4, {last_read});
+         UPDATE big SET v = 'late' WHERE n IN ({first_unread}, {late});
+         DELETE FROM big WHERE n IN ({}, {});
+         INSERT INTO big VALUES ('A9999999', 300001, 'new'), ('c9999999', 300002, 'new');
+         INSERT INTO big SELECT CONCAT(id, '\t'), 300003, 'new' FROM big WHERE n = {first_unread}",
+        gone[0], gone[1]
+    ));
+    string_handoff_lands_each_change_once(&db, &sb, &[2, 4, last_read], &gone, 3);
+}
+
+/// A BINARY(5) key whose values end in zero bytes (the binlog drops them): a change to the
+/// first key of the first chunk the resumed run read is decided with the key padded as
+/// stored, so it is not taken for a key of the chunk before (read before the change).
+#[test]
+fn the_handoff_with_a_binary_key_lands_each_change_once() {
+    let (db, sb, at) = string_keyed_killed_after_first_chunk_commit(
+        "BINARY(5)",
+        "UNHEX(LPAD(HEX(seq * 256), 8, '0'))",
+    );
+    let (last_read, first_unread) = (at.n_at(&db, -1), at.n_at(&db, 0));
+    let (late, gone) = (
+        at.n_at(&db, 40_000),
+        [at.n_at(&db, 45_000), at.n_at(&db, 46_000)],
+    );
+    db.sql(&format!(
+        "UPDATE big SET v = 'early' WHERE n IN (10, {last_read});
+         UPDATE big SET v = 'late' WHERE n IN ({first_unread}, {late});
+         DELETE FROM big WHERE n IN ({}, {});
+         INSERT INTO big VALUES (UNHEX('0000000100'), 300001, 'new'), (UNHEX('FF'), 300002, 'new')",
+        gone[0], gone[1]
+    ));
+    string_handoff_lands_each_change_once(&db, &sb, &[10, last_read], &gone, 2);
+}
+
+/// Where the run that died stopped: the first chunk it did not commit.
+struct Stopped {
+    chunk: usize,
+}
+
+impl Stopped {
+    /// n of the key `offset` keys after the first key of that chunk (before it when
+    /// negative), in the key's order: chunks are 10,000 keys each.
+    fn n_at(&self, db: &MariaDb, offset: i64) -> u32 {
+        let at = self.chunk as i64 * 10_000 + offset;
+        let rows = db.rows(&format!(
+            "SELECT n FROM big ORDER BY id LIMIT 1 OFFSET {at}"
+        ));
+        rows[0][0].as_deref().unwrap().parse().unwrap()
+    }
+}
+
+/// Table `big (id key_type, n, v)` of 200,000 rows, `id` being `key` of n, captured in chunks
+/// of 10,000 into merge, append and history by a first run that dies at its first chunk
+/// commit, which holds chunks 0 to some k-1 of 20 (k is found in the change log).
+fn string_keyed_killed_after_first_chunk_commit(
+    key_type: &str,
+    key: &str,
+) -> (MariaDb, Sandbox, Stopped) {
+    let db = MariaDb::start(&[]);
+    db.sql(&format!(
+        "CREATE TABLE big (id {key_type} PRIMARY KEY, n INT NOT NULL, v VARCHAR(20));
+         INSERT INTO big SELECT {key}, seq, CONCAT('r-', seq) FROM seq_1_to_200000"
+    ));
+    let sb = Sandbox::new();
+    sb.config(&db.config(
+        "cdc",
+        "chunk_rows = 10000\nsnapshot_parallelism = 1\nload = [\"merge\", \"append\", \"history\"]",
+    ));
+    let out = sb.run(&["sync"], &[("SLUICE_FAILPOINT", "after-lake-commit")]);
+    assert!(!out.status.success());
+    let mut committed: Vec<usize> = Vec::new();
+    for e in std::fs::read_dir(sb.path("lake/changes/shop/big/_delta_log")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            if let Some(app) = v["txn"]["appId"].as_str() {
+                if app.starts_with("mysql.snapshot.chunk.") {
+                    committed.push(app.rsplit('.').next().unwrap().parse().unwrap());
+                }
+            }
+        }
+    }
+    committed.sort_unstable();
+    let k = committed.len();
+    assert!(
+        k > 0 && k < 19 && committed == (0..k).collect::<Vec<_>>(),
+        "chunks committed before the kill: {committed:?}"
+    );
+    (db, sb, Stopped { chunk: k })
+}
+
+/// After the resumed run: merge and history equal MariaDB key byte for key byte; the keys
+/// `updated_early` (in chunks read before their change) have a read and the change in the
+/// append table, every other key one row, the keys `gone` none; `inserted` new keys once.
+fn string_handoff_lands_each_change_once(
+    db: &MariaDb,
+    sb: &Sandbox,
+    updated_early: &[u32],
+    gone: &[u32],
+    inserted: usize,
+) {
+    let (code, report) = sync(sb, &[]);
+    assert_eq!(code, 0, "{report}");
+    let source = db.rows("SELECT n, HEX(id), v FROM big ORDER BY n");
+    assert_eq!(source.len(), 200_000 - gone.len() + inserted);
+    let merged = sb.duck("SELECT n::VARCHAR, hex(id), v FROM shop.big ORDER BY n");
+    assert!(merged == source, "merge differs from MariaDB");
+    let repeated = sb.duck(
+        "SELECT n::VARCHAR, string_agg(_sluice_op, ',' ORDER BY _sluice_seq) FROM shop.big_append GROUP BY n HAVING count(*) > 1 ORDER BY n",
+    );
+    let mut early = updated_early.to_vec();
+    early.sort_unstable();
+    let expected: Vec<Vec<Option<String>>> = early
+        .iter()
+        .map(|n| vec![Some(n.to_string()), s("r,u")])
+        .collect();
+    assert_eq!(repeated, expected);
+    assert_eq!(
+        sb.duck("SELECT count(DISTINCT n)::VARCHAR, count(*)::VARCHAR FROM shop.big_append"),
+        vec![vec![
+            Some(source.len().to_string()),
+            Some((source.len() + updated_early.len()).to_string())
+        ]]
+    );
+    let gone: Vec<String> = gone.iter().map(u32::to_string).collect();
+    assert_eq!(
+        sb.duck(&format!(
+            "SELECT count(*)::VARCHAR FROM shop.big_append WHERE n IN ({})",
+            gone.join(", ")
+        )),
+        vec![vec![s("0")]]
+    );
+    let current = sb.duck(
+        "SELECT n::VARCHAR, hex(id), v FROM shop.big_history WHERE _sluice_is_current ORDER BY n",
+    );
+    assert!(current == source, "history's current versions differ");
+}
+
 /// A transaction larger than `txn_buffer_mb` is written into the lake as it is read, never
 /// held whole, and lands whole or not at all: a run killed after its first rows were written
 /// leaves the lake and the warehouse without any of it; the next run lands every change

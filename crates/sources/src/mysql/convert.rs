@@ -302,7 +302,7 @@ pub fn binlog_int(def: &ColumnDef, v: &Option<BinlogValue<'static>>) -> Option<i
     };
     match convert(&def.kind(), v, Origin::Binlog) {
         Ok(Cell::I(i)) => Some(i),
-        // BIGINT UNSIGNED: chunked while its values fit an i64 (see snapshot::plan).
+        // BIGINT UNSIGNED: chunked while its values fit an i64 (see plan::plan).
         Ok(Cell::D(i)) if def.kind() == Kind::UnsignedBig => i64::try_from(i).ok(),
         _ => None,
     }

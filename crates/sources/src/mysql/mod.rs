@@ -3,12 +3,15 @@
 //!
 //! - [`columns`]: the one type mapping (MySQL column definition → Arrow).
 //! - [`convert`]: values from queries and from binlog row images → Arrow arrays.
-//! - [`snapshot`]: chunk plans over the primary key and the chunk reader.
+//! - [`plan`]: snapshot chunk plans over the primary key's first column.
+//! - [`snapshot`]: consistent-snapshot readers of chunks.
 //! - [`binlog`]: positions and the change stream, assembled into source transactions.
 
 pub mod binlog;
 pub mod columns;
 pub mod convert;
+mod handoff;
+pub mod plan;
 pub mod snapshot;
 pub mod source;
 

@@ -14,12 +14,14 @@ use sluice_core::retry::ErrorKind;
 
 use super::binlog::{self, BinlogPosition, BinlogReader, Ddl, Image, RowChange, RowOp, StreamItem};
 use super::columns::{arrow_schema, ColumnDef, Kind};
-use super::convert::{binlog_int, RowReject, RowsBuilder};
-use super::snapshot::{self, ChunkPlan};
+use super::convert::{RowReject, RowsBuilder};
+use super::handoff::Watermarks;
+use super::plan::{self, ChunkPlan};
+use super::snapshot;
 use super::{Flavor, MySql, TableInfo};
 use crate::source::{
     Capabilities, ChangeStream, Chunk, ChunkReader, IncrementalEnd, Position, Retention,
-    SnapshotMarks, SnapshotPlan, Source, SourceTable, StreamEvent, StreamTable, Taken,
+    SnapshotPlan, Source, SourceTable, StreamEvent, StreamTable, Taken,
 };
 use crate::SourceError;
 
@@ -125,38 +127,17 @@ fn key_columns(defs: &[ColumnDef], key: &[String]) -> Vec<usize> {
         .collect()
 }
 
-/// A plan as recorded with its run: a tag byte, then each chunk's start key (8 bytes, big
-/// endian). Runs recorded before plans followed the rows hold 24 bytes (lo, step, chunks).
+/// A plan as recorded with its run.
 fn plan_bytes(p: &ChunkPlan) -> SnapshotPlan {
-    let mut b = Vec::with_capacity(1 + 8 * p.starts.len());
-    b.push(PLAN_STARTS);
-    for v in &p.starts {
-        b.extend_from_slice(&v.to_be_bytes());
-    }
     SnapshotPlan {
         chunks: p.chunks() as u64,
-        plan: b,
+        plan: plan::encode(p),
     }
 }
 
-const PLAN_STARTS: u8 = b'S';
-
+/// The plan a run recorded (whole when no version of sluice wrote it that way).
 fn chunk_plan(p: &SnapshotPlan) -> ChunkPlan {
-    let words = |bytes: &[u8]| -> Vec<i64> {
-        bytes
-            .chunks_exact(8)
-            .map(|w| i64::from_be_bytes(w.try_into().expect("8 bytes")))
-            .collect()
-    };
-    match p.plan.split_first() {
-        Some((&PLAN_STARTS, rest)) if rest.len() % 8 == 0 => ChunkPlan {
-            starts: words(rest),
-        },
-        _ => match words(&p.plan)[..] {
-            [lo, step, chunks] => ChunkPlan::uniform(lo, step, chunks),
-            _ => ChunkPlan::whole(),
-        },
-    }
+    plan::decode(&p.plan).unwrap_or_else(ChunkPlan::whole)
 }
 
 /// A position as bytes: the binlog position after the last change, and where a restart must
@@ -290,7 +271,7 @@ impl Source for MySqlSource {
     ) -> Result<SnapshotPlan, SourceError> {
         let info = table_info(table)?;
         let mut conn = self.mysql.connect().await?;
-        let plan = snapshot::plan(&self.mysql, &mut conn, &info, chunk_rows).await;
+        let plan = plan::plan(&self.mysql, &mut conn, &info, chunk_rows).await;
         let _ = conn.disconnect().await;
         Ok(plan_bytes(&plan?))
     }
@@ -672,6 +653,11 @@ struct MySqlStream {
     held: Vec<RowChange>,
     /// Tables with rows in `held`: their later rows of the transaction wait too (in order).
     holding: HashSet<String>,
+    /// A transaction read and not yet decided: string keys in a snapshot's hand-off window
+    /// are weighed by the server first (kept here so a call dropped meanwhile loses nothing).
+    deciding: Option<binlog::SourceTxn>,
+    /// The connection keys are weighed on.
+    weigher: Option<Conn>,
 }
 
 impl MySqlStream {
@@ -726,10 +712,16 @@ impl MySqlStream {
             if start.as_ref().is_none_or(|s| begin.key() < s.key()) {
                 start = Some(begin);
             }
-            let marks = t
-                .snapshot
-                .as_ref()
-                .and_then(|m| Watermarks::of(m, &t.table, at));
+            let marks = match &t.snapshot {
+                Some(m) => Watermarks::of(
+                    m,
+                    chunk_plan(&m.plan),
+                    &definitions(&t.table)?,
+                    t.table.key.first(),
+                    at,
+                ),
+                None => None,
+            };
             streamed.insert(
                 t.table.name.clone(),
                 Streamed::new(t.table, from.key(), t.from, marks)?,
@@ -764,7 +756,42 @@ impl MySqlStream {
             open: Vec::new(),
             held: Vec::new(),
             holding: HashSet::new(),
+            deciding: None,
+            weigher: None,
         })
+    }
+
+    /// Weighs the string keys of the transaction being decided, for each table whose
+    /// snapshot hand-off it falls in.
+    async fn weigh_keys(&mut self) -> Result<(), SourceError> {
+        let Some(txn) = &self.deciding else {
+            return Ok(());
+        };
+        for (name, t) in self.tables.iter_mut() {
+            let Some(w) = t
+                .marks
+                .as_mut()
+                .filter(|w| w.weighs_keys() && w.undecided(&txn.end))
+            else {
+                continue;
+            };
+            let changes: Vec<&RowChange> = self
+                .held
+                .iter()
+                .chain(&txn.changes)
+                .filter(|c| c.table == *name)
+                .collect();
+            if changes.is_empty() {
+                continue;
+            }
+            if self.weigher.is_none() {
+                self.weigher = Some(self.mysql.connect().await?);
+            }
+            let conn = self.weigher.as_mut().expect("connected above");
+            w.weigh(&self.mysql, conn, &changes, &txn.end, &t.defs)
+                .await?;
+        }
+        Ok(())
     }
 
     fn position(&self, at: &BinlogPosition) -> Position {
@@ -867,7 +894,7 @@ impl MySqlStream {
             }
             let name = change.table.clone();
             let t = self.tables.get_mut(&name).expect("taken above");
-            let undecided = t.marks.as_ref().is_some_and(|w| at.encode() <= w.last);
+            let undecided = t.marks.as_ref().is_some_and(|w| w.undecided(at));
             if undecided || self.holding.contains(&name) {
                 self.holding.insert(name);
                 self.held.push(change);
@@ -1010,6 +1037,15 @@ impl ChangeStream for MySqlStream {
                 self.continue_ddl().await?;
                 continue;
             }
+            if self.deciding.is_some() {
+                self.weigh_keys().await?;
+                let txn = self.deciding.take().expect("checked above");
+                self.last_seen = Some(txn.end.clone());
+                let event = self.transaction(txn);
+                // Halts a transaction causes come before its rows.
+                self.queued.push_back(event);
+                continue;
+            }
             let Some(reader) = self.reader.as_mut() else {
                 return Ok(None);
             };
@@ -1017,12 +1053,7 @@ impl ChangeStream for MySqlStream {
                 return Ok(None);
             };
             match item {
-                StreamItem::Txn(txn) => {
-                    self.last_seen = Some(txn.end.clone());
-                    let event = self.transaction(txn);
-                    // Halts a transaction causes come before its rows.
-                    self.queued.push_back(event);
-                }
+                StreamItem::Txn(txn) => self.deciding = Some(txn),
                 StreamItem::Part {
                     changes,
                     at,
@@ -1201,88 +1232,5 @@ fn by_name(mut change: RowChange, defs: &[ColumnDef]) -> Result<RowChange, Strin
             Ok(change)
         }
         _ => Err(names.join(", ")),
-    }
-}
-
-/// The binlog positions the chunks of a table's last snapshot run were read at: a change at
-/// or before its key's chunk position is already in the lake (the chunk saw it), one after it
-/// is not. Without this, CDC after a resumed snapshot (whose later chunks were read later
-/// than the run's start) would land some changes twice, once as a read and once as the
-/// change: merge absorbs that, append and history would not.
-struct Watermarks {
-    plan: ChunkPlan,
-    /// The chunk column's index among the table's columns (None: the run was one chunk).
-    column: Option<usize>,
-    /// Encoded position per chunk.
-    read_at: Vec<i64>,
-    /// The latest of them: later changes are never in a chunk.
-    last: i64,
-}
-
-impl Watermarks {
-    /// The marks of a run, when some chunk was read after `resume` (else there is nothing
-    /// to tell apart).
-    fn of(marks: &SnapshotMarks, table: &SourceTable, resume: i64) -> Option<Watermarks> {
-        let last = marks.read_at.iter().copied().max().unwrap_or(1);
-        if last <= resume {
-            return None;
-        }
-        let plan = chunk_plan(&marks.plan);
-        let info = table_info(table).ok()?;
-        let column = snapshot::chunk_column(&info)
-            .filter(|_| plan.is_split())
-            .and_then(|c| info.columns.iter().position(|d| d.name == c));
-        Some(Watermarks {
-            plan,
-            column,
-            read_at: marks.read_at.clone(),
-            last,
-        })
-    }
-
-    /// Whether the chunk holding `image`'s key was read at or after `at`.
-    fn seen(&self, image: &Image, at: i64, defs: &[ColumnDef]) -> bool {
-        let chunk = match self.column {
-            Some(c) => {
-                let Some(k) = image.get(c).and_then(|v| binlog_int(&defs[c], v)) else {
-                    return false;
-                };
-                self.plan.chunk_of(k)
-            }
-            None => 0,
-        };
-        self.read_at.get(chunk as usize).is_some_and(|&r| at <= r)
-    }
-
-    /// The part of `change` (committed at `end`) the snapshot did not see: all of it, none
-    /// of it, or for an update that moved a key between chunks read on either side of it,
-    /// the delete of the old key or the insert of the new.
-    fn unseen(
-        &self,
-        change: RowChange,
-        end: &BinlogPosition,
-        defs: &[ColumnDef],
-    ) -> Option<RowChange> {
-        let at = end.encode();
-        if at > self.last {
-            return Some(change);
-        }
-        let before = change.before.as_ref().map(|i| self.seen(i, at, defs));
-        let after = change.after.as_ref().map(|i| self.seen(i, at, defs));
-        match (change.op, before, after) {
-            (RowOp::Insert, _, Some(true)) | (RowOp::Delete, Some(true), _) => None,
-            (RowOp::Update, Some(true), Some(true)) => None,
-            (RowOp::Update, Some(true), Some(false)) => Some(RowChange {
-                op: RowOp::Insert,
-                before: None,
-                ..change
-            }),
-            (RowOp::Update, Some(false), Some(true)) => Some(RowChange {
-                op: RowOp::Delete,
-                after: None,
-                ..change
-            }),
-            _ => Some(change),
-        }
     }
 }
