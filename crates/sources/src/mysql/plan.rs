@@ -312,6 +312,7 @@ async fn walk(
     let what = format!("planning the snapshot of `{}`", table.name);
     tracing::info!(table = %table.name, column = col, step, "planning chunks by walking the key");
     let from = format!("{}.{}", quote(&mysql.database), quote(&table.name));
+    let started = std::time::Instant::now();
     let mut starts: Vec<Vec<u8>> = Vec::new();
     while (starts.len() as u64) < MAX_STRING_CHUNKS - 1 {
         let next: Option<Option<Vec<u8>>> = match starts.last() {
@@ -340,6 +341,8 @@ async fn walk(
             None => break,
         }
     }
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::info!(table = %table.name, chunks = starts.len() + 1, ms, "key walked");
     Ok(ChunkPlan::Strings { order, starts })
 }
 
