@@ -259,7 +259,7 @@ fn handoff_after_a_resumed_snapshot(key_type: &str) {
 /// the chunk before it, read before the changes) would be lost.
 #[test]
 fn the_handoff_with_a_collated_varchar_key_lands_each_change_once() {
-    let (db, sb, at) = string_keyed_killed_after_first_chunk_commit(
+    let (db, sb, at) = keyed_killed_after_first_chunk_commit(
         "VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci",
         "CONCAT(ELT(1 + seq % 4, 'a', 'B', 'ä', 'C'), LPAD(seq, 7, '0'))",
     );
@@ -285,10 +285,8 @@ fn the_handoff_with_a_collated_varchar_key_lands_each_change_once() {
 /// stored, so it is not taken for a key of the chunk before (read before the change).
 #[test]
 fn the_handoff_with_a_binary_key_lands_each_change_once() {
-    let (db, sb, at) = string_keyed_killed_after_first_chunk_commit(
-        "BINARY(5)",
-        "UNHEX(LPAD(HEX(seq * 256), 8, '0'))",
-    );
+    let (db, sb, at) =
+        keyed_killed_after_first_chunk_commit("BINARY(5)", "UNHEX(LPAD(HEX(seq * 256), 8, '0'))");
     let (last_read, first_unread) = (at.n_at(&db, -1), at.n_at(&db, 0));
     let (late, gone) = (
         at.n_at(&db, 40_000),
@@ -302,6 +300,45 @@ fn the_handoff_with_a_binary_key_lands_each_change_once() {
         gone[0], gone[1]
     ));
     string_handoff_lands_each_change_once(&db, &sb, &[10, last_read], &gone, 2);
+}
+
+/// DATETIME(6) and DECIMAL keys are chunked by walking the key (bounds passed back as
+/// values of the column's type, fractions of a second and signs kept), and the hand-off
+/// places each change in its chunk by the key's value.
+#[test]
+fn the_handoff_with_datetime_and_decimal_keys_lands_each_change_once() {
+    for (key_type, key, text) in [
+        (
+            "DATETIME(6)",
+            "'2024-01-01' + INTERVAL (seq * 1000003) MICROSECOND",
+            (
+                "TIMESTAMPDIFF(MICROSECOND, '1970-01-01', id)",
+                "epoch_us(id)::VARCHAR",
+            ),
+        ),
+        (
+            "DECIMAL(20, 4)",
+            "seq * 1.0007 - 50000",
+            ("CAST(id AS CHAR)", "id::VARCHAR"),
+        ),
+    ] {
+        let (db, sb, at) = keyed_killed_after_first_chunk_commit(key_type, key);
+        let (last_read, first_unread) = (at.n_at(&db, -1), at.n_at(&db, 0));
+        let (late, gone) = (
+            at.n_at(&db, 40_000),
+            [at.n_at(&db, 45_000), at.n_at(&db, 46_000)],
+        );
+        db.sql(&format!(
+            "UPDATE big SET v = 'early' WHERE n IN (10, {last_read});
+             UPDATE big SET v = 'late' WHERE n IN ({first_unread}, {late});
+             DELETE FROM big WHERE n IN ({}, {});
+             INSERT INTO big SELECT {}, 300001, 'new' FROM seq_1_to_1",
+            gone[0],
+            gone[1],
+            key.replace("seq", "-7")
+        ));
+        keyed_handoff_lands_each_change_once(&db, &sb, text, &[10, last_read], &gone, 1);
+    }
 }
 
 /// Where the run that died stopped: the first chunk it did not commit.
@@ -324,10 +361,7 @@ impl Stopped {
 /// Table `big (id key_type, n, v)` of 200,000 rows, `id` being `key` of n, captured in chunks
 /// of 10,000 into merge, append and history by a first run that dies at its first chunk
 /// commit, which holds chunks 0 to some k-1 of 20 (k is found in the change log).
-fn string_keyed_killed_after_first_chunk_commit(
-    key_type: &str,
-    key: &str,
-) -> (MariaDb, Sandbox, Stopped) {
+fn keyed_killed_after_first_chunk_commit(key_type: &str, key: &str) -> (MariaDb, Sandbox, Stopped) {
     let db = MariaDb::start(&[]);
     db.sql(&format!(
         "CREATE TABLE big (id {key_type} PRIMARY KEY, n INT NOT NULL, v VARCHAR(20));
@@ -356,7 +390,8 @@ fn string_keyed_killed_after_first_chunk_commit(
     let k = committed.len();
     assert!(
         k > 0 && k < 19 && committed == (0..k).collect::<Vec<_>>(),
-        "chunks committed before the kill: {committed:?}"
+        "chunks committed before the kill: {committed:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     (db, sb, Stopped { chunk: k })
 }
@@ -371,11 +406,32 @@ fn string_handoff_lands_each_change_once(
     gone: &[u32],
     inserted: usize,
 ) {
+    keyed_handoff_lands_each_change_once(
+        db,
+        sb,
+        ("HEX(id)", "hex(id)"),
+        updated_early,
+        gone,
+        inserted,
+    )
+}
+
+/// The same, the key compared as `key_text` (MariaDB's expression, DuckDB's).
+fn keyed_handoff_lands_each_change_once(
+    db: &MariaDb,
+    sb: &Sandbox,
+    (maria_key, duck_key): (&str, &str),
+    updated_early: &[u32],
+    gone: &[u32],
+    inserted: usize,
+) {
     let (code, report) = sync(sb, &[]);
     assert_eq!(code, 0, "{report}");
-    let source = db.rows("SELECT n, HEX(id), v FROM big ORDER BY n");
+    let source = db.rows(&format!("SELECT n, {maria_key}, v FROM big ORDER BY n"));
     assert_eq!(source.len(), 200_000 - gone.len() + inserted);
-    let merged = sb.duck("SELECT n::VARCHAR, hex(id), v FROM shop.big ORDER BY n");
+    let merged = sb.duck(&format!(
+        "SELECT n::VARCHAR, {duck_key}, v FROM shop.big ORDER BY n"
+    ));
     assert!(merged == source, "merge differs from MariaDB");
     let repeated = sb.duck(
         "SELECT n::VARCHAR, string_agg(_sluice_op, ',' ORDER BY _sluice_seq) FROM shop.big_append GROUP BY n HAVING count(*) > 1 ORDER BY n",
@@ -402,9 +458,9 @@ fn string_handoff_lands_each_change_once(
         )),
         vec![vec![s("0")]]
     );
-    let current = sb.duck(
-        "SELECT n::VARCHAR, hex(id), v FROM shop.big_history WHERE _sluice_is_current ORDER BY n",
-    );
+    let current = sb.duck(&format!(
+        "SELECT n::VARCHAR, {duck_key}, v FROM shop.big_history WHERE _sluice_is_current ORDER BY n"
+    ));
     assert!(current == source, "history's current versions differ");
 }
 

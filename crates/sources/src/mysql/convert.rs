@@ -308,6 +308,62 @@ pub fn binlog_int(def: &ColumnDef, v: &Option<BinlogValue<'static>>) -> Option<i
     }
 }
 
+/// A DATE, DATETIME, TIMESTAMP or DECIMAL key value as a number in the server's order of
+/// the column (None for NULL or another kind): dates and datetimes by their parts packed
+/// (zero and invalid dates, which the server orders by their parts too, included),
+/// timestamps by their UTC instant, decimals at the column's scale. Snapshot chunk bounds
+/// and binlog keys compare this way.
+pub fn key_ordinal(kind: &Kind, v: &Value, origin: Origin) -> Option<i128> {
+    match (kind, v) {
+        (Kind::Date | Kind::DateTime, Value::Date(y, mo, d, h, mi, s, us)) => {
+            Some(pack_datetime(*y, *mo, *d, *h, *mi, *s, *us))
+        }
+        (Kind::Timestamp | Kind::Decimal { .. }, _) => match convert(kind, v, origin).ok()? {
+            Cell::Micros(m) => Some(m as i128),
+            Cell::Zero => Some(0),
+            Cell::D(d) => Some(d),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// [`key_ordinal`] of a binlog row image's value.
+pub fn binlog_ordinal(kind: &Kind, v: &Option<BinlogValue<'static>>) -> Option<i128> {
+    let Some(BinlogValue::Value(v)) = v else {
+        return None;
+    };
+    key_ordinal(kind, v, Origin::Binlog)
+}
+
+/// Date and time parts, packed so that numeric order is their order.
+pub fn pack_datetime(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> i128 {
+    let mut v = y as i128;
+    for (part, span) in [
+        (mo as i128, 13),
+        (d as i128, 32),
+        (h as i128, 24),
+        (mi as i128, 60),
+        (s as i128, 60),
+    ] {
+        v = v * span + part;
+    }
+    v * 1_000_000 + us as i128
+}
+
+/// The parts [`pack_datetime`] packed.
+pub fn unpack_datetime(v: i128) -> Value {
+    let us = (v % 1_000_000) as u32;
+    let mut rest = v / 1_000_000;
+    let mut parts = [0u8; 5];
+    for (i, span) in [60, 60, 24, 32, 13].into_iter().enumerate() {
+        parts[4 - i] = (rest % span) as u8;
+        rest /= span;
+    }
+    let [mo, d, h, mi, s] = parts;
+    Value::Date(rest as u16, mo, d, h, mi, s, us)
+}
+
 /// An integer key value as the server returned it (a plan's MIN or MAX), any signedness.
 pub fn key_integer(v: &Value) -> Option<i128> {
     (*v != Value::NULL).then(|| integer(v).ok()).flatten()

@@ -14,7 +14,7 @@ use mysql_async::{Conn, Value};
 
 use super::binlog::{BinlogPosition, Image, RowChange, RowOp};
 use super::columns::ColumnDef;
-use super::convert::binlog_int;
+use super::convert::{binlog_int, binlog_ordinal};
 use super::plan::{self, ChunkPlan};
 use super::MySql;
 use crate::source::SnapshotMarks;
@@ -126,6 +126,9 @@ impl Watermarks {
         };
         match &self.plan {
             ChunkPlan::Ints(_) => self.plan.chunk_of_int(binlog_int(&defs[c], image.get(c)?)?),
+            ChunkPlan::Ordinals { .. } => self
+                .plan
+                .chunk_of_ordinal(binlog_ordinal(&defs[c].kind(), image.get(c)?)?),
             ChunkPlan::Strings { .. } => {
                 let chunk = self.chunk_of_key.get(string_key(image, c)?).copied();
                 debug_assert!(chunk.is_some(), "a string key decided without its weight");

@@ -16,7 +16,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
 use super::columns::Kind;
-use super::convert::key_integer;
+use super::convert::{key_integer, key_ordinal, unpack_datetime, Origin};
 use super::{quote, MySql, TableInfo};
 use crate::SourceError;
 
@@ -31,6 +31,95 @@ pub enum ChunkPlan {
         /// Values of the column, in its character set's bytes.
         starts: Vec<Vec<u8>>,
     },
+    /// DATE, DATETIME, TIMESTAMP and DECIMAL keys, as [`key_ordinal`] numbers them.
+    Ordinals {
+        kind: OrdinalKind,
+        starts: Vec<i128>,
+    },
+}
+
+/// What the numbers of an ordinal plan are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrdinalKind {
+    /// DATE and DATETIME parts, packed ([`super::convert::pack_datetime`]).
+    DateTime,
+    /// TIMESTAMP: microseconds since the epoch (0: the zero timestamp).
+    Timestamp,
+    /// DECIMAL(p, s), scaled by 10^s.
+    Decimal { precision: u8, scale: u8 },
+}
+
+impl OrdinalKind {
+    fn of(kind: &Kind) -> Option<OrdinalKind> {
+        Some(match kind {
+            Kind::Date | Kind::DateTime => OrdinalKind::DateTime,
+            Kind::Timestamp => OrdinalKind::Timestamp,
+            Kind::Decimal { precision, scale } if *scale >= 0 => OrdinalKind::Decimal {
+                precision: *precision,
+                scale: *scale as u8,
+            },
+            _ => return None,
+        })
+    }
+
+    /// Whether `v` can start a chunk: zero and invalid dates order among the others but have
+    /// no value a query can compare with (the chunk before holds them).
+    fn expressible(&self, v: i128) -> bool {
+        match self {
+            OrdinalKind::DateTime => match unpack_datetime(v) {
+                Value::Date(y, mo, d, h, mi, s, us) => {
+                    chrono::NaiveDate::from_ymd_opt(y as i32, mo as u32, d as u32)
+                        .and_then(|day| day.and_hms_micro_opt(h as u32, mi as u32, s as u32, us))
+                        .is_some()
+                }
+                _ => false,
+            },
+            OrdinalKind::Timestamp => v != 0,
+            OrdinalKind::Decimal { .. } => true,
+        }
+    }
+
+    /// A start as the server takes it, and the SQL that makes it the column's type.
+    fn param(&self, v: i128) -> (Value, String) {
+        match self {
+            OrdinalKind::DateTime => (unpack_datetime(v), "CAST(? AS DATETIME(6))".into()),
+            OrdinalKind::Timestamp => {
+                let t = chrono::DateTime::from_timestamp_micros(v as i64)
+                    .filter(|_| v != 0)
+                    .map(|t| t.naive_utc());
+                let value = match t {
+                    Some(t) => {
+                        use chrono::{Datelike, Timelike};
+                        Value::Date(
+                            t.year() as u16,
+                            t.month() as u8,
+                            t.day() as u8,
+                            t.hour() as u8,
+                            t.minute() as u8,
+                            t.second() as u8,
+                            t.nanosecond() / 1000,
+                        )
+                    }
+                    None => Value::Date(0, 0, 0, 0, 0, 0, 0),
+                };
+                // Sessions are in UTC (see `MySql::connect`): the instant is exact.
+                (value, "CAST(? AS DATETIME(6))".into())
+            }
+            OrdinalKind::Decimal { precision, scale } => {
+                let sign = if v < 0 { "-" } else { "" };
+                let digits = format!("{:0>width$}", v.unsigned_abs(), width = *scale as usize + 1);
+                let (int, frac) = digits.split_at(digits.len() - *scale as usize);
+                let text = match frac.is_empty() {
+                    true => format!("{sign}{int}"),
+                    false => format!("{sign}{int}.{frac}"),
+                };
+                (
+                    Value::Bytes(text.into_bytes()),
+                    format!("CAST(? AS DECIMAL({precision}, {scale}))"),
+                )
+            }
+        }
+    }
 }
 
 /// How a string key column compares.
@@ -48,8 +137,8 @@ pub enum StringOrder {
     },
 }
 
-/// The most chunks a string key's walk makes (its starts are kept with the run).
-const MAX_STRING_CHUNKS: u64 = 1024;
+/// The most chunks a walk makes (its starts are kept with the run).
+const MAX_WALKED_CHUNKS: u64 = 1024;
 
 /// The longest CHAR/VARCHAR key chunked (sort keys are taken at the column's length).
 const MAX_KEY_CHARS: u64 = 1024;
@@ -79,6 +168,7 @@ impl ChunkPlan {
         match self {
             ChunkPlan::Ints(s) => s.len(),
             ChunkPlan::Strings { starts, .. } => starts.len(),
+            ChunkPlan::Ordinals { starts, .. } => starts.len(),
         }
     }
 
@@ -95,7 +185,15 @@ impl ChunkPlan {
     pub fn chunk_of_int(&self, k: i64) -> Option<i64> {
         match self {
             ChunkPlan::Ints(starts) => Some(starts.partition_point(|&s| s <= k) as i64),
-            ChunkPlan::Strings { .. } => None,
+            _ => None,
+        }
+    }
+
+    /// The chunk holding the key numbered `k` (None: not an ordinal plan).
+    pub fn chunk_of_ordinal(&self, k: i128) -> Option<i64> {
+        match self {
+            ChunkPlan::Ordinals { starts, .. } => Some(starts.partition_point(|&s| s <= k) as i64),
+            _ => None,
         }
     }
 
@@ -115,40 +213,26 @@ impl ChunkPlan {
     /// (None: the whole table).
     pub fn condition(&self, col: &str, i: i64) -> Option<(String, Vec<Value>)> {
         let i = i.max(0) as usize;
-        let (lo, hi): (Option<Value>, Option<Value>) = match self {
-            ChunkPlan::Ints(starts) => (
-                i.checked_sub(1)
-                    .and_then(|j| starts.get(j))
-                    .map(|&v| v.into()),
-                starts.get(i).map(|&v| v.into()),
-            ),
-            ChunkPlan::Strings { starts, .. } => (
-                i.checked_sub(1)
-                    .and_then(|j| starts.get(j))
-                    .map(|v| Value::Bytes(v.clone())),
-                starts.get(i).map(|v| Value::Bytes(v.clone())),
-            ),
+        let bound = |j: usize| -> Option<(Value, String)> {
+            match self {
+                ChunkPlan::Ints(starts) => starts.get(j).map(|&v| (v.into(), "?".into())),
+                ChunkPlan::Strings { order, starts } => starts
+                    .get(j)
+                    .map(|v| (Value::Bytes(v.clone()), order.value("?"))),
+                ChunkPlan::Ordinals { kind, starts } => starts.get(j).map(|&v| kind.param(v)),
+            }
         };
-        let param = self.param();
         let mut conds = Vec::new();
         let mut params = Vec::new();
-        if let Some(lo) = lo {
-            conds.push(format!("{} >= {param}", quote(col)));
+        if let Some((lo, sql)) = i.checked_sub(1).and_then(bound) {
+            conds.push(format!("{} >= {sql}", quote(col)));
             params.push(lo);
         }
-        if let Some(hi) = hi {
-            conds.push(format!("{} < {param}", quote(col)));
+        if let Some((hi, sql)) = bound(i) {
+            conds.push(format!("{} < {sql}", quote(col)));
             params.push(hi);
         }
         (!conds.is_empty()).then(|| (conds.join(" AND "), params))
-    }
-
-    /// A bound as the key column compares with it.
-    fn param(&self) -> String {
-        match self {
-            ChunkPlan::Ints(_) => "?".into(),
-            ChunkPlan::Strings { order, .. } => order.value("?"),
-        }
     }
 }
 
@@ -183,7 +267,8 @@ fn plain_word(s: &str) -> Option<String> {
 }
 
 /// How `table`'s key would be chunked: its first column when it is an integer, a
-/// CHAR/VARCHAR of at most [`MAX_KEY_CHARS`] characters, or a BINARY/VARBINARY.
+/// CHAR/VARCHAR of at most [`MAX_KEY_CHARS`] characters, a BINARY/VARBINARY, a DATE,
+/// DATETIME, TIMESTAMP or DECIMAL (of at most 38 digits).
 pub fn chunk_column(table: &TableInfo) -> Option<(&str, Kind)> {
     let first = table.primary_key.first()?;
     let def = table.columns.iter().find(|c| &c.name == first)?;
@@ -193,7 +278,7 @@ pub fn chunk_column(table: &TableInfo) -> Option<(&str, Kind)> {
         Kind::Text { .. } => matches!(def.data_type.as_str(), "char" | "varchar"),
         Kind::FixedBinary { .. } => true,
         Kind::Binary => def.data_type == "varbinary",
-        _ => false,
+        other => OrdinalKind::of(other).is_some(),
     };
     chunked.then_some((first.as_str(), kind))
 }
@@ -218,9 +303,60 @@ pub async fn plan(
             let Some(order) = string_order(mysql, conn, table, col, &kind).await? else {
                 return Ok(ChunkPlan::whole());
             };
-            walk(mysql, conn, table, col, order, rows, chunk_rows).await
+            let select = format!("CAST({} AS BINARY)", quote(col));
+            let starts = walk(
+                mysql,
+                conn,
+                table,
+                col,
+                (select.as_str(), order.value("?").as_str()),
+                rows,
+                chunk_rows,
+            )
+            .await?
+            .into_iter()
+            .map(|v| match v {
+                Value::Bytes(b) => Ok(b),
+                other => Err(mysql.err(format!(
+                    "`{}`.`{col}`: a key walked as {other:?}",
+                    table.name
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+            Ok(ChunkPlan::Strings { order, starts })
         }
-        _ => plan_ints(mysql, conn, table, col, rows, chunk_rows).await,
+        other => match OrdinalKind::of(&other) {
+            Some(ordinal) => {
+                let param = ordinal.param(0).1;
+                let walked = walk(
+                    mysql,
+                    conn,
+                    table,
+                    col,
+                    (quote(col).as_str(), param.as_str()),
+                    rows,
+                    chunk_rows,
+                )
+                .await?;
+                let starts = walked
+                    .iter()
+                    .map(|v| {
+                        key_ordinal(&other, v, Origin::Query).ok_or_else(|| {
+                            mysql.err(format!("`{}`.`{col}`: a key walked as {v:?}", table.name))
+                        })
+                    })
+                    .collect::<Result<Vec<i128>, _>>()?;
+                let starts = starts
+                    .into_iter()
+                    .filter(|&v| ordinal.expressible(v))
+                    .collect();
+                Ok(ChunkPlan::Ordinals {
+                    kind: ordinal,
+                    starts,
+                })
+            }
+            None => plan_ints(mysql, conn, table, col, rows, chunk_rows).await,
+        },
     }
 }
 
@@ -299,51 +435,54 @@ async fn string_order(
 
 /// Walks the key's index: each chunk starts `chunk_rows` keys after the previous start
 /// (strictly after it, so a run of keys the collation makes equal never stalls the walk).
+/// `(select, param)`: the key as read, and a read start as compared with the column.
 async fn walk(
     mysql: &MySql,
     conn: &mut Conn,
     table: &TableInfo,
     col: &str,
-    order: StringOrder,
+    (select, param): (&str, &str),
     rows: u64,
     chunk_rows: u64,
-) -> Result<ChunkPlan, SourceError> {
-    let step = chunk_rows.max(rows.div_ceil(MAX_STRING_CHUNKS));
+) -> Result<Vec<Value>, SourceError> {
+    let step = chunk_rows.max(rows.div_ceil(MAX_WALKED_CHUNKS));
     let what = format!("planning the snapshot of `{}`", table.name);
     tracing::info!(table = %table.name, column = col, step, "planning chunks by walking the key");
     let from = format!("{}.{}", quote(&mysql.database), quote(&table.name));
     let started = std::time::Instant::now();
-    let mut starts: Vec<Vec<u8>> = Vec::new();
-    while (starts.len() as u64) < MAX_STRING_CHUNKS - 1 {
-        let next: Option<Option<Vec<u8>>> = match starts.last() {
+    let mut starts: Vec<Value> = Vec::new();
+    while (starts.len() as u64) < MAX_WALKED_CHUNKS - 1 {
+        let c = quote(col);
+        let next: Option<Value> = match starts.last() {
+            // Over the binary protocol, as the rest: dates come as dates.
             None => conn
-                .query_first(format!(
-                    "SELECT CAST({c} AS BINARY) FROM {from} ORDER BY {c} LIMIT 1 OFFSET {step}",
-                    c = quote(col)
-                ))
+                .exec_first(
+                    format!(
+                        "SELECT {select} FROM {from} WHERE {c} IS NOT NULL ORDER BY {c} LIMIT 1 OFFSET {step}"
+                    ),
+                    (),
+                )
                 .await
                 .map_err(|e| mysql.db_err(&what, e))?,
             Some(last) => conn
                 .exec_first(
                     format!(
-                        "SELECT CAST({c} AS BINARY) FROM {from} WHERE {c} > {} ORDER BY {c} LIMIT 1 OFFSET {}",
-                        order.value("?"),
-                        step - 1,
-                        c = quote(col)
+                        "SELECT {select} FROM {from} WHERE {c} > {param} ORDER BY {c} LIMIT 1 OFFSET {}",
+                        step - 1
                     ),
                     (last.clone(),),
                 )
                 .await
                 .map_err(|e| mysql.db_err(&what, e))?,
         };
-        match next.flatten() {
+        match next {
+            Some(Value::NULL) | None => break,
             Some(start) => starts.push(start),
-            None => break,
         }
     }
     let ms = started.elapsed().as_millis() as u64;
     tracing::info!(table = %table.name, chunks = starts.len() + 1, ms, "key walked");
-    Ok(ChunkPlan::Strings { order, starts })
+    Ok(starts)
 }
 
 /// Cuts an integer key's range in even sub-ranges, four per chunk the row count asks for;
@@ -533,12 +672,48 @@ pub fn encode(p: &ChunkPlan) -> Vec<u8> {
                 b.extend_from_slice(s);
             }
         }
+        ChunkPlan::Ordinals { kind, starts } => {
+            b.push(ORDINAL_STARTS);
+            match kind {
+                OrdinalKind::DateTime => b.push(0),
+                OrdinalKind::Timestamp => b.push(1),
+                OrdinalKind::Decimal { precision, scale } => {
+                    b.extend_from_slice(&[2, *precision, *scale])
+                }
+            }
+            for v in starts {
+                b.extend_from_slice(&v.to_be_bytes());
+            }
+        }
     }
     b
 }
 
 const INT_STARTS: u8 = b'S';
 const STRING_STARTS: u8 = b'B';
+const ORDINAL_STARTS: u8 = b'O';
+
+fn decode_ordinals(b: &[u8]) -> Option<ChunkPlan> {
+    let (kind, rest) = match b.split_first()? {
+        (&0, rest) => (OrdinalKind::DateTime, rest),
+        (&1, rest) => (OrdinalKind::Timestamp, rest),
+        (&2, [precision, scale, rest @ ..]) => (
+            OrdinalKind::Decimal {
+                precision: *precision,
+                scale: *scale,
+            },
+            rest,
+        ),
+        _ => return None,
+    };
+    (rest.len() % 16 == 0).then(|| ChunkPlan::Ordinals {
+        kind,
+        starts: rest
+            .chunks_exact(16)
+            .map(|w| i128::from_be_bytes(w.try_into().expect("16 bytes")))
+            .collect(),
+    })
+}
 
 /// The plan [`encode`] recorded (None: bytes no version of sluice wrote).
 pub fn decode(bytes: &[u8]) -> Option<ChunkPlan> {
@@ -551,6 +726,7 @@ pub fn decode(bytes: &[u8]) -> Option<ChunkPlan> {
     match bytes.split_first() {
         Some((&INT_STARTS, rest)) if rest.len() % 8 == 0 => Some(ChunkPlan::Ints(words(rest))),
         Some((&STRING_STARTS, rest)) if decode_strings(rest).is_some() => decode_strings(rest),
+        Some((&ORDINAL_STARTS, rest)) if decode_ordinals(rest).is_some() => decode_ordinals(rest),
         _ => match words(bytes)[..] {
             [lo, step, chunks] if bytes.len() == 24 => Some(ChunkPlan::uniform(lo, step, chunks)),
             _ => None,
@@ -646,6 +822,17 @@ mod tests {
                 },
                 starts: vec![vec![0xe4]],
             },
+            ChunkPlan::Ordinals {
+                kind: OrdinalKind::Decimal {
+                    precision: 38,
+                    scale: 10,
+                },
+                starts: vec![i128::MIN, -5, 0, 10i128.pow(37)],
+            },
+            ChunkPlan::Ordinals {
+                kind: OrdinalKind::Timestamp,
+                starts: vec![1, 1_700_000_000_000_000],
+            },
         ];
         for p in plans {
             assert_eq!(decode(&encode(&p)), Some(p.clone()), "{p:?}");
@@ -659,6 +846,56 @@ mod tests {
             starts: vec![b"abc".to_vec()],
         });
         assert_eq!(decode(&cut[..cut.len() - 1]), None);
+    }
+
+    /// Dates number in their own order, zero and invalid ones included, and come back as
+    /// the values they were; decimals and timestamps become exact values of their type.
+    #[test]
+    fn ordinals_keep_the_order_and_the_value() {
+        use super::super::convert::pack_datetime;
+        let dates = [
+            (0, 0, 0, 0, 0, 0, 0),
+            (0, 1, 1, 0, 0, 0, 0),
+            (2024, 2, 0, 0, 0, 0, 0),
+            (2024, 2, 1, 0, 0, 0, 0),
+            (2024, 2, 1, 0, 0, 0, 1),
+            (2024, 2, 1, 23, 59, 59, 999_999),
+            (2024, 2, 30, 0, 0, 0, 0),
+            (2024, 12, 31, 0, 0, 0, 0),
+            (9999, 12, 31, 23, 59, 59, 999_999),
+        ];
+        let packed: Vec<i128> = dates
+            .iter()
+            .map(|&(y, mo, d, h, mi, s, us)| pack_datetime(y, mo, d, h, mi, s, us))
+            .collect();
+        assert!(packed.windows(2).all(|w| w[0] < w[1]), "{packed:?}");
+        for (&(y, mo, d, h, mi, s, us), &p) in dates.iter().zip(&packed) {
+            assert_eq!(unpack_datetime(p), Value::Date(y, mo, d, h, mi, s, us));
+        }
+        let expressible: Vec<bool> = packed
+            .iter()
+            .map(|&p| OrdinalKind::DateTime.expressible(p))
+            .collect();
+        assert_eq!(
+            expressible,
+            [false, true, false, true, true, true, false, true, true]
+        );
+        let decimal = OrdinalKind::Decimal {
+            precision: 15,
+            scale: 2,
+        };
+        assert_eq!(decimal.param(-5).0, Value::Bytes(b"-0.05".to_vec()));
+        assert_eq!(decimal.param(123_456).0, Value::Bytes(b"1234.56".to_vec()));
+        assert_eq!(decimal.param(0).1, "CAST(? AS DECIMAL(15, 2))");
+        let whole = OrdinalKind::Decimal {
+            precision: 10,
+            scale: 0,
+        };
+        assert_eq!(whole.param(-42).0, Value::Bytes(b"-42".to_vec()));
+        assert_eq!(
+            OrdinalKind::Timestamp.param(1_700_000_000_000_001).0,
+            Value::Date(2023, 11, 14, 22, 13, 20, 1)
+        );
     }
 
     #[test]
