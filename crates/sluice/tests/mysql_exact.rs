@@ -277,37 +277,26 @@ fn the_handoff_with_a_collated_varchar_key_lands_each_change_once() {
          INSERT INTO big SELECT CONCAT(id, '\t'), 300003, 'new' FROM big WHERE n = {first_unread}",
         gone[0], gone[1]
     ));
-    string_handoff_lands_each_change_once(&db, &sb, &[2, 4, last_read], &gone, 3);
+    let hex = ("HEX(id)", "hex(id)");
+    keyed_handoff_lands_each_change_once(&db, &sb, hex, &[2, 4, last_read], &gone, 3);
 }
 
-/// A BINARY(5) key whose values end in zero bytes (the binlog drops them): a change to the
-/// first key of the first chunk the resumed run read is decided with the key padded as
-/// stored, so it is not taken for a key of the chunk before (read before the change).
+/// BINARY, DATETIME, TIMESTAMP and DECIMAL keys are chunked by walking the key, and the hand-off
+/// after a resumed run places each change in its chunk by the key's value:
+/// - BINARY(5) values ending in zero bytes (the binlog drops them): the first key of the
+///   first chunk the resumed run read is padded as stored, so it is not taken for a key of
+///   the chunk before (read before the change);
+/// - DATETIME(6), TIMESTAMP(6) and DECIMAL bounds go back as values of the column's type,
+///   fractions of a second and signs kept.
 #[test]
-fn the_handoff_with_a_binary_key_lands_each_change_once() {
-    let (db, sb, at) =
-        keyed_killed_after_first_chunk_commit("BINARY(5)", "UNHEX(LPAD(HEX(seq * 256), 8, '0'))");
-    let (last_read, first_unread) = (at.n_at(&db, -1), at.n_at(&db, 0));
-    let (late, gone) = (
-        at.n_at(&db, 40_000),
-        [at.n_at(&db, 45_000), at.n_at(&db, 46_000)],
-    );
-    db.sql(&format!(
-        "UPDATE big SET v = 'early' WHERE n IN (10, {last_read});
-         UPDATE big SET v = 'late' WHERE n IN ({first_unread}, {late});
-         DELETE FROM big WHERE n IN ({}, {});
-         INSERT INTO big VALUES (UNHEX('0000000100'), 300001, 'new'), (UNHEX('FF'), 300002, 'new')",
-        gone[0], gone[1]
-    ));
-    string_handoff_lands_each_change_once(&db, &sb, &[10, last_read], &gone, 2);
-}
-
-/// DATETIME(6) and DECIMAL keys are chunked by walking the key (bounds passed back as
-/// values of the column's type, fractions of a second and signs kept), and the hand-off
-/// places each change in its chunk by the key's value.
-#[test]
-fn the_handoff_with_datetime_and_decimal_keys_lands_each_change_once() {
-    for (key_type, key, text) in [
+fn the_handoff_with_binary_date_and_decimal_keys_lands_each_change_once() {
+    let cases: [KeyCase; 4] = [
+        (
+            "BINARY(5)",
+            "UNHEX(LPAD(HEX(seq * 256), 8, '0'))",
+            ("HEX(id)", "hex(id)"),
+            &[0, 16_000_000],
+        ),
         (
             "DATETIME(6)",
             "'2024-01-01' + INTERVAL (seq * 1000003) MICROSECOND",
@@ -315,31 +304,63 @@ fn the_handoff_with_datetime_and_decimal_keys_lands_each_change_once() {
                 "TIMESTAMPDIFF(MICROSECOND, '1970-01-01', id)",
                 "epoch_us(id)::VARCHAR",
             ),
+            &[-7],
+        ),
+        (
+            "TIMESTAMP(6)",
+            "FROM_UNIXTIME(1700000000 + seq * 1.000003)",
+            (
+                "CAST(UNIX_TIMESTAMP(id) * 1000000 AS SIGNED)",
+                "epoch_us(id)::VARCHAR",
+            ),
+            &[-7],
         ),
         (
             "DECIMAL(20, 4)",
             "seq * 1.0007 - 50000",
             ("CAST(id AS CHAR)", "id::VARCHAR"),
+            &[-7],
         ),
-    ] {
+    ];
+    for (key_type, key, text, new_keys) in cases {
         let (db, sb, at) = keyed_killed_after_first_chunk_commit(key_type, key);
         let (last_read, first_unread) = (at.n_at(&db, -1), at.n_at(&db, 0));
         let (late, gone) = (
             at.n_at(&db, 40_000),
             [at.n_at(&db, 45_000), at.n_at(&db, 46_000)],
         );
+        let seqs: Vec<String> = new_keys
+            .iter()
+            .map(|k| format!("SELECT {k} AS seq"))
+            .collect();
         db.sql(&format!(
             "UPDATE big SET v = 'early' WHERE n IN (10, {last_read});
              UPDATE big SET v = 'late' WHERE n IN ({first_unread}, {late});
              DELETE FROM big WHERE n IN ({}, {});
-             INSERT INTO big SELECT {}, 300001, 'new' FROM seq_1_to_1",
+             INSERT INTO big SELECT {key}, 300000 + ABS(seq), 'new' FROM ({}) s",
             gone[0],
             gone[1],
-            key.replace("seq", "-7")
+            seqs.join(" UNION ALL ")
         ));
-        keyed_handoff_lands_each_change_once(&db, &sb, text, &[10, last_read], &gone, 1);
+        keyed_handoff_lands_each_change_once(
+            &db,
+            &sb,
+            text,
+            &[10, last_read],
+            &gone,
+            new_keys.len(),
+        );
     }
 }
+
+/// A key type, its values as an SQL expression of `seq`, the key as text (MariaDB's
+/// expression, DuckDB's), and the `seq` of keys inserted after the kill.
+type KeyCase = (
+    &'static str,
+    &'static str,
+    (&'static str, &'static str),
+    &'static [i64],
+);
 
 /// Where the run that died stopped: the first chunk it did not commit.
 struct Stopped {
@@ -396,27 +417,10 @@ fn keyed_killed_after_first_chunk_commit(key_type: &str, key: &str) -> (MariaDb,
     (db, sb, Stopped { chunk: k })
 }
 
-/// After the resumed run: merge and history equal MariaDB key byte for key byte; the keys
+/// After the resumed run: merge and history equal MariaDB, the key compared as `key_text`
+/// (MariaDB's expression of it, DuckDB's) byte for byte; the keys
 /// `updated_early` (in chunks read before their change) have a read and the change in the
 /// append table, every other key one row, the keys `gone` none; `inserted` new keys once.
-fn string_handoff_lands_each_change_once(
-    db: &MariaDb,
-    sb: &Sandbox,
-    updated_early: &[u32],
-    gone: &[u32],
-    inserted: usize,
-) {
-    keyed_handoff_lands_each_change_once(
-        db,
-        sb,
-        ("HEX(id)", "hex(id)"),
-        updated_early,
-        gone,
-        inserted,
-    )
-}
-
-/// The same, the key compared as `key_text` (MariaDB's expression, DuckDB's).
 fn keyed_handoff_lands_each_change_once(
     db: &MariaDb,
     sb: &Sandbox,

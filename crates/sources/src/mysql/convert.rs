@@ -351,6 +351,23 @@ pub fn pack_datetime(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> i1
     v * 1_000_000 + us as i128
 }
 
+/// Microseconds since the epoch as a date and time value (UTC, as sessions are).
+pub fn micros_value(us: i64) -> Value {
+    use chrono::{Datelike, Timelike};
+    let t = chrono::DateTime::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .naive_utc();
+    Value::Date(
+        t.year() as u16,
+        t.month() as u8,
+        t.day() as u8,
+        t.hour() as u8,
+        t.minute() as u8,
+        t.second() as u8,
+        t.nanosecond() / 1000,
+    )
+}
+
 /// The parts [`pack_datetime`] packed.
 pub fn unpack_datetime(v: i128) -> Value {
     let us = (v % 1_000_000) as u32;

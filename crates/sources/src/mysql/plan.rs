@@ -16,7 +16,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
 use super::columns::Kind;
-use super::convert::{key_integer, key_ordinal, unpack_datetime, Origin};
+use super::convert::{key_integer, key_ordinal, micros_value, unpack_datetime, Origin};
 use super::{quote, MySql, TableInfo};
 use crate::SourceError;
 
@@ -84,23 +84,9 @@ impl OrdinalKind {
         match self {
             OrdinalKind::DateTime => (unpack_datetime(v), "CAST(? AS DATETIME(6))".into()),
             OrdinalKind::Timestamp => {
-                let t = chrono::DateTime::from_timestamp_micros(v as i64)
-                    .filter(|_| v != 0)
-                    .map(|t| t.naive_utc());
-                let value = match t {
-                    Some(t) => {
-                        use chrono::{Datelike, Timelike};
-                        Value::Date(
-                            t.year() as u16,
-                            t.month() as u8,
-                            t.day() as u8,
-                            t.hour() as u8,
-                            t.minute() as u8,
-                            t.second() as u8,
-                            t.nanosecond() / 1000,
-                        )
-                    }
-                    None => Value::Date(0, 0, 0, 0, 0, 0, 0),
+                let value = match v {
+                    0 => Value::Date(0, 0, 0, 0, 0, 0, 0),
+                    v => micros_value(v as i64),
                 };
                 // Sessions are in UTC (see `MySql::connect`): the instant is exact.
                 (value, "CAST(? AS DATETIME(6))".into())

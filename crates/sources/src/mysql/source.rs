@@ -14,7 +14,7 @@ use sluice_core::retry::ErrorKind;
 
 use super::binlog::{self, BinlogPosition, BinlogReader, Ddl, Image, RowChange, RowOp, StreamItem};
 use super::columns::{arrow_schema, ColumnDef, Kind};
-use super::convert::{RowReject, RowsBuilder};
+use super::convert::{micros_value, RowReject, RowsBuilder};
 use super::handoff::Watermarks;
 use super::plan::{self, ChunkPlan};
 use super::snapshot;
@@ -497,26 +497,13 @@ fn cursor_kind(info: &TableInfo, cursor: &str) -> Result<Kind, SourceError> {
 /// A cursor value as the lake numbers it (integers; days for dates; microseconds for times)
 /// back to a query parameter.
 fn cursor_param(kind: &Kind, v: i64) -> mysql_async::Value {
-    use chrono::{DateTime, Datelike, Timelike, Utc};
+    use chrono::{DateTime, Datelike, Utc};
     match kind {
         Kind::Date => {
             let d = DateTime::<Utc>::UNIX_EPOCH.date_naive() + chrono::Days::new(v.max(0) as u64);
             mysql_async::Value::Date(d.year() as u16, d.month() as u8, d.day() as u8, 0, 0, 0, 0)
         }
-        Kind::DateTime | Kind::Timestamp => {
-            let t = DateTime::<Utc>::from_timestamp_micros(v)
-                .unwrap_or_default()
-                .naive_utc();
-            mysql_async::Value::Date(
-                t.year() as u16,
-                t.month() as u8,
-                t.day() as u8,
-                t.hour() as u8,
-                t.minute() as u8,
-                t.second() as u8,
-                t.nanosecond() / 1000,
-            )
-        }
+        Kind::DateTime | Kind::Timestamp => micros_value(v),
         _ => mysql_async::Value::Int(v),
     }
 }
