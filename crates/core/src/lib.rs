@@ -20,6 +20,7 @@ pub mod names;
 pub mod reject;
 pub mod retry;
 pub mod rowid;
+pub mod schedule;
 pub mod schema;
 pub mod secret;
 pub mod store;

@@ -776,17 +776,19 @@ impl Config {
                 }
             }
         }
-        // Named by the contract (DESIGN.md) for `sluice serve`, which this build does not
+        // Named by the contract (DESIGN.md) for parts of `sluice serve` this build does not
         // have yet: refused rather than accepted and ignored.
-        for (key, set) in [
-            ("serve", self.serve.is_some()),
-            ("state", self.state.is_some()),
-            ("alerts", !self.alerts.is_empty()),
+        for (key, set, part) in [
+            ("serve", self.serve.is_some(), "HTTP API and metrics"),
+            ("state", self.state.is_some(), "run history"),
+            ("alerts", !self.alerts.is_empty(), "alerts"),
         ] {
             if set {
                 err(
                     key.into(),
-                    "belongs to `sluice serve`, which this build does not have yet".into(),
+                    format!(
+                        "belongs to `sluice serve`'s {part}, which this build does not have yet"
+                    ),
                 );
             }
         }
@@ -812,13 +814,21 @@ impl Config {
                 );
             }
             let shared = src.shared();
-            for (key, set) in shared.scheduling {
-                if set {
-                    err(
-                        f(key),
-                        "belongs to `sluice serve`, which this build does not have yet".into(),
-                    );
-                }
+            if shared.scheduling.max_lag_secs.is_some() {
+                err(
+                    f("max_lag_secs"),
+                    "belongs to `sluice serve`'s alerts, which this build does not have yet".into(),
+                );
+            }
+            let cdc = src.mode() == Mode::Cdc;
+            if let Err((key, message)) = shared.scheduling.resolve(cdc) {
+                err(f(key), message);
+            }
+            if shared.scheduling.trigger.is_some() && !matches!(src, SourceConfig::Files(_)) {
+                err(
+                    f("trigger"),
+                    "only files sources have arrivals to trigger on; use `schedule`".into(),
+                );
             }
             if let Some(w) = shared.warehouse {
                 if !self.warehouses.contains_key(w) {
@@ -1139,19 +1149,76 @@ primary_key = ["s_suppkey"]
     }
 
     #[test]
+    fn schedules_and_triggers_are_checked_and_defaulted() {
+        let with = |keys: &str| {
+            let text = GOOD.replace(
+                "table = \"supplier\"",
+                &format!("table = \"supplier\"\n{keys}"),
+            );
+            Config::parse(&text, Path::new("."))
+        };
+        let schedule = |c: &Config| {
+            c.sources["suppliers"]
+                .shared()
+                .scheduling
+                .resolve(false)
+                .unwrap()
+                .describe()
+        };
+        assert_eq!(schedule(&with("").unwrap()), "hourly");
+        assert_eq!(schedule(&with("schedule = \"daily\"").unwrap()), "daily");
+        assert_eq!(
+            schedule(&with("trigger = \"arrival\"\npoll_interval_secs = 5").unwrap()),
+            "on arrival (every 5 s)"
+        );
+        for (keys, field, says) in [
+            (
+                "schedule = \"weekly\"",
+                "sources.suppliers.schedule",
+                "neither",
+            ),
+            (
+                "trigger = \"cron\"",
+                "sources.suppliers.trigger",
+                "not a trigger",
+            ),
+            (
+                "trigger = \"arrival\"\nschedule = \"hourly\"",
+                "sources.suppliers.trigger",
+                "not both",
+            ),
+            (
+                "poll_interval_secs = 5",
+                "sources.suppliers.poll_interval_secs",
+                "only with",
+            ),
+            (
+                "trigger = \"arrival\"\npoll_interval_secs = 0",
+                "sources.suppliers.poll_interval_secs",
+                "at least 1",
+            ),
+        ] {
+            let errs = with(keys).unwrap_err();
+            assert_eq!(errs.len(), 1, "{keys}: {errs:?}");
+            assert_eq!(errs[0].field, field, "{keys}");
+            assert!(errs[0].message.contains(says), "{keys}: {errs:?}");
+        }
+    }
+
+    #[test]
     fn keys_of_what_this_build_lacks_are_refused_by_name() {
         let text = format!(
             "{GOOD}\n[serve]\nlisten = \"127.0.0.1:8080\"\n[[alerts]]\nwebhook = \"https://x\"\n"
         )
         .replace(
             "table = \"supplier\"",
-            "table = \"supplier\"\nschedule = \"hourly\"",
+            "table = \"supplier\"\nschedule = \"hourly\"\nmax_lag_secs = 300",
         );
         let errs = Config::parse(&text, Path::new(".")).unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
-            vec!["serve", "alerts", "sources.suppliers.schedule"],
+            vec!["serve", "alerts", "sources.suppliers.max_lag_secs"],
             "{errs:?}"
         );
         assert!(errs[0].message.contains("sluice serve"), "{errs:?}");

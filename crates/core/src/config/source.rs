@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::files::FilesConfig;
 use super::mysql::MysqlConfig;
 use super::{Deletes, LoadSpec, Mode, SchemaChangesSpec, Tables};
+use crate::schedule::Schedule;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -35,10 +36,64 @@ pub struct Shared<'a> {
     pub tables: Option<&'a Tables>,
     /// The cursor column of incremental reads (sources that have them).
     pub cursor: Option<&'a String>,
-    /// `sluice serve`'s scheduling keys, by name: whether each is set.
-    pub scheduling: [(&'static str, bool); 4],
+    /// `sluice serve`'s scheduling keys.
+    pub scheduling: Scheduling<'a>,
     /// How snapshots and change streams are sized (database sources).
     pub tuning: Tuning,
+}
+
+/// When `sluice serve` runs a source, as written.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Scheduling<'a> {
+    pub schedule: Option<&'a String>,
+    pub trigger: Option<&'a String>,
+    pub poll_interval_secs: Option<u64>,
+    /// Freshness alerts: refused until alerts exist.
+    pub max_lag_secs: Option<u64>,
+}
+
+/// Seconds between listings of a files source triggered by arrival, by default.
+pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 60;
+
+impl Scheduling<'_> {
+    /// The schedule `sluice serve` runs the source on (`cdc`: whether the source streams
+    /// changes): `schedule`, else `trigger = "arrival"` polling every `poll_interval_secs`,
+    /// else continuous for CDC and hourly for the rest. Err names the key and the problem.
+    pub fn resolve(&self, cdc: bool) -> Result<Schedule, (&'static str, String)> {
+        if let Some(t) = self.trigger {
+            if t != "arrival" {
+                return Err((
+                    "trigger",
+                    format!("`{t}` is not a trigger (the one there is: \"arrival\")"),
+                ));
+            }
+            if self.schedule.is_some() {
+                return Err(("trigger", "set `trigger` or `schedule`, not both".into()));
+            }
+        }
+        if self.poll_interval_secs == Some(0) {
+            return Err(("poll_interval_secs", "must be at least 1".into()));
+        }
+        if self.poll_interval_secs.is_some() && self.trigger.is_none() {
+            return Err((
+                "poll_interval_secs",
+                "only with trigger = \"arrival\"".into(),
+            ));
+        }
+        if self.trigger.is_some() {
+            let secs = self
+                .poll_interval_secs
+                .unwrap_or(DEFAULT_POLL_INTERVAL_SECS);
+            return Ok(Schedule::Arrival {
+                every: std::time::Duration::from_secs(secs),
+            });
+        }
+        match self.schedule {
+            Some(s) => Schedule::parse(s).map_err(|e| ("schedule", e)),
+            None if cdc => Ok(Schedule::Continuous),
+            None => Ok(Schedule::parse("hourly").expect("a word it knows")),
+        }
+    }
 }
 
 /// The capture driver's sizes, as a source configures them (None: the defaults).
@@ -78,12 +133,12 @@ macro_rules! shared {
             schema_changes: $c.schema_changes.as_ref(),
             tables: $c.tables.as_ref(),
             cursor: $cursor,
-            scheduling: [
-                ("trigger", $c.trigger.is_some()),
-                ("poll_interval_secs", $c.poll_interval_secs.is_some()),
-                ("schedule", $c.schedule.is_some()),
-                ("max_lag_secs", $c.max_lag_secs.is_some()),
-            ],
+            scheduling: Scheduling {
+                schedule: $c.schedule.as_ref(),
+                trigger: $c.trigger.as_ref(),
+                poll_interval_secs: $c.poll_interval_secs,
+                max_lag_secs: $c.max_lag_secs,
+            },
             tuning: $tuning,
         }
     };
