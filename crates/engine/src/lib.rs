@@ -19,6 +19,7 @@ pub mod progress;
 mod project;
 pub mod query;
 pub mod schema_cmd;
+pub mod serve;
 pub mod sources;
 pub mod status;
 pub mod sync;

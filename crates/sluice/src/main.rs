@@ -60,6 +60,18 @@ enum Command {
         #[arg(long)]
         lake_only: bool,
     },
+    /// Run every source on its schedule until Ctrl-C or SIGTERM: the daemon.
+    ///
+    /// Each source runs on its `schedule`: "continuous" (the default for `mode = "cdc"`:
+    /// change streams stay open, loading as they commit), "hourly" (the default for the rest),
+    /// "daily", or a cron pattern ("0 2 * * *"; six fields put seconds first;
+    /// "CRON_TZ=Europe/Berlin 0 2 * * *" for a time zone, UTC otherwise). A files source with
+    /// `trigger = "arrival"` lists its folder every `poll_interval_secs` (60) and lands new
+    /// files as they come. A source never runs twice at once: ticks that come while its pass
+    /// runs are skipped and counted. Transient failures are tried again with doubling waits
+    /// (1 s up to 5 min, jittered); one failing source never stops the others. On stop, no
+    /// new pass starts and the ones running end cleanly; then a summary per source prints.
+    Serve,
     /// Per table: lake version, changes, quarantined records, warehouse lag.
     Status,
     /// Run SQL over the lake (`source.table`, `source.table__changes`,
@@ -206,6 +218,32 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                     _ = stop.wait_for(|v| *v) => return Ok(report.exit_code()),
                 }
             }
+        }
+        Command::Serve => {
+            let project = Project::open(&cli.config)?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_stop_signal().await;
+                tracing::info!("stopping: no new passes; the running ones end");
+                let _ = stop_tx.send(true);
+            });
+            let runs = sluice_engine::serve::serve(
+                &project,
+                stop_rx,
+                sluice_core::retry::RetryPolicy::default(),
+            )
+            .await?;
+            if cli.json {
+                print_json(&runs);
+            } else {
+                for r in &runs {
+                    println!(
+                        "{} ({}): {} pass(es), {} failed, {} tick(s) skipped, {} row(s) landed, {} change(s) loaded",
+                        r.source, r.schedule, r.passes, r.failed, r.skipped_ticks, r.rows_landed, r.changes_loaded
+                    );
+                }
+            }
+            Ok(0)
         }
         Command::Status => {
             let project = Project::open(&cli.config)?;

@@ -1,0 +1,249 @@
+//! `sluice serve` runs each source on its schedule: files dropped in a folder watched by
+//! arrival land within the poll interval, a cron schedule with seconds fires on its ticks and
+//! never twice at once, a MariaDB CDC source streams continuously, and SIGTERM stops it
+//! cleanly with the warehouse holding exactly what landed.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::mariadb::MariaDb;
+use common::{s, Sandbox};
+
+/// `sluice serve` started in the sandbox, killed if the test fails before it stops.
+struct Serving {
+    child: Option<Child>,
+}
+
+impl Serving {
+    fn start(sb: &Sandbox) -> Serving {
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--config")
+            .arg(sb.path("sluice.toml"))
+            .args(["--json", "serve"])
+            .current_dir(sb.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sluice serve");
+        Serving { child: Some(child) }
+    }
+
+    /// Sends SIGTERM; returns the exit code, the summary per source and stderr.
+    fn terminate(mut self, within: Duration) -> (Option<i32>, serde_json::Value, String) {
+        let mut child = self.child.take().unwrap();
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + within;
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "serve did not stop within {within:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let summary = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+        (out.status.code(), summary, stderr)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Changes in `sup.supplier`'s change log (0 before its first commit), while serve runs.
+fn lake_rows(sb: &Sandbox) -> usize {
+    changes_in(sb, "sup.supplier")
+}
+
+/// Changes in a lake table's change log (0 before its first commit).
+fn changes_in(sb: &Sandbox, table: &str) -> usize {
+    let sql = format!("SELECT count(*) AS n FROM {table}__changes");
+    let out = sb.run(&["--json", "query", &sql], &[]);
+    if !out.status.success() {
+        return 0;
+    }
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows[0]["n"].as_u64().unwrap_or(0) as usize
+}
+
+/// Waits until the lake holds `n` supplier rows; how long that took.
+fn lands(sb: &Sandbox, n: usize, within: Duration) -> Duration {
+    let started = Instant::now();
+    while lake_rows(sb) < n {
+        assert!(
+            started.elapsed() < within,
+            "{n} rows did not land within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn arrivals_land_within_the_poll_interval_and_cron_ticks_never_overlap() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[sources.sup]
+kind = "files"
+url = "drops/supplier/{date}/"
+format = "csv"
+delimiter = "|"
+header = false
+columns = ["id bigint", "name text", "bal decimal(15,2)"]
+table = "supplier"
+trigger = "arrival"
+poll_interval_secs = 1
+[sources.sup.tables.supplier]
+primary_key = ["id"]
+
+[sources.tick]
+kind = "files"
+url = "drops/tick/"
+format = "csv"
+delimiter = "|"
+header = false
+columns = ["id bigint"]
+table = "tick"
+schedule = "*/2 * * * * *"
+"#,
+    );
+    let started = Instant::now();
+    let serving = Serving::start(&sb);
+    // Nothing there yet: passes find nothing, and say so without failing.
+    std::thread::sleep(Duration::from_millis(1500));
+    sb.write(
+        "drops/supplier/20240101/part-0.tbl",
+        "1|a|1.50|\n2|b|2.25|\n",
+    );
+    let first = lands(&sb, 2, Duration::from_secs(20));
+    sb.write(
+        "drops/supplier/20240102/part-0.tbl",
+        "3|c|-3.00|\n2|b|9.99|\n",
+    );
+    let second = lands(&sb, 4, Duration::from_secs(20));
+    eprintln!("landed after {first:?} and {second:?}");
+    // A pass lists the folder every second; landing and loading take a little more.
+    assert!(
+        first < Duration::from_secs(8) && second < Duration::from_secs(8),
+        "{first:?} {second:?}"
+    );
+    std::thread::sleep(Duration::from_secs(7).saturating_sub(started.elapsed()));
+    let ran_for = started.elapsed();
+    let (code, summary, stderr) = serving.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    let of = |name: &str| {
+        summary
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["source"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {summary}"))
+            .clone()
+    };
+    let sup = of("sup");
+    assert_eq!(sup["schedule"], "on arrival (every 1 s)");
+    assert_eq!(sup["failed"], 0, "{stderr}");
+    assert_eq!(sup["rows_landed"], 4, "{summary}");
+    assert!(sup["passes"].as_u64().unwrap() >= 3, "{summary}");
+    // Every two seconds, one pass at a time: never more passes than ticks.
+    let tick = of("tick");
+    let ticks = ran_for.as_secs() / 2 + 1;
+    let passes = tick["passes"].as_u64().unwrap();
+    assert!(
+        passes >= 2 && passes <= ticks,
+        "{passes} passes in {ran_for:?}: {summary}"
+    );
+    assert_eq!(tick["failed"], 0, "{stderr}");
+    // The warehouse holds what landed, the later version of a key winning.
+    assert_eq!(
+        sb.duck("SELECT id::VARCHAR, name, bal::VARCHAR FROM sup.supplier ORDER BY id"),
+        vec![
+            vec![s("1"), s("a"), s("1.50")],
+            vec![s("2"), s("b"), s("9.99")],
+            vec![s("3"), s("c"), s("-3.00")]
+        ]
+    );
+}
+
+/// A schedule sluice cannot read stops serve before it starts, naming the key.
+#[test]
+fn a_bad_schedule_is_refused_by_name() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[sources.sup]
+kind = "files"
+url = "drops/"
+format = "csv"
+columns = ["id bigint"]
+table = "t"
+schedule = "every tuesday"
+"#,
+    );
+    let out = sb.run(&["serve"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sources.sup.schedule") && err.contains("every tuesday"),
+        "{err}"
+    );
+}
+
+/// A CDC source is served continuously (its default): rows committed while serve runs land
+/// in the lake as they commit and in the warehouse, and SIGTERM ends the stream with the
+/// warehouse equal to MariaDB.
+#[test]
+fn a_cdc_source_streams_continuously_until_sigterm() {
+    let db = MariaDb::start(&[]);
+    db.sql(
+        "CREATE TABLE orders (id INT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO orders SELECT seq, CONCAT('r-', seq) FROM seq_1_to_1000",
+    );
+    let sb = Sandbox::new();
+    sb.config(&db.config("cdc", "batch_max_ms = 200"));
+    let serving = Serving::start(&sb);
+    let wait_for = |n: usize| {
+        let started = Instant::now();
+        while changes_in(&sb, "shop.orders") < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{n} changes did not land"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        started.elapsed()
+    };
+    wait_for(1000);
+    db.sql(
+        "INSERT INTO orders SELECT seq, CONCAT('n-', seq) FROM seq_1001_to_1500;
+         UPDATE orders SET v = 'changed' WHERE id <= 10;
+         DELETE FROM orders WHERE id BETWEEN 20 AND 29",
+    );
+    let took = wait_for(1000 + 500 + 10 + 10);
+    eprintln!("520 changes landed {took:?} after their commit");
+    let (code, summary, stderr) = serving.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(summary[0]["schedule"], "continuous", "{summary}");
+    assert_eq!(summary[0]["failed"], 0, "{stderr}");
+    let source = db.rows("SELECT id, v FROM orders ORDER BY id");
+    assert_eq!(source.len(), 1490);
+    assert!(
+        sb.duck("SELECT id::VARCHAR, v FROM shop.orders ORDER BY id") == source,
+        "the warehouse differs from MariaDB"
+    );
+}
