@@ -30,6 +30,10 @@ struct Cli {
     /// Log level for diagnostics on stderr (error, warn, info, debug).
     #[arg(long, global = true, default_value = "warn", env = "SLUICE_LOG")]
     log: String,
+    /// Diagnostics as text lines, or as one JSON object per line (for log collectors: the
+    /// event's fields, such as source and table, as keys).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SLUICE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -126,6 +130,12 @@ enum Command {
         #[arg(long, default_value = "sluice-demo")]
         dir: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -381,14 +391,17 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal: never into files, pipes and log collectors.
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+        );
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -15,20 +15,33 @@ use common::{s, Sandbox};
 /// `sluice serve` started in the sandbox, killed if the test fails before it stops.
 struct Serving {
     child: Option<Child>,
+    /// Where its stderr goes.
+    log: std::path::PathBuf,
 }
 
 impl Serving {
     fn start(sb: &Sandbox) -> Serving {
+        Serving::start_with(sb, &[])
+    }
+
+    /// Started with more global arguments. Diagnostics go to a file (a pipe nobody reads
+    /// while serve runs would fill and block it).
+    fn start_with(sb: &Sandbox, args: &[&str]) -> Serving {
+        let log = sb.path("serve.log");
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("--config")
             .arg(sb.path("sluice.toml"))
+            .args(args)
             .args(["--json", "serve"])
             .current_dir(sb.dir.path())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start sluice serve");
-        Serving { child: Some(child) }
+        Serving {
+            child: Some(child),
+            log,
+        }
     }
 
     /// Sends SIGTERM; returns the exit code, the summary per source and stderr.
@@ -49,7 +62,7 @@ impl Serving {
             std::thread::sleep(Duration::from_millis(100));
         }
         let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let stderr = std::fs::read_to_string(&self.log).unwrap_or_default();
         let summary = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
         (out.status.code(), summary, stderr)
@@ -305,5 +318,48 @@ fn a_source_crash_between_passes_is_retried_until_it_is_back() {
     assert!(
         sb.duck("SELECT id::VARCHAR, v FROM shop.orders ORDER BY id") == source,
         "the warehouse differs from MariaDB"
+    );
+}
+
+/// With `--log-format json` every diagnostic line is one JSON object whose fields (source,
+/// schedule) are keys, and no line carries colour codes: what log collectors take.
+#[test]
+fn serve_logs_one_json_object_per_line() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[sources.sup]
+kind = "files"
+url = "drops/"
+format = "csv"
+columns = ["id bigint"]
+table = "t"
+trigger = "arrival"
+poll_interval_secs = 1
+"#,
+    );
+    sb.write("drops/a.csv", "id\n1\n2\n");
+    let serving = Serving::start_with(&sb, &["--log", "info", "--log-format", "json"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, _, stderr) = serving.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr}"
+    );
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["message"] == "serving"
+            && l["source"] == "sup"
+            && l["level"] == "INFO"
+            && l["schedule"] == "on arrival (every 1 s)"),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"] == "pass done"),
+        "{stderr}"
     );
 }
