@@ -194,21 +194,19 @@ schedule = "*/2 * * * * *"
     );
 }
 
+/// A sandbox whose one source `sup` reads CSV files from `drops/`, with `scheduling` keys.
+fn one_csv_source(scheduling: &str) -> Sandbox {
+    let sb = Sandbox::new();
+    sb.config(&format!(
+        "[sources.sup]\nkind = \"files\"\nurl = \"drops/\"\nformat = \"csv\"\ncolumns = [\"id bigint\"]\ntable = \"t\"\n{scheduling}\n"
+    ));
+    sb
+}
+
 /// A schedule sluice cannot read stops serve before it starts, naming the key.
 #[test]
 fn a_bad_schedule_is_refused_by_name() {
-    let sb = Sandbox::new();
-    sb.config(
-        r#"
-[sources.sup]
-kind = "files"
-url = "drops/"
-format = "csv"
-columns = ["id bigint"]
-table = "t"
-schedule = "every tuesday"
-"#,
-    );
+    let sb = one_csv_source("schedule = \"every tuesday\"");
     let out = sb.run(&["serve"], &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -325,19 +323,7 @@ fn a_source_crash_between_passes_is_retried_until_it_is_back() {
 /// schedule) are keys, and no line carries colour codes: what log collectors take.
 #[test]
 fn serve_logs_one_json_object_per_line() {
-    let sb = Sandbox::new();
-    sb.config(
-        r#"
-[sources.sup]
-kind = "files"
-url = "drops/"
-format = "csv"
-columns = ["id bigint"]
-table = "t"
-trigger = "arrival"
-poll_interval_secs = 1
-"#,
-    );
+    let sb = one_csv_source("trigger = \"arrival\"\npoll_interval_secs = 1");
     sb.write("drops/a.csv", "id\n1\n2\n");
     let serving = Serving::start_with(&sb, &["--log", "info", "--log-format", "json"]);
     std::thread::sleep(Duration::from_secs(2));
