@@ -104,6 +104,11 @@ fn install_tls_provider() {
 }
 
 impl MySql {
+    /// `table` of this source's database, quoted for SQL.
+    pub fn table_ref(&self, table: &str) -> String {
+        format!("{}.{}", quote(&self.database), quote(table))
+    }
+
     /// `url` is `mysql://user@host:port/database`; the password comes from a secret.
     pub fn new(
         source: &str,

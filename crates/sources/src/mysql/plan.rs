@@ -92,13 +92,8 @@ impl OrdinalKind {
                 (value, "CAST(? AS DATETIME(6))".into())
             }
             OrdinalKind::Decimal { precision, scale } => {
-                let sign = if v < 0 { "-" } else { "" };
-                let digits = format!("{:0>width$}", v.unsigned_abs(), width = *scale as usize + 1);
-                let (int, frac) = digits.split_at(digits.len() - *scale as usize);
-                let text = match frac.is_empty() {
-                    true => format!("{sign}{int}"),
-                    false => format!("{sign}{int}.{frac}"),
-                };
+                use arrow::datatypes::{Decimal128Type, DecimalType};
+                let text = Decimal128Type::format_decimal(v, *precision, *scale as i8);
                 (
                     Value::Bytes(text.into_bytes()),
                     format!("CAST(? AS DECIMAL({precision}, {scale}))"),
@@ -352,11 +347,7 @@ async fn rows(mysql: &MySql, conn: &mut Conn, table: &TableInfo) -> Result<u64, 
     if table.rows_estimate > 0 {
         return Ok(table.rows_estimate);
     }
-    let sql = format!(
-        "SELECT COUNT(*) FROM {}.{}",
-        quote(&mysql.database),
-        quote(&table.name)
-    );
+    let sql = format!("SELECT COUNT(*) FROM {}", mysql.table_ref(&table.name));
     Ok(conn
         .query_first::<u64, _>(sql)
         .await
@@ -434,33 +425,25 @@ async fn walk(
     let step = chunk_rows.max(rows.div_ceil(MAX_WALKED_CHUNKS));
     let what = format!("planning the snapshot of `{}`", table.name);
     tracing::info!(table = %table.name, column = col, step, "planning chunks by walking the key");
-    let from = format!("{}.{}", quote(&mysql.database), quote(&table.name));
+    let from = mysql.table_ref(&table.name);
+    let c = quote(col);
     let started = std::time::Instant::now();
     let mut starts: Vec<Value> = Vec::new();
     while (starts.len() as u64) < MAX_WALKED_CHUNKS - 1 {
-        let c = quote(col);
-        let next: Option<Value> = match starts.last() {
-            // Over the binary protocol, as the rest: dates come as dates.
-            None => conn
-                .exec_first(
-                    format!(
-                        "SELECT {select} FROM {from} WHERE {c} IS NOT NULL ORDER BY {c} LIMIT 1 OFFSET {step}"
-                    ),
-                    (),
-                )
-                .await
-                .map_err(|e| mysql.db_err(&what, e))?,
-            Some(last) => conn
-                .exec_first(
-                    format!(
-                        "SELECT {select} FROM {from} WHERE {c} > {param} ORDER BY {c} LIMIT 1 OFFSET {}",
-                        step - 1
-                    ),
-                    (last.clone(),),
-                )
-                .await
-                .map_err(|e| mysql.db_err(&what, e))?,
+        // The first start is `step` keys in; each next one `step` keys from the last (which
+        // is itself one of them).
+        let (after, offset, params) = match starts.last() {
+            None => (format!("{c} IS NOT NULL"), step, Vec::new()),
+            Some(last) => (format!("{c} > {param}"), step - 1, vec![last.clone()]),
         };
+        // Over the binary protocol, as the rest: dates come as dates.
+        let next: Option<Value> = conn
+            .exec_first(
+                format!("SELECT {select} FROM {from} WHERE {after} ORDER BY {c} LIMIT 1 OFFSET {offset}"),
+                params,
+            )
+            .await
+            .map_err(|e| mysql.db_err(&what, e))?;
         match next {
             Some(Value::NULL) | None => break,
             Some(start) => starts.push(start),
@@ -486,9 +469,8 @@ async fn plan_ints(
     chunk_rows: u64,
 ) -> Result<ChunkPlan, SourceError> {
     let sql = format!(
-        "SELECT MIN({c}), MAX({c}) FROM {}.{}",
-        quote(&mysql.database),
-        quote(&table.name),
+        "SELECT MIN({c}), MAX({c}) FROM {}",
+        mysql.table_ref(&table.name),
         c = quote(col)
     );
     let row: Option<(Value, Value)> = conn
@@ -556,9 +538,8 @@ async fn estimate(
     b: i128,
 ) -> Result<u64, SourceError> {
     let sql = format!(
-        "EXPLAIN SELECT 1 FROM {}.{} WHERE {c} >= {a} AND {c} < {b}",
-        quote(&mysql.database),
-        quote(&table.name),
+        "EXPLAIN SELECT 1 FROM {} WHERE {c} >= {a} AND {c} < {b}",
+        mysql.table_ref(&table.name),
         c = quote(col)
     );
     let row: Option<mysql_async::Row> = conn

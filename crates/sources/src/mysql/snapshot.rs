@@ -148,10 +148,9 @@ pub async fn read_chunk(
 fn select_all(mysql: &MySql, table: &TableInfo) -> String {
     let cols: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
     format!(
-        "SELECT {} FROM {}.{}",
+        "SELECT {} FROM {}",
         cols.join(", "),
-        quote(&mysql.database),
-        quote(&table.name)
+        mysql.table_ref(&table.name)
     )
 }
 
