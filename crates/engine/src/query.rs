@@ -124,9 +124,19 @@ pub async fn lake_session(project: &Project) -> Result<SessionContext, EngineErr
     Ok(ctx)
 }
 
+/// Runs a query over the lake. Read-only: DDL (CREATE EXTERNAL TABLE reads any file), DML
+/// (COPY TO writes one) and SET are refused, so the API may offer it.
 pub async fn query_lake(project: &Project, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {
     let ctx = lake_session(project).await?;
-    Ok(ctx.sql(sql).await?.collect().await?)
+    let read_only = datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    Ok(ctx
+        .sql_with_options(sql, read_only)
+        .await?
+        .collect()
+        .await?)
 }
 
 pub fn query_warehouse(

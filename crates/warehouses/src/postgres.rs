@@ -277,21 +277,7 @@ impl Postgres {
             .enable_all()
             .build()
             .map_err(|e| open_err(e.to_string()))?;
-        let client = on_own_thread(|| {
-            runtime.block_on(async {
-                if ssl_mode == "disable" {
-                    let (client, conn) = config.connect(NoTls).await?;
-                    tokio::spawn(conn);
-                    Ok(client)
-                } else {
-                    let tls = crate::pgtls::connector(&ssl_mode, ssl_ca.as_deref())
-                        .map_err(PgConnectError::Tls)?;
-                    let (client, conn) = config.connect(tls).await?;
-                    tokio::spawn(conn);
-                    Ok::<Client, PgConnectError>(client)
-                }
-            })
-        });
+        let client = on_own_thread(|| runtime.block_on(open_client(config, &ssl_mode, ssl_ca)));
         let client = match client {
             Ok(c) => c,
             Err(e) => {
@@ -769,6 +755,35 @@ fn redacted(url: &str) -> String {
         ),
         Err(_) => "(unparsable url)".into(),
     }
+}
+
+/// Opens a connection (TLS by `ssl_mode`) whose driver runs on the caller's runtime.
+async fn open_client(
+    config: tokio_postgres::Config,
+    ssl_mode: &str,
+    ssl_ca: Option<String>,
+) -> Result<Client, PgConnectError> {
+    if ssl_mode == "disable" {
+        let (client, conn) = config.connect(NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    } else {
+        let tls =
+            crate::pgtls::connector(ssl_mode, ssl_ca.as_deref()).map_err(PgConnectError::Tls)?;
+        let (client, conn) = config.connect(tls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+}
+
+/// A plain client for sluice's own bookkeeping (serve's state store), on the caller's
+/// runtime, with the warehouse's URL, password and TLS rules. Errors name the server, never
+/// the password.
+pub async fn connect_client(opts: &PgOptions) -> Result<Client, String> {
+    let (config, ssl_mode, ssl_ca) = pg_config(opts)?;
+    open_client(config, &ssl_mode, ssl_ca)
+        .await
+        .map_err(|e| format!("{}: {e}", redacted(&opts.url)))
 }
 
 /// The connection settings from the URL and options; returns the TLS mode and CA file too
