@@ -7,6 +7,7 @@
 //!           warehouse ◄── staging + merge + ledger ◄─────┘  (changes after the ledger's seq)
 //! ```
 
+pub mod alerts;
 pub mod capture;
 pub mod check;
 pub mod crawl;
@@ -15,12 +16,14 @@ mod error;
 pub mod gate;
 pub mod image;
 pub mod load;
+pub mod metrics;
 pub mod progress;
 mod project;
 pub mod query;
 pub mod schema_cmd;
 pub mod serve;
 pub mod sources;
+pub mod state;
 pub mod status;
 pub mod sync;
 

@@ -362,6 +362,14 @@ pub async fn load_gated(
         if applied && prior != Some(state) {
             gate::write_state(&log, &spec.warehouse, &target, state).await?;
         }
+        if result.halted.is_none() {
+            crate::metrics::loaded(
+                &spec.source,
+                &spec.table,
+                result.changes,
+                result.lake_version,
+            );
+        }
         results.push(result);
     }
     Ok(results)

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use sluice_engine::query::OutputFormat;
+use sluice_engine::serve::Serving;
+use sluice_engine::state::StateStore;
 use sluice_engine::{EngineError, Project};
 
 /// sluice moves operational data into a lake and a warehouse, correct and current.
@@ -73,9 +75,28 @@ enum Command {
     /// `trigger = "arrival"` lists its folder every `poll_interval_secs` (60) and lands new
     /// files as they come. A source never runs twice at once: ticks that come while its pass
     /// runs are skipped and counted. Transient failures are tried again with doubling waits
-    /// (1 s up to 5 min, jittered); one failing source never stops the others. On stop, no
+    /// (1 s up to 5 min, jittered; `[serve] retries`, `retry_first_secs`, `retry_max_secs`);
+    /// one failing source never stops the others. On stop, no
     /// new pass starts and the ones running end cleanly; then a summary per source prints.
+    ///
+    /// Beside the sources: an HTTP API and Prometheus metrics on `[serve] listen`
+    /// (127.0.0.1:8080): GET /health, /metrics, /api/tables, /api/runs; POST
+    /// /api/tables/SOURCE.TABLE/sync, /api/tables/SOURCE.TABLE/schema/accept, /api/query
+    /// {"sql": "..."}. Off loopback `[serve] token` is required and asked for as a bearer
+    /// token. Every run goes into the run history (`sluice runs`); `[[alerts]]` webhooks hear
+    /// of failures, halts, freshness breaches (`max_lag_secs`) and recoveries. Processes
+    /// sharing one `[state]` store split the sources between them by lease.
     Serve,
+    /// The run history: per table and run, when, how it ended, rows extracted, landed,
+    /// quarantined and loaded (newest first).
+    Runs {
+        /// How many runs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only this source's runs.
+        #[arg(long)]
+        source: Option<String>,
+    },
     /// Per table: lake version, changes, quarantined records, warehouse lag.
     Status,
     /// Run SQL over the lake (`source.table`, `source.table__changes`,
@@ -198,7 +219,15 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                 });
             }
             let mut resnapshot = resnapshot;
+            let history = match StateStore::open(&project).await {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!(error = %e, "run history not kept");
+                    None
+                }
+            };
             loop {
+                let started_at = chrono::Utc::now();
                 let report = sluice_engine::sync::sync(
                     &project,
                     &selectors,
@@ -211,6 +240,12 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                     },
                 )
                 .await?;
+                if let Some(h) = &history {
+                    let records = sluice_engine::state::records_of(&report, "sync", started_at);
+                    if let Err(e) = h.record(&records).await {
+                        tracing::warn!(error = %e, "run history not written");
+                    }
+                }
                 if cli.json {
                     print_json(&report);
                 } else {
@@ -230,19 +265,32 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
             }
         }
         Command::Serve => {
-            let project = Project::open(&cli.config)?;
+            let project = std::sync::Arc::new(Project::open(&cli.config)?);
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 wait_for_stop_signal().await;
                 tracing::info!("stopping: no new passes; the running ones end");
                 let _ = stop_tx.send(true);
             });
-            let runs = sluice_engine::serve::serve(
-                &project,
-                stop_rx,
-                sluice_core::retry::RetryPolicy::default(),
-            )
-            .await?;
+            let serving = std::sync::Arc::new(Serving::new(project.clone()).await?);
+            let serve_config = project.config.serve.as_ref();
+            let listen = serve_config
+                .map(|s| s.listen())
+                .unwrap_or(sluice_core::config::ServeConfig::DEFAULT_LISTEN);
+            let token = match serve_config.and_then(|s| s.token.as_ref()) {
+                Some(t) => Some(
+                    t.resolve()
+                        .map_err(|e| EngineError::Usage(format!("serve.token: {e}")))?,
+                ),
+                None => None,
+            };
+            let (addr, http) =
+                sluice_server::start(serving.clone(), listen, token, stop_rx.clone())
+                    .await
+                    .map_err(EngineError::Usage)?;
+            tracing::info!(%addr, "HTTP API and /metrics listening");
+            let runs = sluice_engine::serve::serve(&serving, stop_rx).await;
+            let _ = http.await;
             if cli.json {
                 print_json(&runs);
             } else {
@@ -252,6 +300,19 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                         r.source, r.schedule, r.passes, r.failed, r.skipped_ticks, r.rows_landed, r.changes_loaded
                     );
                 }
+            }
+            Ok(0)
+        }
+        Command::Runs { limit, source } => {
+            let project = Project::open(&cli.config)?;
+            let store = StateStore::open(&project).await?;
+            let runs = store.runs(limit, source.as_deref()).await?;
+            if cli.json {
+                print_json(&runs);
+            } else if runs.is_empty() {
+                println!("no runs recorded yet");
+            } else {
+                print!("{}", sluice_engine::state::render(&runs));
             }
             Ok(0)
         }

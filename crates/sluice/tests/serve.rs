@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mariadb::MariaDb;
+use common::postgres::{PgServer, PASSWORD};
 use common::{s, Sandbox};
 
 /// `sluice serve` started in the sandbox, killed if the test fails before it stops.
@@ -21,18 +22,35 @@ struct Serving {
 
 impl Serving {
     fn start(sb: &Sandbox) -> Serving {
-        Serving::start_with(sb, &[])
+        Serving::start_with(sb, &[], &[])
     }
 
-    /// Started with more global arguments. Diagnostics go to a file (a pipe nobody reads
-    /// while serve runs would fill and block it).
-    fn start_with(sb: &Sandbox, args: &[&str]) -> Serving {
-        let log = sb.path("serve.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    /// Started with more global arguments and environment variables, its API on a free port
+    /// (`[serve] listen` set to port 0 unless the config sets it), logging at info (unless
+    /// `args` say otherwise). Diagnostics go to a file (a pipe nobody reads while serve runs
+    /// would fill and block it).
+    fn start_with(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Serving {
+        Serving::start_as(sb, "serve", args, env)
+    }
+
+    /// `start_with`, its log in `NAME.log` (several processes in one sandbox).
+    fn start_as(sb: &Sandbox, name: &str, args: &[&str], env: &[(&str, &str)]) -> Serving {
+        let config = std::fs::read_to_string(sb.path("sluice.toml")).unwrap();
+        if !config.contains("[serve]") {
+            sb.config(&format!("{config}\n[serve]\nlisten = \"127.0.0.1:0\"\n"));
+        }
+        let log = sb.path(&format!("{name}.log"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
             .arg("--config")
             .arg(sb.path("sluice.toml"))
-            .args(args)
+            .args(args);
+        if !args.contains(&"--log") {
+            command.args(["--log", "info"]);
+        }
+        let child = command
             .args(["--json", "serve"])
+            .envs(env.iter().copied())
             .current_dir(sb.dir.path())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -42,6 +60,39 @@ impl Serving {
             child: Some(child),
             log,
         }
+    }
+
+    /// The address its API listens on (read from its log).
+    fn addr(&self) -> String {
+        let started = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(line) = log.lines().find(|l| l.contains("listening")) {
+                let at = line
+                    .split_once("addr=")
+                    .or_else(|| line.split_once("\"addr\":\""))
+                    .unwrap_or_else(|| panic!("no address in {line}"))
+                    .1;
+                return at
+                    .split(|c: char| c == '"' || c.is_whitespace())
+                    .next()
+                    .unwrap()
+                    .to_string();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "serve's API did not start:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Sends SIGTERM; returns the exit code, the summary per source and stderr.
@@ -325,7 +376,7 @@ fn a_source_crash_between_passes_is_retried_until_it_is_back() {
 fn serve_logs_one_json_object_per_line() {
     let sb = one_csv_source("trigger = \"arrival\"\npoll_interval_secs = 1");
     sb.write("drops/a.csv", "id\n1\n2\n");
-    let serving = Serving::start_with(&sb, &["--log", "info", "--log-format", "json"]);
+    let serving = Serving::start_with(&sb, &["--log", "info", "--log-format", "json"], &[]);
     std::thread::sleep(Duration::from_secs(2));
     let (code, _, stderr) = serving.terminate(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{stderr}");
@@ -348,4 +399,575 @@ fn serve_logs_one_json_object_per_line() {
         lines.iter().any(|l| l["message"] == "pass done"),
         "{stderr}"
     );
+}
+
+/// A request to serve's API with curl: (status, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args([
+        "-s",
+        "-S",
+        "--max-time",
+        "60",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ]);
+    if let Some(t) = token {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = c
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or_else(|| {
+        panic!(
+            "{method} {path}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+fn json_of(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: not JSON: {body}"))
+}
+
+/// Parses Prometheus text exposition strictly: every sample line is `name{labels} value`, its
+/// family declared by a `# TYPE` line before it, and the text ends with `# EOF`. Returns the
+/// samples by `name{labels}`.
+fn prometheus_samples(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = std::collections::HashMap::new();
+    assert_eq!(text.lines().last(), Some("# EOF"), "{text}");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "unknown"].contains(&kind),
+                "{line}"
+            );
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+                for pair in labels[1..labels.len() - 1].split(',') {
+                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
+                    assert!(
+                        !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
+                        "{line}"
+                    );
+                }
+            }
+        }
+        let family = ["_total", "_bucket", "_sum", "_count", "_created"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix).filter(|f| typed.contains(*f)))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "no # TYPE before {line}");
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+/// serve's HTTP API: /health answers without the token and everything else asks for it; the
+/// tables, a pass asked for by POST, SQL over the lake (read-only: COPY TO and DDL refused),
+/// the run history (also `sluice runs`), and /metrics as Prometheus text with the rows each
+/// stage counted, equal to what landed.
+#[test]
+fn the_api_metrics_and_run_history_tell_what_serve_did() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[sources.sup]
+kind = "files"
+url = "drops/"
+format = "csv"
+columns = ["id bigint", "name text"]
+table = "supplier"
+trigger = "arrival"
+poll_interval_secs = 1
+[sources.sup.tables.supplier]
+primary_key = ["id"]
+
+[serve]
+listen = "127.0.0.1:0"
+token = { env = "SLUICE_TEST_TOKEN" }
+"#,
+    );
+    sb.write("drops/a.csv", "id,name\n1,a\n2,b\nnot-a-number,c\n3,c\n");
+    let token = "t0ken-for-the-test";
+    let serving = Serving::start_with(&sb, &[], &[("SLUICE_TEST_TOKEN", token)]);
+    let addr = serving.addr();
+    let t = Some(token);
+    lands(&sb, 3, Duration::from_secs(30));
+
+    let (code, body) = http(&addr, "GET", "/health", None, None);
+    assert_eq!(code, 200, "{body}");
+    let health = json_of(&body);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["sources"][0]["source"], "sup");
+    assert_eq!(health["sources"][0]["owned"], true, "{body}");
+
+    for (method, path) in [
+        ("GET", "/api/tables"),
+        ("GET", "/metrics"),
+        ("GET", "/api/runs"),
+    ] {
+        let (code, _) = http(&addr, method, path, None, None);
+        assert_eq!(code, 401, "{path} without the token");
+        let (code, _) = http(&addr, method, path, Some("wrong"), None);
+        assert_eq!(code, 401, "{path} with a wrong token");
+    }
+    let (code, body) = http(&addr, "GET", "/api/tables", t, None);
+    assert_eq!(code, 200, "{body}");
+    let tables = json_of(&body);
+    assert_eq!(tables[0]["table"], "supplier", "{body}");
+    assert_eq!(tables[0]["quarantined"], 1, "{body}");
+
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/query",
+        t,
+        Some(r#"{"sql": "SELECT id, name FROM sup.supplier ORDER BY id"}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        json_of(&body),
+        serde_json::json!([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}])
+    );
+    let copy_to = sb.path("copied.csv");
+    for sql in [
+        format!("COPY (SELECT 1) TO '{}'", copy_to.display()),
+        "CREATE EXTERNAL TABLE etc STORED AS CSV LOCATION '/etc/passwd'".to_string(),
+    ] {
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        let (code, answer) = http(&addr, "POST", "/api/query", t, Some(&body));
+        assert_eq!(code, 400, "{sql}: {answer}");
+    }
+    assert!(!copy_to.exists(), "COPY TO wrote a file");
+
+    let (code, body) = http(&addr, "POST", "/api/tables/sup.supplier/sync", t, None);
+    assert_eq!(code, 202, "{body}");
+    let (code, _) = http(&addr, "POST", "/api/tables/nope.x/sync", t, None);
+    assert_eq!(code, 404);
+    // The pass asked for shows in the run history.
+    let started = Instant::now();
+    let runs = loop {
+        let (code, body) = http(&addr, "GET", "/api/runs?limit=1000", t, None);
+        assert_eq!(code, 200, "{body}");
+        let runs = json_of(&body);
+        if runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["trigger"] == "api")
+        {
+            break runs;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no api run: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let runs = runs.as_array().unwrap();
+    assert!(runs
+        .iter()
+        .all(|r| r["source"] == "sup" && r["table"] == "supplier"));
+    assert!(runs.iter().all(|r| r["outcome"] == "ok"), "{runs:?}");
+    let sum = |key: &str| runs.iter().map(|r| r[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("rows_landed"), 3, "{runs:?}");
+    assert_eq!(sum("rows_quarantined"), 1, "{runs:?}");
+    assert_eq!(sum("changes_loaded"), 3, "{runs:?}");
+
+    let (code, text) = http(&addr, "GET", "/metrics", t, None);
+    assert_eq!(code, 200, "{text}");
+    let m = prometheus_samples(&text);
+    let at = |series: &str| {
+        *m.get(series)
+            .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
+    };
+    let labels = r#"{source="sup",table="supplier"}"#;
+    assert_eq!(at(&format!("sluice_rows_landed_total{labels}")), 3.0);
+    assert_eq!(at(&format!("sluice_rows_quarantined_total{labels}")), 1.0);
+    assert_eq!(at(&format!("sluice_rows_extracted_total{labels}")), 4.0);
+    assert_eq!(at(&format!("sluice_rows_loaded_total{labels}")), 3.0);
+    assert_eq!(at(&format!("sluice_table_halted{labels}")), 0.0);
+    assert_eq!(at(&format!("sluice_load_lag_versions{labels}")), 0.0);
+    let lag = at(&format!("sluice_lag_seconds{labels}"));
+    assert!((0.0..30.0).contains(&lag), "lag {lag}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = at(&format!("sluice_last_success_timestamp_seconds{labels}"));
+    assert!(now - last < 60.0 && last <= now + 1.0, "{last} vs {now}");
+    assert!(at(r#"sluice_pass_duration_seconds_count{source="sup"}"#) >= 2.0);
+
+    let (code, _, stderr) = serving.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    // The history outlives the process.
+    let listed: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--json", "runs", "--limit", "1000"])).unwrap();
+    assert!(listed.as_array().unwrap().len() >= runs.len(), "{listed}");
+    let text = sb.ok(&["runs", "--source", "sup"]);
+    assert!(text.contains("sup.supplier  ok (api)"), "{text}");
+}
+
+/// A webhook receiver on a free port: every request's path and JSON body, answered 200.
+struct Hooks {
+    addr: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Hooks {
+    fn start() -> Hooks {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let path = request_line.split(' ').nth(1).unwrap_or("").to_string();
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    if header.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = header.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let body = serde_json::from_slice(&body).unwrap_or_else(|e| {
+                    panic!(
+                        "{e}: webhook body not JSON: {}",
+                        String::from_utf8_lossy(&body)
+                    )
+                });
+                into.lock().unwrap().push((path, body));
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Hooks { addr, got }
+    }
+
+    /// The JSON alerts received so far.
+    fn alerts(&self) -> Vec<serde_json::Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == "/hook")
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    fn count(&self, kind: &str, condition: Option<&str>) -> usize {
+        self.alerts()
+            .iter()
+            .filter(|a| a["kind"] == kind && condition.is_none_or(|c| a["condition"] == c))
+            .count()
+    }
+
+    fn wait_for(&self, kind: &str, condition: Option<&str>, within: Duration) {
+        let started = Instant::now();
+        while self.count(kind, condition) == 0 {
+            assert!(
+                started.elapsed() < within,
+                "no {kind} {condition:?} alert within {within:?}: {:?}",
+                self.alerts()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Webhooks hear, once per condition while it lasts: a schema change halting the table, the
+/// source server going down (failure, then freshness past `max_lag_secs`), and a recovery
+/// from each once it ends (the server back; the change accepted through the API). Slack's
+/// format gets the same alerts as text. The warehouse ends equal to MariaDB.
+#[test]
+fn webhooks_hear_failure_halt_freshness_and_recovery_once_each() {
+    let mut db = MariaDb::start(&[]);
+    db.sql(
+        "CREATE TABLE orders (id INT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO orders SELECT seq, CONCAT('r-', seq) FROM seq_1_to_100",
+    );
+    let hooks = Hooks::start();
+    let sb = Sandbox::new();
+    sb.config(&format!(
+        "{}\n[[alerts]]\nwebhook = \"http://{a}/hook\"\n[[alerts]]\nwebhook = \"http://{a}/slack\"\nformat = \"slack\"\n",
+        db.config(
+            "snapshot",
+            "schedule = \"* * * * * *\"\nmax_lag_secs = 3\nschema_changes = \"halt\""
+        ),
+        a = hooks.addr
+    ));
+    let serving = Serving::start(&sb);
+    let addr = serving.addr();
+    let eventually = |what: &str, ok: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !ok() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what}\n{}",
+                serving.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    eventually("the first pass lands", &|| {
+        changes_in(&sb, "shop.orders") >= 100
+    });
+    assert!(hooks.alerts().is_empty(), "{:?}", hooks.alerts());
+
+    db.sql("ALTER TABLE orders ADD COLUMN note VARCHAR(10) NOT NULL DEFAULT 'n'");
+    hooks.wait_for("halted", None, Duration::from_secs(30));
+
+    db.crash();
+    hooks.wait_for("failure", None, Duration::from_secs(30));
+    hooks.wait_for("freshness", None, Duration::from_secs(30));
+    // Passes go on failing meanwhile; the conditions alerted once.
+    std::thread::sleep(Duration::from_secs(3));
+    db.restart();
+    hooks.wait_for("recovery", Some("failure"), Duration::from_secs(60));
+    hooks.wait_for("recovery", Some("freshness"), Duration::from_secs(30));
+
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/tables/shop.orders/schema/accept",
+        None,
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    hooks.wait_for("recovery", Some("halted"), Duration::from_secs(30));
+    db.sql("UPDATE orders SET note = 'after' WHERE id <= 3");
+    eventually("the change after the accept loads", &|| {
+        sb.duck("SELECT count(*)::VARCHAR FROM shop.orders WHERE note = 'after'")
+            == vec![vec![s("3")]]
+    });
+    let (code, _, stderr) = serving.terminate(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+
+    for kind in ["failure", "halted", "freshness"] {
+        assert_eq!(hooks.count(kind, None), 1, "{kind}: {:?}", hooks.alerts());
+    }
+    for condition in ["failure", "halted", "freshness"] {
+        assert_eq!(
+            hooks.count("recovery", Some(condition)),
+            1,
+            "{condition}: {:?}",
+            hooks.alerts()
+        );
+    }
+    for a in hooks.alerts() {
+        assert_eq!(a["source"], "shop", "{a}");
+        assert!(a["message"].as_str().is_some_and(|m| !m.is_empty()), "{a}");
+    }
+    let slack: Vec<_> = hooks
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == "/slack")
+        .map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(slack.len(), hooks.alerts().len(), "{slack:?}");
+    assert!(
+        slack
+            .iter()
+            .all(|b| b["text"].as_str().is_some_and(|t| t.starts_with("sluice "))),
+        "{slack:?}"
+    );
+    let source = db.rows("SELECT id, v, note FROM orders ORDER BY id");
+    assert_eq!(source.len(), 100);
+    assert!(
+        sb.duck("SELECT id::VARCHAR, v, note FROM shop.orders ORDER BY id") == source,
+        "the warehouse differs from MariaDB"
+    );
+}
+
+/// Sources this serve process runs now (its /health).
+fn owned_by(addr: &str) -> Vec<String> {
+    let (code, body) = http(addr, "GET", "/health", None, None);
+    assert_eq!(code, 200, "{body}");
+    let mut v: Vec<String> = json_of(&body)["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["owned"] == true)
+        .map(|s| s["source"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Two serve processes share one config and one PostgreSQL state store: they split its two
+/// sources by lease. Killing (-9) the one streaming the MariaDB CDC source hands that source
+/// to the other within the lease time, which resumes from the position committed in the
+/// lake: the PostgreSQL warehouse ends equal to MariaDB and to the files dropped, value by
+/// value.
+#[test]
+fn two_serve_processes_split_the_sources_and_one_takes_over_from_a_killed_one() {
+    let pg = PgServer::start(None);
+    let db = MariaDb::start(&[]);
+    db.sql(
+        "CREATE TABLE orders (id INT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO orders SELECT seq, CONCAT('r-', seq) FROM seq_1_to_500",
+    );
+    let sb = Sandbox::new();
+    let pg_keys = format!(
+        "url = \"{}\"\npassword = {{ env = \"PGWH_PASSWORD\" }}\nssl_mode = \"disable\"\n",
+        pg.url()
+    );
+    sb.config(&format!(
+        "{}
+[sources.sup]
+kind = \"files\"
+url = \"drops/\"
+format = \"csv\"
+columns = [\"id bigint\", \"name text\"]
+table = \"supplier\"
+trigger = \"arrival\"
+poll_interval_secs = 1
+[sources.sup.tables.supplier]
+primary_key = [\"id\"]
+
+[warehouses.pg]
+kind = \"postgres\"
+{pg_keys}
+[state]
+{pg_keys}lease_secs = 3
+
+[serve]
+listen = \"127.0.0.1:0\"
+",
+        db.config("cdc", "batch_max_ms = 200")
+    ));
+    let env = [("PGWH_PASSWORD", PASSWORD)];
+    let eventually = |what: &str, within: u64, ok: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !ok() {
+            assert!(
+                started.elapsed() < Duration::from_secs(within),
+                "{what}\n{}\n{}",
+                std::fs::read_to_string(sb.path("a.log")).unwrap_or_default(),
+                std::fs::read_to_string(sb.path("b.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        started.elapsed()
+    };
+    let a = Serving::start_as(&sb, "a", &[], &env);
+    let a_addr = a.addr();
+    eventually("the first process runs both sources", 30, &|| {
+        owned_by(&a_addr).len() == 2
+    });
+    let b = Serving::start_as(&sb, "b", &[], &env);
+    let b_addr = b.addr();
+    eventually("the two processes split the sources", 30, &|| {
+        owned_by(&a_addr).len() == 1 && owned_by(&b_addr).len() == 1
+    });
+    db.sql(
+        "INSERT INTO orders SELECT seq, CONCAT('n-', seq) FROM seq_501_to_800;
+         UPDATE orders SET v = 'changed' WHERE id <= 10",
+    );
+    sb.write("drops/1.csv", "id,name\n1,a\n2,b\n");
+    let pg_rows = |sql: &str| -> Option<Vec<Vec<Option<String>>>> {
+        let out = pg.try_sql("wh", sql).ok()?;
+        Some(
+            out.lines()
+                .map(|l| l.split('\t').map(|f| Some(f.to_string())).collect())
+                .collect(),
+        )
+    };
+    let equal = || {
+        pg_rows("SELECT id, v FROM shop.orders ORDER BY id")
+            == Some(db.rows("SELECT id, v FROM orders ORDER BY id"))
+    };
+    eventually("the changes reach the warehouse", 60, &equal);
+    // Kill the process streaming `shop`, mid-stream: more changes come meanwhile.
+    let (victim, survivor, survivor_addr) = match owned_by(&a_addr).contains(&"shop".to_string()) {
+        true => (a, b, b_addr),
+        false => (b, a, a_addr),
+    };
+    db.sql("INSERT INTO orders SELECT seq, CONCAT('k-', seq) FROM seq_801_to_900");
+    assert!(Command::new("kill")
+        .args(["-KILL", &victim.pid().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    drop(victim);
+    let took = eventually("the survivor takes the source over", 30, &|| {
+        owned_by(&survivor_addr).len() == 2
+    });
+    eprintln!("taken over {took:?} after the kill (lease 3 s)");
+    db.sql(
+        "INSERT INTO orders SELECT seq, CONCAT('s-', seq) FROM seq_901_to_1000;
+         DELETE FROM orders WHERE id <= 50;
+         UPDATE orders SET v = 'late' WHERE id BETWEEN 600 AND 620",
+    );
+    sb.write("drops/2.csv", "id,name\n2,bb\n3,c\n");
+    eventually("the warehouse ends equal to MariaDB", 60, &equal);
+    eventually("and to the files", 30, &|| {
+        pg_rows("SELECT id, name FROM sup.supplier ORDER BY id")
+            == Some(vec![
+                vec![s("1"), s("a")],
+                vec![s("2"), s("bb")],
+                vec![s("3"), s("c")],
+            ])
+    });
+    let (code, _, stderr) = survivor.terminate(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(db.rows("SELECT count(*) FROM orders"), vec![vec![s("950")]]);
+    // The run history is the shared store's.
+    let runs = pg.sql(
+        "wh",
+        "SELECT count(*) FROM _sluice.runs WHERE source = 'sup'",
+    );
+    assert!(runs.trim().parse::<u64>().unwrap() >= 2, "{runs}");
 }

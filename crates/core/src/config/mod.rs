@@ -492,14 +492,50 @@ pub struct Layout {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeConfig {
+    /// Address of the HTTP API and /metrics (default 127.0.0.1:8080).
     pub listen: Option<String>,
+    /// Bearer token the API asks for; required when `listen` is not a loopback address.
     pub token: Option<Secret>,
+    /// A failing pass is tried again this many times (default 10) ...
+    pub retries: Option<u32>,
+    /// ... first after this many seconds (default 1), doubling ...
+    pub retry_first_secs: Option<u64>,
+    /// ... up to this many (default 300).
+    pub retry_max_secs: Option<u64>,
+}
+
+impl ServeConfig {
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:8080";
+
+    pub fn listen(&self) -> &str {
+        self.listen.as_deref().unwrap_or(Self::DEFAULT_LISTEN)
+    }
+}
+
+/// Whether `listen` (`host:port`) binds only the loopback interface.
+pub fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or(listen);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
+    /// A SQLite file (relative to the config) or `postgres://user@host:port/db`.
     pub url: String,
+    /// PostgreSQL: the password, from env or a file.
+    pub password: Option<Secret>,
+    /// PostgreSQL TLS: disable | prefer (default) | require | verify-ca | verify-full.
+    pub ssl_mode: Option<String>,
+    pub ssl_ca: Option<String>,
+    /// How long a serve process owns a source after its last heartbeat (default 30): another
+    /// process sharing the state store takes the source over after this.
+    pub lease_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -776,19 +812,37 @@ impl Config {
                 }
             }
         }
-        // Named by the contract (DESIGN.md) for parts of `sluice serve` this build does not
-        // have yet: refused rather than accepted and ignored.
-        for (key, set, part) in [
-            ("serve", self.serve.is_some(), "HTTP API and metrics"),
-            ("state", self.state.is_some(), "run history"),
-            ("alerts", !self.alerts.is_empty(), "alerts"),
-        ] {
-            if set {
+        if let Some(serve) = &self.serve {
+            let listen = serve.listen();
+            if listen.parse::<std::net::SocketAddr>().is_err() && !listen.starts_with("localhost:")
+            {
                 err(
-                    key.into(),
-                    format!(
-                        "belongs to `sluice serve`'s {part}, which this build does not have yet"
-                    ),
+                    "serve.listen".into(),
+                    format!("`{listen}` is not an address: write host:port, e.g. 127.0.0.1:8080"),
+                );
+            } else if !is_loopback(listen) && serve.token.is_none() {
+                err(
+                    "serve.token".into(),
+                    format!("`{listen}` is reachable from other machines: set token = {{ env = \"SLUICE_TOKEN\" }} (the API and /metrics then ask for it)"),
+                );
+            }
+        }
+        if let Some(state) = &self.state {
+            if state.lease_secs == Some(0) {
+                err("state.lease_secs".into(), "must be at least 1".into());
+            }
+        }
+        for (i, a) in self.alerts.iter().enumerate() {
+            if !matches!(a.format.as_deref(), None | Some("json") | Some("slack")) {
+                err(
+                    format!("alerts[{i}].format"),
+                    "must be \"json\" or \"slack\"".into(),
+                );
+            }
+            if !(a.webhook.starts_with("http://") || a.webhook.starts_with("https://")) {
+                err(
+                    format!("alerts[{i}].webhook"),
+                    "must be an http:// or https:// URL".into(),
                 );
             }
         }
@@ -814,11 +868,8 @@ impl Config {
                 );
             }
             let shared = src.shared();
-            if shared.scheduling.max_lag_secs.is_some() {
-                err(
-                    f("max_lag_secs"),
-                    "belongs to `sluice serve`'s alerts, which this build does not have yet".into(),
-                );
+            if shared.scheduling.max_lag_secs == Some(0) {
+                err(f("max_lag_secs"), "must be at least 1".into());
             }
             let cdc = src.mode() == Mode::Cdc;
             if let Err((key, message)) = shared.scheduling.resolve(cdc) {
@@ -1206,22 +1257,56 @@ primary_key = ["s_suppkey"]
     }
 
     #[test]
-    fn keys_of_what_this_build_lacks_are_refused_by_name() {
-        let text = format!(
-            "{GOOD}\n[serve]\nlisten = \"127.0.0.1:8080\"\n[[alerts]]\nwebhook = \"https://x\"\n"
+    fn serve_keys_are_checked_by_name() {
+        let ok = format!(
+            "{GOOD}\n[serve]\nlisten = \"127.0.0.1:8080\"\n[state]\nurl = \"s.db\"\nlease_secs = 5\n[[alerts]]\nwebhook = \"https://x\"\nformat = \"slack\"\n"
         )
         .replace(
             "table = \"supplier\"",
             "table = \"supplier\"\nschedule = \"hourly\"\nmax_lag_secs = 300",
         );
-        let errs = Config::parse(&text, Path::new(".")).unwrap_err();
-        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            vec!["serve", "alerts", "sources.suppliers.max_lag_secs"],
-            "{errs:?}"
+        let config = Config::parse(&ok, Path::new(".")).expect("serve keys accepted");
+        assert_eq!(config.state.as_ref().and_then(|s| s.lease_secs), Some(5));
+        for (from, to, field) in [
+            (
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"0.0.0.0:8080\"",
+                "serve.token",
+            ),
+            (
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"nowhere\"",
+                "serve.listen",
+            ),
+            ("format = \"slack\"", "format = \"xml\"", "alerts[0].format"),
+            (
+                "webhook = \"https://x\"",
+                "webhook = \"x\"",
+                "alerts[0].webhook",
+            ),
+            (
+                "max_lag_secs = 300",
+                "max_lag_secs = 0",
+                "sources.suppliers.max_lag_secs",
+            ),
+        ] {
+            let errs = Config::parse(&ok.replace(from, to), Path::new(".")).unwrap_err();
+            let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+            assert_eq!(fields, vec![field], "{to}: {errs:?}");
+        }
+        // Off loopback with a token is fine.
+        let open = ok.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"0.0.0.0:8080\"\ntoken = { env = \"T\" }",
         );
-        assert!(errs[0].message.contains("sluice serve"), "{errs:?}");
+        assert!(Config::parse(&open, Path::new(".")).is_ok());
+        assert!(
+            is_loopback("[::1]:80") && is_loopback("localhost:1") && !is_loopback("10.0.0.1:80")
+        );
+    }
+
+    #[test]
+    fn reserved_source_names_are_refused() {
         let reserved = Config::parse(
             "[sources._sluice_x]\nkind = \"files\"\nurl = \"x\"\n",
             Path::new("."),

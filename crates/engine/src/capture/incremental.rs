@@ -115,6 +115,7 @@ pub(crate) async fn incremental(
     failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
     t.report.rows += rows;
     t.report.lake_version = v;
+    crate::metrics::landed(&t.spec.source, &t.spec.table, rows, v);
     Ok(())
 }
 

@@ -438,8 +438,10 @@ async fn commit_chunks(
         "sluice".into(),
         json!({ "snapshot": run, "chunks": indices, "rows": writer.rows(), "complete": complete }),
     );
+    let rows = writer.rows();
     let v = writer.commit(&mut t.log, apps, meta).await?;
     t.report.lake_version = v.or(t.report.lake_version);
+    crate::metrics::landed(&t.spec.source, &t.spec.table, rows, v);
     failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
     Ok(())
 }

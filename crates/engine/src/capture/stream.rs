@@ -40,6 +40,10 @@ pub(crate) struct StreamSettings {
 /// start at a place the server may have dropped by then).
 const IDLE_ADVANCE: Duration = Duration::from_secs(60);
 
+/// Following, a stream that has nothing buffered and has had no event for this long has
+/// read all the source had committed before the wait began: its tables are current.
+const QUIET: Duration = Duration::from_secs(1);
+
 /// A table's rows on their way into one lake commit: its writer and what it holds. Rows of
 /// a source transaction still open wait here ahead of its end (committed only with its last
 /// rows, dropped if it is rolled back or the table stops).
@@ -159,10 +163,14 @@ pub(crate) async fn stream(
         let wait = s
             .since
             .map(|t0| how.max_wait.saturating_sub(t0.elapsed()))
-            .unwrap_or(IDLE_ADVANCE);
+            .unwrap_or(if following { QUIET } else { IDLE_ADVANCE });
+        let waiting_since = Utc::now();
         let event = tokio::select! {
             event = changes.next() => event?,
             _ = tokio::time::sleep(wait) => {
+                if s.buffered.is_empty() && s.ahead.is_empty() {
+                    s.mark_current(waiting_since);
+                }
                 s.flush_all(changes.as_mut()).await?;
                 if following && last_idle_advance.elapsed() >= IDLE_ADVANCE {
                     s.advance_idle(changes.as_ref()).await?;
@@ -276,6 +284,14 @@ async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
 }
 
 impl Streaming<'_> {
+    /// Every live table holds what the source committed up to `at` (the stream was quiet
+    /// since, with nothing buffered).
+    fn mark_current(&self, at: chrono::DateTime<Utc>) {
+        for t in self.tables.iter().filter(|t| t.live()) {
+            crate::metrics::current(&t.spec.source, &t.spec.table, at);
+        }
+    }
+
     /// Commits every table's buffered changes (and, following, loads them).
     async fn flush_all(&mut self, changes: &mut dyn ChangeStream) -> Result<(), EngineError> {
         let flushed: Vec<usize> = self.buffered.keys().copied().collect();
@@ -308,7 +324,9 @@ impl Streaming<'_> {
             Some(p) => p,
             None => Pending::open(t).await?,
         };
-        p.write(&t.spec.table, changes.take(&t.table.name)?).await?;
+        let taken = changes.take(&t.table.name)?;
+        let last_commit = taken.commit_micros.iter().rev().find_map(|m| *m);
+        p.write(&t.spec.table, taken).await?;
         let rejects = std::mem::take(&mut p.rejects);
         t.quarantine(&self.project.lake, &self.ids.stream_rejects(&at), rejects)
             .await?;
@@ -319,6 +337,10 @@ impl Streaming<'_> {
         let v = p.writer.commit(&mut t.log, apps, meta).await?;
         failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
         t.report.rows += p.rows as u64;
+        crate::metrics::landed(&t.spec.source, &t.spec.table, p.rows as u64, v);
+        if let Some(at) = last_commit.and_then(chrono::DateTime::from_timestamp_micros) {
+            crate::metrics::current(&t.spec.source, &t.spec.table, at);
+        }
         t.report.zero_dates += p.zero_dates;
         t.report.lake_version = v.or(t.report.lake_version);
         self.committed.insert(i, at);

@@ -119,6 +119,7 @@ pub(crate) async fn quarantine(
     }
     let n = rejects.len() as u64;
     tracing::warn!(source = %spec.source, table = %spec.table, at = %position, rejects = n, "rows quarantined");
+    crate::metrics::quarantined(&spec.source, &spec.table, n);
     // Rows of a database have no line: they are numbered within the unit.
     let rejects = rejects
         .into_iter()

@@ -244,6 +244,7 @@ impl Landing<'_> {
         report.files += 1;
         report.rows += rows;
         report.lake_version = version.or(report.lake_version);
+        crate::metrics::landed(&spec.source, &spec.table, rows, version);
         tracing::info!(source = %spec.source, table = %spec.table, file = %unit.id, rows, rejects = n_rejects, version = ?version, "file landed");
         Ok(true)
     }
@@ -278,6 +279,7 @@ impl Landing<'_> {
         report.files += 1;
         report.rejects += 1;
         report.unreadable += 1;
+        crate::metrics::quarantined(&spec.source, &spec.table, 1);
         report.lake_version = version.or(report.lake_version);
         Ok(())
     }

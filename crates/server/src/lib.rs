@@ -1,0 +1,255 @@
+//! sluice server: `serve`'s HTTP API and Prometheus metrics.
+//!
+//! | route | does |
+//! |---|---|
+//! | `GET /health` | 200 while serving (never asks for the token: load balancers probe it) |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /api/tables` | what `sluice status --json` shows |
+//! | `GET /api/runs?limit=N&source=S` | the run history, newest first |
+//! | `POST /api/tables/{source}.{table}/sync` | a pass of that table now (202) |
+//! | `POST /api/tables/{source}.{table}/schema/accept` | `sluice schema accept` |
+//! | `POST /api/query` `{"sql": "..."}` | SQL over the lake, read-only; rows as JSON |
+//!
+//! With `[serve] token` set every route but `/health` asks for `Authorization: Bearer
+//! TOKEN`; config validation refuses a listen address off loopback without one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use sluice_engine::query::OutputFormat;
+use sluice_engine::serve::{Serving, TriggerRefused};
+use sluice_engine::EngineError;
+
+#[derive(Clone)]
+struct App {
+    serving: Arc<Serving>,
+    token: Option<Arc<String>>,
+}
+
+/// Binds `listen` and serves the API until `stop` turns true. Returns once bound, with the
+/// address (port 0 picks a free one) and the task serving.
+pub async fn start(
+    serving: Arc<Serving>,
+    listen: &str,
+    token: Option<String>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let app = App {
+        serving,
+        token: token.map(Arc::new),
+    };
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/tables", get(tables))
+        .route("/api/runs", get(runs))
+        .route("/api/tables/{name}/sync", post(sync_now))
+        .route("/api/tables/{name}/schema/accept", post(accept))
+        .route("/api/query", post(query))
+        .layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .route("/health", get(health))
+        .with_state(app);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("serve.listen {listen}: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("serve.listen {listen}: {e}"))?;
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|v| *v).await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+    });
+    Ok((addr, task))
+}
+
+/// An error as JSON with its status.
+fn failure(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+fn engine_failure(e: EngineError) -> Response {
+    let status = match e {
+        EngineError::Usage(_) | EngineError::Query(_) | EngineError::Config(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    failure(status, e)
+}
+
+async fn require_token(
+    State(app): State<App>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &app.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same(given.as_bytes(), token.as_bytes()) {
+            return failure(
+                StatusCode::UNAUTHORIZED,
+                "this API asks for Authorization: Bearer <[serve] token>",
+            );
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares in time that does not depend on where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health(State(app): State<App>) -> Response {
+    let s = &app.serving;
+    let sources: Vec<_> = s
+        .schedules()
+        .into_iter()
+        .map(|(source, schedule)| {
+            json!({ "source": source, "schedule": schedule, "owned": s.owns(&source) })
+        })
+        .collect();
+    let alerts: Vec<_> = s
+        .alerts
+        .active()
+        .into_iter()
+        .map(|(condition, source, table)| json!({ "condition": condition, "source": source, "table": table }))
+        .collect();
+    Json(json!({
+        "status": "ok",
+        "owner": s.owner,
+        "started_at": s.started_at,
+        "sources": sources,
+        "alerts": alerts,
+    }))
+    .into_response()
+}
+
+async fn metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        sluice_engine::metrics::render(),
+    )
+        .into_response()
+}
+
+async fn tables(State(app): State<App>) -> Response {
+    match sluice_engine::status::status(&app.serving.project).await {
+        Ok(t) => Json(t).into_response(),
+        Err(e) => engine_failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    limit: Option<usize>,
+    source: Option<String>,
+}
+
+async fn runs(State(app): State<App>, Query(q): Query<RunsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    match app.serving.state.runs(limit, q.source.as_deref()).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => engine_failure(e),
+    }
+}
+
+/// `source.table` from the path (None: it names no table).
+fn split(name: &str) -> Option<(&str, &str)> {
+    name.split_once('.')
+}
+
+fn not_a_table(name: &str) -> Response {
+    failure(
+        StatusCode::BAD_REQUEST,
+        format!("`{name}`: name a table as SOURCE.TABLE"),
+    )
+}
+
+async fn sync_now(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let Some((source, table)) = split(&name) else {
+        return not_a_table(&name);
+    };
+    match app.serving.trigger(source, Some(table)) {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "queued": format!("{source}.{table}") })),
+        )
+            .into_response(),
+        Err(TriggerRefused::NoSuchSource(s)) => {
+            failure(StatusCode::NOT_FOUND, format!("no source named `{s}`"))
+        }
+        Err(TriggerRefused::Continuous) => failure(
+            StatusCode::CONFLICT,
+            format!("`{source}` streams continuously: it is always syncing"),
+        ),
+        Err(TriggerRefused::NotOwned) => failure(
+            StatusCode::CONFLICT,
+            format!("`{source}` is run by another serve process (it holds the lease)"),
+        ),
+        Err(TriggerRefused::Busy) => failure(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("passes of `{source}` are queued already"),
+        ),
+    }
+}
+
+async fn accept(State(app): State<App>, Path(name): Path<String>) -> Response {
+    if split(&name).is_none() {
+        return not_a_table(&name);
+    }
+    match sluice_engine::schema_cmd::accept(&app.serving.project, &name).await {
+        Ok(loads) => Json(json!({ "accepted": name, "loads": loads })).into_response(),
+        Err(e) => engine_failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct QueryBody {
+    sql: String,
+}
+
+async fn query(State(app): State<App>, Json(body): Json<QueryBody>) -> Response {
+    let batches = match sluice_engine::query::query_lake(&app.serving.project, &body.sql).await {
+        Ok(b) => b,
+        Err(e) => return engine_failure(e),
+    };
+    match sluice_engine::query::render(&batches, OutputFormat::Json) {
+        Ok(rows) => ([(header::CONTENT_TYPE, "application/json")], rows).into_response(),
+        Err(e) => engine_failure(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(super::same(b"abc", b"abc"));
+        assert!(!super::same(b"abc", b"abd"));
+        assert!(!super::same(b"ab", b"abc"));
+        assert!(!super::same(b"", b"a"));
+    }
+}
