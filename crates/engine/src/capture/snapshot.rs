@@ -460,7 +460,14 @@ async fn complete_run(
     let mut seq = t.log.last_seq().await?;
     let mut writer = t.log.writer()?;
     let mut deleted = 0u64;
-    if let (false, Some(open)) = (t.spec.primary_key.is_empty(), images.open) {
+    let open = images.open.filter(|_| !t.spec.primary_key.is_empty());
+    // Only rows landed before the run can have vanished: a first snapshot (no data file with
+    // a change before the run, by the commits' statistics) skips the pass over every key.
+    let held_before = match open {
+        Some(open) => !t.log.data_files(0, open - 1)?.is_empty(),
+        None => false,
+    };
+    if let (true, Some(open)) = (held_before, open) {
         use futures::StreamExt;
         let mut gone = vanished(&t.log, &t.spec.primary_key, open).await?;
         while let Some(batch) = gone.next().await {
@@ -488,6 +495,23 @@ async fn complete_run(
     commit_chunks(t, ids, writer, run, &[], seq, more).await
 }
 
+/// Memory the pass over every key may hold before it spills to disk.
+const VANISHED_MEMORY: usize = 64 << 20;
+
+/// A DataFusion session whose aggregates spill to temporary files past [`VANISHED_MEMORY`]
+/// rather than grow with the table's keys.
+fn spilling_session() -> Result<datafusion::prelude::SessionContext, EngineError> {
+    use datafusion::execution::memory_pool::FairSpillPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(VANISHED_MEMORY)))
+        .build_arc()?;
+    Ok(datafusion::prelude::SessionContext::new_with_config_rt(
+        datafusion::prelude::SessionConfig::new(),
+        runtime,
+    ))
+}
+
 /// The rows the table held before the snapshot run that began at `run_from` (the last change
 /// per key, unless a delete) whose key the run did not read. Found in two passes so that
 /// memory follows the keys, not the rows: one aggregate over the key columns and
@@ -501,7 +525,7 @@ async fn vanished(
     use arrow::array::{Array, BooleanArray, Int64Array};
     use futures::{StreamExt, TryStreamExt};
     use sluice_core::names::quote_ident as q;
-    let ctx = datafusion::prelude::SessionContext::new();
+    let ctx = spilling_session()?;
     crate::query::register(&ctx, "changes".into(), log).await?;
     let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
     let (seq, op) = (q(sluice_core::change::SEQ), q(sluice_core::change::OP));
