@@ -45,6 +45,7 @@ struct Metrics {
     registry: Registry,
     extracted: Family<TableLabels, Counter>,
     landed: Family<TableLabels, Counter>,
+    bytes_landed: Family<TableLabels, Counter>,
     quarantined: Family<TableLabels, Counter>,
     loaded: Family<TableLabels, Counter>,
     failures: Family<StageLabels, Counter>,
@@ -76,6 +77,12 @@ impl Metrics {
             "rows_landed",
             "Change rows committed to the lake",
             landed.clone(),
+        );
+        let bytes_landed: Family<_, _, _> = Family::default();
+        registry.register(
+            "bytes_landed",
+            "Bytes of data files (Parquet, compressed) committed to the lake",
+            bytes_landed.clone(),
         );
         let quarantined: Family<_, _, _> = Family::default();
         registry.register(
@@ -138,6 +145,7 @@ impl Metrics {
             registry,
             extracted,
             landed,
+            bytes_landed,
             quarantined,
             loaded,
             failures,
@@ -160,11 +168,12 @@ fn table(source: &str, table: &str) -> TableLabels {
     }
 }
 
-/// A lake commit of a capture: `rows` change rows landed at `version`.
-pub fn landed(source: &str, name: &str, rows: u64, version: Option<i64>) {
+/// A lake commit of a capture: `rows` change rows in `bytes` of data files landed at `version`.
+pub fn landed(source: &str, name: &str, rows: u64, bytes: u64, version: Option<i64>) {
     let l = table(source, name);
     METRICS.extracted.get_or_create(&l).inc_by(rows);
     METRICS.landed.get_or_create(&l).inc_by(rows);
+    METRICS.bytes_landed.get_or_create(&l).inc_by(bytes);
     if let Some(v) = version {
         lake_at(source, name, v);
     }

@@ -31,6 +31,8 @@ pub struct RunRecord {
     pub outcome: String,
     pub rows_extracted: u64,
     pub rows_landed: u64,
+    /// Bytes of the data files the landed rows went into (Parquet, compressed).
+    pub bytes_landed: u64,
     pub rows_quarantined: u64,
     pub changes_loaded: u64,
     /// The lake version after the run's last commit.
@@ -48,7 +50,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     source TEXT NOT NULL, table_name TEXT NOT NULL, trigger TEXT NOT NULL,
     started_at TEXT NOT NULL, ended_at TEXT NOT NULL, outcome TEXT NOT NULL,
-    rows_extracted INTEGER NOT NULL, rows_landed INTEGER NOT NULL,
+    rows_extracted INTEGER NOT NULL, rows_landed INTEGER NOT NULL, bytes_landed INTEGER NOT NULL,
     rows_quarantined INTEGER NOT NULL, changes_loaded INTEGER NOT NULL,
     lake_version INTEGER, error TEXT);
 CREATE TABLE IF NOT EXISTS leases (
@@ -61,7 +63,7 @@ CREATE TABLE IF NOT EXISTS _sluice.runs (
     id BIGSERIAL PRIMARY KEY,
     source TEXT NOT NULL, table_name TEXT NOT NULL, trigger TEXT NOT NULL,
     started_at TIMESTAMPTZ NOT NULL, ended_at TIMESTAMPTZ NOT NULL, outcome TEXT NOT NULL,
-    rows_extracted BIGINT NOT NULL, rows_landed BIGINT NOT NULL,
+    rows_extracted BIGINT NOT NULL, rows_landed BIGINT NOT NULL, bytes_landed BIGINT NOT NULL,
     rows_quarantined BIGINT NOT NULL, changes_loaded BIGINT NOT NULL,
     lake_version BIGINT, error TEXT);
 CREATE TABLE IF NOT EXISTS _sluice.leases (
@@ -141,11 +143,11 @@ impl StateStore {
                 let tx = conn.transaction().map_err(|e| err("recording runs", e))?;
                 for r in runs {
                     tx.execute(
-                        "INSERT INTO runs (source, table_name, trigger, started_at, ended_at, outcome, rows_extracted, rows_landed, rows_quarantined, changes_loaded, lake_version, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                        "INSERT INTO runs (source, table_name, trigger, started_at, ended_at, outcome, rows_extracted, rows_landed, bytes_landed, rows_quarantined, changes_loaded, lake_version, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                         rusqlite::params![
                             r.source, r.table, r.trigger,
                             r.started_at.to_rfc3339(), r.ended_at.to_rfc3339(), r.outcome,
-                            r.rows_extracted as i64, r.rows_landed as i64,
+                            r.rows_extracted as i64, r.rows_landed as i64, r.bytes_landed as i64,
                             r.rows_quarantined as i64, r.changes_loaded as i64,
                             r.lake_version, r.error,
                         ],
@@ -158,10 +160,10 @@ impl StateStore {
                 for r in runs {
                     client
                         .execute(
-                            "INSERT INTO _sluice.runs (source, table_name, trigger, started_at, ended_at, outcome, rows_extracted, rows_landed, rows_quarantined, changes_loaded, lake_version, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                            "INSERT INTO _sluice.runs (source, table_name, trigger, started_at, ended_at, outcome, rows_extracted, rows_landed, bytes_landed, rows_quarantined, changes_loaded, lake_version, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                             &[
                                 &r.source, &r.table, &r.trigger, &r.started_at, &r.ended_at,
-                                &r.outcome, &(r.rows_extracted as i64), &(r.rows_landed as i64),
+                                &r.outcome, &(r.rows_extracted as i64), &(r.rows_landed as i64), &(r.bytes_landed as i64),
                                 &(r.rows_quarantined as i64), &(r.changes_loaded as i64),
                                 &r.lake_version, &r.error,
                             ],
@@ -180,7 +182,7 @@ impl StateStore {
         limit: usize,
         source: Option<&str>,
     ) -> Result<Vec<RunRecord>, EngineError> {
-        const COLUMNS: &str = "id, source, table_name, trigger, started_at, ended_at, outcome, rows_extracted, rows_landed, rows_quarantined, changes_loaded, lake_version, error";
+        const COLUMNS: &str = "id, source, table_name, trigger, started_at, ended_at, outcome, rows_extracted, rows_landed, rows_quarantined, changes_loaded, lake_version, error, bytes_landed";
         match self {
             StateStore::Sqlite(conn) => {
                 let conn = conn.lock().expect("state store");
@@ -210,6 +212,7 @@ impl StateStore {
                             changes_loaded: row.get::<_, i64>(10)? as u64,
                             lake_version: row.get(11)?,
                             error: row.get(12)?,
+                            bytes_landed: row.get::<_, i64>(13)? as u64,
                         })
                     })
                     .map_err(|e| err("reading runs", e))?;
@@ -240,6 +243,7 @@ impl StateStore {
                         changes_loaded: row.get::<_, i64>(10) as u64,
                         lake_version: row.get(11),
                         error: row.get(12),
+                        bytes_landed: row.get::<_, i64>(13) as u64,
                     })
                     .collect())
             }
@@ -334,7 +338,7 @@ pub fn render(runs: &[RunRecord]) -> String {
     for r in runs {
         let secs = (r.ended_at - r.started_at).num_milliseconds() as f64 / 1000.0;
         out += &format!(
-            "{}  {}.{}  {} ({})  {:.1}s  extracted {}, landed {}, quarantined {}, loaded {}{}\n",
+            "{}  {}.{}  {} ({})  {:.1}s  extracted {}, landed {} ({} bytes), quarantined {}, loaded {}{}\n",
             r.started_at.format("%Y-%m-%d %H:%M:%S"),
             r.source,
             r.table,
@@ -343,6 +347,7 @@ pub fn render(runs: &[RunRecord]) -> String {
             secs,
             r.rows_extracted,
             r.rows_landed,
+            r.bytes_landed,
             r.rows_quarantined,
             r.changes_loaded,
             r.lake_version
@@ -383,6 +388,7 @@ pub fn records_of(
             .to_string(),
             rows_extracted: t.extract.rows + t.extract.rejects,
             rows_landed: t.extract.rows,
+            bytes_landed: t.extract.bytes,
             rows_quarantined: t.extract.rejects,
             changes_loaded: t.loads.iter().map(|l| l.changes).sum(),
             lake_version: t.extract.lake_version,

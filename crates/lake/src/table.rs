@@ -160,6 +160,8 @@ impl std::fmt::Display for TablePath {
 pub struct LakeTable {
     path: TablePath,
     table: DeltaTable,
+    /// Bytes of the data files the last commit through this handle added.
+    committed_bytes: u64,
 }
 
 impl LakeTable {
@@ -220,6 +222,7 @@ impl LakeTable {
         }
         table.load().await.map_err(e)?;
         Ok(Some(LakeTable {
+            committed_bytes: 0,
             path: path.clone(),
             table,
         }))
@@ -266,6 +269,7 @@ impl LakeTable {
             .await
             .map_err(e)?;
         Ok(LakeTable {
+            committed_bytes: 0,
             path: path.clone(),
             table,
         })
@@ -474,6 +478,11 @@ impl LakeTable {
         Ok(files)
     }
 
+    /// Bytes of the data files (Parquet, compressed) the last commit through this handle added.
+    pub fn committed_bytes(&self) -> u64 {
+        self.committed_bytes
+    }
+
     /// The table's URL (`file:///…/changes/src/t/` or `s3://bucket/…/`).
     pub fn url(&self) -> &url::Url {
         self.table.table_url()
@@ -607,12 +616,21 @@ impl LakeWriter {
             partition_by: Some(vec![INGEST_DATE.to_string()]),
             predicate: None,
         };
+        let bytes: i64 = self
+            .adds
+            .iter()
+            .map(|a| match a {
+                Action::Add(add) => add.size,
+                _ => 0,
+            })
+            .sum();
         let finalized = CommitBuilder::from(props)
             .with_actions(std::mem::take(&mut self.adds))
             .build(Some(snapshot), table.table.log_store(), operation)
             .await
             .map_err(|e| self.err(e))?;
         let version = finalized.version() as i64;
+        table.committed_bytes = bytes.max(0) as u64;
         table.refresh().await?;
         Ok(Some(version))
     }

@@ -619,6 +619,14 @@ token = { env = "SLUICE_TEST_TOKEN" }
     assert_eq!(sum("rows_landed"), 3, "{runs:?}");
     assert_eq!(sum("rows_quarantined"), 1, "{runs:?}");
     assert_eq!(sum("changes_loaded"), 3, "{runs:?}");
+    // The bytes are the data files the rows went into, as the lake's own log records them.
+    let lake_bytes: u64 = walk_files(&sb.path("lake/changes/sup/supplier"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(lake_bytes > 0);
+    assert_eq!(sum("bytes_landed"), lake_bytes, "{runs:?}");
 
     let (code, text) = http(&addr, "GET", "/metrics", t, None);
     assert_eq!(code, 200, "{text}");
@@ -632,6 +640,10 @@ token = { env = "SLUICE_TEST_TOKEN" }
     assert_eq!(at(&format!("sluice_rows_quarantined_total{labels}")), 1.0);
     assert_eq!(at(&format!("sluice_rows_extracted_total{labels}")), 4.0);
     assert_eq!(at(&format!("sluice_rows_loaded_total{labels}")), 3.0);
+    assert_eq!(
+        at(&format!("sluice_bytes_landed_total{labels}")),
+        lake_bytes as f64
+    );
     assert_eq!(at(&format!("sluice_table_halted{labels}")), 0.0);
     assert_eq!(at(&format!("sluice_load_lag_versions{labels}")), 0.0);
     let lag = at(&format!("sluice_lag_seconds{labels}"));
@@ -1050,4 +1062,18 @@ fn sigterm_during_a_load_leaves_lake_and_warehouse_consistent() {
         sb.duck("SELECT id::VARCHAR, v FROM shop.orders ORDER BY id") == source,
         "the warehouse differs from MariaDB"
     );
+}
+
+/// Every file under `dir`, recursively.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

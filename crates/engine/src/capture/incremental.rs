@@ -115,7 +115,14 @@ pub(crate) async fn incremental(
     failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
     t.report.rows += rows;
     t.report.lake_version = v;
-    crate::metrics::landed(&t.spec.source, &t.spec.table, rows, v);
+    crate::metrics::landed(
+        &t.spec.source,
+        &t.spec.table,
+        rows,
+        t.log.committed_bytes(),
+        v,
+    );
+    t.report.bytes += t.log.committed_bytes();
     Ok(())
 }
 

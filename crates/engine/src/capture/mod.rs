@@ -46,6 +46,8 @@ use table::Captured;
 pub struct ExtractReport {
     pub files: u64,
     pub rows: u64,
+    /// Bytes of data files (Parquet, compressed) the rows landed in.
+    pub bytes: u64,
     pub rejects: u64,
     /// Rows a snapshot no longer found at the source, landed as deletes.
     #[serde(skip_serializing_if = "is_zero")]
@@ -84,6 +86,7 @@ impl ExtractReport {
     fn add(&mut self, later: ExtractReport) {
         self.files += later.files;
         self.rows += later.rows;
+        self.bytes += later.bytes;
         self.rejects += later.rejects;
         self.deleted += later.deleted;
         self.zero_dates += later.zero_dates;

@@ -244,7 +244,14 @@ impl Landing<'_> {
         report.files += 1;
         report.rows += rows;
         report.lake_version = version.or(report.lake_version);
-        crate::metrics::landed(&spec.source, &spec.table, rows, version);
+        crate::metrics::landed(
+            &spec.source,
+            &spec.table,
+            rows,
+            self.log.committed_bytes(),
+            version,
+        );
+        report.bytes += self.log.committed_bytes();
         tracing::info!(source = %spec.source, table = %spec.table, file = %unit.id, rows, rejects = n_rejects, version = ?version, "file landed");
         Ok(true)
     }
