@@ -114,15 +114,7 @@ pub(crate) async fn incremental(
     let v = writer.commit(&mut t.log, apps, meta).await?;
     failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
     t.report.rows += rows;
-    t.report.lake_version = v;
-    crate::metrics::landed(
-        &t.spec.source,
-        &t.spec.table,
-        rows,
-        t.log.committed_bytes(),
-        v,
-    );
-    t.report.bytes += t.log.committed_bytes();
+    t.committed(rows, v);
     Ok(())
 }
 

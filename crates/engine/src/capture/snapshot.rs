@@ -440,15 +440,7 @@ async fn commit_chunks(
     );
     let rows = writer.rows();
     let v = writer.commit(&mut t.log, apps, meta).await?;
-    t.report.lake_version = v.or(t.report.lake_version);
-    crate::metrics::landed(
-        &t.spec.source,
-        &t.spec.table,
-        rows,
-        t.log.committed_bytes(),
-        v,
-    );
-    t.report.bytes += t.log.committed_bytes();
+    t.committed(rows, v);
     failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
     Ok(())
 }

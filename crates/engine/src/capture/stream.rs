@@ -337,19 +337,11 @@ impl Streaming<'_> {
         let v = p.writer.commit(&mut t.log, apps, meta).await?;
         failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
         t.report.rows += p.rows as u64;
-        crate::metrics::landed(
-            &t.spec.source,
-            &t.spec.table,
-            p.rows as u64,
-            t.log.committed_bytes(),
-            v,
-        );
-        t.report.bytes += t.log.committed_bytes();
+        t.committed(p.rows as u64, v);
         if let Some(at) = last_commit.and_then(chrono::DateTime::from_timestamp_micros) {
             crate::metrics::current(&t.spec.source, &t.spec.table, at);
         }
         t.report.zero_dates += p.zero_dates;
-        t.report.lake_version = v.or(t.report.lake_version);
         self.committed.insert(i, at);
         Ok(())
     }

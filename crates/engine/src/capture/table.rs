@@ -41,6 +41,15 @@ impl Captured {
         self.error.is_none() && self.halted.is_none()
     }
 
+    /// Counts a lake commit of `rows` change rows at `version` (None: nothing committed) in
+    /// the report (lake version, bytes) and the metrics.
+    pub fn committed(&mut self, rows: u64, version: Option<i64>) {
+        let bytes = self.log.committed_bytes();
+        self.report.lake_version = version.or(self.report.lake_version);
+        self.report.bytes += bytes;
+        crate::metrics::landed(&self.spec.source, &self.spec.table, rows, bytes, version);
+    }
+
     /// Records rows the source could not convert in the table's quarantine, once per input
     /// unit `position` (a rerun after a crash finds them there), and counts them.
     pub async fn quarantine(
