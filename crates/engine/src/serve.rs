@@ -75,6 +75,8 @@ pub struct Serving {
     waiting: Mutex<HashMap<String, mpsc::Receiver<Trigger>>>,
     /// Per source: whether this process holds its lease now.
     owned: Mutex<HashMap<String, bool>>,
+    /// Processes sharing the state store, as this one's membership renewal last counted.
+    members: std::sync::atomic::AtomicUsize,
 }
 
 /// Why a pass asked for through the API did not start.
@@ -147,6 +149,7 @@ impl Serving {
             triggers,
             waiting: Mutex::new(waiting),
             owned: Mutex::default(),
+            members: std::sync::atomic::AtomicUsize::new(1),
         })
     }
 
@@ -218,17 +221,7 @@ pub async fn serve(serving: &Serving, stop: watch::Receiver<bool>) -> Vec<Source
         run_source(serving, name, schedule, triggers, stop)
     });
     // Membership first, so the first shares count this process.
-    if let Err(e) = serving
-        .state
-        .take_lease(
-            &format!("{MEMBER_LEASE}{}", serving.owner),
-            &serving.owner,
-            serving.lease,
-        )
-        .await
-    {
-        tracing::warn!(error = %e, "membership not taken");
-    }
+    renew_membership(serving).await;
     let watch = watch_freshness(serving, stop.clone());
     let members = keep_membership(serving, stop.clone());
     let (runs, (), ()) = tokio::join!(futures::future::join_all(runs), watch, members);
@@ -264,12 +257,7 @@ async fn keep_lease(
     let name = format!("{SOURCE_LEASE}{source}");
     let mut renewed_at: Option<std::time::Instant> = None;
     loop {
-        let members = serving
-            .state
-            .live_leases(MEMBER_LEASE)
-            .await
-            .unwrap_or(1)
-            .max(1);
+        let members = serving.members.load(std::sync::atomic::Ordering::Relaxed);
         let fair = serving.schedules.len().div_ceil(members);
         let mine = serving.owned_count();
         let holding = *owned.borrow();
@@ -332,22 +320,30 @@ async fn give_up(serving: &Serving, source: &str, lease: &str, owned: &watch::Se
 }
 
 /// This process's membership: a lease of its own, renewed like the sources', by which the
-/// others count the processes sharing the store.
+/// processes sharing the store count one another.
 async fn keep_membership(serving: &Serving, mut stop: watch::Receiver<bool>) {
-    let name = format!("{MEMBER_LEASE}{}", serving.owner);
-    loop {
-        if let Err(e) = serving
-            .state
-            .take_lease(&name, &serving.owner, serving.lease)
-            .await
-        {
-            tracing::warn!(error = %e, "membership not renewed");
-        }
-        if stopped_within(&mut stop, serving.lease / 3).await {
-            break;
-        }
+    while !stopped_within(&mut stop, serving.lease / 3).await {
+        renew_membership(serving).await;
     }
+    let name = format!("{MEMBER_LEASE}{}", serving.owner);
     let _ = serving.state.release_lease(&name, &serving.owner).await;
+}
+
+/// Renews this process's membership and counts the live ones, once for all its sources.
+async fn renew_membership(serving: &Serving) {
+    let name = format!("{MEMBER_LEASE}{}", serving.owner);
+    if let Err(e) = serving
+        .state
+        .take_lease(&name, &serving.owner, serving.lease)
+        .await
+    {
+        tracing::warn!(error = %e, "membership not renewed");
+    }
+    if let Ok(n) = serving.state.live_leases(MEMBER_LEASE).await {
+        serving
+            .members
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// One source's passes, while this process holds its lease.
