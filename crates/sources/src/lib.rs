@@ -3,7 +3,10 @@
 //!
 //! - [`files`]: CSV/TSV/any delimiter, JSON lines and arrays, Parquet; `.gz`/`.zst`; local
 //!   folders and `s3://`; `{date}` folders.
+//! - [`mysql`]: MySQL/MariaDB snapshots, incremental reads and binlog CDC.
+//! - [`document`]: documents as rows (JSON files, MongoDB), one policy for both.
 
+pub mod document;
 pub mod error;
 pub mod files;
 pub mod mysql;

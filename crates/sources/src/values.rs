@@ -158,6 +158,10 @@ pub struct Inference {
     unquoted_number: bool,
     max_int_digits: usize,
     max_scale: usize,
+    /// Values whose type the document said (BSON), and the type they meet in (Utf8 when
+    /// they have none).
+    typed_values: usize,
+    typed: Option<DataType>,
     pub evidence: ColumnEvidence,
 }
 
@@ -176,6 +180,8 @@ impl Default for Inference {
             unquoted_number: false,
             max_int_digits: 0,
             max_scale: 0,
+            typed_values: 0,
+            typed: None,
             evidence: ColumnEvidence {
                 values: 0,
                 nulls: 0,
@@ -194,6 +200,27 @@ impl Inference {
     pub fn observe_nested(&mut self) {
         self.evidence.values += 1;
         self.nested_values += 1;
+    }
+
+    /// A value of a type its document states (BSON's Int64, Double, Date…): typed values meet
+    /// in their common type; typed and untyped values in one column are a conflict (text).
+    pub fn observe_typed(&mut self, t: &DataType) {
+        self.evidence.values += 1;
+        self.typed_values += 1;
+        let met = match &self.typed {
+            None => t.clone(),
+            Some(old) => typed_meet(old, t),
+        };
+        if self.typed.as_ref().is_some_and(|old| *old != met) && self.evidence.widened_by.is_none()
+        {
+            self.evidence.widened_by = Some(sluice_core::schema::type_name(t));
+        }
+        self.typed = Some(met);
+    }
+
+    /// Values of stated types, and others (text, objects) seen in the same column.
+    fn mixed_typed(&self) -> bool {
+        self.typed_values > 0 && self.typed_values < self.evidence.values
     }
 
     /// A JSON string (never a number, whatever it looks like).
@@ -285,6 +312,11 @@ impl Inference {
         if self.dec_ok && self.max_int_digits + self.max_scale > MAX_DECIMAL_PRECISION as usize {
             self.dec_ok = false;
         }
+        self.typed_values += other.typed_values;
+        self.typed = match (self.typed.take(), &other.typed) {
+            (Some(a), Some(b)) => Some(typed_meet(&a, b)),
+            (a, b) => a.or_else(|| b.clone()),
+        };
         self.evidence.values += other.evidence.values;
         self.evidence.nulls += other.evidence.nulls;
         if self.evidence.widened_by.is_none() {
@@ -312,7 +344,8 @@ impl Inference {
     /// Documents disagree on what the field is: a JSON string in some and a number or boolean
     /// in others, or an object/array in some and a scalar in others. The column is text.
     pub fn conflicting_kinds(&self) -> bool {
-        (self.quoted && self.unquoted_number)
+        self.mixed_typed()
+            || (self.quoted && self.unquoted_number)
             || (self.nested_values > 0 && self.nested_values < self.evidence.values)
     }
 
@@ -323,7 +356,10 @@ impl Inference {
         if self.evidence.values == 0 {
             return true;
         }
-        if self.nested_values > 0 || (self.quoted && self.unquoted_number) {
+        if let Some(typed) = self.typed.as_ref().filter(|_| !self.mixed_typed()) {
+            return sluice_core::schema::common_type(t, typed).as_ref() == Some(t);
+        }
+        if self.mixed_typed() || self.nested_values > 0 || (self.quoted && self.unquoted_number) {
             return matches!(t, DataType::Utf8 | DataType::LargeUtf8);
         }
         let digits_fit = |p: u8, s: i8| {
@@ -348,7 +384,11 @@ impl Inference {
 
     /// The narrowest type that holds every observed value.
     pub fn data_type(&self) -> DataType {
+        if let Some(typed) = self.typed.as_ref().filter(|_| !self.mixed_typed()) {
+            return typed.clone();
+        }
         if self.evidence.values == 0
+            || self.mixed_typed()
             || self.nested_values > 0
             || (self.quoted && self.unquoted_number)
         {
@@ -379,6 +419,16 @@ impl Inference {
             DataType::Utf8
         }
     }
+}
+
+/// Where two stated types meet: their common type; numbers that have none (an integer and a
+/// double, as JSON numbers widen) in double; anything else in text.
+fn typed_meet(a: &DataType, b: &DataType) -> DataType {
+    let numeric = |t: &DataType| t.is_numeric();
+    sluice_core::schema::common_type(a, b).unwrap_or(match numeric(a) && numeric(b) {
+        true => DataType::Float64,
+        false => DataType::Utf8,
+    })
 }
 
 /// (integer digits, fractional digits) of a plain decimal literal, or None.

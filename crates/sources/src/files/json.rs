@@ -17,69 +17,36 @@ use sluice_core::reject::Reject;
 use super::bound::RecordBound;
 use super::rows::RowBatcher;
 use super::{ReadEvent, ReadStats};
+use crate::document::{self, Node, Scalar};
 use crate::values::Inference;
 use crate::SourceError;
 
-/// One JSON value as the text a column receives.
-enum Scalar {
-    Null,
-    /// A JSON string, unescaped.
-    Str(String),
-    /// A number or boolean, as written.
-    Bare(String),
-    /// An object or array, as JSON text.
-    Nested(String),
+/// A JSON value as a document node (see [`crate::document`]).
+impl Node for &RawValue {
+    fn fields(&self) -> Option<Result<Vec<(String, Self)>, String>> {
+        self.get().trim_start().starts_with('{').then(|| {
+            serde_json::from_str::<BTreeMap<String, &RawValue>>(self.get())
+                .map(|m| m.into_iter().collect())
+                .map_err(|e| format!("not a JSON object: {e}"))
+        })
+    }
+
+    fn scalar(&self) -> Result<Scalar, String> {
+        let text = self.get().trim();
+        Ok(match text.as_bytes().first() {
+            Some(b'n') => Scalar::Null,
+            Some(b'"') => Scalar::Str(serde_json::from_str(text).map_err(|e| e.to_string())?),
+            Some(b'{' | b'[') => Scalar::Nested(text.to_string()),
+            _ => Scalar::Bare(text.to_string()),
+        })
+    }
 }
 
-fn scalar(raw: &RawValue) -> Result<Scalar, String> {
-    let text = raw.get().trim();
-    Ok(match text.as_bytes().first() {
-        Some(b'n') => Scalar::Null,
-        Some(b'"') => Scalar::Str(serde_json::from_str(text).map_err(|e| e.to_string())?),
-        Some(b'{' | b'[') => Scalar::Nested(text.to_string()),
-        _ => Scalar::Bare(text.to_string()),
-    })
-}
-
-/// The fields of one record; `flatten` levels of objects become `parent__child` fields.
+/// The columns of one record; `flatten` levels of objects become `parent__child` columns.
 fn object(text: &str, flatten: usize) -> Result<BTreeMap<String, Scalar>, String> {
     let map: BTreeMap<String, &RawValue> =
         serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
-    if flatten == 0 {
-        return map.into_iter().map(|(k, v)| Ok((k, scalar(v)?))).collect();
-    }
-    let mut out = BTreeMap::new();
-    put_flattened(&mut out, None, map, flatten)?;
-    Ok(out)
-}
-
-/// Flattened fields of `map` under `parent`. NULLs are left out: a missing field is NULL too,
-/// and a NULL where other records hold an object would otherwise make a column of its own.
-fn put_flattened(
-    out: &mut BTreeMap<String, Scalar>,
-    parent: Option<&str>,
-    map: BTreeMap<String, &RawValue>,
-    depth: usize,
-) -> Result<(), String> {
-    for (k, v) in map {
-        let name = match parent {
-            Some(p) => format!("{p}__{k}"),
-            None => k,
-        };
-        if depth > 0 && v.get().trim_start().starts_with('{') {
-            let inner: BTreeMap<String, &RawValue> = serde_json::from_str(v.get())
-                .map_err(|e| format!("field `{name}`: not a JSON object: {e}"))?;
-            put_flattened(out, Some(&name), inner, depth - 1)?;
-            continue;
-        }
-        match scalar(v)? {
-            Scalar::Null => {}
-            value => {
-                out.insert(name, value);
-            }
-        }
-    }
-    Ok(())
+    document::columns(map.into_iter().collect(), flatten)
 }
 
 /// One record of a JSON file: its text, or why it is not one.
@@ -409,12 +376,7 @@ pub fn sample(
                     names.len() - 1
                 }
             };
-            match v {
-                Scalar::Null => infer[i].observe_null(),
-                Scalar::Str(s) => infer[i].observe_json_string(&s),
-                Scalar::Bare(s) => infer[i].observe_json_scalar(&s),
-                Scalar::Nested(_) => infer[i].observe_nested(),
-            }
+            v.observe(&mut infer[i]);
         }
         rows += 1;
         Ok(rows < max_rows)
@@ -433,7 +395,6 @@ pub fn read(
 ) -> Result<ReadStats, SourceError> {
     let mut batcher = RowBatcher::for_file(schema, id, keys)?;
     let mut stats = ReadStats::default();
-    let ncols = schema.fields().len();
     let result = for_each_record(r, id, bound, &mut |n, record| {
         let text = match record {
             Record::Text(t) => t,
@@ -466,22 +427,15 @@ pub fn read(
                 return Ok(true);
             }
         };
-        if let Some(k) = obj.keys().find(|k| schema.index_of(k).is_err()) {
-            stats.rejects += 1;
-            emit(reject(
-                Some(k.clone()),
-                format!("field `{k}` is not a column of the table"),
-            ))?;
-            return Ok(true);
-        }
-        let mut texts: Vec<Option<&str>> = vec![None; ncols];
-        for (k, v) in &obj {
-            let i = schema.index_of(k).expect("checked above");
-            texts[i] = match v {
-                Scalar::Null => None,
-                Scalar::Str(s) | Scalar::Bare(s) | Scalar::Nested(s) => Some(s.as_str()),
-            };
-        }
+        let texts = match document::texts(schema, &obj) {
+            Ok(t) => t,
+            Err(k) => {
+                stats.rejects += 1;
+                let reason = format!("field `{k}` is not a column of the table");
+                emit(reject(Some(k), reason))?;
+                return Ok(true);
+            }
+        };
         if let Err(e) = batcher.push_row(&texts) {
             stats.rejects += 1;
             let col = schema.field(e.column).name().clone();

@@ -12,7 +12,7 @@ mod infer;
 mod json;
 pub mod listing;
 mod parquet_file;
-mod rows;
+pub(crate) mod rows;
 mod source;
 
 use std::io::{BufReader, Read};
