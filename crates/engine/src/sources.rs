@@ -3,8 +3,14 @@
 
 use std::sync::Arc;
 
-use sluice_core::config::{FilesConfig, Mode, MysqlConfig, SourceConfig};
+use sluice_core::config::{
+    FilesConfig, Mode, MongodbConfig, MysqlConfig, Nested, SourceConfig, DEFAULT_MAX_DEPTH,
+    DEFAULT_SAMPLE_DOCS,
+};
+use sluice_core::secret::Secret;
 use sluice_sources::files::FilesSource;
+use sluice_sources::mongodb::source::MongoSource;
+use sluice_sources::mongodb::{Mongo, Settings};
 use sluice_sources::mysql::source::MySqlSource;
 use sluice_sources::mysql::{MySql, SslMode};
 use sluice_sources::source::SharedSource;
@@ -16,6 +22,7 @@ pub fn build(project: &Project, name: &str) -> Result<SharedSource, EngineError>
     match project.source(name)? {
         SourceConfig::Files(files) => files_source(project, name, files),
         SourceConfig::Mysql(mysql) => mysql_source(project, name, mysql),
+        SourceConfig::Mongodb(mongo) => mongodb_source(project, name, mongo),
         other => Err(EngineError::Usage(format!(
             "source {name}: kind {} is not available in this build",
             other.kind()
@@ -39,13 +46,7 @@ fn files_source(
 
 /// The MySQL/MariaDB connection settings of a source (its password resolved).
 pub fn mysql_of(project: &Project, name: &str, src: &MysqlConfig) -> Result<MySql, EngineError> {
-    let password = match &src.password {
-        Some(s) => Some(
-            s.resolve()
-                .map_err(|m| EngineError::Usage(format!("source {name}: password: {m}")))?,
-        ),
-        None => None,
-    };
+    let password = password_of(name, src.password.as_ref())?;
     let ssl_mode = src
         .ssl_mode
         .as_deref()
@@ -63,12 +64,7 @@ fn mysql_source(
     name: &str,
     src: &MysqlConfig,
 ) -> Result<SharedSource, EngineError> {
-    let configured = project
-        .config
-        .source_tables(name, project.source(name)?)
-        .into_iter()
-        .map(|s| s.table)
-        .collect();
+    let configured = configured_tables(project, name)?;
     let mut source = MySqlSource::new(
         mysql_of(project, name, src)?,
         src.server_id,
@@ -79,4 +75,52 @@ fn mysql_source(
         source = source.with_txn_buffer_bytes(mb << 20);
     }
     Ok(Arc::new(source))
+}
+
+fn mongodb_source(
+    project: &Project,
+    name: &str,
+    src: &MongodbConfig,
+) -> Result<SharedSource, EngineError> {
+    let password = password_of(name, src.password.as_ref())?;
+    let path = |p: &Option<String>| p.as_deref().map(|p| project.config.resolve_path(p).into());
+    let settings = Settings {
+        url: src.url.clone(),
+        password,
+        tls: src.tls,
+        tls_ca_file: path(&src.tls_ca_file),
+        tls_cert_key_file: path(&src.tls_cert_key_file),
+        read_preference: src.read_preference.clone(),
+    };
+    let configured = configured_tables(project, name)?;
+    let flatten = match src.nested {
+        Some(Nested::Flatten) => src.max_depth.unwrap_or(DEFAULT_MAX_DEPTH),
+        _ => 0,
+    };
+    Ok(Arc::new(MongoSource::new(
+        Mongo::new(name, settings)?,
+        configured,
+        flatten,
+        src.sample_docs.unwrap_or(DEFAULT_SAMPLE_DOCS),
+    )))
+}
+
+/// A source's password, resolved from the environment or its file.
+fn password_of(name: &str, secret: Option<&Secret>) -> Result<Option<String>, EngineError> {
+    secret
+        .map(|s| {
+            s.resolve()
+                .map_err(|m| EngineError::Usage(format!("source {name}: password: {m}")))
+        })
+        .transpose()
+}
+
+/// The tables a database source's config names (empty: every one it finds).
+fn configured_tables(project: &Project, name: &str) -> Result<Vec<String>, EngineError> {
+    Ok(project
+        .config
+        .source_tables(name, project.source(name)?)
+        .into_iter()
+        .map(|s| s.table)
+        .collect())
 }

@@ -4,11 +4,13 @@
 //! - [`files`]: CSV/TSV/any delimiter, JSON lines and arrays, Parquet; `.gz`/`.zst`; local
 //!   folders and `s3://`; `{date}` folders.
 //! - [`mysql`]: MySQL/MariaDB snapshots, incremental reads and binlog CDC.
+//! - [`mongodb`]: MongoDB snapshots by `_id` range and change streams.
 //! - [`document`]: documents as rows (JSON files, MongoDB), one policy for both.
 
 pub mod document;
 pub mod error;
 pub mod files;
+pub mod mongodb;
 pub mod mysql;
 pub mod source;
 pub mod values;

@@ -17,10 +17,12 @@ use crate::secret::Secret;
 use crate::types::parse_type;
 
 mod files;
+mod mongodb;
 mod mysql;
 mod source;
 
 pub use files::FilesConfig;
+pub use mongodb::{MongodbConfig, DEFAULT_SAMPLE_DOCS};
 pub use mysql::MysqlConfig;
 pub use source::{OnPositionLost, Shared, SourceConfig, Tuning, Unbuilt};
 
@@ -903,6 +905,7 @@ impl Config {
             let specs = self.source_tables(name, src);
             let kind_errors = match src {
                 SourceConfig::Files(c) => c.validate(name),
+                SourceConfig::Mongodb(c) => c.validate(),
                 SourceConfig::Mysql(c) => c.validate(
                     &specs
                         .iter()
@@ -912,7 +915,7 @@ impl Config {
                 other => vec![(
                     "kind".to_string(),
                     format!(
-                        "source kind `{}` is not available in this build yet (files and mysql are)",
+                        "source kind `{}` is not available in this build yet (files, mysql and mongodb are)",
                         other.kind()
                     ),
                 )],
@@ -1197,6 +1200,34 @@ primary_key = ["s_suppkey"]
         );
         assert_eq!(t.warehouse, "local");
         assert_eq!(c.resolve_path("lake"), "/p/lake");
+    }
+
+    #[test]
+    fn mongodb_sources_are_checked_key_by_key() {
+        let base = "[sources.m]\nkind = \"mongodb\"\nurl = \"mongodb://app@db:27017/shop\"\n";
+        let ok = format!("{base}mode = \"cdc\"\nnested = \"flatten\"\nmax_depth = 2\nread_preference = \"secondary\"\n");
+        let c = Config::parse(&ok, Path::new(".")).expect("a good mongodb source");
+        assert_eq!(c.sources["m"].mode(), Mode::Cdc);
+        for (extra, field) in [
+            ("mode = \"incremental\"", "sources.m.mode"),
+            ("read_preference = \"fastest\"", "sources.m.read_preference"),
+            ("max_depth = 2", "sources.m.max_depth"),
+            ("sample_docs = 0", "sources.m.sample_docs"),
+            ("cursor = \"updated_at\"", "sources.m.cursor"),
+        ] {
+            let errs = Config::parse(&format!("{base}{extra}\n"), Path::new(".")).unwrap_err();
+            let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+            assert_eq!(fields, vec![field], "{extra}: {errs:?}");
+        }
+        for url in [
+            "mongodb://app:secret@db/shop",
+            "mongodb://db:27017",
+            "mysql://db/shop",
+        ] {
+            let text = base.replace("mongodb://app@db:27017/shop", url);
+            let errs = Config::parse(&text, Path::new(".")).unwrap_err();
+            assert_eq!(errs[0].field, "sources.m.url", "{url}: {errs:?}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::files::FilesConfig;
+use super::mongodb::MongodbConfig;
 use super::mysql::MysqlConfig;
 use super::{Deletes, LoadSpec, Mode, SchemaChangesSpec, Tables};
 use crate::schedule::Schedule;
@@ -15,10 +16,10 @@ use crate::schedule::Schedule;
 pub enum SourceConfig {
     Files(FilesConfig),
     Mysql(MysqlConfig),
+    Mongodb(MongodbConfig),
     /// Kinds the contract names that this build does not have yet: refused by validation,
     /// naming the kind.
     Postgres(Unbuilt),
-    Mongodb(Unbuilt),
     Events(Unbuilt),
 }
 
@@ -144,6 +145,20 @@ macro_rules! shared {
     };
 }
 
+/// The sizes of a database source's snapshots and stream (`warn`: its log-retention warning).
+macro_rules! tuning {
+    ($c:expr, $warn:expr) => {
+        Tuning {
+            snapshot_parallelism: $c.snapshot_parallelism,
+            chunk_rows: $c.chunk_rows,
+            batch_max_rows: $c.batch_max_rows,
+            batch_max_ms: $c.batch_max_ms,
+            on_position_lost: $c.on_position_lost.unwrap_or_default(),
+            position_warn_files: $warn,
+        }
+    };
+}
+
 impl SourceConfig {
     /// The kind, as `kind = "..."` writes it.
     pub fn kind(&self) -> &'static str {
@@ -159,21 +174,11 @@ impl SourceConfig {
     pub fn shared(&self) -> Shared<'_> {
         match self {
             SourceConfig::Files(c) => shared!(c, None, Tuning::default()),
-            SourceConfig::Mysql(c) => shared!(
-                c,
-                c.cursor.as_ref(),
-                Tuning {
-                    snapshot_parallelism: c.snapshot_parallelism,
-                    chunk_rows: c.chunk_rows,
-                    batch_max_rows: c.batch_max_rows,
-                    batch_max_ms: c.batch_max_ms,
-                    on_position_lost: c.on_position_lost.unwrap_or_default(),
-                    position_warn_files: c.position_warn_files,
-                }
-            ),
-            SourceConfig::Postgres(_) | SourceConfig::Mongodb(_) | SourceConfig::Events(_) => {
-                Shared::default()
+            SourceConfig::Mysql(c) => {
+                shared!(c, c.cursor.as_ref(), tuning!(c, c.position_warn_files))
             }
+            SourceConfig::Mongodb(c) => shared!(c, None, tuning!(c, None)),
+            SourceConfig::Postgres(_) | SourceConfig::Events(_) => Shared::default(),
         }
     }
 
@@ -181,6 +186,7 @@ impl SourceConfig {
     pub fn mode(&self) -> Mode {
         match self {
             SourceConfig::Mysql(c) => c.mode(),
+            SourceConfig::Mongodb(c) => c.mode(),
             _ => Mode::Snapshot,
         }
     }
@@ -208,6 +214,13 @@ impl SourceConfig {
     pub fn as_files(&self) -> Option<&FilesConfig> {
         match self {
             SourceConfig::Files(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn as_mongodb(&self) -> Option<&MongodbConfig> {
+        match self {
+            SourceConfig::Mongodb(c) => Some(c),
             _ => None,
         }
     }
@@ -241,7 +254,7 @@ pub(super) fn strip_unknown_keys(src: &mut toml::Table) -> Vec<(String, String)>
             .and_then(|k| k.as_str())
             .unwrap_or("?")
             .to_string();
-        let takers: Vec<&str> = ["files", "mysql"]
+        let takers: Vec<&str> = ["files", "mysql", "mongodb"]
             .into_iter()
             .filter(|other| *other != kind)
             .filter(|other| {
