@@ -3,7 +3,9 @@
 #   - python3 + pip, the `deltalake` package (a second Delta reader checks the lake),
 #   - `moto[server]` (a local S3-compatible server on 127.0.0.1 for the S3 lake tests),
 #   - MariaDB's server and client binaries (the MySQL tests start private servers from them),
-#     and openssl (certificates for the TLS test).
+#     and openssl (certificates for the TLS test),
+#   - SecantusDB, a MongoDB wire-compatible server (GPL: a separate test tool in its own venv,
+#     never a dependency of sluice), for the MongoDB tests.
 # Build artefacts go to $CARGO_TARGET_DIR (default ~/.cache/sluice-target), shared with CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,13 @@ if ! command -v mariadbd >/dev/null || ! command -v mariadb-install-db >/dev/nul
   apt-get update && apt-get install -y mariadb-server mariadb-client
 fi
 command -v openssl >/dev/null || { apt-get update && apt-get install -y openssl; }   # TLS test certificates
+# MongoDB tests start private SecantusDB servers (SLUICE_TEST_MONGO_URL: a real replica set).
+SECANTUS_VENV="${SECANTUS_VENV:-/opt/secantus-venv}"
+if [ -z "${SLUICE_TEST_MONGO_URL:-}" ] && [ ! -x "$SECANTUS_VENV/bin/secantusd-py" ]; then
+  python3 -m venv "$SECANTUS_VENV" 2>/dev/null || { apt-get update && apt-get install -y python3-venv && python3 -m venv "$SECANTUS_VENV"; }
+  "$SECANTUS_VENV/bin/pip" install --quiet SecantusDB==0.7.0b3
+fi
+export SLUICE_SECANTUS="$SECANTUS_VENV/bin/secantusd-py"
 # PostgreSQL warehouse tests start private servers from the installed binaries.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update && apt-get install -y postgresql; }
 

@@ -2,16 +2,16 @@
 //! them, through the real `sluice` binary and the capture driver, each compared value by
 //! value with the source (and with a model computed here from the changes made):
 //!
-//! | scenario                                   | MariaDB CDC | MariaDB snapshot | files |
-//! |--------------------------------------------|:-----------:|:----------------:|:-----:|
-//! | types at their edges                       | ✓           | ✓                | ✓     |
-//! | a row read by the stream equals its snapshot | ✓         |                  |       |
-//! | inserts, updates, deletes, key changes     | ✓           | ✓                | inserts, updates |
-//! | a rolled-back transaction is absent        | ✓           |                  |       |
-//! | kill -9 during the first capture, resume   | ✓           | ✓                | ✓     |
-//! | kill -9 while streaming                    | ✓           |                  |       |
-//! | a new column (evolve)                      | ✓           | ✓                | ✓     |
-//! | a lost position says re-snapshot           | ✓           |                  |       |
+//! | scenario                                   | MariaDB CDC | MariaDB snapshot | MongoDB CDC | files |
+//! |--------------------------------------------|:-----------:|:----------------:|:-----------:|:-----:|
+//! | types at their edges                       | ✓           | ✓                | ✓           | ✓     |
+//! | a row read by the stream equals its snapshot | ✓         |                  | ✓           |       |
+//! | inserts, updates, deletes, key changes     | ✓           | ✓                | ✓ (key change: delete + insert in a transaction) | inserts, updates |
+//! | a rolled-back transaction is absent        | ✓           |                  |             |       |
+//! | kill -9 during the first capture, resume   | ✓           | ✓                | ✓           | ✓     |
+//! | kill -9 while streaming                    | ✓           |                  | ✓           |       |
+//! | a new column (evolve)                      | ✓           | ✓                | ✓ (a new field) | ✓ |
+//! | a lost position says re-snapshot           | ✓           |                  | ✓ (tests/mongodb.rs) |  |
 //!
 //! A new source adds a fixture (how to create the table, change it and configure sluice for
 //! it) and inherits the scenarios its capabilities allow.
@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::mariadb::MariaDb;
+use common::mongo::MongoServer;
 use common::{s, table_of, Sandbox};
 
 type Rows = Vec<Vec<Option<String>>>;
@@ -74,6 +75,8 @@ struct Caps {
     /// Deletes and key changes reach the lake (by the stream, or a snapshot no longer
     /// finding the row).
     deletes: bool,
+    /// A delete carries the row as it was (MySQL's row images); without, only its key.
+    before_images: bool,
 }
 
 /// A source under test: source `s`, table `t` (`id` its key) in the warehouse `s.t`.
@@ -103,6 +106,18 @@ trait Fixture {
     /// The server, for scenarios that talk to it.
     fn server(&self) -> Option<&MariaDb> {
         None
+    }
+    /// The table's key column (`id`, or MongoDB's `_id`).
+    fn key(&self) -> &'static str {
+        "id"
+    }
+    /// Chunked snapshots and batched streams can be sized (`chunk_rows`, `batch_max_rows`).
+    fn tuned(&self) -> bool {
+        self.server().is_some()
+    }
+    /// Rows of the kill -9 scenario.
+    fn kill_rows(&self) -> i64 {
+        ROWS
     }
 }
 
@@ -151,6 +166,7 @@ impl Fixture for Maria {
         Caps {
             stream: self.mode == "cdc",
             deletes: true,
+            before_images: true,
         }
     }
 
@@ -338,6 +354,250 @@ impl Maria {
 }
 
 // ---------------------------------------------------------------------------------------
+// MongoDB: `{_id, name, amount: Decimal128, day: "YYYY-MM-DD"}` documents; each source
+// transaction a multi-document transaction.
+
+struct Mongo {
+    server: MongoServer,
+}
+
+fn mongo_doc(r: &Row) -> mongodb::bson::Document {
+    use std::str::FromStr;
+    mongodb::bson::doc! {
+        "_id": r.id,
+        "name": r.name.clone().map(mongodb::bson::Bson::String).unwrap_or(mongodb::bson::Bson::Null),
+        "amount": mongodb::bson::Decimal128::from_str(&r.amount).unwrap(),
+        "day": r.day.clone(),
+    }
+}
+
+/// A value of a document as the warehouse renders it (`day` strings are dates there).
+fn mongo_text(v: Option<&mongodb::bson::Bson>) -> Option<String> {
+    use mongodb::bson::Bson;
+    match v? {
+        Bson::Null => None,
+        Bson::String(s) => Some(s.clone()),
+        Bson::Int64(i) => Some(i.to_string()),
+        Bson::Int32(i) => Some(i.to_string()),
+        Bson::Decimal128(d) => Some(d.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+impl Mongo {
+    fn start() -> Mongo {
+        Mongo {
+            server: MongoServer::start(&[]),
+        }
+    }
+}
+
+impl Fixture for Mongo {
+    fn label(&self) -> &'static str {
+        "MongoDB CDC"
+    }
+
+    fn caps(&self) -> Caps {
+        // The collection keeps pre- and post-images: each change lands as it was made.
+        Caps {
+            stream: true,
+            deletes: true,
+            before_images: true,
+        }
+    }
+
+    fn config(&self, load: &str, extra: &str) -> String {
+        format!(
+            "[sources.s]\nkind = \"mongodb\"\nurl = \"{}\"\nmode = \"cdc\"\nload = {load}\n{extra}\n",
+            self.server.url()
+        )
+    }
+
+    fn create(&mut self, _: &Sandbox, rows: &[Row]) {
+        self.server.create_with_images("t");
+        self.server
+            .insert("t", rows.iter().map(mongo_doc).collect());
+    }
+
+    fn apply(&mut self, _: &Sandbox, changes: &[Change]) {
+        use mongodb::bson::doc;
+        self.server.transaction(async |db, session| {
+            let t = db.collection::<mongodb::bson::Document>("t");
+            for c in changes {
+                match c {
+                    Change::Insert(r) => {
+                        t.insert_one(mongo_doc(r))
+                            .session(&mut *session)
+                            .await
+                            .unwrap();
+                    }
+                    Change::Update(r) => {
+                        let mut set = mongo_doc(r);
+                        set.remove("_id");
+                        t.update_one(doc! { "_id": r.id }, doc! { "$set": set })
+                            .session(&mut *session)
+                            .await
+                            .unwrap();
+                    }
+                    Change::Delete(id) => {
+                        t.delete_one(doc! { "_id": id })
+                            .session(&mut *session)
+                            .await
+                            .unwrap();
+                    }
+                    // `_id` cannot change: the document moves.
+                    Change::Rekey(from, r) => {
+                        t.delete_one(doc! { "_id": from })
+                            .session(&mut *session)
+                            .await
+                            .unwrap();
+                        t.insert_one(mongo_doc(r))
+                            .session(&mut *session)
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+        });
+    }
+
+    fn add_note(&mut self, _: &Sandbox, rows: &[(Row, String)]) {
+        let docs = rows
+            .iter()
+            .map(|(r, note)| {
+                let mut d = mongo_doc(r);
+                d.insert("note", note.clone());
+                d
+            })
+            .collect();
+        self.server.insert("t", docs);
+    }
+
+    fn source_rows(&self, columns: &str) -> Option<Rows> {
+        let names: Vec<&str> = columns.split(',').map(str::trim).collect();
+        Some(
+            self.server
+                .docs("t")
+                .iter()
+                .map(|d| names.iter().map(|n| mongo_text(d.get(n))).collect())
+                .collect(),
+        )
+    }
+
+    fn edges(&self) -> Edges {
+        // Canonical Extended JSON per value; Decimal128 holds 34 digits.
+        Edges {
+            columns: vec![
+                ("i64", "Int64"),
+                ("i32", "Int32"),
+                ("big_dec", "Decimal128"),
+                ("f", "Double"),
+                ("ts", "Date"),
+                ("txt", "String"),
+                ("oid", "ObjectId"),
+                ("flag", "Boolean"),
+            ],
+            rows: vec![
+                vec![
+                    r#"{"$numberLong": "-9223372036854775808"}"#,
+                    r#"{"$numberInt": "-2147483648"}"#,
+                    r#"{"$numberDecimal": "-9999999999999999999999999.999999999"}"#,
+                    r#"{"$numberDouble": "-1.7976931348623157E+308"}"#,
+                    r#"{"$date": {"$numberLong": "-30610224000000"}}"#,
+                    r#""""#,
+                    r#"{"$oid": "000000000000000000000000"}"#,
+                    "false",
+                ],
+                vec![
+                    r#"{"$numberLong": "9223372036854775807"}"#,
+                    r#"{"$numberInt": "2147483647"}"#,
+                    r#"{"$numberDecimal": "9999999999999999999999999.999999999"}"#,
+                    r#"{"$numberDouble": "2.2250738585072014E-308"}"#,
+                    r#"{"$date": {"$numberLong": "253402300799999"}}"#,
+                    r#""ünï 😀 \"q\" ' \\ end""#,
+                    r#"{"$oid": "ffffffffffffffffffffffff"}"#,
+                    "true",
+                ],
+                vec!["null"; 8],
+            ],
+            expected: vec![
+                vec![
+                    s("-9223372036854775808"),
+                    s("-2147483648"),
+                    s("-9999999999999999999999999.999999999"),
+                    s("-1.7976931348623157e+308"),
+                    s("1000-01-01 00:00:00+00"),
+                    s(""),
+                    s("000000000000000000000000"),
+                    s("false"),
+                ],
+                vec![
+                    s("9223372036854775807"),
+                    s("2147483647"),
+                    s("9999999999999999999999999.999999999"),
+                    s("2.2250738585072014e-308"),
+                    s("9999-12-31 23:59:59.999+00"),
+                    s("ünï 😀 \"q\" ' \\ end"),
+                    s("ffffffffffffffffffffffff"),
+                    s("true"),
+                ],
+                vec![None; 8],
+            ],
+        }
+    }
+
+    fn edges_config(&self) -> String {
+        self.config("\"merge\"", "")
+    }
+
+    fn create_edges(&mut self, _: &Sandbox, edges: &Edges) {
+        self.insert_edges(edges, 0);
+    }
+
+    fn insert_edges_again(&mut self, _: &Sandbox, edges: &Edges) {
+        self.insert_edges(edges, edges.rows.len());
+    }
+
+    fn key(&self) -> &'static str {
+        "_id"
+    }
+
+    fn tuned(&self) -> bool {
+        true
+    }
+
+    fn kill_rows(&self) -> i64 {
+        30_000
+    }
+}
+
+impl Mongo {
+    fn insert_edges(&self, edges: &Edges, after: usize) {
+        let docs = edges
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut d = mongodb::bson::doc! { "_id": (after + i + 1) as i64 };
+                for ((name, _), literal) in edges.columns.iter().zip(r) {
+                    let json: serde_json::Value = serde_json::from_str(literal).unwrap();
+                    // This bson's Extended JSON reader takes no `$numberDecimal`.
+                    let v = match json.get("$numberDecimal").and_then(|d| d.as_str()) {
+                        Some(d) => mongodb::bson::Bson::Decimal128(
+                            <mongodb::bson::Decimal128 as std::str::FromStr>::from_str(d).unwrap(),
+                        ),
+                        None => mongodb::bson::Bson::try_from(json).unwrap(),
+                    };
+                    d.insert(*name, v);
+                }
+                d
+            })
+            .collect();
+        self.server.insert("e", docs);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Files: each source transaction is a CSV file.
 
 struct Files {
@@ -513,7 +773,14 @@ impl Fixture for Files {
 
 /// The warehouse's `s.t` (merge) as text, id order.
 fn merged(sb: &Sandbox) -> Rows {
-    sb.duck("SELECT id::VARCHAR, name, amount::VARCHAR, day::VARCHAR FROM s.t ORDER BY id")
+    merged_by(sb, "id")
+}
+
+/// The same, the key column named `key`.
+fn merged_by(sb: &Sandbox, key: &str) -> Rows {
+    sb.duck(&format!(
+        "SELECT \"{key}\"::VARCHAR, name, amount::VARCHAR, day::VARCHAR FROM s.t ORDER BY \"{key}\""
+    ))
 }
 
 /// The model's rows, id order.
@@ -549,16 +816,21 @@ fn apply_model(model: &mut BTreeMap<i64, Row>, changes: &[Change]) {
 fn stream_ops(
     changes: &[Change],
     model: &BTreeMap<i64, Row>,
+    before_images: bool,
 ) -> Vec<(String, Option<String>, String)> {
     let mut model = model.clone();
     let mut out = Vec::new();
+    let was = |model: &BTreeMap<i64, Row>, id: &i64| match before_images {
+        true => model[id].name.clone(),
+        false => None,
+    };
     for c in changes {
         match c {
             Change::Insert(r) => out.push((r.id.to_string(), r.name.clone(), "c".into())),
             Change::Update(r) => out.push((r.id.to_string(), r.name.clone(), "u".into())),
-            Change::Delete(id) => out.push((id.to_string(), model[id].name.clone(), "d".into())),
+            Change::Delete(id) => out.push((id.to_string(), was(&model, id), "d".into())),
             Change::Rekey(from, r) => {
-                out.push((from.to_string(), model[from].name.clone(), "d".into()));
+                out.push((from.to_string(), was(&model, from), "d".into()));
                 out.push((r.id.to_string(), r.name.clone(), "c".into()));
             }
         }
@@ -579,9 +851,10 @@ fn types_at_their_edges(mut f: impl Fixture) {
         .iter()
         .map(|(n, _)| format!("{n}::VARCHAR"))
         .collect();
+    let key = f.key();
     let q = |from: i64, to: i64| {
         sb.duck(&format!(
-            "SELECT {} FROM s.e WHERE id BETWEEN {from} AND {to} ORDER BY id",
+            "SELECT {} FROM s.e WHERE \"{key}\" BETWEEN {from} AND {to} ORDER BY \"{key}\"",
             cols.join(", ")
         ))
     };
@@ -604,6 +877,8 @@ fn types_at_their_edges(mut f: impl Fixture) {
 /// order; a rolled-back transaction leaves nothing.
 fn every_change_kind(mut f: impl Fixture) {
     let caps = f.caps();
+    let key = f.key();
+    let merged = |sb: &Sandbox| merged_by(sb, key);
     let sb = Sandbox::new();
     sb.config(&f.config("[\"merge\", \"append\"]", ""));
     let first: Vec<Row> = (1..=20)
@@ -645,7 +920,7 @@ fn every_change_kind(mut f: impl Fixture) {
     }
     for (i, changes) in rounds.iter().enumerate() {
         if caps.stream {
-            expected_ops.extend(stream_ops(changes, &model));
+            expected_ops.extend(stream_ops(changes, &model, caps.before_images));
         } else if !caps.deletes {
             // Files: each delivered row once, as a read.
             expected_ops.extend(changes.iter().map(|c| match c {
@@ -657,9 +932,8 @@ fn every_change_kind(mut f: impl Fixture) {
         }
         f.apply(&sb, changes);
         apply_model(&mut model, changes);
-        if caps.stream && i == 0 {
+        if let Some(db) = f.server().filter(|_| caps.stream && i == 0) {
             // A rolled-back transaction between committed ones.
-            let db = f.server().expect("a stream fixture has a server");
             db.sql("BEGIN; INSERT INTO t VALUES (999, 'never', 1, '2024-01-01'); UPDATE t SET name = 'never' WHERE id = 1; ROLLBACK;");
         }
         sync_ok(&sb, f.label());
@@ -669,7 +943,7 @@ fn every_change_kind(mut f: impl Fixture) {
             "{}: after round {i}",
             f.label()
         );
-        if let Some(src) = f.source_rows("id, name, amount, day") {
+        if let Some(src) = f.source_rows(&format!("{key}, name, amount, day")) {
             assert_eq!(
                 merged(&sb),
                 src,
@@ -680,7 +954,9 @@ fn every_change_kind(mut f: impl Fixture) {
     }
     if caps.stream || !caps.deletes {
         let appended: Vec<(String, Option<String>, String)> = sb
-            .duck("SELECT id::VARCHAR, name, _sluice_op FROM s.t_append ORDER BY _sluice_seq")
+            .duck(&format!(
+                "SELECT \"{key}\"::VARCHAR, name, _sluice_op FROM s.t_append ORDER BY _sluice_seq"
+            ))
             .into_iter()
             .map(|r| (r[0].clone().unwrap(), r[1].clone(), r[2].clone().unwrap()))
             .collect();
@@ -747,16 +1023,19 @@ const ROWS: i64 = 100_000;
 /// row (each change) once.
 fn kill_9_and_resume(mut f: impl Fixture) {
     let caps = f.caps();
+    let key = f.key();
+    let merged = |sb: &Sandbox| merged_by(sb, key);
+    let rows = f.kill_rows();
     let sb = Sandbox::new();
     sb.config(&f.config(
         "[\"merge\", \"append\"]",
-        if f.server().is_some() {
+        if f.tuned() {
             "chunk_rows = 2000\nsnapshot_parallelism = 2\nbatch_max_rows = 300"
         } else {
             ""
         },
     ));
-    let first: Vec<Row> = (1..=ROWS)
+    let first: Vec<Row> = (1..=rows)
         .map(|i| row(i, &format!("n{i}"), i, (i % 28 + 1) as u32))
         .collect();
     f.create(&sb, &first);
@@ -775,12 +1054,12 @@ fn kill_9_and_resume(mut f: impl Fixture) {
         f.label()
     );
     let once = |sb: &Sandbox| {
-        sb.duck("SELECT count(*)::VARCHAR, count(DISTINCT id)::VARCHAR FROM s.t_append WHERE _sluice_op = 'r'")
+        sb.duck(&format!("SELECT count(*)::VARCHAR, count(DISTINCT \"{key}\")::VARCHAR FROM s.t_append WHERE _sluice_op = 'r'"))
     };
     if caps.stream || !caps.deletes {
         assert_eq!(
             once(&sb),
-            vec![vec![s(&ROWS.to_string()), s(&ROWS.to_string())]],
+            vec![vec![s(&rows.to_string()), s(&rows.to_string())]],
             "{}: each row read once",
             f.label()
         );
@@ -811,7 +1090,7 @@ fn kill_9_and_resume(mut f: impl Fixture) {
         f.label()
     );
     assert_eq!(
-        sb.duck("SELECT count(*)::VARCHAR, count(DISTINCT id)::VARCHAR FROM s.t_append WHERE _sluice_op = 'u'"),
+        sb.duck(&format!("SELECT count(*)::VARCHAR, count(DISTINCT \"{key}\")::VARCHAR FROM s.t_append WHERE _sluice_op = 'u'")),
         vec![vec![s(&changes_landed.to_string()), s(&changes_landed.to_string())]],
         "{}: each change once",
         f.label()
@@ -842,9 +1121,12 @@ fn a_new_column(mut f: impl Fixture) {
         .map(|r| vec![s(&r.id.to_string()), None])
         .collect();
     expected.extend(later.iter().map(|(r, n)| vec![s(&r.id.to_string()), s(n)]));
-    let got = sb.duck("SELECT id::VARCHAR, note FROM s.t ORDER BY id");
+    let key = f.key();
+    let got = sb.duck(&format!(
+        "SELECT \"{key}\"::VARCHAR, note FROM s.t ORDER BY \"{key}\""
+    ));
     assert_eq!(got, expected, "{}", f.label());
-    if let Some(src) = f.source_rows("id, note") {
+    if let Some(src) = f.source_rows(&format!("{key}, note")) {
         assert_eq!(got, src, "{}: the warehouse is not the source", f.label());
     }
 }
@@ -863,6 +1145,14 @@ fn mariadb_snapshot_conforms() {
     every_change_kind(Maria::start("snapshot"));
     a_new_column(Maria::start("snapshot"));
     kill_9_and_resume(Maria::start("snapshot"));
+}
+
+#[test]
+fn mongodb_cdc_conforms() {
+    types_at_their_edges(Mongo::start());
+    every_change_kind(Mongo::start());
+    a_new_column(Mongo::start());
+    kill_9_and_resume(Mongo::start());
 }
 
 #[test]

@@ -143,6 +143,7 @@ pub fn s(v: &str) -> Option<String> {
     Some(v.to_string())
 }
 pub mod mariadb;
+pub mod mongo;
 pub mod postgres;
 
 /// A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
