@@ -282,14 +282,33 @@ pub fn copy_manifest(stage: &str, manifest_url: &str, iam_role: &str) -> Result<
 /// A COPY manifest: every file mandatory, with its size (Redshift needs `content_length`
 /// for columnar files).
 pub fn manifest(files: &[(String, u64)]) -> String {
-    let entries: Vec<serde_json::Value> = files
+    // Structs, not JSON maps: the keys keep the order AWS documents whatever map order
+    // serde_json is built with.
+    #[derive(serde::Serialize)]
+    struct Meta {
+        content_length: u64,
+    }
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        url: &'a str,
+        mandatory: bool,
+        meta: Meta,
+    }
+    #[derive(serde::Serialize)]
+    struct Manifest<'a> {
+        entries: Vec<Entry<'a>>,
+    }
+    let entries = files
         .iter()
-        .map(|(url, size)| {
-            serde_json::json!({"url": url, "mandatory": true, "meta": {"content_length": size}})
+        .map(|(url, size)| Entry {
+            url,
+            mandatory: true,
+            meta: Meta {
+                content_length: *size,
+            },
         })
         .collect();
-    serde_json::to_string_pretty(&serde_json::json!({ "entries": entries }))
-        .expect("JSON of strings and numbers")
+    serde_json::to_string_pretty(&Manifest { entries }).expect("JSON of strings and numbers")
 }
 
 /// Keeps the staged changes of this load only: the files are whole commits, the load is a
