@@ -400,3 +400,35 @@ fn drops_and_renames_halt_their_collection_only() {
         vec![vec![s("2")]]
     );
 }
+
+/// TLS: with the server's CA the source syncs; with another CA it is refused, naming the
+/// certificate problem, and nothing lands.
+#[test]
+fn tls_with_the_servers_ca_and_another_ca_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    common::make_certs(certs.path());
+    let m = MongoServer::start_tls(certs.path());
+    m.insert("c", vec![doc! { "_id": 1_i64, "v": "over tls" }]);
+    let with_ca = |ca: &str| {
+        let sb = Sandbox::new();
+        let ca = certs.path().join(ca);
+        sb.config(&config(&m, &format!("tls_ca_file = \"{}\"", ca.display())));
+        sb
+    };
+    let sb = with_ca("ca.pem");
+    sync_ok(&sb, "tls");
+    assert_eq!(
+        sb.duck("SELECT _id::VARCHAR, v FROM m.c"),
+        vec![vec![s("1"), s("over tls")]]
+    );
+    let wrong = with_ca("other-ca.pem");
+    let out = wrong.run(&["sync"], &[]);
+    assert!(!out.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+    assert!(!wrong.path("lake/changes/m/c").exists(), "nothing lands");
+}

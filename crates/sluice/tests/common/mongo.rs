@@ -44,6 +44,21 @@ fn server_bin() -> String {
 impl MongoServer {
     /// Starts a server with `extra` options (e.g. `--oplog-max-entries 50`).
     pub fn start(extra: &[&str]) -> MongoServer {
+        Self::start_with(extra, None)
+    }
+
+    /// Starts a server that speaks only TLS, with the certificate `make_certs` wrote in
+    /// `certs` (the test's own client trusts its CA).
+    pub fn start_tls(certs: &std::path::Path) -> MongoServer {
+        let file = |f: &str| certs.join(f).display().to_string();
+        let (cert, key) = (file("server.pem"), file("server.key"));
+        Self::start_with(
+            &["--tls-cert-file", &cert, "--tls-key-file", &key],
+            Some(certs.join("ca.pem")),
+        )
+    }
+
+    fn start_with(extra: &[&str], tls_ca: Option<PathBuf>) -> MongoServer {
         let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -72,9 +87,13 @@ impl MongoServer {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = external.is_none().then(|| Self::spawn(&args, &dir));
-        let url = match &external {
-            Some(u) => u.clone(),
-            None => format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+        let url = match (&external, &tls_ca) {
+            (Some(u), _) => u.clone(),
+            (None, Some(ca)) => format!(
+                "mongodb://127.0.0.1:{port}/?directConnection=true&tls=true&tlsCAFile={}",
+                ca.display()
+            ),
+            (None, None) => format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
         };
         let client = rt
             .block_on(Client::with_uri_str(&url))
