@@ -84,6 +84,7 @@ def load(url, start, n, mode):
 def main(env):
     scratch = os.path.join(env.get("SCRATCH", "/var/tmp/sluice-bench"), "sluice-mongodb")
     os.makedirs(scratch, exist_ok=True)
+    os.makedirs(env["RESULTS"], exist_ok=True)
     url, server = start_server(scratch)
     try:
         load(url, 0, DOCS, "insert")
@@ -95,13 +96,13 @@ def main(env):
         sync = f"{SLUICE} --config {cfg} --json sync --lake-only"
         results = [
             harness.measure("mongo_find (raw find loop, Rust driver)", f"{FIND} {harness.q(url)} docs", DOCS, report=True),
-            harness.measure("sluice snapshot -> lake", sync, DOCS, setup=f"rm -rf {lake} {scratch}/sluice-state.db", report=True),
+            harness.measure("sluice snapshot -> lake", sync, DOCS, setup=f"rm -rf {lake} {scratch}/sluice-state.db"),
         ]
         # CDC: a snapshot (untimed), the changes (untimed), then the timed catch-up, once.
         subprocess.run(f"rm -rf {lake} {scratch}/sluice-state.db && {sync} > /dev/null", shell=True, check=True)
         load(url, DOCS, CHANGES // 2, "insert")
         load(url, 0, CHANGES - CHANGES // 2, "update")
-        results.append(harness.measure("sluice CDC catch-up -> lake", sync, CHANGES, runs=1, report=True))
+        results.append(harness.measure("sluice CDC catch-up -> lake", sync, CHANGES, runs=1))
         return results
     finally:
         if server:
