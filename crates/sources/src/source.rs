@@ -193,7 +193,7 @@ pub enum StreamEvent {
 }
 
 /// The rows a stream buffered for one table.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Taken {
     /// Source columns, as the table's current definitions decode them: batches in order,
     /// each of bounded size ([`sluice_core::change::BATCH_BYTES`]).

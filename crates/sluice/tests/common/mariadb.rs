@@ -18,7 +18,7 @@ pub struct MariaDb {
 
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

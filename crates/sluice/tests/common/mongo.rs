@@ -5,13 +5,14 @@
 //! `updateLookup`, transactions and a capped oplog. `SLUICE_TEST_MONGO_URL` points the same
 //! tests at a real replica set instead (each test uses a database of its own).
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Document};
 use mongodb::Client;
+
+use super::mariadb::free_port;
 
 pub struct MongoServer {
     pub port: u16,
@@ -27,13 +28,6 @@ pub struct MongoServer {
 }
 
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// The SecantusDB server binary.
 fn server_bin() -> String {

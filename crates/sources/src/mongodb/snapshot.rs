@@ -135,18 +135,21 @@ pub async fn readers(
     positions: bool,
     flatten: usize,
 ) -> Result<Vec<Box<dyn ChunkReader>>, SourceError> {
-    let mut out: Vec<Box<dyn ChunkReader>> = Vec::new();
-    for _ in 0..n.max(1) {
-        let started = match positions {
-            true => Some(time_number(mongo.cluster_time().await?)),
-            false => None,
-        };
-        out.push(Box::new(Reader {
-            mongo: mongo.clone(),
-            flatten,
-            started,
-        }));
-    }
+    // Readers hold no server-side view: one time, read before any of them reads, is where
+    // each stands.
+    let started = match positions {
+        true => Some(time_number(mongo.cluster_time().await?)),
+        false => None,
+    };
+    let out: Vec<Box<dyn ChunkReader>> = (0..n.max(1))
+        .map(|_| {
+            Box::new(Reader {
+                mongo: mongo.clone(),
+                flatten,
+                started,
+            }) as Box<dyn ChunkReader>
+        })
+        .collect();
     Ok(out)
 }
 

@@ -292,19 +292,13 @@ pub async fn open(
     let images = keep_images(mongo, &collections).await?;
     tracing::debug!(source = %mongo.source, images, "change stream opened");
     let task = tokio::spawn(pump(mongo.clone(), collections, start, end, images, tx));
-    Ok(Box::new(MongoStream {
-        source: mongo.source.clone(),
+    Ok(Box::new(MongoStream::new(
+        &mongo.source,
         rx,
         task,
-        tables: open,
+        open,
         flatten,
-        group: Vec::new(),
-        peeked: None,
-        queue: VecDeque::new(),
-        ready: None,
-        latest: None,
-        ended: false,
-    }))
+    )))
 }
 
 /// Whether every one of `collections` keeps pre- and post-images.
@@ -330,6 +324,28 @@ async fn keep_images(mongo: &Mongo, collections: &[String]) -> Result<bool, Sour
 }
 
 impl MongoStream {
+    fn new(
+        source: &str,
+        rx: mpsc::Receiver<Msg>,
+        task: tokio::task::JoinHandle<()>,
+        tables: HashMap<String, Table>,
+        flatten: usize,
+    ) -> MongoStream {
+        MongoStream {
+            source: source.to_string(),
+            rx,
+            task,
+            tables,
+            flatten,
+            group: Vec::new(),
+            peeked: None,
+            queue: VecDeque::new(),
+            ready: None,
+            latest: None,
+            ended: false,
+        }
+    }
+
     fn live(&self, collection: &str) -> Option<&Table> {
         self.tables.get(collection).filter(|t| !t.stopped)
     }
@@ -591,13 +607,7 @@ impl ChangeStream for MongoStream {
 
     fn take(&mut self, table: &str) -> Result<Taken, SourceError> {
         let Some(t) = self.tables.get_mut(table) else {
-            return Ok(Taken {
-                rows: Vec::new(),
-                ops: Vec::new(),
-                commit_micros: Vec::new(),
-                rejects: Vec::new(),
-                zero_dates: 0,
-            });
+            return Ok(Taken::default());
         };
         let mut rows = std::mem::take(&mut t.batches);
         rows.extend(t.rows.take());
@@ -621,16 +631,14 @@ impl ChangeStream for MongoStream {
             .iter()
             .filter(|(_, t)| !t.stopped)
             .filter_map(|(name, t)| {
-                let own = t.last.clone().unwrap_or(MongoPosition {
-                    time: t.from,
-                    token: None,
-                });
-                let best = match &self.latest {
-                    Some(l) if l.time > own.time => l.clone(),
-                    _ => own,
-                };
-                // A table that has seen nothing keeps the position it was opened with.
-                (t.last.is_some() || self.latest.is_some()).then(|| (name.clone(), best.encode()))
+                // The later of the table's own rows and the stream's latest; a table that
+                // has seen nothing keeps the position it was opened with.
+                let best = [t.last.as_ref(), self.latest.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p.time >= t.from)
+                    .max_by_key(|p| p.time)?;
+                Some((name.clone(), best.encode()))
             })
             .collect()
     }
@@ -682,19 +690,7 @@ mod tests {
         for name in ["a", "b"] {
             tables.insert(name.to_string(), Table::new(table(name), 10).unwrap());
         }
-        MongoStream {
-            source: "m".into(),
-            rx,
-            task: tokio::spawn(async {}),
-            tables,
-            flatten: 0,
-            group: Vec::new(),
-            peeked: None,
-            queue: VecDeque::new(),
-            ready: None,
-            latest: None,
-            ended: false,
-        }
+        MongoStream::new("m", rx, tokio::spawn(async {}), tables, 0)
     }
 
     async fn events(s: &mut MongoStream) -> Vec<String> {
