@@ -7,7 +7,9 @@ through ../shared/bench/harness.py.
 Cases:
   reference  mongo_find URL docs                      (raw find loop, every document decoded)
   (a)        sluice snapshot -> lake                  `sluice sync --lake-only`, mode cdc (the
-             snapshot records where the stream starts)
+             snapshot records where the stream starts), 2 cursors over 4 `_id` chunks
+  (b)        the same in one chunk                    (SecantusDB decodes the whole collection
+             for every query, a range one included: this shows what chunking costs there)
   (c)        sluice CDC catch-up of 200,000 changes -> lake: 100,000 inserts and 100,000
              `$set` updates made after (a), untimed; then the timed `sync --lake-only`
 
@@ -88,18 +90,27 @@ def main(env):
     url, server = start_server(scratch)
     try:
         load(url, 0, DOCS, "insert")
-        cfg = os.path.join(scratch, "sluice.toml")
-        with open(cfg, "w") as f:
-            f.write(f'[sources.m]\nkind = "mongodb"\nurl = "{url}"\nmode = "cdc"\n'
-                    'tables = ["docs"]\nchunk_rows = 100000\nsnapshot_parallelism = 2\n')
         lake = os.path.join(scratch, "lake")
-        sync = f"{SLUICE} --config {cfg} --json sync --lake-only"
+
+        def config(name, chunk_rows, parallelism):
+            cfg = os.path.join(scratch, name)
+            with open(cfg, "w") as f:
+                f.write(f'[sources.m]\nkind = "mongodb"\nurl = "{url}"\nmode = "cdc"\n'
+                        f'tables = ["docs"]\nchunk_rows = {chunk_rows}\nsnapshot_parallelism = {parallelism}\n')
+            return f"{SLUICE} --config {cfg} --json sync --lake-only"
+
+        sync = config("sluice.toml", DOCS // 4, 2)
+        # SecantusDB answers every query, a range one included, by decoding the whole
+        # collection: one chunk shows what the chunking costs on it.
+        one_chunk = config("one-chunk.toml", DOCS * 2, 1)
+        fresh = f"rm -rf {lake} {scratch}/sluice-state.db"
         results = [
             harness.measure("mongo_find (raw find loop, Rust driver)", f"{FIND} {harness.q(url)} docs", DOCS, report=True),
-            harness.measure("sluice snapshot -> lake", sync, DOCS, setup=f"rm -rf {lake} {scratch}/sluice-state.db"),
+            harness.measure("sluice snapshot -> lake (2 cursors, 4 chunks)", sync, DOCS, setup=fresh),
+            harness.measure("sluice snapshot -> lake (one chunk)", one_chunk, DOCS, setup=fresh),
         ]
         # CDC: a snapshot (untimed), the changes (untimed), then the timed catch-up, once.
-        subprocess.run(f"rm -rf {lake} {scratch}/sluice-state.db && {sync} > /dev/null", shell=True, check=True)
+        subprocess.run(f"{fresh} && {one_chunk} > /dev/null", shell=True, check=True)
         load(url, DOCS, CHANGES // 2, "insert")
         load(url, 0, CHANGES - CHANGES // 2, "update")
         results.append(harness.measure("sluice CDC catch-up -> lake", sync, CHANGES, runs=1))

@@ -432,3 +432,67 @@ fn tls_with_the_servers_ca_and_another_ca_refused() {
     assert!(said.to_lowercase().contains("certificate"), "{said}");
     assert!(!wrong.path("lake/changes/m/c").exists(), "nothing lands");
 }
+
+/// A snapshot cut into `_id` ranges at sampled ObjectIds still reads the documents whose
+/// `_id` is of another type (a range matches one type only): every document lands once.
+#[test]
+fn a_chunked_snapshot_reads_ids_of_every_type_once() {
+    let m = MongoServer::start(&[]);
+    let sb = Sandbox::new();
+    sb.config(&config(
+        &m,
+        "chunk_rows = 1000\nsnapshot_parallelism = 2\nsample_docs = 40",
+    ));
+    let mut docs: Vec<Document> = (0..10_000_i64)
+        .map(|n| doc! { "_id": ObjectId::new(), "n": n })
+        .collect();
+    let odd = [
+        Bson::Int32(5),
+        Bson::Double(2.5),
+        Bson::String("zz".into()),
+        Bson::DateTime(mongodb::bson::DateTime::from_millis(86_400_000)),
+        Bson::Document(doc! { "a": 1 }),
+        Bson::Boolean(true),
+    ];
+    for (i, id) in odd.iter().enumerate() {
+        docs.push(doc! { "_id": id.clone(), "n": 100_000 + i as i64 });
+    }
+    m.insert("odd", docs);
+    sync_ok(&sb, "snapshot");
+    let chunks: Vec<u64> = std::fs::read_dir(sb.path("lake/changes/m/odd/_delta_log"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .flat_map(|log| {
+            log.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v["commitInfo"]["sluice"]["chunks"].as_u64())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        chunks.iter().any(|&c| c > 1),
+        "the snapshot was not cut into chunks: {chunks:?}"
+    );
+    let source: Vec<Option<String>> = m
+        .docs("odd")
+        .iter()
+        .map(|d| Some(d.get_i64("n").unwrap().to_string()))
+        .collect();
+    let mut landed: Vec<Option<String>> = sb
+        .duck("SELECT n::VARCHAR FROM m.odd")
+        .into_iter()
+        .map(|mut r| r.remove(0))
+        .collect();
+    let mut source = source;
+    source.sort();
+    landed.sort();
+    assert_eq!(
+        landed.len(),
+        10_006,
+        "documents landed, duplicates included"
+    );
+    assert_eq!(
+        landed, source,
+        "the warehouse's documents differ from the collection's"
+    );
+}

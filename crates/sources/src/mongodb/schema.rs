@@ -1,5 +1,5 @@
-//! A collection's columns, from a sample of its documents (the first and the last by `_id`,
-//! so old shapes and new ones both count), by the policy every source of documents shares.
+//! A collection's columns, from a random sample of its documents, by the policy every source
+//! of documents shares.
 //! The columns are kept in the lake as definitions (`name type [json]` per column), so a
 //! stream resuming later reads with the columns the lake has.
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use futures::TryStreamExt;
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, Bson, Document};
 
 use super::{convert, Mongo};
 use crate::document::{self, Sample, Scalar};
@@ -23,42 +23,41 @@ pub fn columns(doc: &Document, flatten: usize) -> Result<BTreeMap<String, Scalar
     document::columns(convert::fields(doc), flatten)
 }
 
-/// Up to `n` documents of `collection`: half the first by `_id`, half the last.
+/// What a sample of a collection shows: its columns, and the `_id`s seen (the snapshot
+/// plan cuts the collection at them).
+#[derive(Default)]
+pub struct Sampled {
+    pub sample: Sample,
+    pub ids: Vec<Bson>,
+}
+
+/// Up to `n` documents of `collection`, drawn at random (`$sample`: a random cursor on a
+/// large collection, so a sample costs `n` reads, not a scan, and shapes from anywhere in the
+/// collection count).
 pub async fn sample(
     mongo: &Mongo,
     collection: &str,
     n: usize,
     flatten: usize,
-) -> Result<Sample, SourceError> {
+) -> Result<Sampled, SourceError> {
     let coll = mongo.db().await?.collection::<Document>(collection);
-    let mut s = Sample::default();
-    let half = n.div_ceil(2) as i64;
-    let mut seen = std::collections::HashSet::new();
-    for order in [1, -1] {
-        let mut cursor = coll
-            .find(doc! {})
-            .sort(doc! { ID: order })
-            .limit(half)
-            .await
-            .map_err(|e| mongo.err(&format!("sampling {collection}"), e))?;
-        while let Some(d) = cursor
-            .try_next()
-            .await
-            .map_err(|e| mongo.err(&format!("sampling {collection}"), e))?
-        {
-            // A small collection's first and last halves overlap.
-            let id = d
-                .get(ID)
-                .map(|v| v.clone().into_relaxed_extjson().to_string());
-            if !seen.insert(id) {
-                continue;
-            }
-            if let Ok(cols) = columns(&d, flatten) {
-                s.observe(&cols);
-            }
+    let what = || format!("sampling {collection}");
+    let mut cursor = coll
+        .aggregate([doc! { "$sample": { "size": n as i64 } }])
+        // A sample of 5% or more of a collection is a sort of all of it.
+        .allow_disk_use(true)
+        .await
+        .map_err(|e| mongo.err(&what(), e))?;
+    let mut out = Sampled::default();
+    while let Some(d) = cursor.try_next().await.map_err(|e| mongo.err(&what(), e))? {
+        if let Some(id) = d.get(ID) {
+            out.ids.push(id.clone());
+        }
+        if let Ok(cols) = columns(&d, flatten) {
+            out.sample.observe(&cols);
         }
     }
-    Ok(s)
+    Ok(out)
 }
 
 /// The table a sample makes: `_id` first, the key.

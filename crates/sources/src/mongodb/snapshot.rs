@@ -1,9 +1,10 @@
 //! Snapshots: a collection cut into `_id` ranges, each read by a cursor of its own.
 //!
-//! The plan walks the `_id` index once (ids only) and keeps every `chunk_rows`-th id as a
-//! boundary. A range query matches one BSON type bracket only (`$gte: ObjectId(…)` never
-//! matches a number), so a collection whose first and last `_id` differ in bracket is read
-//! as one chunk.
+//! The plan cuts at quantiles of the `_id`s the schema sample drew (as Spark's sample
+//! partitioner does), so planning reads nothing more than the sample. A range query
+//! matches one BSON type bracket only (`$gte: ObjectId(…)` never matches a number): ranges
+//! are cut in the bracket most sampled `_id`s are in, and the first chunk also takes every
+//! `_id` of another.
 //!
 //! MongoDB reads are not a point-in-time view across a long scan: a reader notes the cluster
 //! time before it starts, and everything committed by then is in what it reads. Changes
@@ -27,84 +28,79 @@ use sluice_core::reject::Reject;
 /// Documents per Arrow batch handed on.
 const BATCH_ROWS: usize = 8 * 1024;
 
-/// Cuts `collection` into chunks of about `chunk_rows` documents.
-pub async fn plan(
-    mongo: &Mongo,
-    collection: &str,
-    estimate: u64,
-    chunk_rows: u64,
-) -> Result<SnapshotPlan, SourceError> {
+/// Cuts a collection of about `estimate` documents into chunks of about `chunk_rows`, at
+/// `_id`s drawn at random from it (their quantiles, so chunks come out near even).
+pub fn plan(estimate: u64, chunk_rows: u64, mut ids: Vec<Bson>) -> Result<SnapshotPlan, String> {
     let one = SnapshotPlan {
         chunks: 1,
         plan: Vec::new(),
     };
-    if estimate <= chunk_rows {
+    let wanted = estimate.div_ceil(chunk_rows.max(1)) as usize;
+    // Ranges are cut in the bracket most sampled `_id`s are in; the first chunk takes the
+    // others.
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    for b in ids.iter().filter_map(bracket) {
+        match counts.iter_mut().find(|(k, _)| *k == b) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((b, 1)),
+        }
+    }
+    let Some((bracket, _)) = counts.into_iter().max_by_key(|(_, n)| *n) else {
+        return Ok(one);
+    };
+    if wanted < 2 {
         return Ok(one);
     }
-    let coll = mongo.db().await?.collection::<Document>(collection);
-    let err = |e| mongo.err(&format!("planning the snapshot of {collection}"), e);
-    let end = |order: i32| {
-        let coll = coll.clone();
-        async move {
-            let d = coll
-                .find_one(doc! {})
-                .sort(doc! { ID: order })
-                .projection(doc! { ID: 1 })
-                .await?;
-            Ok::<_, mongodb::error::Error>(d.and_then(|d| d.get(ID).cloned()))
-        }
-    };
-    let (first, last) = (end(1).await.map_err(err)?, end(-1).await.map_err(err)?);
-    match (first, last) {
-        (Some(a), Some(b)) if bracket(&a) == bracket(&b) => {}
-        _ => return Ok(one),
+    ids.retain(|id| self::bracket(id) == Some(bracket));
+    ids.sort_by(order);
+    ids.dedup_by(|a, b| order(a, b).is_eq());
+    let chunks = wanted.min(ids.len());
+    let bounds: Vec<Bson> = (1..chunks)
+        .map(|i| ids[i * ids.len() / chunks].clone())
+        .collect();
+    if bounds.is_empty() {
+        return Ok(one);
     }
-    let mut bounds: Vec<Bson> = Vec::new();
-    let mut cursor = coll
-        .find(doc! {})
-        .sort(doc! { ID: 1 })
-        .projection(doc! { ID: 1 })
-        .batch_size(10_000)
-        .await
-        .map_err(err)?;
-    let mut n: u64 = 0;
-    while let Some(d) = cursor.try_next().await.map_err(err)? {
-        n += 1;
-        if n.is_multiple_of(chunk_rows) {
-            if let Some(id) = d.get(ID) {
-                bounds.push(id.clone());
-            }
-        }
-    }
-    let plan = mongodb::bson::to_vec(&doc! { "bounds": bounds.clone() }).map_err(|e| {
-        SourceError::Config {
-            source_name: mongo.source.clone(),
-            message: format!("encoding the snapshot plan: {e}"),
-        }
-    })?;
+    let plan = mongodb::bson::to_vec(&doc! { "bounds": bounds.clone(), "type": bracket })
+        .map_err(|e| format!("encoding the snapshot plan: {e}"))?;
     Ok(SnapshotPlan {
         chunks: bounds.len() as u64 + 1,
         plan,
     })
 }
 
-/// The comparison bracket of a BSON value: range queries match within one.
-fn bracket(v: &Bson) -> u8 {
+/// The `$type` of the comparison bracket `v` is in, for the kinds of `_id` a plan cuts.
+fn bracket(v: &Bson) -> Option<&'static str> {
     match v {
-        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => 1,
-        Bson::String(_) | Bson::Symbol(_) => 2,
-        Bson::Document(_) => 3,
-        Bson::Array(_) => 4,
-        Bson::Binary(_) => 5,
-        Bson::ObjectId(_) => 6,
-        Bson::Boolean(_) => 7,
-        Bson::DateTime(_) => 8,
-        Bson::Timestamp(_) => 9,
-        _ => 10,
+        Bson::ObjectId(_) => Some("objectId"),
+        Bson::Int32(_) | Bson::Int64(_) => Some("number"),
+        Bson::Double(d) if d.is_finite() => Some("number"),
+        Bson::String(_) => Some("string"),
+        Bson::DateTime(_) => Some("date"),
+        _ => None,
     }
 }
 
-/// The filter of chunk `index` of `plan`.
+/// The server's order of two `_id`s of one bracket. An order that differed from the
+/// server's would only make chunks overlap, never leave a gap: a document is in the chunk
+/// of the greatest bound at or below it.
+fn order(a: &Bson, b: &Bson) -> std::cmp::Ordering {
+    let number = |v: &Bson| match v {
+        Bson::Int32(n) => *n as f64,
+        Bson::Int64(n) => *n as f64,
+        Bson::Double(d) => *d,
+        _ => 0.0,
+    };
+    match (a, b) {
+        (Bson::ObjectId(a), Bson::ObjectId(b)) => a.bytes().cmp(&b.bytes()),
+        (Bson::String(a), Bson::String(b)) => a.as_bytes().cmp(b.as_bytes()),
+        (Bson::DateTime(a), Bson::DateTime(b)) => a.cmp(b),
+        _ => number(a).total_cmp(&number(b)),
+    }
+}
+
+/// The filter of chunk `index` of `plan`. The first chunk also takes every `_id` outside
+/// the plan's bracket (a range matches one bracket only), so no document falls between.
 pub fn chunk_filter(plan: &SnapshotPlan, index: u64) -> Result<Document, String> {
     if plan.plan.is_empty() {
         return Ok(doc! {});
@@ -119,7 +115,13 @@ pub fn chunk_filter(plan: &SnapshotPlan, index: u64) -> Result<Document, String>
     if let Some(hi) = bounds.get(i) {
         range.insert("$lt", hi.clone());
     }
-    Ok(doc! { ID: range })
+    match (i, d.get_str("type")) {
+        (0, Ok(t)) => Ok(doc! { "$or": [
+            { ID: range },
+            { ID: { "$not": { "$type": t } } },
+        ] }),
+        _ => Ok(doc! { ID: range }),
+    }
 }
 
 /// One snapshot reader: the cluster time it started at, then chunk after chunk.
@@ -272,7 +274,8 @@ mod tests {
         };
         assert_eq!(
             chunk_filter(&plan, 0).unwrap(),
-            doc! { "_id": { "$lt": 10 } }
+            doc! { "_id": { "$lt": 10 } },
+            "a plan from before brackets were recorded reads as it did"
         );
         assert_eq!(
             chunk_filter(&plan, 1).unwrap(),
@@ -287,5 +290,48 @@ mod tests {
             plan: Vec::new(),
         };
         assert_eq!(chunk_filter(&one, 0).unwrap(), doc! {});
+    }
+
+    #[test]
+    fn a_plan_cuts_at_quantiles_and_its_first_chunk_takes_other_brackets() {
+        let ids: Vec<Bson> = (0..1000).rev().map(|i| Bson::Int64(i * 10)).collect();
+        let p = plan(100_000, 25_000, ids).unwrap();
+        assert_eq!(p.chunks, 4);
+        assert_eq!(
+            chunk_filter(&p, 0).unwrap(),
+            doc! { "$or": [
+                { "_id": { "$lt": 2500_i64 } },
+                { "_id": { "$not": { "$type": "number" } } },
+            ] }
+        );
+        assert_eq!(
+            chunk_filter(&p, 1).unwrap(),
+            doc! { "_id": { "$gte": 2500_i64, "$lt": 5000_i64 } }
+        );
+        assert_eq!(
+            chunk_filter(&p, 3).unwrap(),
+            doc! { "_id": { "$gte": 7500_i64 } }
+        );
+        let oids = vec![Bson::ObjectId(mongodb::bson::oid::ObjectId::from_bytes([7; 12])); 10];
+        assert_eq!(
+            plan(100, 10, oids).unwrap().chunks,
+            1,
+            "one distinct id: nothing to cut at"
+        );
+        let mixed = vec![
+            Bson::Int32(1),
+            Bson::String("a".into()),
+            Bson::Int32(3),
+            Bson::Boolean(true),
+        ];
+        let p = plan(100, 50, mixed).unwrap();
+        assert_eq!(p.chunks, 2, "cut in the bracket most ids are in");
+        assert_eq!(chunk_filter(&p, 1).unwrap(), doc! { "_id": { "$gte": 3 } });
+        assert_eq!(
+            plan(100, 1000, vec![Bson::Int32(1), Bson::Int32(2)])
+                .unwrap()
+                .chunks,
+            1
+        );
     }
 }

@@ -19,6 +19,8 @@ pub struct MongoSource {
     /// Levels of embedded documents flattened (0: kept as JSON).
     flatten: usize,
     sample_docs: usize,
+    /// The `_id`s each collection's schema sample drew, for its snapshot plan.
+    sampled_ids: std::sync::Mutex<std::collections::HashMap<String, Vec<Bson>>>,
 }
 
 impl MongoSource {
@@ -28,6 +30,7 @@ impl MongoSource {
             configured,
             flatten,
             sample_docs,
+            sampled_ids: Default::default(),
         }
     }
 
@@ -103,8 +106,13 @@ impl Source for MongoSource {
                 .estimated_document_count()
                 .await
                 .map_err(|e| self.mongo.err(&format!("counting {name}"), e))?;
-            let sample = schema::sample(&self.mongo, &name, self.sample_docs, self.flatten).await?;
-            out.push(schema::table(&name, &sample, estimate));
+            let sampled =
+                schema::sample(&self.mongo, &name, self.sample_docs, self.flatten).await?;
+            out.push(schema::table(&name, &sampled.sample, estimate));
+            self.sampled_ids
+                .lock()
+                .expect("sampled ids")
+                .insert(name, sampled.ids);
         }
         Ok(out)
     }
@@ -134,7 +142,25 @@ impl Source for MongoSource {
         table: &SourceTable,
         chunk_rows: u64,
     ) -> Result<SnapshotPlan, SourceError> {
-        snapshot::plan(&self.mongo, &table.name, table.rows_estimate, chunk_rows).await
+        let cached = self
+            .sampled_ids
+            .lock()
+            .expect("sampled ids")
+            .remove(&table.name);
+        let ids = match cached {
+            Some(ids) => ids,
+            None => {
+                schema::sample(&self.mongo, &table.name, self.sample_docs, self.flatten)
+                    .await?
+                    .ids
+            }
+        };
+        snapshot::plan(table.rows_estimate, chunk_rows, ids).map_err(|message| {
+            SourceError::Config {
+                source_name: self.mongo.source.clone(),
+                message: format!("{}: {message}", table.name),
+            }
+        })
     }
 
     async fn snapshot_readers(
