@@ -68,7 +68,9 @@ def start_server(scratch):
     p = subprocess.Popen([f"{VENV}/bin/secantusd-py", "--host", "127.0.0.1", "--port", str(port),
                           "--storage-path", data, "--log-level", "WARNING"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"mongodb://127.0.0.1:{port}/bench?directConnection=true"
+    # The Python server can take longer than the driver's 10 s to answer a heartbeat while
+    # two cursors have it decode a million documents.
+    url = f"mongodb://127.0.0.1:{port}/bench?directConnection=true&connectTimeoutMS=60000"
     for _ in range(300):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -496,3 +496,42 @@ fn a_chunked_snapshot_reads_ids_of_every_type_once() {
         "the warehouse's documents differ from the collection's"
     );
 }
+
+/// A captured collection that stays quiet while others are written keeps its place: its
+/// position moves on with the stream's, so trimming the oplog past its last change does
+/// not lose it.
+#[test]
+fn a_quiet_collection_moves_on_with_the_stream() {
+    let m = MongoServer::start(&["--oplog-max-entries", "20"]);
+    let sb = Sandbox::new();
+    sb.config(&config(&m, "tables = [\"c\"]"));
+    m.insert("c", vec![doc! { "_id": 0_i64, "v": 0_i64 }]);
+    sync_ok(&sb, "snapshot");
+    m.insert("c", vec![doc! { "_id": 1_i64, "v": 1_i64 }]);
+    sync_ok(&sb, "c's last change for a while");
+    let noise = |from: i64, n: i64| {
+        m.insert(
+            "noise",
+            (from..from + n).map(|i| doc! { "_id": i }).collect(),
+        )
+    };
+    noise(0, 50);
+    sync_ok(&sb, "while c is quiet");
+    // The oplog keeps its last 20 entries: the stream's place at the sync, not c's change.
+    noise(50, 10);
+    m.trim_oplog();
+    m.insert("c", vec![doc! { "_id": 2_i64, "v": 2_i64 }]);
+    let report = sync_ok(&sb, "after the oplog was trimmed");
+    assert_eq!(
+        table_of(&report, "m", "c")["error"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        sb.duck("SELECT _id::VARCHAR, v::VARCHAR FROM m.c ORDER BY _id"),
+        vec![
+            vec![s("0"), s("0")],
+            vec![s("1"), s("1")],
+            vec![s("2"), s("2")]
+        ]
+    );
+}

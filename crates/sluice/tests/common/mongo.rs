@@ -183,6 +183,16 @@ impl MongoServer {
         .unwrap_or_else(|e| panic!("create {coll}: {e}"));
     }
 
+    /// Trims the oplog to its `--oplog-max-entries` now (SecantusDB's admin command).
+    pub fn trim_oplog(&self) {
+        self.block(
+            self.client
+                .database("admin")
+                .run_command(doc! { "secantusAdmin.pruneOplog": 1 }),
+        )
+        .expect("secantusAdmin.pruneOplog");
+    }
+
     pub fn insert(&self, coll: &str, docs: Vec<Document>) {
         for chunk in docs.chunks(5000) {
             self.block(self.coll(coll).insert_many(chunk.to_vec()))

@@ -219,9 +219,56 @@ impl MongoPosition {
     }
 }
 
+/// The cluster time a resume token stands at, where its format shows it: mongod's `_data`
+/// is hex KeyString whose first value is that timestamp (type byte 130, then seconds and
+/// increment, big-endian: Debezium reads it the same way); SecantusDB's is hex BSON with
+/// the timestamp in `t`. None for any other: such a token is only resumed from, never
+/// ordered.
+pub fn token_time(token: &Document) -> Option<i64> {
+    let hex = token.get_str("_data").ok()?;
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    if bytes.first() == Some(&130) {
+        let secs = u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?);
+        let inc = u32::from_be_bytes(bytes.get(5..9)?.try_into().ok()?);
+        return Some(time_number(Timestamp {
+            time: secs,
+            increment: inc,
+        }));
+    }
+    match mongodb::bson::from_slice::<Document>(&bytes).ok()?.get("t") {
+        Some(Bson::Timestamp(t)) => Some(time_number(*t)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tokens_time_is_read_from_mongods_format_and_secantus() {
+        // From MongoDB's manual ("Resume a Change Stream"): cluster time 1666193824, 1.
+        let mongod = doc! { "_data": "82635019A0000000012B042C0100296E5A1004AB1154ACACD849A48C61756D70D3B21F463C6F7065726174696F6E54797065003C696E736572740046646F63756D656E744B65790046645F69640064635019A078BE67426D7CF4D2000004" };
+        assert_eq!(
+            token_time(&mongod),
+            Some(time_number(Timestamp {
+                time: 1_666_193_824,
+                increment: 1
+            }))
+        );
+        let secantus = doc! { "_data": "3b00000010730052c3000011740006000000a12a156b026e0004000000622e6500036b0016000000075f6964006b152aa149bf0cedfc3d95780000" };
+        assert_eq!(
+            token_time(&secantus),
+            Some(time_number(Timestamp {
+                time: 0x6b15_2aa1,
+                increment: 6
+            }))
+        );
+        assert_eq!(token_time(&doc! { "_data": "zz" }), None);
+        assert_eq!(token_time(&doc! { "other": 1 }), None);
+    }
 
     #[test]
     fn positions_round_trip_and_order_by_time() {

@@ -42,8 +42,9 @@ use sluice_core::retry::ErrorKind;
 /// What the pump task hands on.
 enum Msg {
     Change(Box<Change>),
-    /// The server had nothing more for now.
-    Idle,
+    /// The server had nothing more for now; where the stream stands (its post-batch resume
+    /// token, which moves on while the captured collections are quiet), when readable.
+    Idle(Option<MongoPosition>),
     Failed(SourceError),
 }
 
@@ -185,8 +186,14 @@ async fn pump(
                     message,
                 }),
             },
-            Ok(None) if end.is_some() => return,
-            Ok(None) => Msg::Idle,
+            Ok(None) => {
+                let at = changes.resume_token().and_then(|t| idle_position(&t));
+                if end.is_some() {
+                    let _ = tx.send(Msg::Idle(at)).await;
+                    return;
+                }
+                Msg::Idle(at)
+            }
             Err(e) => failed(mongo.err("reading the change stream", e)),
         };
         let stop = matches!(msg, Msg::Failed(_));
@@ -194,6 +201,17 @@ async fn pump(
             return;
         }
     }
+}
+
+/// The position of a post-batch resume token: everything the stream had up to its time was
+/// given before it. Kept as the time alone (the stream resumes just after it): a server
+/// need not resume after a token no event carried.
+fn idle_position(token: &ResumeToken) -> Option<MongoPosition> {
+    let doc: Document = mongodb::bson::from_slice(&mongodb::bson::to_vec(token).ok()?).ok()?;
+    Some(MongoPosition {
+        time: super::token_time(&doc)?,
+        token: None,
+    })
 }
 
 /// One streamed collection.
@@ -585,7 +603,17 @@ impl ChangeStream for MongoStream {
                         e => return Err(e),
                     }
                 }
-                Msg::Idle => self.close_group(),
+                Msg::Idle(at) => {
+                    self.close_group();
+                    // Quiet collections move on with the stream (so the oplog never outruns
+                    // their position), once nothing read before is waiting to be given.
+                    let settled = self.ready.is_none() && self.queue.is_empty();
+                    if let Some(at) = at.filter(|_| settled) {
+                        if self.latest.as_ref().is_none_or(|l| at.time > l.time) {
+                            self.latest = Some(at);
+                        }
+                    }
+                }
                 Msg::Change(c) => {
                     let open = self.group.first().and_then(|g| g.txn.clone());
                     match open {
