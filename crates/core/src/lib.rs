@@ -17,6 +17,7 @@ pub mod config;
 pub mod conform;
 pub mod failpoint;
 pub mod names;
+pub mod pattern;
 pub mod reject;
 pub mod retry;
 pub mod rowid;

@@ -124,10 +124,32 @@ impl Project {
                 out.extend(configured);
                 continue;
             }
+            let configured: Vec<String> = configured.into_iter().map(|s| s.table).collect();
             let names: Vec<String> = if configured.is_empty() {
                 self.lake.tables_of(name).await?
+            } else if configured
+                .iter()
+                .any(|t| sluice_core::pattern::is_pattern(t))
+            {
+                // Patterns name the tables they matched: those the lake has, and the named ones.
+                let mut names: Vec<String> = self
+                    .lake
+                    .tables_of(name)
+                    .await?
+                    .into_iter()
+                    .filter(|t| sluice_core::pattern::names(&configured, t))
+                    .collect();
+                for t in configured
+                    .iter()
+                    .filter(|t| !sluice_core::pattern::is_pattern(t))
+                {
+                    if !names.contains(t) {
+                        names.push(t.clone());
+                    }
+                }
+                names
             } else {
-                configured.into_iter().map(|s| s.table).collect()
+                configured
             };
             for t in names {
                 let key: Vec<String> = sluice_lake::LakeTable::open(

@@ -535,3 +535,51 @@ fn a_quiet_collection_moves_on_with_the_stream() {
         ]
     );
 }
+
+/// `tables` may name collections by pattern: the ones matching land, the others do not, a
+/// collection created later that matches is captured at the next sync, and one of them can
+/// be synced alone by name.
+#[test]
+fn collections_by_pattern() {
+    let m = MongoServer::start(&[]);
+    let sb = Sandbox::new();
+    sb.config(&config(&m, "tables = [\"orders_*\", \"users\"]"));
+    m.insert("orders_a", vec![doc! { "_id": 1_i64, "v": 1_i64 }]);
+    m.insert("orders_b", vec![doc! { "_id": 2_i64, "v": 2_i64 }]);
+    m.insert("misc", vec![doc! { "_id": 3_i64, "v": 3_i64 }]);
+    let report = sync_ok(&sb, "first");
+    let mut synced: Vec<String> = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table"].as_str().unwrap().to_string())
+        .collect();
+    synced.sort();
+    assert_eq!(synced, vec!["orders_a", "orders_b", "users"], "{report}");
+    m.insert("orders_c", vec![doc! { "_id": 4_i64, "v": 4_i64 }]);
+    m.insert("orders_a", vec![doc! { "_id": 5_i64, "v": 5_i64 }]);
+    sync_ok(&sb, "a new collection");
+    let (code, report) = sb.sync_code(&["m.orders_b"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["tables"].as_array().unwrap().len(), 1, "{report}");
+    let rows = |t: &str| sb.duck(&format!("SELECT _id::VARCHAR FROM m.{t} ORDER BY _id"));
+    assert_eq!(rows("orders_a"), vec![vec![s("1")], vec![s("5")]]);
+    assert_eq!(rows("orders_c"), vec![vec![s("4")]]);
+    assert!(
+        !sb.path("lake/changes/m/misc").exists(),
+        "a collection no pattern names was captured"
+    );
+    let status: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "status"])).unwrap();
+    let mut listed: Vec<&str> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["table"].as_str())
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec!["orders_a", "orders_b", "orders_c", "users"],
+        "{status}"
+    );
+}

@@ -1003,7 +1003,16 @@ impl Config {
     /// The overrides configured for one table of a source.
     fn table_overrides(src: &SourceConfig, table: &str) -> TableConfig {
         match src.shared().tables {
-            Some(Tables::Map(m)) => m.get(table).cloned().unwrap_or_default(),
+            // A table's own section, else the first pattern naming it.
+            Some(Tables::Map(m)) => m
+                .get(table)
+                .or_else(|| {
+                    m.iter()
+                        .find(|(p, _)| crate::pattern::matches(p, table))
+                        .map(|(_, c)| c)
+                })
+                .cloned()
+                .unwrap_or_default(),
             _ => TableConfig::default(),
         }
     }
@@ -1208,6 +1217,16 @@ primary_key = ["s_suppkey"]
         let ok = format!("{base}mode = \"cdc\"\nnested = \"flatten\"\nmax_depth = 2\nread_preference = \"secondary\"\n");
         let c = Config::parse(&ok, Path::new(".")).expect("a good mongodb source");
         assert_eq!(c.sources["m"].mode(), Mode::Cdc);
+        // Collections by pattern; a pattern's section configures the tables it matches.
+        let patterned = format!(
+            "{base}[sources.m.tables.\"orders_*\"]\nprimary_key = [\"_id\"]\nload = \"append\"\n"
+        );
+        let c = Config::parse(&patterned, Path::new(".")).expect("collections by pattern");
+        let spec = c.table_spec("m", &c.sources["m"], "orders_2024", &[]);
+        assert_eq!(spec.loads, vec![LoadMode::Append]);
+        let mysql = "[sources.s]\nkind = \"mysql\"\nurl = \"mysql://app@db:3306/shop\"\ntables = [\"orders_*\"]\n";
+        let errs = Config::parse(mysql, Path::new(".")).unwrap_err();
+        assert_eq!(errs[0].field, "sources.s.tables", "{errs:?}");
         for (extra, field) in [
             ("mode = \"incremental\"", "sources.m.mode"),
             ("read_preference = \"fastest\"", "sources.m.read_preference"),

@@ -95,6 +95,19 @@ impl MysqlConfig {
         if self.batch_max_rows == Some(0) {
             err("batch_max_rows", "must be at least 1".into());
         }
+        let names: Vec<&String> = match &self.tables {
+            Some(Tables::List(l)) => l.iter().collect(),
+            Some(Tables::Map(m)) => m.keys().collect(),
+            None => Vec::new(),
+        };
+        if let Some(p) = names.iter().find(|n| crate::pattern::is_pattern(n)) {
+            err(
+                "tables",
+                format!(
+                    "`{p}`: name patterns select MongoDB collections; name MySQL tables one by one"
+                ),
+            );
+        }
         if self.txn_buffer_mb == Some(0) {
             err("txn_buffer_mb", "must be at least 1".into());
         }

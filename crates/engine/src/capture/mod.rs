@@ -246,7 +246,7 @@ async fn capture_tables(
         (false, None) => Some(configured.clone()),
         (false, Some(o)) => Some(
             o.iter()
-                .filter(|t| configured.contains(t))
+                .filter(|t| sluice_core::pattern::names(&configured, t))
                 .cloned()
                 .collect(),
         ),

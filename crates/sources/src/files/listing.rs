@@ -313,7 +313,7 @@ impl FileLocation {
     fn name_matches(&self, name: &str) -> bool {
         self.pattern
             .as_deref()
-            .map(|p| glob_match(p.as_bytes(), name.as_bytes()))
+            .map(|p| sluice_core::pattern::matches(p, name))
             .unwrap_or(true)
     }
 
@@ -340,23 +340,12 @@ pub fn parse_folder_date(s: &str) -> Option<NaiveDate> {
     }
 }
 
-/// `*` and `?` glob over bytes.
-fn glob_match(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob_match(&p[1..], s) || (!s.is_empty() && glob_match(p, &s[1..])),
-        (Some(b'?'), Some(_)) => glob_match(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a == b => glob_match(&p[1..], &s[1..]),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn folder_dates_and_globs() {
+    fn folder_dates() {
         assert_eq!(
             parse_folder_date("20200604"),
             NaiveDate::from_ymd_opt(2020, 6, 4)
@@ -366,9 +355,6 @@ mod tests {
             NaiveDate::from_ymd_opt(2020, 6, 4)
         );
         assert_eq!(parse_folder_date("2020064"), None);
-        assert!(glob_match(b"*.tbl", b"supplier.tbl"));
-        assert!(!glob_match(b"*.tbl", b"supplier.tbl.gz"));
-        assert!(glob_match(b"part-?.csv*", b"part-1.csv.gz"));
     }
 
     #[test]

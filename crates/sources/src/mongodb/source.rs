@@ -11,6 +11,7 @@ use crate::source::{
     SourceTable, StreamTable,
 };
 use crate::SourceError;
+use sluice_core::pattern;
 
 pub struct MongoSource {
     mongo: Arc<Mongo>,
@@ -86,11 +87,28 @@ impl Source for MongoSource {
 
     async fn tables(&self, selected: Option<&[String]>) -> Result<Vec<SourceTable>, SourceError> {
         let names = self.collection_names().await?;
-        let wanted: Vec<String> = match selected {
+        let asked: Vec<String> = match selected {
             Some(s) => s.to_vec(),
             None if !self.configured.is_empty() => self.configured.clone(),
             None => names.clone(),
         };
+        // A pattern stands for the collections it matches now (none: nothing to capture).
+        let mut wanted: Vec<String> = Vec::new();
+        for a in asked {
+            let matched: Vec<String> = match pattern::is_pattern(&a) {
+                true => names
+                    .iter()
+                    .filter(|n| pattern::matches(&a, n))
+                    .cloned()
+                    .collect(),
+                false => vec![a],
+            };
+            for m in matched {
+                if !wanted.contains(&m) {
+                    wanted.push(m);
+                }
+            }
+        }
         let db = self.mongo.db().await?;
         let mut out = Vec::new();
         for name in wanted {
