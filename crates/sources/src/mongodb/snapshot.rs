@@ -191,7 +191,7 @@ pub fn push_columns(
             &table.name,
             doc,
             Some(field.clone()),
-            format!("field `{field}` is not a column of the table (its columns were inferred from a sample of documents: raise sample_docs, or sync in cdc mode, which adds new fields as columns)"),
+            format!("field `{field}` is not a column of the table (its columns come from a random sample of `sample_docs` documents, which missed it: raise sample_docs and snapshot the collection again, `sluice sync --resnapshot SOURCE.{}`)", table.name),
         )
     })?;
     rows.push_row(&texts).map_err(|e| {
