@@ -583,3 +583,29 @@ fn collections_by_pattern() {
         "{status}"
     );
 }
+
+/// A field only the newest documents have is a column from the first snapshot on, however
+/// few of them there are: the sample takes the newest by `_id` besides its random draw.
+#[test]
+fn a_field_only_the_newest_documents_have_is_sampled() {
+    let m = MongoServer::start(&[]);
+    let sb = Sandbox::new();
+    sb.config(&config(&m, "sample_docs = 40"));
+    let docs: Vec<Document> = (0..2000_i64)
+        .map(|n| match n >= 1995 {
+            true => doc! { "_id": ObjectId::new(), "n": n, "rare": format!("r{n}") },
+            false => doc! { "_id": ObjectId::new(), "n": n },
+        })
+        .collect();
+    m.insert("drift", docs);
+    let report = sync_ok(&sb, "snapshot");
+    assert_eq!(
+        table_of(&report, "m", "drift")["extract"]["rejects"],
+        0,
+        "{report}"
+    );
+    assert_eq!(
+        sb.duck("SELECT count(*)::VARCHAR, string_agg(rare, ',' ORDER BY n) FROM m.drift"),
+        vec![vec![s("2000"), s("r1995,r1996,r1997,r1998,r1999")]]
+    );
+}

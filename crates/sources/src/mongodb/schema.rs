@@ -1,5 +1,5 @@
-//! A collection's columns, from a random sample of its documents, by the policy every source
-//! of documents shares.
+//! A collection's columns, from a random sample of its documents and its newest ones, by the
+//! policy every source of documents shares.
 //! The columns are kept in the lake as definitions (`name type [json]` per column), so a
 //! stream resuming later reads with the columns the lake has.
 
@@ -31,9 +31,9 @@ pub struct Sampled {
     pub ids: Vec<Bson>,
 }
 
-/// Up to `n` documents of `collection`, drawn at random (`$sample`: a random cursor on a
+/// Up to `n` documents of `collection` drawn at random (`$sample`: a random cursor on a
 /// large collection, so a sample costs `n` reads, not a scan, and shapes from anywhere in the
-/// collection count).
+/// collection count), and the newest `n / 4` by `_id`.
 pub async fn sample(
     mongo: &Mongo,
     collection: &str,
@@ -49,10 +49,29 @@ pub async fn sample(
         .await
         .map_err(|e| mongo.err(&what(), e))?;
     let mut out = Sampled::default();
+    let mut read = 0;
     while let Some(d) = cursor.try_next().await.map_err(|e| mongo.err(&what(), e))? {
+        read += 1;
         if let Some(id) = d.get(ID) {
             out.ids.push(id.clone());
         }
+        if let Ok(cols) = columns(&d, flatten) {
+            out.sample.observe(&cols);
+        }
+    }
+    if read < n {
+        return Ok(out); // the whole collection
+    }
+    // Shapes drift: a field added lately is in the newest documents (ObjectIds grow with
+    // time), however few. A quarter more from the end of the `_id` index (an index walk of
+    // that many on mongod); their ids stay out of the plan's quantiles.
+    let mut newest = coll
+        .find(doc! {})
+        .sort(doc! { ID: -1 })
+        .limit(n.div_ceil(4) as i64)
+        .await
+        .map_err(|e| mongo.err(&what(), e))?;
+    while let Some(d) = newest.try_next().await.map_err(|e| mongo.err(&what(), e))? {
         if let Ok(cols) = columns(&d, flatten) {
             out.sample.observe(&cols);
         }
