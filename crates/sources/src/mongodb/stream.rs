@@ -207,7 +207,7 @@ async fn pump(
 /// given before it. Kept as the time alone (the stream resumes just after it): a server
 /// need not resume after a token no event carried.
 fn idle_position(token: &ResumeToken) -> Option<MongoPosition> {
-    let doc: Document = mongodb::bson::from_slice(&mongodb::bson::to_vec(token).ok()?).ok()?;
+    let doc = mongodb::bson::to_document(token).ok()?;
     Some(MongoPosition {
         time: super::token_time(&doc)?,
         token: None,
