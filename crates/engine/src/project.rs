@@ -9,6 +9,7 @@ use sluice_core::names::{disambiguated, identifier, is_reserved};
 use sluice_core::secret::Secret;
 use sluice_core::store::StoreOptions;
 use sluice_lake::Lake;
+use sluice_sources::events::intake::Collectors;
 use sluice_warehouses::duckdb::DuckDb;
 use sluice_warehouses::postgres::{PgOptions, Postgres};
 use sluice_warehouses::redshift::{Redshift, Staging};
@@ -25,6 +26,8 @@ pub struct Project {
     /// One load at a time per warehouse in this process: sources captured side by side load
     /// as they commit, and an embedded DuckDB file takes one writer.
     warehouses_in_use: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Events sources' intakes: the HTTP handler posts where the source's stream takes.
+    pub collectors: Collectors,
 }
 
 impl Project {
@@ -37,6 +40,7 @@ impl Project {
             config,
             lake,
             warehouses_in_use: Default::default(),
+            collectors: Collectors::default(),
         })
     }
 

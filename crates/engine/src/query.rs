@@ -124,6 +124,42 @@ pub async fn lake_session(project: &Project) -> Result<SessionContext, EngineErr
     Ok(ctx)
 }
 
+/// The values of `column` in the change log of `source.table` ingested since `since`, as
+/// text (an events source's ids landed lately). None landed: none.
+pub async fn recent_values(
+    lake: &sluice_lake::Lake,
+    source: &str,
+    table: &str,
+    column: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<String>, EngineError> {
+    let Some(log) = LakeTable::open(lake, &TablePath::changes(source, table)).await? else {
+        return Ok(Vec::new());
+    };
+    if log.schema()?.index_of(column).is_err() {
+        return Ok(Vec::new());
+    }
+    let ctx = SessionContext::new();
+    register(&ctx, TableReference::bare("log"), &log).await?;
+    let sql = format!(
+        "SELECT CAST({c} AS VARCHAR) FROM log WHERE {c} IS NOT NULL AND {at} >= to_timestamp_micros({since})",
+        c = q(column),
+        at = q(sluice_core::change::INGESTED_AT),
+        since = since.timestamp_micros(),
+    );
+    let mut out = Vec::new();
+    for batch in ctx.sql(&sql).await?.collect().await? {
+        let col = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
+            .map_err(|e| EngineError::Internal(format!("ids of {source}.{table}: {e}")))?;
+        let values = col
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .ok_or_else(|| EngineError::Internal("ids: not text".into()))?;
+        out.extend(values.iter().flatten().map(String::from));
+    }
+    Ok(out)
+}
+
 /// Runs a query over the lake. Read-only: DDL (CREATE EXTERNAL TABLE reads any file), DML
 /// (COPY TO writes one) and SET are refused, so the API may offer it.
 pub async fn query_lake(project: &Project, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use sluice_core::config::{
-    FilesConfig, Mode, MongodbConfig, MysqlConfig, Nested, SourceConfig, DEFAULT_MAX_DEPTH,
-    DEFAULT_SAMPLE_DOCS,
+    EventsConfig, FilesConfig, Mode, MongodbConfig, MysqlConfig, Nested, SourceConfig,
+    DEFAULT_DEDUPE_SECS, DEFAULT_EVENTS_BUFFER_MB, DEFAULT_MAX_DEPTH, DEFAULT_SAMPLE_DOCS,
 };
 use sluice_core::secret::Secret;
+use sluice_sources::events::intake::Intake;
+use sluice_sources::events::{EventsSource, RecentIds};
 use sluice_sources::files::FilesSource;
 use sluice_sources::mongodb::source::MongoSource;
 use sluice_sources::mongodb::{Mongo, Settings};
@@ -23,6 +25,7 @@ pub fn build(project: &Project, name: &str) -> Result<SharedSource, EngineError>
         SourceConfig::Files(files) => files_source(project, name, files),
         SourceConfig::Mysql(mysql) => mysql_source(project, name, mysql),
         SourceConfig::Mongodb(mongo) => mongodb_source(project, name, mongo),
+        SourceConfig::Events(events) => events_source(project, name, events),
         other => Err(EngineError::Usage(format!(
             "source {name}: kind {} is not available in this build",
             other.kind()
@@ -102,6 +105,41 @@ fn mongodb_source(
         configured,
         flatten,
         src.sample_docs.unwrap_or(DEFAULT_SAMPLE_DOCS),
+    )))
+}
+
+/// Events source `name`'s intake, shared by its stream and the HTTP handler.
+pub fn events_intake(project: &Project, name: &str, src: &EventsConfig) -> Arc<Intake> {
+    let mb = src.buffer_mb.unwrap_or(DEFAULT_EVENTS_BUFFER_MB);
+    project.collectors.intake(name, mb << 20)
+}
+
+fn events_source(
+    project: &Project,
+    name: &str,
+    src: &EventsConfig,
+) -> Result<SharedSource, EngineError> {
+    let settings = sluice_sources::events::Settings {
+        tables: src.table_names(),
+        id_field: src.id_field.clone(),
+        time_field: src.time_field.clone(),
+        flatten: src.flatten(),
+        dedupe: std::time::Duration::from_secs(src.dedupe_secs.unwrap_or(DEFAULT_DEDUPE_SECS)),
+    };
+    let (lake, source) = (project.lake.clone(), name.to_string());
+    let recent: RecentIds = Arc::new(move |table, column, since| {
+        let (lake, source) = (lake.clone(), source.clone());
+        Box::pin(async move {
+            crate::query::recent_values(&lake, &source, &table, &column, since)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    Ok(Arc::new(EventsSource::new(
+        name,
+        settings,
+        events_intake(project, name, src),
+        recent,
     )))
 }
 

@@ -9,9 +9,13 @@
 //! | `POST /api/tables/{source}.{table}/sync` | a pass of that table now (202) |
 //! | `POST /api/tables/{source}.{table}/schema/accept` | `sluice schema accept` |
 //! | `POST /api/query` `{"sql": "..."}` | SQL over the lake, read-only; rows as JSON |
+//! | `POST /events/{source}[/{table}]` | events in (NDJSON or a JSON array): 200 once in the lake ([`events`]) |
 //!
 //! With `[serve] token` set every route but `/health` asks for `Authorization: Bearer
-//! TOKEN`; config validation refuses a listen address off loopback without one.
+//! TOKEN`; config validation refuses a listen address off loopback without one. An events
+//! source asks for its own token instead (`sources.NAME.token`).
+
+mod events;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +38,7 @@ use sluice_engine::EngineError;
 struct App {
     serving: Arc<Serving>,
     token: Option<Arc<String>>,
+    collectors: Arc<std::collections::HashMap<String, events::Collector>>,
 }
 
 /// Binds `listen` and serves the API until `stop` turns true. Returns once bound, with the
@@ -45,6 +50,7 @@ pub async fn start(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let app = App {
+        collectors: Arc::new(events::collectors(&serving.project)?),
         serving,
         token: token.map(Arc::new),
     };
@@ -57,6 +63,8 @@ pub async fn start(
         .route("/api/query", post(query))
         .layer(middleware::from_fn_with_state(app.clone(), require_token))
         .route("/health", get(health))
+        .route("/events/{source}", post(events::post_to_source))
+        .route("/events/{source}/{table}", post(events::post_to_table))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -100,12 +108,7 @@ async fn require_token(
     next: Next,
 ) -> Response {
     if let Some(token) = &app.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !same(given.as_bytes(), token.as_bytes()) {
+        if !bearer_is(&headers, token) {
             return failure(
                 StatusCode::UNAUTHORIZED,
                 "this API asks for Authorization: Bearer <[serve] token>",
@@ -113,6 +116,16 @@ async fn require_token(
         }
     }
     next.run(request).await
+}
+
+/// Whether the request carries `Authorization: Bearer TOKEN`.
+fn bearer_is(headers: &HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    same(given.as_bytes(), token.as_bytes())
 }
 
 /// Compares in time that does not depend on where the inputs differ.

@@ -83,7 +83,9 @@ enum Command {
     /// (127.0.0.1:8080): GET /health, /metrics, /api/tables, /api/runs; POST
     /// /api/tables/SOURCE.TABLE/sync, /api/tables/SOURCE.TABLE/schema/accept, /api/query
     /// {"sql": "..."}. Off loopback `[serve] token` is required and asked for as a bearer
-    /// token. Every run goes into the run history (`sluice runs`); `[[alerts]]` webhooks hear
+    /// token. An events source (`kind = "events"`) takes POST /events/SOURCE[/TABLE] with
+    /// NDJSON or a JSON array (gzip too), answering 200 once the events are in the lake. Every
+    /// run goes into the run history (`sluice runs`); `[[alerts]]` webhooks hear
     /// of failures, halts, freshness breaches (`max_lag_secs`) and recoveries. Processes
     /// sharing one `[state]` store split the sources between them by lease.
     Serve,

@@ -1,4 +1,5 @@
-//! Documents as rows, in one place for every source of documents (JSON files, MongoDB): a
+//! Documents as rows, in one place for every source of documents (JSON files, MongoDB,
+//! events): a
 //! document's fields become columns, nested objects stay JSON text or, with
 //! `nested = "flatten"`, become `parent__child` columns down to `max_depth` levels (deeper
 //! objects and every array stay JSON text). Types are inferred over a sample, the union of
@@ -13,9 +14,11 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+use crate::source::SourceTable;
 use crate::values::Inference;
 
 /// One field's value as a column receives it.
@@ -172,9 +175,171 @@ pub fn texts<'a>(
     Ok(out)
 }
 
+/// The columns as kept in the lake: one `name<TAB>type[<TAB>json]` line per column.
+pub fn definitions(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = sluice_core::schema::type_name(f.data_type());
+            match sluice_core::types::is_json(f) {
+                true => format!("{}\t{t}\tjson", f.name()),
+                false => format!("{}\t{t}", f.name()),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The columns `definitions` describe.
+pub fn from_definitions(definitions: &str) -> Result<SchemaRef, String> {
+    let fields = definitions
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let mut parts = line.split('\t');
+            let (Some(name), Some(t)) = (parts.next(), parts.next()) else {
+                return Err(format!("definition `{line}` is not `name<TAB>type`"));
+            };
+            match parts.next() {
+                Some("json") => Ok(sluice_core::types::json_field(name)),
+                _ => Ok(Field::new(name, sluice_core::types::parse_type(t)?, true)),
+            }
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// `table` with the columns of `docs` it lacks added (their types inferred from those
+/// documents, [`roomy`] with `room`); None when it has them all.
+pub fn widened(
+    table: &SourceTable,
+    docs: &[&BTreeMap<String, Scalar>],
+    room: bool,
+) -> Option<SourceTable> {
+    let mut s = Sample::default();
+    for d in docs {
+        if d.keys().any(|k| table.schema.index_of(k).is_err()) {
+            s.observe(d);
+        }
+    }
+    let new: Vec<Field> = s
+        .names
+        .iter()
+        .zip(&s.infer)
+        .filter(|(n, _)| table.schema.index_of(n).is_err())
+        .map(|(n, i)| match room {
+            true => roomy(&field(n, i)),
+            false => field(n, i),
+        })
+        .collect();
+    with_columns(table, new)
+}
+
+/// `table` with variant columns (`price__text`) for the values of `docs` its columns cannot
+/// hold (their types inferred from those documents, [`roomy`] with `room`), as the lake
+/// keeps every value; None when none is needed (the documents fail for another reason).
+pub fn retyped(
+    table: &SourceTable,
+    docs: &[&BTreeMap<String, Scalar>],
+    room: bool,
+) -> Option<SourceTable> {
+    let mut s = Sample::default();
+    for d in docs {
+        s.observe(d);
+    }
+    let mut incoming = s.schema(&[]);
+    if room {
+        incoming = Schema::new(
+            incoming
+                .fields()
+                .iter()
+                .map(|f| roomy(f))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let r = sluice_core::schema::reconcile(&table.schema, &[], &incoming, false);
+    with_columns(table, r.add)
+}
+
+/// The columns `wider` adds to `table`, as `name type` for the change's statement.
+pub fn added_columns(table: &SourceTable, wider: &SourceTable) -> String {
+    wider.schema.fields()[table.schema.fields().len()..]
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f.name(),
+                sluice_core::schema::type_name(f.data_type())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Digits after the point a stream's decimal column keeps at least.
+const ROOMY_SCALE: i8 = 9;
+
+/// `f` with room to grow, for a column inferred from the few values a stream has seen so far
+/// (the next value may be larger): integers as bigint, decimals at full precision (at least
+/// nine digits after the point), floats as double. Values past that go to a variant column.
+pub fn roomy(f: &Field) -> Field {
+    use arrow::datatypes::DataType as T;
+    let t = match f.data_type() {
+        T::Int8 | T::Int16 | T::Int32 | T::UInt8 | T::UInt16 | T::UInt32 => T::Int64,
+        T::Decimal128(_, 0) => T::Decimal128(38, 0),
+        T::Decimal128(p, s) => {
+            let scale = (*s).max(ROOMY_SCALE);
+            match (*p as i16 - *s as i16) <= 38 - scale as i16 {
+                true => T::Decimal128(38, scale),
+                false => T::Decimal128(*p, *s),
+            }
+        }
+        T::Float16 | T::Float32 => T::Float64,
+        other => other.clone(),
+    };
+    f.clone().with_data_type(t)
+}
+
+fn with_columns(table: &SourceTable, new: Vec<Field>) -> Option<SourceTable> {
+    if new.is_empty() {
+        return None;
+    }
+    let mut fields: Vec<Field> = table
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.extend(new);
+    let schema = Arc::new(Schema::new(fields));
+    Some(SourceTable {
+        definitions: definitions(&schema),
+        schema,
+        ..table.clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn definitions_round_trip() {
+        let schema = Schema::new(vec![
+            Field::new("_id", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("d", DataType::Decimal128(18, 2), true),
+            Field::new(
+                "t",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            sluice_core::types::json_field("tags"),
+        ]);
+        let back = from_definitions(&definitions(&schema)).unwrap();
+        assert_eq!(back.as_ref(), &schema);
+    }
 
     /// A tiny document tree for the tests.
     enum T {
@@ -221,6 +386,27 @@ mod tests {
         let whole = columns(fields(), 0).unwrap();
         assert_eq!(whole["z"], Scalar::Null);
         assert_eq!(whole["b"], Scalar::Nested("{…}".into()));
+    }
+
+    #[test]
+    fn a_stream_column_has_room_and_a_misfit_gets_a_variant() {
+        let doc = |v: &str| BTreeMap::from([("p".to_string(), Scalar::Bare(v.into()))]);
+        let empty = SourceTable {
+            name: "t".into(),
+            schema: Arc::new(Schema::empty()),
+            key: Vec::new(),
+            definitions: String::new(),
+            rows_estimate: 0,
+        };
+        let t = widened(&empty, &[&doc("1.5")], true).unwrap();
+        assert_eq!(t.schema.field(0).data_type(), &DataType::Decimal128(38, 9));
+        let t = widened(&empty, &[&doc("7")], true).unwrap();
+        assert_eq!(t.schema.field(0).data_type(), &DataType::Int64);
+        // A fraction where integers were: a variant column named by its type.
+        let wider = retyped(&t, &[&doc("2.25")], true).unwrap();
+        assert_eq!(wider.schema.field(1).name(), "p__decimal_38_9");
+        assert!(retyped(&t, &[&doc("8")], true).is_none());
+        assert_eq!(from_definitions(&wider.definitions).unwrap(), wider.schema);
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //!   folders and `s3://`; `{date}` folders.
 //! - [`mysql`]: MySQL/MariaDB snapshots, incremental reads and binlog CDC.
 //! - [`mongodb`]: MongoDB snapshots by `_id` range and change streams.
-//! - [`document`]: documents as rows (JSON files, MongoDB), one policy for both.
+//! - [`events`]: events posted over HTTP to `sluice serve`, answered once in the lake.
+//! - [`document`]: documents as rows (JSON files, MongoDB, events), one policy for all.
 
 pub mod document;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod mongodb;
 pub mod mysql;

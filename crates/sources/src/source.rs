@@ -14,7 +14,8 @@
 //!                                           lake already holds
 //!   open_stream()    whole transactions     batches them by time and size (never splitting
 //!   ChangeStream     from each table's      one), commits rows + position in one lake commit,
-//!                    position               flushes before a schema change, halts a table,
+//!                    position               then says so (`committed`: events are answered);
+//!                                           flushes before a schema change, halts a table,
 //!                                           moves quiet tables on, follows until stopped
 //!   units()/read_unit() files               commits each file with its version
 //! ```
@@ -223,6 +224,12 @@ pub trait ChangeStream: Send {
     /// position to commit for a table with nothing new (so the next run starts there, not at
     /// a place the server may have dropped by then). Never behind the table's own position.
     fn positions(&self) -> Vec<(String, Position)>;
+
+    /// `table`'s rows up to `at` are committed in the lake: what waits for that may go on
+    /// (an events client is answered; a server is told it may drop its log up to there).
+    fn committed(&mut self, table: &str, at: &Position) {
+        let _ = (table, at);
+    }
 }
 
 /// A file (or other separately delivered unit of data) and the version of it listed.
@@ -373,6 +380,12 @@ pub trait Source: Send + Sync {
     ) -> Result<IncrementalEnd, SourceError> {
         let _ = (table, cursor, after, out);
         Err(unsupported(self.name(), "incremental reads"))
+    }
+
+    /// Where a stream starts for a table with no position yet, when the source has no
+    /// snapshot to start it (events: history begins when capture does).
+    fn start_position(&self) -> Option<Position> {
+        None
     }
 
     /// Opens the change stream for `tables` (each from its own position); with `follow` it

@@ -16,11 +16,16 @@ use serde::Deserialize;
 use crate::secret::Secret;
 use crate::types::parse_type;
 
+mod events;
 mod files;
 mod mongodb;
 mod mysql;
 mod source;
 
+pub use events::{
+    EventsConfig, DEFAULT_DEDUPE_SECS, DEFAULT_EVENTS_BODY_BYTES, DEFAULT_EVENTS_BUFFER_MB,
+    DEFAULT_EVENTS_TABLE,
+};
 pub use files::FilesConfig;
 pub use mongodb::{MongodbConfig, DEFAULT_SAMPLE_DOCS};
 pub use mysql::MysqlConfig;
@@ -829,6 +834,21 @@ impl Config {
                 );
             }
         }
+        let listen = self
+            .serve
+            .as_ref()
+            .map(ServeConfig::listen)
+            .unwrap_or(ServeConfig::DEFAULT_LISTEN);
+        for (name, src) in &self.sources {
+            if let Some(events) = src.as_events() {
+                if events.token.is_none() && !is_loopback(listen) {
+                    err(
+                        format!("sources.{name}.token"),
+                        format!("serve listens on `{listen}`, reachable from other machines: set token = {{ env = \"NAME\" }} (clients send it as Authorization: Bearer …)"),
+                    );
+                }
+            }
+        }
         if let Some(state) = &self.state {
             if state.lease_secs == Some(0) {
                 err("state.lease_secs".into(), "must be at least 1".into());
@@ -906,6 +926,7 @@ impl Config {
             let kind_errors = match src {
                 SourceConfig::Files(c) => c.validate(name),
                 SourceConfig::Mongodb(c) => c.validate(),
+                SourceConfig::Events(c) => c.validate(),
                 SourceConfig::Mysql(c) => c.validate(
                     &specs
                         .iter()
@@ -915,7 +936,7 @@ impl Config {
                 other => vec![(
                     "kind".to_string(),
                     format!(
-                        "source kind `{}` is not available in this build yet (files, mysql and mongodb are)",
+                        "source kind `{}` is not available in this build yet (files, mysql, mongodb and events are)",
                         other.kind()
                     ),
                 )],
@@ -988,6 +1009,13 @@ impl Config {
         if let Some(files) = src.as_files() {
             let table = files.table_name(name);
             return vec![self.table_spec(name, src, &table, &[])];
+        }
+        if let Some(events) = src.as_events() {
+            return events
+                .table_names()
+                .iter()
+                .map(|t| self.table_spec(name, src, t, &events.key()))
+                .collect();
         }
         let names: Vec<String> = match src.shared().tables {
             Some(Tables::List(l)) => l.clone(),
@@ -1246,6 +1274,46 @@ primary_key = ["s_suppkey"]
             let text = base.replace("mongodb://app@db:27017/shop", url);
             let errs = Config::parse(&text, Path::new(".")).unwrap_err();
             assert_eq!(errs[0].field, "sources.m.url", "{url}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn events_sources_are_checked_key_by_key() {
+        let base = "[sources.e]\nkind = \"events\"\n";
+        let c = Config::parse(base, Path::new(".")).expect("a bare events source");
+        let specs = c.source_tables("e", &c.sources["e"]);
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].table, DEFAULT_EVENTS_TABLE);
+        assert_eq!(specs[0].loads, vec![LoadMode::Append]);
+        assert_eq!(c.sources["e"].mode(), Mode::Cdc);
+        let keyed = format!("{base}tables = [\"a\", \"b\"]\nid_field = \"id\"\n");
+        let c = Config::parse(&keyed, Path::new(".")).expect("tables with an id");
+        let specs = c.source_tables("e", &c.sources["e"]);
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[1].primary_key, vec!["id".to_string()]);
+        assert_eq!(specs[1].loads, vec![LoadMode::Merge]);
+        for (extra, field) in [
+            ("tables = [\"a_*\"]", "sources.e.tables"),
+            ("schedule = \"hourly\"", "sources.e.schedule"),
+            ("max_depth = 2", "sources.e.max_depth"),
+            ("buffer_mb = 0", "sources.e.buffer_mb"),
+            (
+                "buffer_mb = 1\nmax_body_bytes = 2000000",
+                "sources.e.max_body_bytes",
+            ),
+            ("load = \"replace\"", "sources.e.load"),
+            ("url = \"http://x\"", "sources.e.url"),
+            // A parse error: named by its key and line, never repeating the value.
+            ("token = \"hunter2\"", "token"),
+            (
+                "[serve]\nlisten = \"0.0.0.0:8080\"\ntoken = { env = \"T\" }",
+                "sources.e.token",
+            ),
+        ] {
+            let errs = Config::parse(&format!("{base}{extra}\n"), Path::new(".")).unwrap_err();
+            let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+            assert_eq!(fields, vec![field], "{extra}: {errs:?}");
+            assert!(!format!("{errs:?}").contains("hunter2"));
         }
     }
 

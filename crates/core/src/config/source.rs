@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::events::EventsConfig;
 use super::files::FilesConfig;
 use super::mongodb::MongodbConfig;
 use super::mysql::MysqlConfig;
@@ -20,7 +21,7 @@ pub enum SourceConfig {
     /// Kinds the contract names that this build does not have yet: refused by validation,
     /// naming the kind.
     Postgres(Unbuilt),
-    Events(Unbuilt),
+    Events(EventsConfig),
 }
 
 /// The settings of a source kind this build does not have, kept unread.
@@ -178,7 +179,33 @@ impl SourceConfig {
                 shared!(c, c.cursor.as_ref(), tuning!(c, c.position_warn_files))
             }
             SourceConfig::Mongodb(c) => shared!(c, None, tuning!(c, None)),
-            SourceConfig::Postgres(_) | SourceConfig::Events(_) => Shared::default(),
+            // Its tables are a plain list (no sections), and it has no trigger.
+            SourceConfig::Events(c) => Shared {
+                warehouse: c.warehouse.as_ref(),
+                load: c.load.as_ref(),
+                deletes: c.deletes,
+                schema_changes: c.schema_changes.as_ref(),
+                tables: None,
+                cursor: None,
+                scheduling: Scheduling {
+                    schedule: c.schedule.as_ref(),
+                    trigger: None,
+                    poll_interval_secs: None,
+                    max_lag_secs: c.max_lag_secs,
+                },
+                tuning: Tuning {
+                    batch_max_rows: Some(
+                        c.batch_max_rows
+                            .unwrap_or(super::events::DEFAULT_EVENTS_BATCH_ROWS),
+                    ),
+                    batch_max_ms: Some(
+                        c.batch_max_ms
+                            .unwrap_or(super::events::DEFAULT_EVENTS_BATCH_MS),
+                    ),
+                    ..Tuning::default()
+                },
+            },
+            SourceConfig::Postgres(_) => Shared::default(),
         }
     }
 
@@ -187,14 +214,16 @@ impl SourceConfig {
         match self {
             SourceConfig::Mysql(c) => c.mode(),
             SourceConfig::Mongodb(c) => c.mode(),
+            SourceConfig::Events(c) => c.mode(),
             _ => Mode::Snapshot,
         }
     }
 
     /// Whether the source's tables are found by asking it (databases) rather than named by
-    /// the config (a files source feeds the one table it names).
+    /// the config (a files source feeds the one table it names, an events source those it
+    /// lists).
     pub fn discovers_tables(&self) -> bool {
-        !matches!(self, SourceConfig::Files(_))
+        !matches!(self, SourceConfig::Files(_) | SourceConfig::Events(_))
     }
 
     /// Whether a completed capture is the whole table (a database snapshot) rather than the
@@ -221,6 +250,13 @@ impl SourceConfig {
     pub fn as_mongodb(&self) -> Option<&MongodbConfig> {
         match self {
             SourceConfig::Mongodb(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn as_events(&self) -> Option<&EventsConfig> {
+        match self {
+            SourceConfig::Events(c) => Some(c),
             _ => None,
         }
     }
@@ -254,7 +290,7 @@ pub(super) fn strip_unknown_keys(src: &mut toml::Table) -> Vec<(String, String)>
             .and_then(|k| k.as_str())
             .unwrap_or("?")
             .to_string();
-        let takers: Vec<&str> = ["files", "mysql", "mongodb"]
+        let takers: Vec<&str> = ["files", "mysql", "mongodb", "events"]
             .into_iter()
             .filter(|other| *other != kind)
             .filter(|other| {

@@ -286,7 +286,9 @@ async fn capture_tables(
             Mode::Cdc => {
                 let ids = positions::Ids::of(source.as_ref());
                 let done = t.log.app_version(&ids.done()).await?.is_some();
-                match done && !redo {
+                // A source without snapshots (events) streams from its start.
+                let none = !source.capabilities().snapshot;
+                match (done && !redo) || none {
                     true => Ok(()),
                     false => snapshot::snapshot(project, source, t, how(redo)).await,
                 }
@@ -325,6 +327,9 @@ async fn guard_positions(
     tuning: &Tuning,
     redo: SnapshotSettings,
 ) {
+    if !source.capabilities().snapshot {
+        return; // nothing is read again from its positions: none can be lost
+    }
     let warn_files = tuning
         .position_warn_files
         .unwrap_or(DEFAULT_POSITION_WARN_FILES);

@@ -123,7 +123,8 @@ pub(crate) async fn stream(
     let mut committed = HashMap::new();
     let mut index = HashMap::new();
     for (i, t) in tables.iter_mut().enumerate().filter(|(_, t)| t.live()) {
-        let Some(from) = positions::stream_position(&t.log, source.as_ref()).await? else {
+        let stored = positions::stream_position(&t.log, source.as_ref()).await?;
+        let Some(from) = stored.or_else(|| source.start_position()) else {
             t.fail(
                 "no stream position recorded (the snapshot did not record one)",
                 ErrorKind::Fatal,
@@ -336,6 +337,7 @@ impl Streaming<'_> {
         meta.insert("sluice".into(), json!({ "stream": true, "rows": p.rows }));
         let v = p.writer.commit(&mut t.log, apps, meta).await?;
         failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
+        changes.committed(&t.table.name, &at);
         t.report.rows += p.rows as u64;
         t.committed(p.rows as u64, v);
         if let Some(at) = last_commit.and_then(chrono::DateTime::from_timestamp_micros) {

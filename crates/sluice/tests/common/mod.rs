@@ -2,6 +2,8 @@
 //! file it writes, read back as the oracle.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

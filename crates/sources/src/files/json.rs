@@ -43,7 +43,7 @@ impl Node for &RawValue {
 }
 
 /// The columns of one record; `flatten` levels of objects become `parent__child` columns.
-fn object(text: &str, flatten: usize) -> Result<BTreeMap<String, Scalar>, String> {
+pub(crate) fn object(text: &str, flatten: usize) -> Result<BTreeMap<String, Scalar>, String> {
     let map: BTreeMap<String, &RawValue> =
         serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
     document::columns(map.into_iter().collect(), flatten)

@@ -9,7 +9,7 @@
 mod bound;
 mod delimited;
 mod infer;
-mod json;
+pub(crate) mod json;
 pub mod listing;
 mod parquet_file;
 pub(crate) mod rows;

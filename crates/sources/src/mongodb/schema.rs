@@ -1,17 +1,17 @@
 //! A collection's columns, from a random sample of its documents and its newest ones, by the
 //! policy every source of documents shares.
-//! The columns are kept in the lake as definitions (`name type [json]` per column), so a
-//! stream resuming later reads with the columns the lake has.
+//! The columns are kept in the lake as definitions ([`document::definitions`]), so a stream
+//! resuming later reads with the columns the lake has.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 
 use super::{convert, Mongo};
-use crate::document::{self, Sample, Scalar};
+use crate::document::{self, definitions, Sample, Scalar};
 use crate::source::SourceTable;
 use crate::SourceError;
 
@@ -98,96 +98,11 @@ pub fn table(name: &str, sample: &Sample, rows_estimate: u64) -> SourceTable {
     }
 }
 
-/// The columns as kept in the lake: one `name<TAB>type[<TAB>json]` line per column.
-pub fn definitions(schema: &Schema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let t = sluice_core::schema::type_name(f.data_type());
-            match sluice_core::types::is_json(f) {
-                true => format!("{}\t{t}\tjson", f.name()),
-                false => format!("{}\t{t}", f.name()),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The columns `definitions` describe.
-pub fn from_definitions(definitions: &str) -> Result<SchemaRef, String> {
-    let fields = definitions
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|line| {
-            let mut parts = line.split('\t');
-            let (Some(name), Some(t)) = (parts.next(), parts.next()) else {
-                return Err(format!("definition `{line}` is not `name<TAB>type`"));
-            };
-            match parts.next() {
-                Some("json") => Ok(sluice_core::types::json_field(name)),
-                _ => Ok(Field::new(name, sluice_core::types::parse_type(t)?, true)),
-            }
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(Arc::new(Schema::new(fields)))
-}
-
-/// `table` with the columns of `docs` it lacks added (their types inferred from those
-/// documents); None when it has them all.
-pub fn widened(table: &SourceTable, docs: &[&BTreeMap<String, Scalar>]) -> Option<SourceTable> {
-    let mut s = Sample::default();
-    for d in docs {
-        if d.keys().any(|k| table.schema.index_of(k).is_err()) {
-            s.observe(d);
-        }
-    }
-    let new: Vec<Field> = s
-        .names
-        .iter()
-        .zip(&s.infer)
-        .filter(|(n, _)| table.schema.index_of(n).is_err())
-        .map(|(n, i)| document::field(n, i))
-        .collect();
-    if new.is_empty() {
-        return None;
-    }
-    let mut fields: Vec<Field> = table
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.extend(new);
-    let schema = Arc::new(Schema::new(fields));
-    Some(SourceTable {
-        definitions: definitions(&schema),
-        schema,
-        ..table.clone()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::document::widened;
     use arrow::datatypes::DataType;
-
-    #[test]
-    fn definitions_round_trip() {
-        let schema = Schema::new(vec![
-            Field::new("_id", DataType::Utf8, true),
-            Field::new("n", DataType::Int64, true),
-            Field::new("d", DataType::Decimal128(18, 2), true),
-            Field::new(
-                "t",
-                DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
-                true,
-            ),
-            sluice_core::types::json_field("tags"),
-        ]);
-        let back = from_definitions(&definitions(&schema)).unwrap();
-        assert_eq!(back.as_ref(), &schema);
-    }
 
     #[test]
     fn a_new_field_widens_the_table_and_a_known_one_does_not() {
@@ -195,9 +110,9 @@ mod tests {
         let d1 = columns(&doc! { "_id": 1, "a": "x" }, 0).unwrap();
         s.observe(&d1);
         let t = table("c", &s, 1);
-        assert!(widened(&t, &[&d1]).is_none());
+        assert!(widened(&t, &[&d1], false).is_none());
         let d2 = columns(&doc! { "_id": 2, "b": 2.5 }, 0).unwrap();
-        let w = widened(&t, &[&d1, &d2]).unwrap();
+        let w = widened(&t, &[&d1, &d2], false).unwrap();
         assert_eq!(w.schema.field(2).name(), "b");
         assert_eq!(w.schema.field(2).data_type(), &DataType::Float64);
         assert_eq!(w.key, vec!["_id".to_string()]);

@@ -139,11 +139,12 @@ impl Source for MongoSource {
         if definitions.is_empty() || definitions == now.definitions {
             return Ok(now.clone());
         }
-        let schema =
-            schema::from_definitions(definitions).map_err(|message| SourceError::Config {
+        let schema = crate::document::from_definitions(definitions).map_err(|message| {
+            SourceError::Config {
                 source_name: self.mongo.source.clone(),
                 message: format!("{}: stored columns: {message}", now.name),
-            })?;
+            }
+        })?;
         Ok(SourceTable {
             schema,
             definitions: definitions.to_string(),

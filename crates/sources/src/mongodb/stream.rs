@@ -452,21 +452,14 @@ impl MongoStream {
                 .filter(|r| &r.collection == name)
                 .map(|r| &r.columns)
                 .collect();
-            if let Some(wider) = schema::widened(&t.table, &docs) {
-                let added: Vec<String> = wider.schema.fields()[t.table.schema.fields().len()..]
-                    .iter()
-                    .map(|f| {
-                        format!(
-                            "{} {}",
-                            f.name(),
-                            sluice_core::schema::type_name(f.data_type())
-                        )
-                    })
-                    .collect();
+            if let Some(wider) = crate::document::widened(&t.table, &docs, false) {
                 self.queue.push_back(StreamEvent::Changed {
                     table: wider.clone(),
                     at: at.encode(),
-                    statement: format!("new fields in documents of {name}: {}", added.join(", ")),
+                    statement: format!(
+                        "new fields in documents of {name}: {}",
+                        crate::document::added_columns(&t.table, &wider)
+                    ),
                 });
                 self.tables.get_mut(name).expect("named above").switch = Some(wider);
             }
@@ -685,7 +678,7 @@ mod tests {
         ]));
         SourceTable {
             name: name.into(),
-            definitions: schema::definitions(&schema),
+            definitions: crate::document::definitions(&schema),
             schema,
             key: vec![ID.into()],
             rows_estimate: 0,
