@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use sluice_core::change::stamp_rows;
 use sluice_core::failpoint;
@@ -21,6 +21,7 @@ use super::positions::{self, Ids};
 use super::table::Captured;
 use crate::progress::Progress;
 use crate::{EngineError, Project};
+use sluice_core::config::TableSpec;
 
 /// How a stream is batched and how long it runs.
 #[derive(Debug, Clone)]
@@ -107,7 +108,8 @@ struct Streaming<'a> {
     ahead: HashMap<usize, Pending>,
     rows: usize,
     since: Option<Instant>,
-    load: bool,
+    /// Following with loads: where committed tables are sent to be loaded beside the stream.
+    loads: Option<mpsc::UnboundedSender<TableSpec>>,
 }
 
 /// Streams changes for the live `tables` from each one's committed position until caught up
@@ -118,6 +120,49 @@ pub(crate) async fn stream(
     source: &SharedSource,
     tables: &mut [Captured],
     how: StreamSettings,
+) -> Result<(), EngineError> {
+    if !(how.follow.is_some() && how.load) {
+        return stream_tables(project, source, tables, how, None).await;
+    }
+    // Following, loads run beside the stream, so a lake commit (and the answer to an events
+    // client) never waits for a warehouse load; each load takes everything committed before
+    // it, so loads coalesce while commits run ahead. The stream's end drops the sender: the
+    // loads due finish, then this returns.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (streamed, ()) = tokio::join!(
+        stream_tables(project, source, tables, how, Some(tx)),
+        load_behind(project, rx)
+    );
+    streamed
+}
+
+/// Loads each table sent, once per batch of sends (a table sent twice while a load ran loads
+/// once), until the sender is dropped.
+async fn load_behind(project: &Project, mut due: mpsc::UnboundedReceiver<TableSpec>) {
+    while let Some(first) = due.recv().await {
+        let mut specs = vec![first];
+        while let Ok(more) = due.try_recv() {
+            if !specs
+                .iter()
+                .any(|s| s.source == more.source && s.table == more.table)
+            {
+                specs.push(more);
+            }
+        }
+        for spec in specs {
+            if let Err(e) = crate::load::load(project, &spec).await {
+                tracing::error!(table = %spec.table, error = %e, "load while following failed; retrying after the next commit");
+            }
+        }
+    }
+}
+
+async fn stream_tables(
+    project: &Project,
+    source: &SharedSource,
+    tables: &mut [Captured],
+    how: StreamSettings,
+    loads: Option<mpsc::UnboundedSender<TableSpec>>,
 ) -> Result<(), EngineError> {
     let mut open = Vec::new();
     let mut committed = HashMap::new();
@@ -155,7 +200,7 @@ pub(crate) async fn stream(
         ahead: HashMap::new(),
         rows: 0,
         since: None,
-        load: following && how.load,
+        loads,
     };
     let mut progress = Progress::new(how.progress, format!("{} changes", source.name()));
     let mut last_idle_advance = Instant::now();
@@ -301,12 +346,10 @@ impl Streaming<'_> {
         }
         self.rows = 0;
         self.since = None;
-        if self.load {
+        if let Some(loads) = &self.loads {
             for i in flushed {
-                let spec = &self.tables[i].spec;
-                if let Err(e) = crate::load::load(self.project, spec).await {
-                    tracing::error!(table = %spec.table, error = %e, "load while following failed; retrying with the next batch");
-                }
+                // The loader is gone only once the stream ends.
+                let _ = loads.send(self.tables[i].spec.clone());
             }
         }
         Ok(())
