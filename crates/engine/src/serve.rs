@@ -77,6 +77,8 @@ pub struct Serving {
     owned: Mutex<HashMap<String, bool>>,
     /// Processes sharing the state store, as this one's membership renewal last counted.
     members: std::sync::atomic::AtomicUsize,
+    /// Land in the lake only: no warehouse loads (`serve --lake-only`).
+    pub lake_only: bool,
 }
 
 /// Why a pass asked for through the API did not start.
@@ -150,6 +152,7 @@ impl Serving {
             waiting: Mutex::new(waiting),
             owned: Mutex::default(),
             members: std::sync::atomic::AtomicUsize::new(1),
+            lake_only: false,
         })
     }
 
@@ -485,6 +488,7 @@ async fn pass_with_retries(
             &[selector.to_string()],
             SyncOptions {
                 follow: follow.then(|| stop.clone()),
+                load: !serving.lake_only,
                 ..SyncOptions::default()
             },
         )

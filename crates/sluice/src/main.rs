@@ -88,7 +88,12 @@ enum Command {
     /// run goes into the run history (`sluice runs`); `[[alerts]]` webhooks hear
     /// of failures, halts, freshness breaches (`max_lag_secs`) and recoveries. Processes
     /// sharing one `[state]` store split the sources between them by lease.
-    Serve,
+    Serve {
+        /// Stop after the lake: no warehouse loads (the lake is queried with `sluice query`,
+        /// or another process loads it).
+        #[arg(long)]
+        lake_only: bool,
+    },
     /// The run history: per table and run, when, how it ended, rows extracted, landed,
     /// quarantined and loaded (newest first).
     Runs {
@@ -266,7 +271,7 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                 }
             }
         }
-        Command::Serve => {
+        Command::Serve { lake_only } => {
             let project = std::sync::Arc::new(Project::open(&cli.config)?);
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
@@ -274,7 +279,9 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                 tracing::info!("stopping: no new passes; the running ones end");
                 let _ = stop_tx.send(true);
             });
-            let serving = std::sync::Arc::new(Serving::new(project.clone()).await?);
+            let mut serving = Serving::new(project.clone()).await?;
+            serving.lake_only = lake_only;
+            let serving = std::sync::Arc::new(serving);
             let serve_config = project.config.serve.as_ref();
             let listen = serve_config
                 .map(|s| s.listen())

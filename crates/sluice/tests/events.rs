@@ -284,7 +284,8 @@ buffer_mb = 1
 batch_max_ms = 4000
 "#,
     );
-    let serving = Serving::start_with(&sb, &[], &[("CLICKS_TOKEN", "s3cret")]);
+    // Lake only: the warehouse is never opened.
+    let serving = Serving::start_with(&sb, &["--lake-only"], &[("CLICKS_TOKEN", "s3cret")]);
     let addr = serving.addr();
     let event = b"{\"a\":1}\n";
     assert_eq!(post(&addr, "/events/clicks", None, event, false).0, 401);
@@ -350,6 +351,10 @@ batch_max_ms = 4000
     assert_eq!(code, 200, "{body}");
     let (code, _, stderr) = serving.terminate(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !sb.path("warehouse.duckdb").exists(),
+        "serve --lake-only loaded"
+    );
     let n =
         sb.query_lake("SELECT count(*) AS n, count(DISTINCT i) AS d FROM clicks.events__changes");
     assert_eq!(n[0]["n"], 4 * 2900, "{n:?}");

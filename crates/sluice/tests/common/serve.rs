@@ -36,12 +36,19 @@ impl Serving {
         command
             .arg("--config")
             .arg(sb.path("sluice.toml"))
-            .args(args);
+            .args(args.iter().filter(|a| **a != "--lake-only"));
         if !args.contains(&"--log") {
             command.args(["--log", "info"]);
         }
+        // `serve`'s own flags go after it.
+        let own: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| *a == "--lake-only")
+            .collect();
         let child = command
             .args(["--json", "serve"])
+            .args(own)
             .envs(env.iter().copied())
             .current_dir(sb.dir.path())
             .stdout(Stdio::piped())
