@@ -48,14 +48,21 @@ struct Waiting {
 }
 
 /// Ids landed or buffered lately, as 128-bit hashes (a collision would drop an event: at
-/// 128 bits it does not happen), forgotten after the dedupe window.
+/// 128 bits it does not happen), in generations of a sixteenth of the dedupe window each, the
+/// oldest dropped as the window passes: about 20 bytes an id, no time kept per id.
 struct Seen {
-    ids: HashSet<u128>,
-    order: VecDeque<(Instant, u128)>,
+    generations: VecDeque<(Instant, HashSet<u128>)>,
     window: Duration,
 }
 
 impl Seen {
+    fn new(window: Duration) -> Seen {
+        Seen {
+            generations: VecDeque::new(),
+            window,
+        }
+    }
+
     fn hash(table: &str, id: &str) -> u128 {
         let half = |salt: u8| {
             let mut h = DefaultHasher::new();
@@ -67,22 +74,30 @@ impl Seen {
         (half(1) << 64) | half(2)
     }
 
-    /// Adds `id`; false when it was there already.
-    fn insert(&mut self, table: &str, id: &str) -> bool {
+    fn contains(&self, h: u128) -> bool {
+        self.generations.iter().any(|(_, ids)| ids.contains(&h))
+    }
+
+    /// Adds an id (known not to be there).
+    fn insert(&mut self, table: &str, id: &str) {
         let now = Instant::now();
-        while let Some(&(at, h)) = self.order.front() {
-            if now.duration_since(at) < self.window {
-                break;
-            }
-            self.order.pop_front();
-            self.ids.remove(&h);
+        while self
+            .generations
+            .front()
+            .is_some_and(|(born, _)| now.duration_since(*born) > self.window)
+        {
+            self.generations.pop_front();
         }
-        let h = Self::hash(table, id);
-        if !self.ids.insert(h) {
-            return false;
+        let span = self.window / 16;
+        if self
+            .generations
+            .back()
+            .is_none_or(|(born, _)| now.duration_since(*born) >= span)
+        {
+            self.generations.push_back((now, HashSet::new()));
         }
-        self.order.push_back((now, h));
-        true
+        let newest = &mut self.generations.back_mut().expect("pushed above").1;
+        newest.insert(Self::hash(table, id));
     }
 }
 
@@ -123,11 +138,7 @@ impl EventsStream {
             queue: VecDeque::new(),
             held: None,
             waiting: VecDeque::new(),
-            seen: Seen {
-                ids: HashSet::new(),
-                order: VecDeque::new(),
-                window,
-            },
+            seen: Seen::new(window),
         };
         for t in tables {
             s.seq = s.seq.max(seq_of(&t.from));
@@ -229,7 +240,7 @@ impl EventsStream {
                 .and_then(Scalar::text);
             if let Some(id) = id {
                 // Landed before, or earlier in this request.
-                if self.seen.ids.contains(&Seen::hash(&p.table, id)) || ids.contains(&id) {
+                if self.seen.contains(Seen::hash(&p.table, id)) || ids.contains(&id) {
                     duplicates += 1;
                     continue;
                 }
@@ -445,5 +456,29 @@ impl Drop for EventsStream {
         if let Some(rx) = self.rx.take() {
             self.intake.detach(rx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_remembered_for_the_window_then_forgotten() {
+        let mut seen = Seen::new(Duration::from_millis(160));
+        seen.insert("t", "a");
+        assert!(seen.contains(Seen::hash("t", "a")));
+        assert!(!seen.contains(Seen::hash("u", "a")), "ids are per table");
+        std::thread::sleep(Duration::from_millis(60));
+        seen.insert("t", "b");
+        assert!(seen.generations.len() >= 2, "a new generation each 10 ms");
+        std::thread::sleep(Duration::from_millis(120));
+        seen.insert("t", "c");
+        assert!(
+            !seen.contains(Seen::hash("t", "a")),
+            "older than the window"
+        );
+        assert!(seen.contains(Seen::hash("t", "b")));
+        assert!(seen.contains(Seen::hash("t", "c")));
     }
 }
