@@ -73,6 +73,9 @@ async fn position_status(
         .entry(spec.source.clone())
         .or_insert_with(|| crate::sources::build(project, &spec.source).ok())
         .clone()?;
+    if !source.capabilities().snapshot {
+        return None; // nothing is read again from its positions (events): none to lose
+    }
     let at = match crate::capture::stream_position(log, source.as_ref()).await {
         Ok(Some(at)) => at,
         Ok(None) => return None,

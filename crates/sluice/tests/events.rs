@@ -355,6 +355,18 @@ batch_max_ms = 4000
         !sb.path("warehouse.duckdb").exists(),
         "serve --lake-only loaded"
     );
+    // Events cannot be read again: a re-snapshot is refused, naming the table.
+    let out = sb.run(
+        &["sync", "--lake-only", "--resnapshot", "clicks.events"],
+        &[],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("clicks.events: --resnapshot: this source has no snapshot"),
+        "{text}"
+    );
     let n =
         sb.query_lake("SELECT count(*) AS n, count(DISTINCT i) AS d FROM clicks.events__changes");
     assert_eq!(n[0]["n"], 4 * 2900, "{n:?}");

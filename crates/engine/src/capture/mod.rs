@@ -289,6 +289,10 @@ async fn capture_tables(
                 // A source without snapshots (events) streams from its start.
                 let none = !source.capabilities().snapshot;
                 match (done && !redo) || none {
+                    true if none && redo => Err(EngineError::Usage(format!(
+                        "{}.{}: --resnapshot: this source has no snapshot (its data arrives; nothing can be read again)",
+                        t.spec.source, t.spec.table
+                    ))),
                     true => Ok(()),
                     false => snapshot::snapshot(project, source, t, how(redo)).await,
                 }
