@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use sluice_core::config::DEFAULT_EVENTS_BODY_BYTES;
 use sluice_engine::Project;
 use sluice_sources::events::body;
-use sluice_sources::events::intake::{Answer, Intake, NotTaken, Posted};
+use sluice_sources::events::intake::{Answer, Intake, Posted};
 
 use crate::{bearer_is, failure, App};
 
@@ -161,8 +161,8 @@ async fn post(
         answer,
         permit,
     };
-    if let Err(refused) = c.intake.post(posted) {
-        let (NotTaken::Idle | NotTaken::Full, _) = *refused;
+    if c.intake.post(posted).is_err() {
+        // Given back unqueued: its share of the buffer is free again as it drops.
         return retry_after(
             StatusCode::SERVICE_UNAVAILABLE,
             5,

@@ -281,7 +281,7 @@ kind = "events"
 token = { env = "CLICKS_TOKEN" }
 max_body_bytes = 300000
 buffer_mb = 1
-batch_max_ms = 4000
+batch_max_ms = 8000
 "#,
     );
     // Lake only: the warehouse is never opened.
@@ -305,7 +305,7 @@ batch_max_ms = 4000
     let (code, body, _) = post(&addr, "/events/clicks", token, big.as_bytes(), true);
     assert_eq!(code, 413, "{body}");
 
-    // Three requests of 290 KB wait for their commit (batch_max_ms = 4 s) holding 850 KB of
+    // Three requests of 290 KB wait for their commit (batch_max_ms = 8 s) holding 850 KB of
     // the 1 MiB buffer: a fourth is told to come back, and takes nothing.
     let part = |k: usize| -> String {
         (0..2900)
@@ -336,7 +336,7 @@ batch_max_ms = 4000
     std::thread::sleep(Duration::from_millis(1500));
     let (code, body, retry) = post(&addr, "/events/clicks", token, part(3).as_bytes(), false);
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < Duration::from_secs(8),
         "the batch committed before the fourth request"
     );
     assert_eq!(code, 429, "{body}");

@@ -117,8 +117,10 @@ impl EventsConfig {
                 err(key, "must be at least 1".into());
             }
         }
-        if let (Some(body), Some(buffer)) = (self.max_body_bytes, self.buffer_mb) {
-            if body > buffer << 20 {
+        if self.max_body_bytes.is_some() || self.buffer_mb.is_some() {
+            let body = self.max_body_bytes.unwrap_or(DEFAULT_EVENTS_BODY_BYTES);
+            let buffer = self.buffer_mb.unwrap_or(DEFAULT_EVENTS_BUFFER_MB);
+            if buffer > 0 && body > buffer << 20 {
                 err(
                     "max_body_bytes",
                     format!("{body} is more than the buffer ({buffer} MiB): such a request could never be taken"),

@@ -1301,6 +1301,8 @@ primary_key = ["s_suppkey"]
                 "buffer_mb = 1\nmax_body_bytes = 2000000",
                 "sources.e.max_body_bytes",
             ),
+            // The default body (8 MiB) would never fit a 4 MiB buffer.
+            ("buffer_mb = 4", "sources.e.max_body_bytes"),
             ("load = \"replace\"", "sources.e.load"),
             ("url = \"http://x\"", "sources.e.url"),
             // A parse error: named by its key and line, never repeating the value.

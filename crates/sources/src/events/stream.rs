@@ -331,7 +331,8 @@ impl EventsStream {
         }))
     }
 
-    /// Answers the waiting requests of `table` that `keep` refuses.
+    /// Answers each waiting request of `table` that `answer_of` has an answer for; the
+    /// others wait on.
     fn answer(&mut self, table: &str, mut answer_of: impl FnMut(&Waiting) -> Option<Answer>) {
         let mut rest = VecDeque::with_capacity(self.waiting.len());
         for w in self.waiting.drain(..) {
