@@ -213,12 +213,17 @@ async fn read_body(max: usize, headers: &HeaderMap, body: Body) -> Result<Bytes,
     }
     let raw = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
-        Err(e) if e.to_string().contains("length limit") => return Err(too_large()),
         Err(e) => {
+            let e = e.into_inner();
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return Err(too_large());
+            }
             return Err(Box::new(failure(
                 StatusCode::BAD_REQUEST,
                 format!("reading the body: {e}"),
-            )))
+            )));
         }
     };
     let gzip = headers

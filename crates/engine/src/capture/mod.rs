@@ -288,13 +288,15 @@ async fn capture_tables(
                 let done = t.log.app_version(&ids.done()).await?.is_some();
                 // A source without snapshots (events) streams from its start.
                 let none = !source.capabilities().snapshot;
-                match (done && !redo) || none {
-                    true if none && redo => Err(EngineError::Usage(format!(
+                if none && redo {
+                    Err(EngineError::Usage(format!(
                         "{}.{}: --resnapshot: this source has no snapshot (its data arrives; nothing can be read again)",
                         t.spec.source, t.spec.table
-                    ))),
-                    true => Ok(()),
-                    false => snapshot::snapshot(project, source, t, how(redo)).await,
+                    )))
+                } else if none || (done && !redo) {
+                    Ok(())
+                } else {
+                    snapshot::snapshot(project, source, t, how(redo)).await
                 }
             }
         };

@@ -30,8 +30,6 @@ struct Table {
     batches: Vec<RecordBatch>,
     micros: Vec<Option<i64>>,
     rejects: Vec<Reject>,
-    /// Columns to read with from the next request on (after a `Changed`).
-    switch: Option<SourceTable>,
     /// Halted or failed: its requests are refused.
     stopped: Option<String>,
 }
@@ -149,7 +147,6 @@ impl EventsStream {
                     batches: Vec::new(),
                     micros: Vec::new(),
                     rejects: Vec::new(),
-                    switch: None,
                     stopped: None,
                 },
             );
@@ -186,18 +183,19 @@ impl EventsStream {
             .iter()
             .filter_map(|l| l.columns.as_ref().ok())
             .collect();
-        let current = t.switch.as_ref().unwrap_or(&t.table);
-        if let Some(wider) = widened(current, &docs, true) {
+        // The request is built after its `Changed` is taken, and the rows before it were
+        // taken with it: the table can read with the new columns from here on.
+        if let Some(wider) = widened(&t.table, &docs, true) {
             self.queue.push_back(StreamEvent::Changed {
                 table: wider.clone(),
                 at: position(self.seq),
                 statement: format!(
                     "new fields in events of {}: {}",
                     p.table,
-                    added_columns(current, &wider)
+                    added_columns(&t.table, &wider)
                 ),
             });
-            t.switch = Some(wider);
+            t.table = wider;
         }
         self.held = Some((p, false));
     }
@@ -213,14 +211,11 @@ impl EventsStream {
             let _ = p.answer.send(Answer::Refused(why.clone()));
             return Ok(None);
         }
-        if let Some(wider) = t.switch.take() {
-            t.table = wider;
-        }
         let received = p.received.timestamp_micros();
         let mut rows = batcher(&t.table)?;
         let mut built = Vec::new();
         let mut micros = Vec::new();
-        let mut ids: Vec<&str> = Vec::new();
+        let mut ids: HashSet<&str> = HashSet::new();
         let mut rejects: Vec<(&Line, Option<String>, String)> = Vec::new();
         let mut misfits: Vec<&BTreeMap<String, Scalar>> = Vec::new();
         let mut duplicates = 0u64;
@@ -240,7 +235,7 @@ impl EventsStream {
                 .and_then(Scalar::text);
             if let Some(id) = id {
                 // Landed before, or earlier in this request.
-                if self.seen.contains(Seen::hash(&p.table, id)) || ids.contains(&id) {
+                if self.seen.contains(Seen::hash(&p.table, id)) || ids.contains(id) {
                     duplicates += 1;
                     continue;
                 }
@@ -287,7 +282,7 @@ impl EventsStream {
                     at: position(self.seq),
                     statement: format!("values of new types in events of {}: {added}", p.table),
                 });
-                t.switch = Some(wider);
+                t.table = wider;
                 self.held = Some((p, true));
                 return Ok(None);
             }
@@ -311,9 +306,7 @@ impl EventsStream {
         let accepted = micros.len() as u64;
         t.micros.extend(micros);
         built.extend(rows.take());
-        for batch in built {
-            t.append(batch)?;
-        }
+        t.batches.extend(built);
         self.seq += 1;
         self.waiting.push_back(Waiting {
             seq: self.seq,
@@ -362,25 +355,41 @@ fn batcher(table: &SourceTable) -> Result<RowBatcher, SourceError> {
     RowBatcher::for_file(&table.schema, &table.name, &table.key)
 }
 
-/// Requests' rows are built apart; small ones are joined so the lake is not written a few
-/// rows at a time.
+/// Requests' rows are built apart; runs of small batches are joined when taken (one copy
+/// each), so the lake is not written a few rows at a time.
 const JOIN_BELOW_ROWS: usize = 8192;
 
-impl Table {
-    fn append(&mut self, batch: RecordBatch) -> Result<(), SourceError> {
-        match self.batches.last_mut() {
-            Some(last) if last.num_rows() < JOIN_BELOW_ROWS && last.schema() == batch.schema() => {
-                *last = arrow::compute::concat_batches(&batch.schema(), [&*last, &batch]).map_err(
-                    |source| SourceError::Arrow {
-                        file: self.table.name.clone(),
+/// `batches` with consecutive ones of one schema joined up to [`JOIN_BELOW_ROWS`] rows.
+fn joined(table: &str, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, SourceError> {
+    let mut out = Vec::new();
+    let mut run: Vec<RecordBatch> = Vec::new();
+    let join = |run: &mut Vec<RecordBatch>, out: &mut Vec<RecordBatch>| {
+        match run.len() {
+            0 => {}
+            1 => out.extend(run.pop()),
+            _ => out.push(
+                arrow::compute::concat_batches(&run[0].schema(), run.iter()).map_err(|source| {
+                    SourceError::Arrow {
+                        file: table.to_string(),
                         source,
-                    },
-                )?;
-            }
-            _ => self.batches.push(batch),
+                    }
+                })?,
+            ),
         }
-        Ok(())
+        run.clear();
+        Ok::<(), SourceError>(())
+    };
+    for b in batches {
+        let rows: usize = run.iter().map(RecordBatch::num_rows).sum();
+        if run.first().is_some_and(|f| f.schema() != b.schema())
+            || rows + b.num_rows() > JOIN_BELOW_ROWS
+        {
+            join(&mut run, &mut out)?;
+        }
+        run.push(b);
     }
+    join(&mut run, &mut out)?;
+    Ok(out)
 }
 
 #[async_trait]
@@ -413,7 +422,7 @@ impl ChangeStream for EventsStream {
         let Some(t) = self.tables.get_mut(table) else {
             return Ok(Taken::default());
         };
-        let rows = std::mem::take(&mut t.batches);
+        let rows = joined(table, std::mem::take(&mut t.batches))?;
         let commit_micros = std::mem::take(&mut t.micros);
         Ok(Taken {
             rows,
@@ -463,6 +472,23 @@ impl Drop for EventsStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_batches_are_joined_once_up_to_the_limit_and_never_across_schemas() {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        let batch = |name: &str, n: usize| {
+            let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Int64, true)]));
+            let values: Int64Array = (0..n as i64).map(Some).collect();
+            RecordBatch::try_new(schema, vec![Arc::new(values)]).unwrap()
+        };
+        let mut batches: Vec<RecordBatch> = (0..20).map(|_| batch("a", 500)).collect();
+        batches.push(batch("b", 10));
+        let out = joined("t", batches).unwrap();
+        let rows: Vec<usize> = out.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(rows, [8000, 2000, 10]);
+        assert_eq!(out[2].schema().field(0).name(), "b");
+    }
 
     #[test]
     fn ids_are_remembered_for_the_window_then_forgotten() {
