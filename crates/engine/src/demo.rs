@@ -2,8 +2,9 @@
 //!
 //! Day 1 drops `supplier` (10,000 rows, scale factor 1) and `nation` as `.tbl` files; sluice
 //! lands them in the lake and loads DuckDB (`supplier` merged by key, and appended with load
-//! timestamps to `supplier_append`, like seed 002's stage and history pair). Day 2 changes
-//! some suppliers' balances; the second sync lands only the new folder and merges the changes.
+//! timestamps to `supplier_append`, like seed 002's stage and history pair), and a transform
+//! keeps the balance by nation. Day 2 changes some suppliers' balances; the second sync lands
+//! only the new folder, merges the changes, and lands the nations whose balance moved.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -53,12 +54,24 @@ columns = ["n_nationkey int", "n_name text", "n_regionkey int", "n_comment text"
 
 [sources.nation.tables.nation]
 primary_key = ["n_nationkey"]
+
+# A transform: SQL over lake tables, kept as a lake table of its own and loaded like a source
+# table (warehouse table transforms.balance_by_nation). It runs after the sources it reads;
+# each run lands only the nations whose figures changed.
+[transforms.balance_by_nation]
+sql = """SELECT n.n_name AS nation, count(*) AS suppliers, sum(s.s_acctbal) AS total_balance
+FROM suppliers.supplier s JOIN nation.nation n ON s.s_nationkey = n.n_nationkey
+GROUP BY n.n_name"""
+primary_key = ["nation"]
 "#;
 
 const JOIN: &str =
     "SELECT n.n_name AS nation, count(*) AS suppliers, sum(s.s_acctbal) AS total_balance
 FROM suppliers.supplier s JOIN nation.nation n ON s.s_nationkey = n.n_nationkey
 GROUP BY n.n_name ORDER BY total_balance DESC LIMIT 5";
+
+const BY_NATION: &str =
+    "SELECT * FROM transforms.balance_by_nation ORDER BY total_balance DESC LIMIT 5";
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> EngineError {
     move |source| EngineError::Io { context, source }
@@ -174,7 +187,13 @@ pub async fn demo(dir: &Path, quiet: bool) -> Result<PathBuf, EngineError> {
     sync_day("day 2: only the new folder is read").await?;
 
     say(&format!("$ sluice query \"{}\"", JOIN.replace('\n', " ")));
-    let batches = query::query_lake(&project, JOIN).await?;
+    let batches = query::query_lake(&project, JOIN, None).await?;
+    say(&query::render(&batches, query::OutputFormat::Table)?);
+    say(&format!(
+        "$ sluice query --warehouse local \"{}\"      # the transform, loaded",
+        BY_NATION
+    ));
+    let batches = query::query_warehouse(&project, "local", BY_NATION)?;
     say(&query::render(&batches, query::OutputFormat::Table)?);
 
     let c = config.display();

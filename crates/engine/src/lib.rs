@@ -13,6 +13,7 @@ pub mod check;
 pub mod crawl;
 pub mod demo;
 mod error;
+pub mod export;
 pub mod gate;
 pub mod image;
 pub mod load;
@@ -26,6 +27,7 @@ pub mod sources;
 pub mod state;
 pub mod status;
 pub mod sync;
+pub mod transform;
 
 pub use error::EngineError;
 pub use project::Project;

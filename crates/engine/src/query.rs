@@ -17,6 +17,7 @@ use datafusion::sql::TableReference;
 
 use sluice_core::change::{is_change_column, OP, SEQ, SOURCE_TS};
 use sluice_core::names::quote_ident as q;
+pub use sluice_lake::AsOf;
 use sluice_lake::{LakeTable, TablePath, PRIMARY_KEY_PROPERTY};
 
 use crate::{EngineError, Project};
@@ -46,82 +47,136 @@ pub(crate) async fn register(
     Ok(())
 }
 
-/// A DataFusion session with every lake table of the project registered.
-pub async fn lake_session(project: &Project) -> Result<SessionContext, EngineError> {
-    let ctx = SessionContext::new();
+/// A DataFusion session with sluice's functions: JSON paths and arrays over JSON text
+/// (`json_get_str(col, 'a', 'b')`, `col->>'a'`, `unnest(json_get_array(col, 'items'))`).
+pub fn new_session() -> Result<SessionContext, EngineError> {
+    let mut ctx = SessionContext::new();
+    datafusion_functions_json::register_all(&mut ctx)?;
+    Ok(ctx)
+}
+
+/// A DataFusion session with every lake table of the project registered, as it is now or
+/// as it was at `as_of` (tables that did not exist then are left out).
+pub async fn lake_session(
+    project: &Project,
+    as_of: Option<&AsOf>,
+) -> Result<SessionContext, EngineError> {
+    let ctx = new_session()?;
+    for spec in project.known_tables().await? {
+        register_table_as_of(&ctx, &project.lake, &spec.source, &spec.table, as_of).await?;
+    }
+    Ok(ctx)
+}
+
+/// Registers `source.table` (its current state), `source.table__changes` and
+/// `source.table__quarantine` in `ctx`, each at the version the lake holds now. Returns the
+/// change log's version (None: the table has never landed anything, and only its quarantine,
+/// if any, is registered).
+pub(crate) async fn register_source_table(
+    ctx: &SessionContext,
+    lake: &sluice_lake::Lake,
+    source: &str,
+    table: &str,
+) -> Result<Option<i64>, EngineError> {
+    register_table_as_of(ctx, lake, source, table, None).await
+}
+
+/// Opens a lake table, moved back to `as_of` when given (None: it did not exist then).
+async fn open_as_of(
+    lake: &sluice_lake::Lake,
+    path: &TablePath,
+    as_of: Option<&AsOf>,
+) -> Result<Option<LakeTable>, EngineError> {
+    let Some(mut t) = LakeTable::open(lake, path).await? else {
+        return Ok(None);
+    };
+    match as_of {
+        Some(at) if !t.travel(at).await? => Ok(None),
+        _ => Ok(Some(t)),
+    }
+}
+
+/// [`register_source_table`] as the table was at `as_of`.
+async fn register_table_as_of(
+    ctx: &SessionContext,
+    lake: &sluice_lake::Lake,
+    source: &str,
+    table: &str,
+    as_of: Option<&AsOf>,
+) -> Result<Option<i64>, EngineError> {
     let catalog = ctx
         .catalog("datafusion")
         .ok_or_else(|| EngineError::Internal("DataFusion default catalog missing".into()))?;
-    for spec in project.known_tables().await? {
-        if catalog.schema(&spec.source).is_none() {
-            catalog.register_schema(&spec.source, Arc::new(MemorySchemaProvider::new()))?;
-        }
-        if let Some(qt) = LakeTable::open(
-            &project.lake,
-            &TablePath::quarantine(&spec.source, &spec.table),
-        )
-        .await?
-        {
-            let name = format!("{}__quarantine", spec.table);
-            register(
-                &ctx,
-                TableReference::partial(spec.source.as_str(), name.as_str()),
-                &qt,
-            )
-            .await?;
-        }
-        let Some(log) = LakeTable::open(
-            &project.lake,
-            &TablePath::changes(&spec.source, &spec.table),
-        )
-        .await?
-        else {
-            continue;
-        };
-        let changes = format!("{}__changes", spec.table);
-        register(
-            &ctx,
-            TableReference::partial(spec.source.as_str(), changes.as_str()),
-            &log,
-        )
-        .await?;
-        let key: Vec<String> = log
-            .property(PRIMARY_KEY_PROPERTY)
-            .map(|k| k.split(',').map(String::from).collect())
-            .unwrap_or_default();
-        if key.is_empty() {
-            register(
-                &ctx,
-                TableReference::partial(spec.source.as_str(), spec.table.as_str()),
-                &log,
-            )
-            .await?;
-            continue;
-        }
-        let schema = log.schema()?;
-        let data: Vec<String> = schema
-            .fields()
-            .iter()
-            .filter(|f| !is_change_column(f.name()))
-            .map(|f| q(f.name()))
-            .collect();
-        let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
-        let view = format!(
-            "CREATE VIEW {src}.{tbl} AS SELECT {cols}, {ts}, {seq} FROM (
-               SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC) AS __sluice_rn
-               FROM {src}.{chg}) WHERE __sluice_rn = 1 AND {op} <> 'd'",
-            src = q(&spec.source),
-            tbl = q(&spec.table),
-            chg = q(&changes),
-            cols = data.join(", "),
-            ts = q(SOURCE_TS),
-            seq = q(SEQ),
-            keys = keys.join(", "),
-            op = q(OP),
-        );
-        ctx.sql(&view).await?.collect().await?;
+    if catalog.schema(source).is_none() {
+        catalog.register_schema(source, Arc::new(MemorySchemaProvider::new()))?;
     }
-    Ok(ctx)
+    if let Some(qt) = open_as_of(lake, &TablePath::quarantine(source, table), as_of).await? {
+        let name = format!("{table}__quarantine");
+        register(ctx, TableReference::partial(source, name.as_str()), &qt).await?;
+    }
+    let Some(log) = open_as_of(lake, &TablePath::changes(source, table), as_of).await? else {
+        return Ok(None);
+    };
+    let changes = format!("{table}__changes");
+    register(ctx, TableReference::partial(source, changes.as_str()), &log).await?;
+    let key: Vec<String> = log
+        .property(PRIMARY_KEY_PROPERTY)
+        .map(|k| k.split(',').map(String::from).collect())
+        .unwrap_or_default();
+    if key.is_empty() {
+        register(ctx, TableReference::partial(source, table), &log).await?;
+        return Ok(Some(log.version()));
+    }
+    let view = current_state_view(
+        &TableReference::partial(source, table),
+        &TableReference::partial(source, changes.as_str()),
+        log.schema()?.as_ref(),
+        &key,
+    );
+    ctx.sql(&view).await?.collect().await?;
+    Ok(Some(log.version()))
+}
+
+/// `CREATE VIEW name AS` the latest change per key of change log `changes`, deletes removed,
+/// with the data columns and the change's source time and sequence number.
+pub(crate) fn current_state_view(
+    name: &TableReference,
+    changes: &TableReference,
+    schema: &arrow::datatypes::Schema,
+    key: &[String],
+) -> String {
+    let data: Vec<String> = schema
+        .fields()
+        .iter()
+        .filter(|f| !is_change_column(f.name()))
+        .map(|f| q(f.name()))
+        .collect();
+    let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
+    format!(
+        "CREATE VIEW {name} AS SELECT {cols}, {ts}, {seq} FROM (
+           SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC) AS __sluice_rn
+           FROM {changes}) WHERE __sluice_rn = 1 AND {op} <> 'd'",
+        name = quoted_reference(name),
+        changes = quoted_reference(changes),
+        cols = data.join(", "),
+        ts = q(SOURCE_TS),
+        seq = q(SEQ),
+        keys = keys.join(", "),
+        op = q(OP),
+    )
+}
+
+/// A table reference with each part quoted for SQL.
+pub(crate) fn quoted_reference(r: &TableReference) -> String {
+    match r {
+        TableReference::Bare { table } => q(table),
+        TableReference::Partial { schema, table } => format!("{}.{}", q(schema), q(table)),
+        TableReference::Full {
+            catalog,
+            schema,
+            table,
+        } => format!("{}.{}.{}", q(catalog), q(schema), q(table)),
+    }
 }
 
 /// The values of `column` in the change log of `source.table` ingested since `since`, as
@@ -139,7 +194,7 @@ pub async fn recent_values(
     if log.schema()?.index_of(column).is_err() {
         return Ok(Vec::new());
     }
-    let ctx = SessionContext::new();
+    let ctx = new_session()?;
     register(&ctx, TableReference::bare("log"), &log).await?;
     let sql = format!(
         "SELECT CAST({c} AS VARCHAR) FROM log WHERE {c} IS NOT NULL AND {at} >= to_timestamp_micros({since})",
@@ -160,10 +215,15 @@ pub async fn recent_values(
     Ok(out)
 }
 
-/// Runs a query over the lake. Read-only: DDL (CREATE EXTERNAL TABLE reads any file), DML
-/// (COPY TO writes one) and SET are refused, so the API may offer it.
-pub async fn query_lake(project: &Project, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {
-    let ctx = lake_session(project).await?;
+/// Runs a query over the lake (as it was at `as_of`, when given). Read-only: DDL (CREATE
+/// EXTERNAL TABLE reads any file), DML (COPY TO writes one) and SET are refused, so the API
+/// may offer it.
+pub async fn query_lake(
+    project: &Project,
+    sql: &str,
+    as_of: Option<&AsOf>,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    let ctx = lake_session(project, as_of).await?;
     let read_only = datafusion::execution::context::SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)

@@ -26,6 +26,9 @@ pub fn build(project: &Project, name: &str) -> Result<SharedSource, EngineError>
         SourceConfig::Mysql(mysql) => mysql_source(project, name, mysql),
         SourceConfig::Mongodb(mongo) => mongodb_source(project, name, mongo),
         SourceConfig::Events(events) => events_source(project, name, events),
+        SourceConfig::Transforms(transforms) => Ok(Arc::new(
+            crate::transform::TransformSource::new(project.lake.clone(), transforms),
+        )),
         other => Err(EngineError::Usage(format!(
             "source {name}: kind {} is not available in this build",
             other.kind()

@@ -165,7 +165,11 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
         out.push(TableStatus {
             source: spec.source.clone(),
             table: spec.table.clone(),
-            mode: format!("{:?}", src.mode()).to_lowercase(),
+            // A transform computes its whole result each run; the rows that changed land.
+            mode: match src.as_transforms() {
+                Some(_) => "transform: full refresh, changed rows land".into(),
+                None => format!("{:?}", src.mode()).to_lowercase(),
+            },
             key: spec.primary_key.clone(),
             lake_version,
             changes,

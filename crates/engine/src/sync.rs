@@ -11,6 +11,7 @@ use sluice_core::retry::ErrorKind;
 use crate::capture::{capture, CaptureOptions, ExtractReport, TableOutcome};
 use crate::load::{load, LoadResult};
 use crate::{EngineError, Project};
+use sluice_core::config::TRANSFORMS_SOURCE;
 
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -169,8 +170,29 @@ pub async fn sync(
     opts: SyncOptions,
 ) -> Result<SyncReport, EngineError> {
     let selected = project.select_sources(selectors)?;
-    // Sources run side by side (a following stream must not hold up the others), a few at
-    // a time; the report lists them in config order.
+    // Transforms read what the other sources land: caught up, they run after them; following,
+    // beside them (they follow the lake).
+    let (transforms, sources): (Vec<_>, Vec<_>) = selected
+        .into_iter()
+        .partition(|(source, _)| source == TRANSFORMS_SOURCE);
+    let mut tables = Vec::new();
+    if opts.follow.is_some() {
+        let all: Vec<_> = sources.into_iter().chain(transforms).collect();
+        tables.extend(sync_sources(project, &all, &opts).await);
+    } else {
+        tables.extend(sync_sources(project, &sources, &opts).await);
+        tables.extend(sync_sources(project, &transforms, &opts).await);
+    }
+    Ok(SyncReport { tables })
+}
+
+/// Syncs `selected` side by side (a following stream must not hold up the others), a few at
+/// a time; the report lists them in the order given.
+async fn sync_sources(
+    project: &Project,
+    selected: &[crate::project::Selected],
+    opts: &SyncOptions,
+) -> Vec<TableSync> {
     let runs = selected.iter().map(|(source, only)| {
         let copts = CaptureOptions {
             progress: opts.progress,
@@ -183,7 +205,6 @@ pub async fn sync(
                 .collect(),
             interval: opts.interval,
         };
-        let opts = &opts;
         async move {
             let mut tables = Vec::new();
             match capture(project, source, only.as_deref(), &copts).await {
@@ -213,9 +234,7 @@ pub async fn sync(
         .buffered(SOURCES_AT_ONCE)
         .collect()
         .await;
-    Ok(SyncReport {
-        tables: done.into_iter().flatten().collect(),
-    })
+    done.into_iter().flatten().collect()
 }
 
 /// Sources captured at once. Each holds a few connections (a stream, snapshot readers); a

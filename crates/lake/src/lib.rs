@@ -23,6 +23,6 @@ pub use error::LakeError;
 pub use quarantine::{quarantine_schema, Quarantine};
 pub use store::Lake;
 pub use table::{
-    DataFile, LakeTable, LakeWriter, TablePath, PRIMARY_KEY_PROPERTY, SCHEMA_HISTORY_PROPERTY,
-    SEQ_APP_ID,
+    AsOf, DataFile, LakeTable, LakeWriter, TablePath, PRIMARY_KEY_PROPERTY,
+    SCHEMA_HISTORY_PROPERTY, SEQ_APP_ID,
 };

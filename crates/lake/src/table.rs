@@ -157,6 +157,34 @@ impl std::fmt::Display for TablePath {
     }
 }
 
+/// A point in a table's history: a version of its log, or the last version committed at or
+/// before a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    Version(i64),
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl std::str::FromStr for AsOf {
+    type Err = String;
+
+    /// A version number, an RFC 3339 time, or a date (its midnight, UTC).
+    fn from_str(s: &str) -> Result<AsOf, String> {
+        if let Ok(v) = s.parse::<i64>() {
+            return Ok(AsOf::Version(v));
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Ok(AsOf::Time(t.with_timezone(&chrono::Utc)));
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            return Ok(AsOf::Time(d.and_time(chrono::NaiveTime::MIN).and_utc()));
+        }
+        Err(format!(
+            "`{s}` is not a lake version (a number), an RFC 3339 time (2026-12-01T10:00:00Z) or a date (2026-12-01)"
+        ))
+    }
+}
+
 pub struct LakeTable {
     path: TablePath,
     table: DeltaTable,
@@ -286,6 +314,48 @@ impl LakeTable {
     /// The committed version this handle sees.
     pub fn version(&self) -> i64 {
         self.table.version().map(|v| v as i64).unwrap_or(-1)
+    }
+
+    /// Moves this handle back to the table as it was at `at`. Ok(false): the table did not
+    /// exist yet then.
+    pub async fn travel(&mut self, at: &AsOf) -> Result<bool, LakeError> {
+        let moved = match at {
+            AsOf::Version(v) if *v > self.version() => {
+                return Err(LakeError::Delta {
+                    table: self.path.to_string(),
+                    source: DeltaTableError::Generic(format!(
+                        "version {v} does not exist yet (the latest is {})",
+                        self.version()
+                    )),
+                })
+            }
+            AsOf::Version(v) => match u64::try_from(*v) {
+                Ok(v) => self.table.load_version(v).await,
+                Err(_) => return Ok(false),
+            },
+            AsOf::Time(t) => self.table.load_with_datetime(*t).await,
+        };
+        match (moved, at) {
+            // A time before the first commit finds the first: the table was not there yet.
+            (Ok(()), AsOf::Time(t)) => {
+                use object_store::ObjectStoreExt;
+                let store = self.table.log_store();
+                let commit = store
+                    .log_path()
+                    .clone()
+                    .join(format!("{:020}.json", self.version().max(0)));
+                let written = store
+                    .object_store(None)
+                    .head(&commit)
+                    .await
+                    .map_err(|e| self.err(e.into()))?
+                    .last_modified;
+                Ok(written <= *t)
+            }
+            (Ok(()), AsOf::Version(_)) => Ok(true),
+            (Err(DeltaTableError::InvalidVersion(_)), _) => Ok(false),
+            (Err(e), _) => Err(self.err(e)),
+        }
     }
 
     /// Re-reads the log to see commits made since opening.

@@ -246,10 +246,11 @@ struct QueryBody {
 }
 
 async fn query(State(app): State<App>, Json(body): Json<QueryBody>) -> Response {
-    let batches = match sluice_engine::query::query_lake(&app.serving.project, &body.sql).await {
-        Ok(b) => b,
-        Err(e) => return engine_failure(e),
-    };
+    let batches =
+        match sluice_engine::query::query_lake(&app.serving.project, &body.sql, None).await {
+            Ok(b) => b,
+            Err(e) => return engine_failure(e),
+        };
     match sluice_engine::query::render(&batches, OutputFormat::Json) {
         Ok(rows) => ([(header::CONTENT_TYPE, "application/json")], rows).into_response(),
         Err(e) => engine_failure(e),

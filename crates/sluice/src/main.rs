@@ -107,7 +107,12 @@ enum Command {
     /// Per table: lake version, changes, quarantined records, warehouse lag.
     Status,
     /// Run SQL over the lake (`source.table`, `source.table__changes`,
-    /// `source.table__quarantine`), or in a warehouse with --warehouse.
+    /// `source.table__quarantine`, `transforms.NAME`), or in a warehouse with --warehouse.
+    ///
+    /// JSON text columns take JSON functions: `json_get_str(doc, 'a', 'b')` (also
+    /// `doc->'a'->>'b'`), `json_get_int`, `json_get_float`, `json_get_bool`, `json_length`,
+    /// `json_contains`, `json_object_keys`, and `unnest(json_get_array(doc, 'items'))` for
+    /// one row per array element (each element JSON text: `json_as_text(x)` for a string).
     Query {
         sql: String,
         /// Run in this warehouse (e.g. `local`) instead of over the lake.
@@ -116,6 +121,14 @@ enum Command {
         /// Output format (--json implies json).
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Read the lake as it was: a time (2026-12-01T10:00:00Z), a date (its midnight,
+        /// UTC), or a version number (each table at that version of its log).
+        #[arg(long, value_name = "TIME|VERSION")]
+        as_of: Option<sluice_engine::query::AsOf>,
+        /// Write the results to this file instead (.csv, .json, .jsonl or .parquet; a path
+        /// or s3://bucket/key).
+        #[arg(long, value_name = "FILE")]
+        out: Option<String>,
     },
     /// The schema catalog and gate: what each lake table's columns are, how they changed,
     /// and what a halted warehouse table waits for.
@@ -339,12 +352,25 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
             sql,
             warehouse,
             format,
+            as_of,
+            out,
         } => {
             let project = Project::open(&cli.config)?;
-            let batches = match warehouse {
-                Some(w) => sluice_engine::query::query_warehouse(&project, &w, &sql)?,
-                None => sluice_engine::query::query_lake(&project, &sql).await?,
+            let batches = match (warehouse, as_of) {
+                (Some(_), Some(_)) => {
+                    return Err(EngineError::Usage(
+                        "--as-of reads the lake's history; a warehouse query has none".into(),
+                    ))
+                }
+                (Some(w), None) => sluice_engine::query::query_warehouse(&project, &w, &sql)?,
+                (None, at) => sluice_engine::query::query_lake(&project, &sql, at.as_ref()).await?,
             };
+            if let Some(dest) = out {
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                let bytes = sluice_engine::export::write_out(&project, &batches, &dest).await?;
+                eprintln!("{rows} row(s) written to {dest} ({bytes} bytes)");
+                return Ok(0);
+            }
             let format = match (cli.json, format) {
                 (true, _) | (_, Format::Json) => OutputFormat::Json,
                 (_, Format::Csv) => OutputFormat::Csv,

@@ -78,6 +78,21 @@ fn demo_builds_lake_and_warehouse() {
         assert_eq!(g, w);
     }
 
+    // The transform holds the balance by nation the same join computes over the suppliers
+    // loaded, value by value.
+    let by_nation = duck_rows(
+        &db,
+        "SELECT nation, suppliers::VARCHAR, total_balance::VARCHAR FROM transforms.balance_by_nation ORDER BY nation",
+    );
+    let joined = duck_rows(
+        &db,
+        "SELECT n.n_name, count(*)::VARCHAR, sum(s.s_acctbal)::VARCHAR FROM suppliers.supplier s \
+         JOIN nation.nation n ON s.s_nationkey = n.n_nationkey GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(by_nation.len(), 25);
+    assert_eq!(by_nation, joined);
+    assert!(stdout.contains("transforms.balance_by_nation"), "{stdout}");
+
     // Another Delta reader sees the change log with its _sluice_* columns.
     let script = format!(
         "import deltalake, json, os, sys\n\

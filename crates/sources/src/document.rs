@@ -210,6 +210,21 @@ pub fn from_definitions(definitions: &str) -> Result<SchemaRef, String> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// `now` as the lake stored it: with the columns `stored` (its kept definitions) describe,
+/// or as it is when none were kept or they are the same.
+pub fn table_as_stored(now: &SourceTable, stored: &str) -> Result<SourceTable, String> {
+    if stored.is_empty() || stored == now.definitions {
+        return Ok(now.clone());
+    }
+    let schema =
+        from_definitions(stored).map_err(|m| format!("{}: stored columns: {m}", now.name))?;
+    Ok(SourceTable {
+        schema,
+        definitions: stored.to_string(),
+        ..now.clone()
+    })
+}
+
 /// `table` with the columns of `docs` it lacks added (their types inferred from those
 /// documents, [`roomy`] with `room`); None when it has them all.
 pub fn widened(

@@ -21,6 +21,7 @@ mod files;
 mod mongodb;
 mod mysql;
 mod source;
+mod transforms;
 
 pub use events::{
     EventsConfig, DEFAULT_DEDUPE_SECS, DEFAULT_EVENTS_BODY_BYTES, DEFAULT_EVENTS_BUFFER_MB,
@@ -30,6 +31,9 @@ pub use files::FilesConfig;
 pub use mongodb::{MongodbConfig, DEFAULT_SAMPLE_DOCS};
 pub use mysql::MysqlConfig;
 pub use source::{OnPositionLost, Shared, SourceConfig, Tuning, Unbuilt};
+pub use transforms::{
+    TransformConfig, TransformsConfig, DEFAULT_TRANSFORM_POLL_SECS, TRANSFORMS_SOURCE,
+};
 
 /// Default lake location when `[lake]` is absent: `./lake` beside the config file.
 pub const DEFAULT_LAKE: &str = "lake";
@@ -78,6 +82,10 @@ pub struct Config {
     /// Named sources.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    /// `[transforms.NAME]` as written; once parsed they are the source named
+    /// [`TRANSFORMS_SOURCE`] in `sources` (this map is then empty).
+    #[serde(default)]
+    pub transforms: BTreeMap<String, TransformConfig>,
     /// The daemon (`sluice serve`).
     pub serve: Option<ServeConfig>,
     /// Run history store.
@@ -477,6 +485,8 @@ pub struct TableConfig {
     pub schema_changes: Option<SchemaChangesSpec>,
     /// Physical layout of the warehouse table, where the warehouse has one (Redshift).
     pub layout: Option<Layout>,
+    /// Overrides the source's `warehouse` (transforms: each names its own).
+    pub warehouse: Option<String>,
 }
 
 /// How a Redshift table is distributed, sorted and compressed (`[sources.x.tables.t.layout]`).
@@ -706,6 +716,22 @@ impl Config {
                 return Err(stray);
             }
         };
+        // Transforms are one source of their own, under a name no source may take.
+        if config.sources.contains_key(TRANSFORMS_SOURCE) {
+            stray.push(ConfigError {
+                field: format!("sources.{TRANSFORMS_SOURCE}"),
+                line: None,
+                message: format!(
+                    "`{TRANSFORMS_SOURCE}` is the source [transforms.NAME] sections make: name this source otherwise"
+                ),
+            });
+        } else if !config.transforms.is_empty() {
+            let transforms = TransformsConfig::new(std::mem::take(&mut config.transforms));
+            config.sources.insert(
+                TRANSFORMS_SOURCE.to_string(),
+                SourceConfig::Transforms(transforms),
+            );
+        }
         config.base_dir = if base_dir.as_os_str().is_empty() {
             PathBuf::from(".")
         } else {
@@ -875,7 +901,11 @@ impl Config {
             );
         }
         for (name, src) in &self.sources {
-            let f = |key: &str| format!("sources.{name}.{key}");
+            let transforms = matches!(src, SourceConfig::Transforms(_));
+            let f = |key: &str| match transforms {
+                true => format!("{TRANSFORMS_SOURCE}.{key}"),
+                false => format!("sources.{name}.{key}"),
+            };
             if name.contains('.') {
                 err(
                     format!("sources.{name}"),
@@ -913,7 +943,7 @@ impl Config {
                         ),
                     );
                 }
-            } else if self.warehouses.len() > 1 {
+            } else if self.warehouses.len() > 1 && !transforms {
                 err(
                     f("warehouse"),
                     format!(
@@ -927,6 +957,7 @@ impl Config {
                 SourceConfig::Files(c) => c.validate(name),
                 SourceConfig::Mongodb(c) => c.validate(),
                 SourceConfig::Events(c) => c.validate(),
+                SourceConfig::Transforms(c) => c.validate(),
                 SourceConfig::Mysql(c) => c.validate(
                     &specs
                         .iter()
@@ -946,7 +977,33 @@ impl Config {
             }
             let declared = src.as_files().and_then(FilesConfig::declared);
             for spec in specs {
-                let tf = |key: &str| format!("sources.{name}.tables.{}.{key}", spec.table);
+                let tf = |key: &str| match transforms {
+                    true => format!("{TRANSFORMS_SOURCE}.{}.{key}", spec.table),
+                    false => format!("sources.{name}.tables.{}.{key}", spec.table),
+                };
+                if transforms {
+                    let named = src
+                        .as_transforms()
+                        .and_then(|t| t.transforms.get(&spec.table))
+                        .and_then(|t| t.warehouse.as_ref());
+                    match named {
+                        Some(w) if !self.warehouses.contains_key(w) => err(
+                            tf("warehouse"),
+                            format!(
+                                "no warehouse named `{w}` (have: {})",
+                                self.warehouse_names()
+                            ),
+                        ),
+                        None if self.warehouses.len() > 1 => err(
+                            tf("warehouse"),
+                            format!(
+                                "several warehouses are configured: name one ({})",
+                                self.warehouse_names()
+                            ),
+                        ),
+                        _ => {}
+                    }
+                }
                 if spec.loads.is_empty() {
                     err(f("load"), "lists no load mode".into());
                 }
@@ -1072,9 +1129,10 @@ impl Config {
                     LoadMode::Merge
                 }]
             });
-        let warehouse = shared
+        let warehouse = overrides
             .warehouse
-            .cloned()
+            .clone()
+            .or_else(|| shared.warehouse.cloned())
             .or_else(|| self.warehouses.keys().next().cloned())
             .unwrap_or_else(|| DEFAULT_WAREHOUSE_NAME.into());
         TableSpec {

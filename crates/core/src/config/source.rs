@@ -9,6 +9,7 @@ use super::events::EventsConfig;
 use super::files::FilesConfig;
 use super::mongodb::MongodbConfig;
 use super::mysql::MysqlConfig;
+use super::transforms::{TransformsConfig, TRANSFORMS_SOURCE};
 use super::{Deletes, LoadSpec, Mode, SchemaChangesSpec, Tables};
 use crate::schedule::Schedule;
 
@@ -22,6 +23,10 @@ pub enum SourceConfig {
     /// naming the kind.
     Postgres(Unbuilt),
     Events(EventsConfig),
+    /// `[transforms.NAME]` sections, gathered as one source (never a `kind` of
+    /// `[sources.NAME]`).
+    #[serde(skip)]
+    Transforms(TransformsConfig),
 }
 
 /// The settings of a source kind this build does not have, kept unread.
@@ -169,6 +174,7 @@ impl SourceConfig {
             SourceConfig::Postgres(_) => "postgres",
             SourceConfig::Mongodb(_) => "mongodb",
             SourceConfig::Events(_) => "events",
+            SourceConfig::Transforms(_) => "transform",
         }
     }
 
@@ -205,6 +211,18 @@ impl SourceConfig {
                     ..Tuning::default()
                 },
             },
+            // Each transform is a table section; they follow their inputs (one schedule each,
+            // read by the transforms' stream).
+            SourceConfig::Transforms(c) => Shared {
+                tables: Some(c.tables()),
+                scheduling: Scheduling {
+                    schedule: None,
+                    trigger: None,
+                    poll_interval_secs: None,
+                    max_lag_secs: None,
+                },
+                ..Shared::default()
+            },
             SourceConfig::Postgres(_) => Shared::default(),
         }
     }
@@ -215,6 +233,7 @@ impl SourceConfig {
             SourceConfig::Mysql(c) => c.mode(),
             SourceConfig::Mongodb(c) => c.mode(),
             SourceConfig::Events(c) => c.mode(),
+            SourceConfig::Transforms(c) => c.mode(),
             _ => Mode::Snapshot,
         }
     }
@@ -223,7 +242,10 @@ impl SourceConfig {
     /// the config (a files source feeds the one table it names, an events source those it
     /// lists).
     pub fn discovers_tables(&self) -> bool {
-        !matches!(self, SourceConfig::Files(_) | SourceConfig::Events(_))
+        !matches!(
+            self,
+            SourceConfig::Files(_) | SourceConfig::Events(_) | SourceConfig::Transforms(_)
+        )
     }
 
     /// Whether a completed capture is the whole table (a database snapshot) rather than the
@@ -236,6 +258,7 @@ impl SourceConfig {
     pub fn location(&self) -> String {
         match self {
             SourceConfig::Files(c) => c.url.clone(),
+            SourceConfig::Transforms(_) => TRANSFORMS_SOURCE.to_string(),
             other => other.kind().to_string(),
         }
     }
@@ -257,6 +280,13 @@ impl SourceConfig {
     pub fn as_events(&self) -> Option<&EventsConfig> {
         match self {
             SourceConfig::Events(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn as_transforms(&self) -> Option<&TransformsConfig> {
+        match self {
+            SourceConfig::Transforms(c) => Some(c),
             _ => None,
         }
     }

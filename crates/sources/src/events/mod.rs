@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-use crate::document::{definitions, from_definitions};
+use crate::document::{definitions, table_as_stored};
 use crate::source::{Capabilities, ChangeStream, Position, Source, SourceTable, StreamTable};
 use crate::SourceError;
 use intake::Intake;
@@ -146,16 +146,7 @@ impl Source for EventsSource {
     }
 
     fn table_as(&self, now: &SourceTable, stored: &str) -> Result<SourceTable, SourceError> {
-        if stored.is_empty() || stored == now.definitions {
-            return Ok(now.clone());
-        }
-        let schema = from_definitions(stored)
-            .map_err(|m| self.config_error(format!("{}: stored columns: {m}", now.name)))?;
-        Ok(SourceTable {
-            schema,
-            definitions: stored.to_string(),
-            ..now.clone()
-        })
+        table_as_stored(now, stored).map_err(|m| self.config_error(m))
     }
 
     async fn check_stream(&self) -> Result<(), SourceError> {

@@ -1,0 +1,422 @@
+//! Transforms end to end through the `sluice` binary: SQL joining a MariaDB source (through
+//! CDC), a files source and a JSON table, materialized in the lake and loaded into DuckDB and
+//! PostgreSQL; each input changed (update, delete, insert, a late file) lands only the result
+//! rows that changed; the warehouse tables equal both the hand-computed result and the same SQL
+//! run over the lake. JSON paths and arrays in `sluice query`; a transform whose key is not
+//! unique fails alone, naming the key.
+
+mod common;
+
+use common::mariadb::MariaDb;
+use common::postgres::{PgServer, PASSWORD};
+use common::{s, table_of, Sandbox};
+
+const REVENUE_SQL: &str = "SELECT c.country, count(*) AS orders, sum(o.amount) AS revenue, \
+    sum(o.amount * r.rate) AS revenue_eur \
+    FROM shop.orders o JOIN shop.customers c ON o.customer_id = c.id \
+    JOIN rates.rates r ON r.country = c.country GROUP BY c.country";
+
+const CLICKS_SQL: &str = "SELECT k.id AS click_id, c.name, json_get_str(k.page, 'path') AS path, \
+    json_length(k.page, 'tags') AS tags FROM clicks.clicks k JOIN shop.customers c ON c.id = k.customer";
+
+fn config(db: &MariaDb, pg: &PgServer) -> String {
+    format!(
+        r#"
+[warehouses.local]
+kind = "duckdb"
+
+[warehouses.pg]
+kind = "postgres"
+url = "{pg}"
+password = {{ env = "PGWH_PASSWORD" }}
+ssl_mode = "disable"
+
+[sources.shop]
+kind = "mysql"
+url = "{mysql}"
+mode = "cdc"
+tables = ["customers", "orders"]
+warehouse = "local"
+
+[sources.rates]
+kind = "files"
+url = "drops/rates/{{date}}/"
+table = "rates"
+columns = ["country text", "rate decimal(6,2)"]
+warehouse = "local"
+[sources.rates.tables.rates]
+primary_key = ["country"]
+
+[sources.clicks]
+kind = "files"
+url = "drops/clicks/{{date}}/"
+format = "json"
+table = "clicks"
+warehouse = "local"
+[sources.clicks.tables.clicks]
+primary_key = ["id"]
+
+[transforms.revenue_by_country]
+sql = "{REVENUE_SQL}"
+primary_key = ["country"]
+warehouse = "pg"
+
+[transforms.clicks_by_customer]
+sql = "{CLICKS_SQL}"
+primary_key = ["click_id"]
+warehouse = "local"
+"#,
+        pg = pg.url(),
+        mysql = db.url(),
+    )
+}
+
+fn sync(sb: &Sandbox) -> serde_json::Value {
+    let out = sb.ok_env(&["--json", "sync"], &[("PGWH_PASSWORD", PASSWORD)]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Numbers compared as numbers (each warehouse renders a decimal's scale its own way).
+fn num(v: &Option<String>) -> f64 {
+    v.as_deref()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("not a number: {v:?}"))
+}
+
+/// `(country, orders, revenue, revenue_eur)` rows, by country.
+type Revenue = Vec<(String, i64, f64, f64)>;
+
+fn revenue_in_pg(pg: &PgServer) -> Revenue {
+    pg.rows("SELECT country, orders, revenue, revenue_eur FROM transforms.revenue_by_country ORDER BY country")
+        .iter()
+        .map(|r| (r[0].clone().unwrap(), num(&r[1]) as i64, num(&r[2]), num(&r[3])))
+        .collect()
+}
+
+/// The transform's SQL run directly over the lake.
+fn revenue_in_lake(sb: &Sandbox) -> Revenue {
+    sb.query_lake(&format!("SELECT * FROM ({REVENUE_SQL}) ORDER BY country"))
+        .iter()
+        .map(|r| {
+            let n = |k: &str| match &r[k] {
+                serde_json::Value::String(t) => t.parse::<f64>().unwrap(),
+                other => other.as_f64().unwrap(),
+            };
+            (
+                r["country"].as_str().unwrap().to_string(),
+                n("orders") as i64,
+                n("revenue"),
+                n("revenue_eur"),
+            )
+        })
+        .collect()
+}
+
+fn assert_revenue(got: &Revenue, want: &[(&str, i64, f64, f64)], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((g.0.as_str(), g.1), (w.0, w.1), "{what}: {got:?}");
+        assert!((g.2 - w.2).abs() < 1e-9, "{what}: revenue {got:?}");
+        assert!((g.3 - w.3).abs() < 1e-9, "{what}: revenue_eur {got:?}");
+    }
+}
+
+fn clicks_in_duck(sb: &Sandbox) -> Vec<Vec<Option<String>>> {
+    sb.duck("SELECT click_id::VARCHAR, name, path, tags::VARCHAR FROM transforms.clicks_by_customer ORDER BY click_id")
+}
+
+#[test]
+fn a_transform_over_cdc_files_and_json_lands_only_what_changed() {
+    let db = MariaDb::start(&[]);
+    let pg = PgServer::start(None);
+    let sb = Sandbox::new();
+    db.sql(
+        "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(40), country CHAR(2));
+         CREATE TABLE orders (id INT PRIMARY KEY, customer_id INT, amount DECIMAL(10,2));
+         INSERT INTO customers VALUES (1,'Ada','FR'),(2,'Bo','DE'),(3,'Cy','FR'),(4,'Di','IT');
+         INSERT INTO orders VALUES (10,1,100.00),(11,1,50.50),(12,2,20.00),(13,3,7.25),(14,4,1.00);",
+    );
+    sb.write(
+        "drops/rates/20260101/rates.csv",
+        "country,rate\nFR,1.10\nDE,1.20\nIT,0.90\n",
+    );
+    sb.write(
+        "drops/clicks/20260101/c.json",
+        concat!(
+            r#"{"id": 1, "customer": 1, "page": {"path": "/home", "tags": ["a", "b"], "ref": {"src": "ad"}}}"#,
+            "\n",
+            r#"{"id": 2, "customer": 2, "page": {"path": "/cart", "tags": []}}"#,
+            "\n"
+        ),
+    );
+    sb.config(&config(&db, &pg));
+
+    let r = sync(&sb);
+    for t in r["tables"].as_array().unwrap() {
+        assert!(t["error"].is_null(), "{t}");
+    }
+    let revenue = table_of(&r, "transforms", "revenue_by_country");
+    assert_eq!(revenue["extract"]["rows"], 3, "{revenue}");
+    let first = [
+        ("DE", 1, 20.00, 24.0),
+        ("FR", 3, 157.75, 173.525),
+        ("IT", 1, 1.00, 0.9),
+    ];
+    assert_revenue(
+        &revenue_in_pg(&pg),
+        &first,
+        "PostgreSQL after the first sync",
+    );
+    assert_revenue(&revenue_in_lake(&sb), &first, "the SQL over the lake");
+    assert_eq!(
+        clicks_in_duck(&sb),
+        vec![
+            vec![s("1"), s("Ada"), s("/home"), s("2")],
+            vec![s("2"), s("Bo"), s("/cart"), s("0")],
+        ]
+    );
+
+    // A change in every input: an update and a delete through the binlog, a new customer
+    // whose country has no rate yet, then a late rates file that brings it and changes one.
+    db.sql(
+        "UPDATE orders SET amount = 60.50 WHERE id = 11;
+         DELETE FROM orders WHERE id = 12;
+         UPDATE customers SET name = 'Ada L.' WHERE id = 1;
+         INSERT INTO customers VALUES (5,'Eve','ES');
+         INSERT INTO orders VALUES (15,5,30.00);",
+    );
+    sb.write(
+        "drops/rates/20260102/rates.csv",
+        "country,rate\nES,1.00\nIT,0.80\n",
+    );
+    sb.write(
+        "drops/clicks/20260102/c.json",
+        r#"{"id": 3, "customer": 5, "page": {"path": "/x", "tags": ["c"]}}"#,
+    );
+    let r = sync(&sb);
+    for t in r["tables"].as_array().unwrap() {
+        assert!(t["error"].is_null(), "{t}");
+    }
+    // FR and IT changed, ES is new, DE lost its only order: four changes, not the whole result.
+    let revenue = table_of(&r, "transforms", "revenue_by_country");
+    assert_eq!(revenue["extract"]["rows"], 4, "{revenue}");
+    let second = [
+        ("ES", 1, 30.00, 30.0),
+        ("FR", 3, 167.75, 184.525),
+        ("IT", 1, 1.00, 0.8),
+    ];
+    assert_revenue(&revenue_in_pg(&pg), &second, "PostgreSQL after the changes");
+    assert_revenue(&revenue_in_lake(&sb), &second, "the SQL over the lake");
+    let lake_ops = sb.query_lake(
+        "SELECT country, _sluice_op FROM transforms.revenue_by_country__changes \
+         WHERE _sluice_seq > 3 ORDER BY country",
+    );
+    let ops: Vec<(String, String)> = lake_ops
+        .iter()
+        .map(|r| {
+            (
+                r["country"].as_str().unwrap().into(),
+                r["_sluice_op"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        vec![
+            ("DE".into(), "d".into()),
+            ("ES".into(), "c".into()),
+            ("FR".into(), "u".into()),
+            ("IT".into(), "u".into()),
+        ]
+    );
+    let clicks = table_of(&r, "transforms", "clicks_by_customer");
+    assert_eq!(clicks["extract"]["rows"], 2, "{clicks}");
+    assert_eq!(
+        clicks_in_duck(&sb),
+        vec![
+            vec![s("1"), s("Ada L."), s("/home"), s("2")],
+            vec![s("2"), s("Bo"), s("/cart"), s("0")],
+            vec![s("3"), s("Eve"), s("/x"), s("1")],
+        ]
+    );
+
+    // Nothing new anywhere: the transforms are not computed again and land nothing.
+    let r = sync(&sb);
+    for name in ["revenue_by_country", "clicks_by_customer"] {
+        let t = table_of(&r, "transforms", name);
+        assert_eq!(t["extract"]["rows"], 0, "{t}");
+        assert!(t["extract"]["lake_version"].is_null(), "{t}");
+    }
+    let status = sb.ok_env(&["status"], &[("PGWH_PASSWORD", PASSWORD)]);
+    assert!(
+        status.contains("transforms.revenue_by_country  [transform: full refresh"),
+        "{status}"
+    );
+
+    // JSON in SQL: a path through nested objects, and an array unnested into rows.
+    let rows = sb.query_lake(
+        "SELECT id, json_get_str(page, 'ref', 'src') AS src, json_as_text(tag) AS tag \
+         FROM (SELECT id, page, unnest(json_get_array(page, 'tags')) AS tag FROM clicks.clicks) \
+         ORDER BY id, tag",
+    );
+    let got: Vec<(i64, Option<String>, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_i64().unwrap(),
+                r["src"].as_str().map(String::from),
+                r["tag"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, Some("ad".into()), "a".into()),
+            (1, Some("ad".into()), "b".into()),
+            (3, None, "c".into()),
+        ]
+    );
+}
+
+#[test]
+fn a_transform_with_a_key_that_is_not_unique_fails_alone() {
+    let sb = Sandbox::new();
+    sb.write("drops/p.csv", "id,city\n1,Oslo\n2,Oslo\n3,Rome\n");
+    let base = "[sources.people]\nkind = \"files\"\nurl = \"drops/\"\ntable = \"people\"\n\
+                [sources.people.tables.people]\nprimary_key = [\"id\"]\n";
+    sb.config(
+        &(base.to_string()
+            + "[transforms.by_city]\nsql = \"SELECT city, count(*) AS n FROM people.people GROUP BY city\"\nprimary_key = [\"city\"]\n\
+               [transforms.cities]\nsql = \"SELECT city, id FROM people.people\"\nprimary_key = [\"city\"]\n"),
+    );
+    let (code, r) = sb.sync_code(&[]);
+    assert_eq!(code, 1, "{r}");
+    let bad = table_of(&r, "transforms", "cities");
+    let err = bad["error"].as_str().unwrap();
+    assert!(
+        err.contains("2 result rows share the key (city = Oslo)"),
+        "{err}"
+    );
+    let good = table_of(&r, "transforms", "by_city");
+    assert!(good["error"].is_null(), "{good}");
+    assert_eq!(
+        sb.duck("SELECT city, n::VARCHAR FROM transforms.by_city ORDER BY city"),
+        vec![vec![s("Oslo"), s("2")], vec![s("Rome"), s("1")]]
+    );
+    // The bad one landed nothing.
+    let landed = sb.query_lake("SELECT count(*) AS n FROM transforms.cities__changes");
+    assert_eq!(landed[0]["n"], 0);
+
+    // A transform without a key is refused before anything runs, naming the field.
+    sb.config(&(base.to_string() + "[transforms.x]\nsql = \"SELECT city FROM people.people\"\n"));
+    let out = sb.run(&["sync"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("transforms.x.primary_key"), "{err}");
+}
+
+#[test]
+fn queries_read_the_lake_as_it_was_and_write_reports_that_read_back_equal() {
+    let sb = Sandbox::new();
+    sb.config(
+        "[sources.s]\nkind = \"files\"\nurl = \"drops/{date}/\"\ntable = \"t\"\n\
+         columns = [\"id bigint\", \"v text\", \"x double\"]\n\
+         [sources.s.tables.t]\nprimary_key = [\"id\"]\n",
+    );
+    sb.write("drops/20260101/a.csv", "id,v,x\n1,one,1.5\n2,two,2.5\n");
+    let first = sb.sync_json();
+    let version = table_of(&first, "s", "t")["extract"]["lake_version"]
+        .as_i64()
+        .unwrap();
+    // Commit times are the log files' times: a second apart, a time between them is clear.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    sb.write("drops/20260102/a.csv", "id,v,x\n2,TWO,20.5\n3,three,3.5\n");
+    sb.sync_json();
+
+    let rows = |args: &[&str]| -> Vec<(i64, String)> {
+        let mut all = vec!["--json", "query", "SELECT id, v FROM s.t ORDER BY id"];
+        all.extend_from_slice(args);
+        let out: Vec<serde_json::Value> = serde_json::from_str(&sb.ok(&all)).unwrap();
+        out.iter()
+            .map(|r| {
+                (
+                    r["id"].as_i64().unwrap(),
+                    r["v"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let then = vec![(1, "one".to_string()), (2, "two".to_string())];
+    let now = vec![
+        (1, "one".to_string()),
+        (2, "TWO".to_string()),
+        (3, "three".to_string()),
+    ];
+    assert_eq!(rows(&[]), now);
+    assert_eq!(rows(&["--as-of", &between]), then);
+    assert_eq!(rows(&["--as-of", &version.to_string()]), then);
+    // Before the table's first commit it was not there.
+    let out = sb.run(
+        &["query", "SELECT * FROM s.t", "--as-of", "2000-01-01"],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("s.t"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Reports: the same rows, read back from each format.
+    let sql = "SELECT id, v, x FROM s.t ORDER BY id";
+    for file in ["out/r.csv", "out/r.parquet", "out/r.jsonl", "out/r.json"] {
+        sb.ok(&["query", sql, "--out", file]);
+    }
+    assert_eq!(
+        std::fs::read_to_string(sb.path("out/r.csv")).unwrap(),
+        "id,v,x\n1,one,1.5\n2,TWO,20.5\n3,three,3.5\n"
+    );
+    let file = std::fs::File::open(sb.path("out/r.parquet")).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
+    let mut back = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let cast = |i: usize| {
+            arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8).unwrap()
+        };
+        let (id, v, x) = (cast(0), cast(1), cast(2));
+        for r in 0..batch.num_rows() {
+            use arrow::array::AsArray;
+            back.push(
+                [&id, &v, &x]
+                    .iter()
+                    .map(|c| s(c.as_string::<i32>().value(r)))
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    assert_eq!(
+        back,
+        vec![
+            vec![s("1"), s("one"), s("1.5")],
+            vec![s("2"), s("TWO"), s("20.5")],
+            vec![s("3"), s("three"), s("3.5")],
+        ]
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(sb.path("out/r.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let array: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(sb.path("out/r.json")).unwrap()).unwrap();
+    assert_eq!(lines, array);
+    assert_eq!(
+        lines[1],
+        serde_json::json!({"id": 2, "v": "TWO", "x": 20.5})
+    );
+}
