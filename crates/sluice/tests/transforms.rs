@@ -9,6 +9,7 @@ mod common;
 
 use common::mariadb::MariaDb;
 use common::postgres::{PgServer, PASSWORD};
+use common::serve::Serving;
 use common::{s, table_of, Sandbox};
 
 const REVENUE_SQL: &str = "SELECT c.country, count(*) AS orders, sum(o.amount) AS revenue, \
@@ -419,4 +420,156 @@ fn queries_read_the_lake_as_it_was_and_write_reports_that_read_back_equal() {
         lines[1],
         serde_json::json!({"id": 2, "v": "TWO", "x": 20.5})
     );
+}
+
+/// The transform's current state in the lake, once it has one.
+fn totals(sb: &Sandbox) -> Option<Vec<(String, i64)>> {
+    let out = sb.run(
+        &[
+            "--json",
+            "query",
+            "SELECT g, total FROM transforms.totals ORDER BY g",
+        ],
+        &[],
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+    Some(
+        rows.iter()
+            .map(|r| {
+                (
+                    r["g"].as_str().unwrap().to_string(),
+                    r["total"].as_i64().unwrap(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn until(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn serve_runs_a_transform_when_its_inputs_change_and_loads_it() {
+    let sb = Sandbox::new();
+    sb.config(
+        "[sources.s]\nkind = \"files\"\nurl = \"drops/{date}/\"\ntable = \"t\"\n\
+         columns = [\"id bigint\", \"g text\", \"x bigint\"]\n\
+         trigger = \"arrival\"\npoll_interval_secs = 1\n\
+         [sources.s.tables.t]\nprimary_key = [\"id\"]\n\
+         [transforms.totals]\nsql = \"SELECT g, sum(x) AS total FROM s.t GROUP BY g\"\nprimary_key = [\"g\"]\n",
+    );
+    sb.write("drops/20260101/a.csv", "id,g,x\n1,a,1\n2,a,2\n3,b,5\n");
+    let serving = Serving::start(&sb);
+    let within = std::time::Duration::from_secs(60);
+    let first = vec![("a".to_string(), 3), ("b".to_string(), 5)];
+    until("the first run", within, || {
+        totals(&sb) == Some(first.clone())
+    });
+
+    // A late file moves b and adds c; a stays as it was.
+    sb.write("drops/20260102/a.csv", "id,g,x\n3,b,7\n4,c,1\n");
+    let second = vec![
+        ("a".to_string(), 3),
+        ("b".to_string(), 7),
+        ("c".to_string(), 1),
+    ];
+    until("the run after the late file", within, || {
+        totals(&sb) == Some(second.clone())
+    });
+    // Quiet inputs: looked at every poll, never computed again.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let (code, _, stderr) = serving.terminate(std::time::Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    let log =
+        sb.query_lake("SELECT g, _sluice_op FROM transforms.totals__changes ORDER BY _sluice_seq");
+    let log: Vec<(String, String)> = log
+        .iter()
+        .map(|r| {
+            (
+                r["g"].as_str().unwrap().to_string(),
+                r["_sluice_op"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // Two runs (a run's rows come in no set order): the first result, then what changed.
+    assert_eq!(log.len(), 4, "{log:?}");
+    let (mut run1, mut run2) = (log[..2].to_vec(), log[2..].to_vec());
+    run1.sort();
+    run2.sort();
+    assert_eq!(
+        run1,
+        vec![("a".into(), "c".into()), ("b".into(), "c".into())]
+    );
+    assert_eq!(
+        run2,
+        vec![("b".into(), "u".into()), ("c".into(), "c".into())]
+    );
+    // Loaded beside the stream: the warehouse holds the same.
+    assert_eq!(
+        sb.duck("SELECT g, total::VARCHAR FROM transforms.totals ORDER BY g"),
+        vec![
+            vec![s("a"), s("3")],
+            vec![s("b"), s("7")],
+            vec![s("c"), s("1")],
+        ]
+    );
+}
+
+/// A crash right after a transform's lake commit, then one inside its warehouse load: each
+/// next sync neither computes the landed run again nor loads a change twice.
+#[test]
+fn a_crash_after_the_lake_commit_or_inside_the_load_doubles_nothing() {
+    let sb = Sandbox::new();
+    sb.config(
+        "[sources.s]\nkind = \"files\"\nurl = \"drops/{date}/\"\ntable = \"t\"\n\
+         columns = [\"id bigint\", \"g text\", \"x bigint\"]\n\
+         [sources.s.tables.t]\nprimary_key = [\"id\"]\n\
+         [transforms.totals]\nsql = \"SELECT g, sum(x) AS total, count(*) AS n FROM s.t GROUP BY g\"\n\
+         primary_key = [\"g\"]\nload = [\"merge\", \"append\"]\n",
+    );
+    let mut text = String::from("id,g,x\n");
+    for i in 0..3000 {
+        text += &format!("{i},g{},{}\n", i % 300, i);
+    }
+    sb.write("drops/20260101/a.csv", &text);
+    sb.ok(&["sync", "s"]);
+    for failpoint in ["after-lake-commit", "before-warehouse-commit"] {
+        let out = sb.run(&["sync", "transforms"], &[("SLUICE_FAILPOINT", failpoint)]);
+        assert!(!out.status.success(), "the failpoint must kill the run");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(failpoint));
+        if failpoint == "before-warehouse-commit" {
+            continue;
+        }
+        // The landed run is not computed again.
+        let r = sb.sync_json();
+        let t = table_of(&r, "transforms", "totals");
+        assert_eq!(t["extract"]["rows"], 0, "{t}");
+        // A change for the next crash.
+        sb.write("drops/20260102/a.csv", "id,g,x\n1,g1,100000\n");
+        sb.ok(&["sync", "s"]);
+    }
+    let r = sb.sync_json();
+    assert!(
+        table_of(&r, "transforms", "totals")["error"].is_null(),
+        "{r}"
+    );
+    let want =
+        sb.duck("SELECT g, sum(x)::VARCHAR, count(*)::VARCHAR FROM s.t GROUP BY g ORDER BY g");
+    assert_eq!(want.len(), 300);
+    assert_eq!(
+        sb.duck("SELECT g, total::VARCHAR, n::VARCHAR FROM transforms.totals ORDER BY g"),
+        want
+    );
+    // Each change appended once: 300 first rows, then the one group that moved.
+    assert_eq!(
+        sb.duck("SELECT count(*)::VARCHAR FROM transforms.totals_append"),
+        vec![vec![s("301")]]
+    );
+    let lake = sb.query_lake("SELECT count(*) AS n FROM transforms.totals__changes");
+    assert_eq!(lake[0]["n"], 301);
 }
