@@ -291,6 +291,12 @@ fn a_transform_with_a_key_that_is_not_unique_fails_alone() {
             + "[transforms.by_city]\nsql = \"SELECT city, count(*) AS n FROM people.people GROUP BY city\"\nprimary_key = [\"city\"]\n\
                [transforms.cities]\nsql = \"SELECT city, id FROM people.people\"\nprimary_key = [\"city\"]\n"),
     );
+    // Before anything landed, check says what each transform waits for.
+    let check = sb.ok(&["check"]);
+    assert!(
+        check.contains("by_city reads people.people, which has landed nothing in the lake yet (sync people first): checked once it has"),
+        "{check}"
+    );
     let (code, r) = sb.sync_code(&[]);
     assert_eq!(code, 1, "{r}");
     let bad = table_of(&r, "transforms", "cities");
@@ -572,4 +578,43 @@ fn a_crash_after_the_lake_commit_or_inside_the_load_doubles_nothing() {
     );
     let lake = sb.query_lake("SELECT count(*) AS n FROM transforms.totals__changes");
     assert_eq!(lake[0]["n"], 301);
+}
+
+/// The SQL is edited so a column changes type and one is added: the transform runs again
+/// (its SQL is part of its position), the lake takes the new type as a variant column, and
+/// the run after that lands only the group that changed.
+#[test]
+fn a_result_column_that_changes_type_lands_only_what_changed_after() {
+    let sb = Sandbox::new();
+    let config = |sql: &str| {
+        format!(
+            "[sources.s]\nkind = \"files\"\nurl = \"drops/{{date}}/\"\ntable = \"t\"\n\
+             columns = [\"id bigint\", \"g text\", \"x bigint\"]\n\
+             [sources.s.tables.t]\nprimary_key = [\"id\"]\n\
+             [transforms.totals]\nsql = \"{sql}\"\nprimary_key = [\"g\"]\nschema_changes = \"evolve\"\n"
+        )
+    };
+    sb.config(&config("SELECT g, sum(x) AS total FROM s.t GROUP BY g"));
+    sb.write("drops/20260101/a.csv", "id,g,x\n1,a,1\n2,a,2\n3,b,5\n");
+    sb.sync_json();
+    sb.config(&config(
+        "SELECT g, CAST(sum(x) AS DOUBLE) + 0.5 AS total, count(*) AS n FROM s.t GROUP BY g",
+    ));
+    let r = sb.sync_json();
+    let t = table_of(&r, "transforms", "totals");
+    assert_eq!(t["extract"]["rows"], 2, "{t}");
+    let changes = t["extract"]["schema_changes"].to_string();
+    assert!(changes.contains("total__double"), "{changes}");
+
+    sb.write("drops/20260102/a.csv", "id,g,x\n3,b,6\n");
+    let r = sb.sync_json();
+    let t = table_of(&r, "transforms", "totals");
+    assert_eq!(t["extract"]["rows"], 1, "only b changed: {t}");
+    assert_eq!(
+        sb.duck("SELECT g, total__double::VARCHAR, n::VARCHAR FROM transforms.totals ORDER BY g"),
+        vec![
+            vec![s("a"), s("3.5"), s("2")],
+            vec![s("b"), s("6.5"), s("1")],
+        ]
+    );
 }

@@ -102,8 +102,14 @@ impl Source for TransformSource {
     async fn check(&self) -> Result<String, SourceError> {
         let mut lines = Vec::new();
         for name in self.transforms.keys() {
-            let t = self.describe(name).await.map_err(source_error)?;
-            lines.push(format!("{name} ({} column(s))", t.schema.fields().len()));
+            match self.describe(name).await {
+                Ok(t) => lines.push(format!("{name} ({} column(s))", t.schema.fields().len())),
+                // Before the first sync: the sync lands the inputs before it runs transforms.
+                Err(EngineError::Source(SourceError::Unavailable { message, .. })) => {
+                    lines.push(format!("{message}: checked once it has"))
+                }
+                Err(e) => return Err(source_error(e)),
+            }
         }
         Ok(format!("transforms over the lake: {}", lines.join(", ")))
     }

@@ -14,6 +14,7 @@ use datafusion::sql::TableReference;
 
 use sluice_core::config::{TransformConfig, TRANSFORMS_SOURCE};
 use sluice_core::names::quote_ident as q;
+use sluice_core::schema::variant_name;
 use sluice_core::types::{is_json, json_field, MAX_DECIMAL_PRECISION};
 use sluice_lake::Lake;
 use sluice_sources::source::Position;
@@ -253,8 +254,26 @@ fn lake_type(t: &DataType) -> Option<DataType> {
 /// result: result rows that are new (`c`) or differ in some column (`u`), and the keys the
 /// result no longer has (`d`, with the row they had). Each row carries how many result rows
 /// share its key ([`COUNT_COLUMN`]: more than one is the SQL's error). One outer join, so the
-/// SQL is computed once.
-pub(super) fn difference(sql: &str, schema: &Schema, key: &[String]) -> String {
+/// SQL is computed once. `own` is the table's lake schema: a column whose type changed holds
+/// its values since the change in its variant column (`total__double`), read first.
+pub(super) fn difference(sql: &str, schema: &Schema, key: &[String], own: &Schema) -> String {
+    let current = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let variant = variant_name(f.name(), f.data_type());
+            match own.index_of(&variant) {
+                Ok(_) => format!(
+                    "COALESCE({}, {}) AS {}",
+                    q(&variant),
+                    q(f.name()),
+                    q(f.name())
+                ),
+                Err(_) => q(f.name()),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let cols: Vec<String> = schema.fields().iter().map(|f| q(f.name())).collect();
     let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
     let join = |sep: &str, f: &dyn Fn(&String) -> String, of: &[String]| {
@@ -274,7 +293,7 @@ pub(super) fn difference(sql: &str, schema: &Schema, key: &[String]) -> String {
         "WITH __sluice_new AS (
            SELECT *, true AS __sluice_present, count(*) OVER (PARTITION BY {keys}) AS {n}
              FROM (SELECT {typed} FROM ({sql}) AS __sluice_q) AS __sluice_t),
-         __sluice_cur AS (SELECT {cols}, true AS __sluice_here FROM {own})
+         __sluice_cur AS (SELECT {current}, true AS __sluice_here FROM {own})
          SELECT {picked},
                 CASE WHEN n.__sluice_present IS NULL THEN 'd'
                      WHEN c.__sluice_here IS NULL THEN 'c' ELSE 'u' END AS {op},
@@ -284,7 +303,6 @@ pub(super) fn difference(sql: &str, schema: &Schema, key: &[String]) -> String {
         keys = keys.join(", "),
         n = COUNT_COLUMN,
         op = OP_COLUMN,
-        cols = cols.join(", "),
         own = q(OWN_STATE),
         picked = join(
             ", ",

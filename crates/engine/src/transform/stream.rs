@@ -262,16 +262,17 @@ async fn start(
         .await?
         .ok_or_else(|| EngineError::Internal(format!("transform {name}: no change log")))?;
     register(&run.ctx, TableReference::bare(OWN_CHANGES), &own).await?;
+    let own_schema = own.schema()?;
     let view = current_state_view(
         &TableReference::bare(OWN_STATE),
         &TableReference::bare(OWN_CHANGES),
-        own.schema()?.as_ref(),
+        own_schema.as_ref(),
         &table.key,
     );
     run.ctx.sql(&view).await?.collect().await?;
     let rows = run
         .ctx
-        .sql(&plan::difference(sql, &schema, &table.key))
+        .sql(&plan::difference(sql, &schema, &table.key, &own_schema))
         .await?
         .execute_stream()
         .await?;
