@@ -63,22 +63,9 @@ pub async fn lake_session(
 ) -> Result<SessionContext, EngineError> {
     let ctx = new_session()?;
     for spec in project.known_tables().await? {
-        register_table_as_of(&ctx, &project.lake, &spec.source, &spec.table, as_of).await?;
+        register_source_table(&ctx, &project.lake, &spec.source, &spec.table, as_of).await?;
     }
     Ok(ctx)
-}
-
-/// Registers `source.table` (its current state), `source.table__changes` and
-/// `source.table__quarantine` in `ctx`, each at the version the lake holds now. Returns the
-/// change log's version (None: the table has never landed anything, and only its quarantine,
-/// if any, is registered).
-pub(crate) async fn register_source_table(
-    ctx: &SessionContext,
-    lake: &sluice_lake::Lake,
-    source: &str,
-    table: &str,
-) -> Result<Option<i64>, EngineError> {
-    register_table_as_of(ctx, lake, source, table, None).await
 }
 
 /// Opens a lake table, moved back to `as_of` when given (None: it did not exist then).
@@ -96,8 +83,11 @@ async fn open_as_of(
     }
 }
 
-/// [`register_source_table`] as the table was at `as_of`.
-async fn register_table_as_of(
+/// Registers `source.table` (its current state), `source.table__changes` and
+/// `source.table__quarantine` in `ctx`, each at the version the lake holds now (or held at
+/// `as_of`). Returns the change log's version (None: the table had landed nothing, and only
+/// its quarantine, if any, is registered).
+pub(crate) async fn register_source_table(
     ctx: &SessionContext,
     lake: &sluice_lake::Lake,
     source: &str,

@@ -38,8 +38,6 @@ pub struct TransformsConfig {
     pub transforms: BTreeMap<String, TransformConfig>,
     /// Each transform as a table section (its key, load, deletes, schema policy, warehouse).
     tables: Tables,
-    /// Seconds between looks at the inputs while following.
-    pub poll_interval_secs: u64,
 }
 
 impl TransformsConfig {
@@ -61,7 +59,6 @@ impl TransformsConfig {
         TransformsConfig {
             transforms,
             tables: Tables::Map(tables),
-            poll_interval_secs: DEFAULT_TRANSFORM_POLL_SECS,
         }
     }
 

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use sluice_core::config::{TransformConfig, TransformsConfig, TRANSFORMS_SOURCE};
+use sluice_core::config::{
+    TransformConfig, TransformsConfig, DEFAULT_TRANSFORM_POLL_SECS, TRANSFORMS_SOURCE,
+};
 use sluice_lake::Lake;
 use sluice_sources::document::{definitions, table_as_stored};
 use sluice_sources::source::{
@@ -40,7 +42,7 @@ impl TransformSource {
         TransformSource {
             lake,
             transforms: Arc::new(config.transforms.clone()),
-            poll: Duration::from_secs(config.poll_interval_secs),
+            poll: Duration::from_secs(DEFAULT_TRANSFORM_POLL_SECS),
         }
     }
 

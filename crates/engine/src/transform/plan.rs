@@ -129,7 +129,7 @@ pub(super) async fn open(
     }
     digest.update(format!("key\0{}\0", key.join("\0")).as_bytes());
     for (source, table) in &reads.tables {
-        let Some(version) = register_source_table(&ctx, lake, source, table).await? else {
+        let Some(version) = register_source_table(&ctx, lake, source, table, None).await? else {
             return Err(EngineError::Source(sluice_sources::SourceError::Unavailable {
                 source_name: TRANSFORMS_SOURCE.into(),
                 message: format!(
