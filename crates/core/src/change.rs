@@ -86,6 +86,33 @@ pub fn is_change_column(name: &str) -> bool {
     name.starts_with("_sluice_")
 }
 
+/// A SELECT of the current state of a keyed change log (`changes`, already quoted): the
+/// latest change per key, deletes removed, with the data columns (`schema` minus the
+/// `_sluice_*` ones) and the change's source time and sequence number. The one definition of
+/// "current state" for `sluice query`, transforms and the views `sluice expose` creates; plain
+/// SQL that DataFusion, DuckDB, Redshift and Athena all read.
+pub fn current_state_select(changes: &str, schema: &Schema, key: &[String]) -> String {
+    use crate::names::quote_ident as q;
+    let data: Vec<String> = schema
+        .fields()
+        .iter()
+        .filter(|f| !is_change_column(f.name()))
+        .map(|f| q(f.name()))
+        .collect();
+    let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
+    format!(
+        "SELECT {cols}, {ts}, {seq} FROM (\n  \
+         SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC) AS \"__sluice_rn\"\n  \
+         FROM {changes}) AS \"__sluice_latest\"\n\
+         WHERE \"__sluice_rn\" = 1 AND {op} <> 'd'",
+        cols = data.join(", "),
+        ts = q(SOURCE_TS),
+        seq = q(SEQ),
+        keys = keys.join(", "),
+        op = q(OP),
+    )
+}
+
 fn utc_micros() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }

@@ -4,40 +4,21 @@
 use arrow::array::RecordBatch;
 use object_store::ObjectStoreExt;
 
+use sluice_core::config::OutputFile;
+
 use crate::query::{render, OutputFormat};
 use crate::{EngineError, Project};
 
-/// What a file's extension asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FileFormat {
-    Csv,
-    Json,
-    JsonLines,
-    Parquet,
+fn format_of(dest: &str) -> Result<OutputFile, EngineError> {
+    OutputFile::of(dest).map_err(|e| EngineError::Usage(format!("--out {e}")))
 }
 
-fn format_of(dest: &str) -> Result<FileFormat, EngineError> {
-    let name = dest.rsplit('/').next().unwrap_or(dest).to_ascii_lowercase();
-    let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
-    Ok(match ext {
-        "csv" => FileFormat::Csv,
-        "json" => FileFormat::Json,
-        "jsonl" | "ndjson" => FileFormat::JsonLines,
-        "parquet" => FileFormat::Parquet,
-        _ => {
-            return Err(EngineError::Usage(format!(
-                "--out {dest}: name the file .csv, .json, .jsonl (one object per line) or .parquet"
-            )))
-        }
-    })
-}
-
-fn encode(batches: &[RecordBatch], format: FileFormat) -> Result<Vec<u8>, EngineError> {
+fn encode(batches: &[RecordBatch], format: OutputFile) -> Result<Vec<u8>, EngineError> {
     let err = |e: String| EngineError::Internal(format!("writing results: {e}"));
     match format {
-        FileFormat::Csv => Ok(render(batches, OutputFormat::Csv)?.into_bytes()),
-        FileFormat::Json => Ok(render(batches, OutputFormat::Json)?.into_bytes()),
-        FileFormat::JsonLines => {
+        OutputFile::Csv => Ok(render(batches, OutputFormat::Csv)?.into_bytes()),
+        OutputFile::Json => Ok(render(batches, OutputFormat::Json)?.into_bytes()),
+        OutputFile::JsonLines => {
             let mut buf = Vec::new();
             let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
             for b in batches {
@@ -46,7 +27,7 @@ fn encode(batches: &[RecordBatch], format: FileFormat) -> Result<Vec<u8>, Engine
             w.finish().map_err(|e| err(e.to_string()))?;
             Ok(buf)
         }
-        FileFormat::Parquet => {
+        OutputFile::Parquet => {
             let Some(first) = batches.first() else {
                 return Err(EngineError::Usage(
                     "--out: the query returned no batches to take the columns from".into(),
@@ -89,9 +70,13 @@ pub async fn write_out(
         context: format!("--out {}", path.display()),
         source,
     };
-    if let Some(parent) = path.parent() {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
-    std::fs::write(&path, bytes).map_err(io)?;
+    // Whole or not at all: a reader never sees half a file (an S3 put is already so).
+    let mut partial = path.clone().into_os_string();
+    partial.push(format!(".partial-{}", std::process::id()));
+    std::fs::write(&partial, bytes).map_err(io)?;
+    std::fs::rename(&partial, &path).map_err(io)?;
     Ok(n)
 }

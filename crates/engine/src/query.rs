@@ -15,7 +15,7 @@ use datafusion::catalog::MemorySchemaProvider;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::TableReference;
 
-use sluice_core::change::{is_change_column, OP, SEQ, SOURCE_TS};
+use sluice_core::change::current_state_select;
 use sluice_core::names::quote_ident as q;
 pub use sluice_lake::AsOf;
 use sluice_lake::{LakeTable, TablePath, PRIMARY_KEY_PROPERTY};
@@ -135,25 +135,20 @@ pub(crate) fn current_state_view(
     schema: &arrow::datatypes::Schema,
     key: &[String],
 ) -> String {
-    let data: Vec<String> = schema
-        .fields()
-        .iter()
-        .filter(|f| !is_change_column(f.name()))
-        .map(|f| q(f.name()))
-        .collect();
-    let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
     format!(
-        "CREATE VIEW {name} AS SELECT {cols}, {ts}, {seq} FROM (
-           SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC) AS __sluice_rn
-           FROM {changes}) WHERE __sluice_rn = 1 AND {op} <> 'd'",
-        name = quoted_reference(name),
-        changes = quoted_reference(changes),
-        cols = data.join(", "),
-        ts = q(SOURCE_TS),
-        seq = q(SEQ),
-        keys = keys.join(", "),
-        op = q(OP),
+        "CREATE VIEW {} AS {}",
+        quoted_reference(name),
+        current_state_select(&quoted_reference(changes), schema, key)
     )
+}
+
+/// The tables `sql` reads, as written (CTE names excluded).
+pub(crate) fn table_references(
+    sql: &str,
+) -> Result<Vec<TableReference>, datafusion::error::DataFusionError> {
+    let state = SessionContext::new().state();
+    let statement = state.sql_to_statement(sql, &datafusion::config::Dialect::Generic)?;
+    state.resolve_table_references(&statement)
 }
 
 /// A table reference with each part quoted for SQL.
@@ -205,7 +200,8 @@ pub async fn recent_values(
     Ok(out)
 }
 
-/// Runs a query over the lake (as it was at `as_of`, when given). Read-only: DDL (CREATE
+/// Runs a query over the lake (as it was at `as_of`, when given); at least one batch, empty
+/// when no row matched. Read-only: DDL (CREATE
 /// EXTERNAL TABLE reads any file), DML (COPY TO writes one) and SET are refused, so the API
 /// may offer it.
 pub async fn query_lake(
@@ -218,11 +214,15 @@ pub async fn query_lake(
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    Ok(ctx
-        .sql_with_options(sql, read_only)
-        .await?
-        .collect()
-        .await?)
+    let frame = ctx.sql_with_options(sql, read_only).await?;
+    let schema = frame.schema().inner().clone();
+    let mut batches = frame.collect().await?;
+    if batches.is_empty() {
+        // At least one batch, so a result without rows still has its columns (a CSV header,
+        // a Parquet file's schema).
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    Ok(batches)
 }
 
 pub fn query_warehouse(

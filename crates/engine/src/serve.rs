@@ -71,6 +71,8 @@ pub struct Serving {
     lease: Duration,
     retry: RetryPolicy,
     schedules: Vec<(String, Schedule)>,
+    /// `[reports.NAME]` with their schedules.
+    reports: Vec<(String, Schedule)>,
     triggers: HashMap<String, mpsc::Sender<Trigger>>,
     waiting: Mutex<HashMap<String, mpsc::Receiver<Trigger>>>,
     /// Per source: whether this process holds its lease now.
@@ -111,6 +113,7 @@ impl Serving {
             triggers.insert(name.clone(), tx);
             waiting.insert(name.clone(), rx);
         }
+        let reports = crate::report::schedules(&project)?;
         let state = StateStore::open(&project).await?;
         let alerts = Alerts::start(&project.config.alerts);
         let lease = project
@@ -148,6 +151,7 @@ impl Serving {
             lease,
             retry,
             schedules,
+            reports,
             triggers,
             waiting: Mutex::new(waiting),
             owned: Mutex::default(),
@@ -210,7 +214,7 @@ impl Serving {
     }
 }
 
-/// Runs every source on its schedule until `stop` turns true.
+/// Runs every source and report on its schedule until `stop` turns true.
 pub async fn serve(serving: &Serving, stop: watch::Receiver<bool>) -> Vec<SourceRuns> {
     let runs = serving.schedules.iter().map(|(name, schedule)| {
         let stop = stop.clone();
@@ -227,7 +231,17 @@ pub async fn serve(serving: &Serving, stop: watch::Receiver<bool>) -> Vec<Source
     renew_membership(serving).await;
     let watch = watch_freshness(serving, stop.clone());
     let members = keep_membership(serving, stop.clone());
-    let (runs, (), ()) = tokio::join!(futures::future::join_all(runs), watch, members);
+    let reports = serving.reports.iter().map(|(name, schedule)| {
+        tracing::info!(report = %name, schedule = %schedule.describe(), "serving");
+        crate::report::serve_report(serving, name, schedule, stop.clone())
+    });
+    let (mut runs, reports, (), ()) = tokio::join!(
+        futures::future::join_all(runs),
+        futures::future::join_all(reports),
+        watch,
+        members
+    );
+    runs.extend(reports);
     runs
 }
 
@@ -654,7 +668,7 @@ fn jittered(wait: Duration) -> Duration {
 }
 
 /// Waits `wait`; true when stopped meanwhile (or already).
-async fn stopped_within(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+pub(crate) async fn stopped_within(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
     if *stop.borrow() {
         return true;
     }

@@ -307,6 +307,31 @@ impl StateStore {
         }
     }
 
+    /// Deletes the expired leases named `prefix…` (leases named per tick would pile up).
+    pub async fn forget_expired_leases(&self, prefix: &str) -> Result<(), EngineError> {
+        let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
+        match self {
+            StateStore::Sqlite(conn) => {
+                let conn = conn.lock().expect("state store");
+                conn.execute(
+                    "DELETE FROM leases WHERE name LIKE ?1 ESCAPE '\\' AND expires_ms < ?2",
+                    rusqlite::params![pattern, Utc::now().timestamp_millis()],
+                )
+                .map_err(|e| err("forgetting leases", e))?;
+            }
+            StateStore::Postgres(client) => {
+                client
+                    .execute(
+                        "DELETE FROM _sluice.leases WHERE name LIKE $1 ESCAPE '\\' AND expires_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                        &[&pattern],
+                    )
+                    .await
+                    .map_err(|e| err("forgetting leases", e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Gives lease `name` up, if `owner` holds it (a clean stop hands sources over at once).
     pub async fn release_lease(&self, name: &str, owner: &str) -> Result<(), EngineError> {
         match self {

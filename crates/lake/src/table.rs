@@ -380,6 +380,13 @@ impl LakeTable {
         Ok(Arc::new(arrow))
     }
 
+    /// The columns whose values are folder names (`_sluice_ingest_date=2026-12-06/`), in no
+    /// data file.
+    pub fn partition_columns(&self) -> Result<Vec<String>, LakeError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        Ok(snapshot.metadata().partition_columns().to_vec())
+    }
+
     /// A table property set at creation (e.g. [`PRIMARY_KEY_PROPERTY`]).
     pub fn property(&self, key: &str) -> Option<String> {
         self.table

@@ -163,6 +163,43 @@ enum Command {
         #[arg(long, default_value_t = sluice_core::config::DEFAULT_SAMPLE_FILES)]
         sample_files: usize,
     },
+    /// Run `[reports.NAME]` now: each one's SQL over the lake, written to its `out` file.
+    ///
+    /// With no names every report runs. `out` is a path (relative to the config's folder) or
+    /// `s3://bucket/key` named .csv, .json, .jsonl or .parquet; `{date}` (2026-12-06),
+    /// `{time}` (143000, UTC) and `{name}` in it are filled in, so each run keeps its file.
+    /// `sluice serve` runs each report at its `schedule` (default "daily"). Runs go into the
+    /// run history (`sluice runs --source reports`). Exit code 1 when a report failed.
+    Report {
+        /// Reports to run (default: all).
+        names: Vec<String>,
+    },
+    /// Create views in a warehouse that read the lake's own files, nothing copied.
+    ///
+    /// Per source a schema `lake_SOURCE` gets two views per lake table: `TABLE` (current
+    /// state: the latest change per key, deletes removed) and `TABLE__changes` (every change).
+    /// DuckDB reads the exact Parquet files of the lake's current version (a local lake).
+    /// Redshift reads them through Spectrum: a symlink manifest is written beside each table
+    /// (`_symlink_format_manifest/manifest`), an external schema over the data catalog
+    /// database `lake_SOURCE` (created if missing, with the warehouse's `iam_role`) gets an
+    /// external table per lake table, and late-binding views sit on top. `--athena` writes
+    /// the manifests and prints the DDL to run in Athena. The views show the lake as of
+    /// this run: run it again after syncs to move them on. PostgreSQL cannot read Parquet;
+    /// load it with `sluice sync`.
+    Expose {
+        /// The warehouse to create the views in (a DuckDB or Redshift warehouse of the config).
+        #[arg(required_unless_present = "athena")]
+        warehouse: Option<String>,
+        /// For Athena: write the manifests and print the DDL (no connection is made).
+        #[arg(long, conflicts_with = "warehouse")]
+        athena: bool,
+        /// Schema (Athena: database) name prefix; the source's name follows it.
+        #[arg(long, default_value = sluice_engine::expose::DEFAULT_PREFIX)]
+        prefix: String,
+        /// Print the statements only: write no manifest, run nothing.
+        #[arg(long)]
+        print: bool,
+    },
     /// Validate the config, then check that the lake, sources and warehouses are reachable.
     Check,
     /// Generate TPC-H drops, sync them twice, query the lake: the whole flow, no server needed.
@@ -434,6 +471,76 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
             match cli.json {
                 true => print_json(&report),
                 false => print!("{}", crawl::render(&report)),
+            }
+            Ok(0)
+        }
+        Command::Report { names } => {
+            use sluice_engine::report;
+            let project = Project::open(&cli.config)?;
+            let names = if names.is_empty() {
+                project.config.reports.keys().cloned().collect()
+            } else {
+                names
+            };
+            if names.is_empty() {
+                return Err(EngineError::Usage(
+                    "no [reports.NAME] in the config: add one with `sql` and `out`".into(),
+                ));
+            }
+            for name in &names {
+                report::config_of(&project, name)?;
+            }
+            let history = StateStore::open(&project).await.ok();
+            let mut failed = false;
+            let mut done = Vec::new();
+            for name in &names {
+                let started_at = chrono::Utc::now();
+                let outcome = report::run(&project, name, started_at).await;
+                if let Some(h) = &history {
+                    let record = report::record_of(name, "command", started_at, &outcome);
+                    if let Err(e) = h.record(&[record]).await {
+                        tracing::warn!(error = %e, "run history not written");
+                    }
+                }
+                match outcome {
+                    Ok(r) => {
+                        if !cli.json {
+                            println!(
+                                "report {}: {} row(s) written to {} ({} bytes)",
+                                r.report, r.rows, r.out, r.bytes
+                            );
+                        }
+                        done.push(r);
+                    }
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("sluice: {e}");
+                    }
+                }
+            }
+            if cli.json {
+                print_json(&done);
+            }
+            Ok(i32::from(failed))
+        }
+        Command::Expose {
+            warehouse,
+            athena,
+            prefix,
+            print,
+        } => {
+            use sluice_engine::expose::{self, ExposeTarget};
+            let project = Project::open(&cli.config)?;
+            let target = match (warehouse, athena) {
+                (Some(w), false) => ExposeTarget::Warehouse(w),
+                _ => ExposeTarget::Athena,
+            };
+            let report = expose::expose(&project, &target, &prefix, print).await?;
+            if cli.json {
+                print_json(&report);
+            } else {
+                let statements = print || target == ExposeTarget::Athena;
+                print!("{}", expose::render(&report, statements));
             }
             Ok(0)
         }

@@ -183,6 +183,22 @@ fn s3_lake_and_s3_files_with_kms_encryption() {
         ]
     );
 
+    // Athena's view of the lake: a symlink manifest beside the table (checked against the
+    // Delta log below) and the DDL over it.
+    let out = sb.run(&["expose", "--athena"], &env);
+    succeeded(&out);
+    let ddl = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        ddl.contains("CREATE EXTERNAL TABLE `lake_sup`.`supplier__changes`")
+            && ddl.contains(
+                "LOCATION 's3://lake/warehouse-lake/changes/sup/supplier/_symlink_format_manifest/'"
+            )
+            && ddl.contains("CREATE OR REPLACE VIEW \"lake_sup\".\"supplier\"")
+            && ddl.contains("ADD IF NOT EXISTS PARTITION (`_sluice_ingest_date`=")
+            && ddl.contains("symlink manifest(s) written"),
+        "{ddl}"
+    );
+
     // The crawler reads the same drops on S3 (through the config's endpoint): the date
     // folders are a partition typed as dates, the headerless columns typed from the files.
     let out = sb.run(&["--json", "crawl", "s3://drops/supplier/"], &env);
@@ -228,7 +244,20 @@ out = []
 for o in c.list_objects_v2(Bucket="lake", Prefix="warehouse-lake/changes/sup/supplier/")["Contents"]:
     h = c.head_object(Bucket="lake", Key=o["Key"])
     out.append([o["Key"], h.get("ServerSideEncryption"), h.get("SSEKMSKeyId")])
-print(json.dumps(out))
+table = "warehouse-lake/changes/sup/supplier/"
+get = lambda key: c.get_object(Bucket="lake", Key=key)["Body"].read().decode()
+manifest = []
+for o in out:
+    if o[0].startswith(table + "_symlink_format_manifest/") and o[0].endswith("/manifest"):
+        manifest += get(o[0]).splitlines()
+adds = []
+for key in sorted(o[0] for o in out if o[0].startswith(table + "_delta_log/") and o[0].endswith(".json")):
+    for line in get(key).splitlines():
+        action = json.loads(line)
+        if "add" in action:
+            adds.append("s3://lake/" + table + action["add"]["path"])
+        assert "remove" not in action
+print(json.dumps({{"objects": out, "manifest": manifest, "adds": adds}}))
 "#
     );
     let py = Command::new("python3")
@@ -240,8 +269,23 @@ print(json.dumps(out))
         "{}",
         String::from_utf8_lossy(&py.stderr)
     );
+    let listing: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
     let objects: Vec<(String, Option<String>, Option<String>)> =
-        serde_json::from_slice(&py.stdout).unwrap();
+        serde_json::from_value(listing["objects"].clone()).unwrap();
+    // The manifest lists exactly the data files the Delta log added, and is encrypted like
+    // every other object (the loop below).
+    let mut manifest: Vec<String> = serde_json::from_value(listing["manifest"].clone()).unwrap();
+    let mut adds: Vec<String> = serde_json::from_value(listing["adds"].clone()).unwrap();
+    manifest.sort();
+    adds.sort();
+    assert_eq!(adds.len(), 2, "{listing}");
+    assert_eq!(manifest, adds);
+    assert!(
+        objects.iter().any(|o| o
+            .0
+            .contains("_symlink_format_manifest/_sluice_ingest_date=")),
+        "{objects:?}"
+    );
     assert!(
         objects.iter().any(|o| o.0.ends_with(".parquet")),
         "{objects:?}"

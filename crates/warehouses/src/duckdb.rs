@@ -32,7 +32,9 @@ use sluice_core::names::{identifier, quote_ident as q, quote_literal};
 
 use crate::columns::{shape_table, Columns};
 use crate::sql::{system_columns, Apply, SystemTypes, LEDGER_DDL, LEDGER_ROWS};
-use crate::{LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target, Warehouse, WarehouseError};
+use crate::{
+    Exposure, LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target, Warehouse, WarehouseError,
+};
 
 const SYSTEM_TYPES: SystemTypes = SystemTypes {
     text: "VARCHAR",
@@ -470,6 +472,21 @@ impl Warehouse for DuckDb {
         let mut stmt = self.conn.prepare(sql).map_err(e)?;
         let batches = stmt.query_arrow([]).map_err(e)?.collect();
         Ok(batches)
+    }
+
+    /// All views in one transaction: readers see the old set or the new one.
+    fn expose(&mut self, exposure: &Exposure) -> Result<(), WarehouseError> {
+        let mut sql = String::from("BEGIN TRANSACTION;\n");
+        for s in &exposure.statements {
+            sql.push_str(s);
+            sql.push_str(";\n");
+        }
+        sql.push_str("COMMIT;");
+        let done = self.exec("(expose)", &sql);
+        if done.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        done
     }
 
     fn columns(&mut self, target: &Target) -> Result<Vec<String>, WarehouseError> {

@@ -32,6 +32,9 @@ pub enum WarehouseError {
         planned: String,
         found: String,
     },
+    /// The warehouse cannot do what was asked (and never will with this configuration).
+    #[error("{0}")]
+    Unsupported(String),
     #[error("opening warehouse {path}: {message}")]
     Open {
         path: String,
@@ -50,7 +53,9 @@ impl WarehouseError {
             // Reading the lake's files (an object store that did not answer).
             WarehouseError::Input { .. } => ErrorKind::Transient,
             WarehouseError::Schema { .. } => ErrorKind::Schema,
-            WarehouseError::Duckdb { .. } | WarehouseError::Type { .. } => ErrorKind::Fatal,
+            WarehouseError::Duckdb { .. }
+            | WarehouseError::Type { .. }
+            | WarehouseError::Unsupported(_) => ErrorKind::Fatal,
         }
     }
 }

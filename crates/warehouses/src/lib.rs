@@ -13,6 +13,7 @@
 mod columns;
 pub mod duckdb;
 mod error;
+pub mod expose;
 pub mod pgcopy;
 mod pgtls;
 pub mod postgres;
@@ -21,6 +22,7 @@ pub mod sql;
 mod target;
 
 pub use error::WarehouseError;
+pub use expose::{Exposure, LakeView};
 pub use target::{LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target};
 
 use std::sync::Arc;
@@ -81,6 +83,15 @@ pub trait Warehouse: Send {
 
     /// The lake files of the next load.
     fn use_lake_files(&mut self, _files: LakeFiles) {}
+
+    /// Runs the statements of an [`Exposure`] made for this kind of warehouse ([`expose`]),
+    /// its manifests already written.
+    fn expose(&mut self, _exposure: &Exposure) -> Result<(), WarehouseError> {
+        Err(WarehouseError::Unsupported(format!(
+            "{} cannot read the lake's Parquet files; load the tables into it with `sluice sync` instead",
+            self.describe()
+        )))
+    }
 
     /// Rows of a loaded `target` holding a value cut to fit (Redshift's width limits).
     fn truncated_rows(&mut self, _target: &Target) -> Result<u64, WarehouseError> {

@@ -298,3 +298,100 @@ fn no_leader_only_functions() {
         assert!(!all.contains(f), "Redshift cannot run `{f}`");
     }
 }
+
+/// A keyed lake table on S3 (three files in two partitions) and a keyless one
+/// with a column no external table can declare.
+fn lake_views() -> Vec<sluice_warehouses::LakeView> {
+    use sluice_core::change::change_schema;
+    let orders = arrow::datatypes::Schema::new(vec![
+        Field::new("o_orderkey", DataType::Int64, false),
+        Field::new("o_total", DataType::Decimal128(15, 2), true),
+        Field::new("o_comment", DataType::Utf8, true),
+        json_field("o_attrs"),
+        Field::new("o_date", DataType::Date32, true),
+        Field::new("Odd \"name\"", DataType::Int32, true),
+    ]);
+    let clicks = arrow::datatypes::Schema::new(vec![
+        Field::new("at", DataType::Time64(TimeUnit::Microsecond), true),
+        Field::new("page", DataType::Utf8, true),
+    ]);
+    let url =
+        |t: &str| url::Url::parse(&format!("s3://lake-bucket/lake/changes/shop/{t}/")).unwrap();
+    vec![
+        sluice_warehouses::LakeView {
+            source: "shop".into(),
+            table: "orders".into(),
+            version: 7,
+            schema: change_schema(&orders),
+            key: vec!["o_orderkey".into()],
+            partition_columns: vec!["_sluice_ingest_date".into()],
+            table_url: url("orders"),
+            files: vec![
+                "_sluice_ingest_date=2026-12-05/part-00000-a.zstd.parquet".into(),
+                "_sluice_ingest_date=2026-12-05/part-00001-b.zstd.parquet".into(),
+                "_sluice_ingest_date=2026-12-06/part-00000-c.zstd.parquet".into(),
+            ],
+        },
+        sluice_warehouses::LakeView {
+            source: "shop".into(),
+            table: "clicks".into(),
+            version: 2,
+            schema: change_schema(&clicks),
+            key: vec![],
+            partition_columns: vec!["_sluice_ingest_date".into()],
+            table_url: url("clicks"),
+            files: vec!["_sluice_ingest_date=2026-12-06/part-00000-d.zstd.parquet".into()],
+        },
+    ]
+}
+
+#[test]
+fn expose_in_spectrum_and_athena() {
+    use sluice_warehouses::expose;
+    let views = lake_views();
+    let render = |e: &sluice_warehouses::Exposure| {
+        let mut text = String::new();
+        for s in &e.statements {
+            text.push_str(s);
+            text.push_str(";\n");
+        }
+        for (table, why) in &e.skipped {
+            text.push_str(&format!("-- left out {table}: {why}\n"));
+        }
+        text
+    };
+    let spectrum =
+        expose::redshift(&views, "lake_", "arn:aws:iam::123456789012:role/spectrum").unwrap();
+    assert!(spectrum.needs_manifests);
+    golden("expose_spectrum.sql", &render(&spectrum));
+    let athena = expose::athena(&views, "lake_").unwrap();
+    assert!(athena.needs_manifests);
+    golden("expose_athena.sql", &render(&athena));
+    let manifests: String = views[0]
+        .manifests()
+        .unwrap()
+        .into_iter()
+        .map(|(path, text)| format!("== {path}\n{text}"))
+        .collect();
+    golden("symlink_manifests.txt", &manifests);
+    assert_eq!(
+        views[0].manifest_location(),
+        "s3://lake-bucket/lake/changes/shop/orders/_symlink_format_manifest/"
+    );
+
+    // A local lake: neither engine can read it, and the message says where the lake is.
+    let mut local = views[..1].to_vec();
+    local[0].table_url = url::Url::parse("file:///tmp/lake/changes/shop/orders/").unwrap();
+    let err = expose::athena(&local, "lake_").unwrap_err().to_string();
+    assert!(
+        err.contains("shop.orders") && err.contains("file:///tmp/lake"),
+        "{err}"
+    );
+    let err = expose::redshift(&local, "lake_", "arn:x")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Redshift Spectrum reads the lake from S3"),
+        "{err}"
+    );
+}

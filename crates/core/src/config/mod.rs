@@ -20,6 +20,7 @@ mod events;
 mod files;
 mod mongodb;
 mod mysql;
+mod reports;
 mod source;
 mod transforms;
 
@@ -30,6 +31,7 @@ pub use events::{
 pub use files::FilesConfig;
 pub use mongodb::{MongodbConfig, DEFAULT_SAMPLE_DOCS};
 pub use mysql::MysqlConfig;
+pub use reports::{OutputFile, ReportConfig, DEFAULT_REPORT_SCHEDULE};
 pub use source::{OnPositionLost, Shared, SourceConfig, Tuning, Unbuilt};
 pub use transforms::{
     TransformConfig, TransformsConfig, DEFAULT_TRANSFORM_POLL_SECS, TRANSFORMS_SOURCE,
@@ -86,6 +88,9 @@ pub struct Config {
     /// [`TRANSFORMS_SOURCE`] in `sources` (this map is then empty).
     #[serde(default)]
     pub transforms: BTreeMap<String, TransformConfig>,
+    /// `[reports.NAME]`: lake queries written as files on a schedule.
+    #[serde(default)]
+    pub reports: BTreeMap<String, ReportConfig>,
     /// The daemon (`sluice serve`).
     pub serve: Option<ServeConfig>,
     /// Run history store.
@@ -785,6 +790,9 @@ impl Config {
                 "needs sse = \"aws:kms\"".into(),
             );
         }
+        for (field, message) in reports::validate(&self.reports) {
+            err(format!("reports.{field}"), message);
+        }
         for (name, wh) in &self.warehouses {
             if wh.changes_per_transaction() < 1 {
                 err(
@@ -1256,6 +1264,17 @@ fn locate(text: &str, field: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// `field: message` of each error `text` parses into (none: it parsed), for tests.
+#[cfg(test)]
+pub(crate) fn error_lines(text: &str) -> Vec<String> {
+    Config::parse(text, std::path::Path::new("/p"))
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect()
 }
 
 #[cfg(test)]

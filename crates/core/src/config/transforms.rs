@@ -106,14 +106,7 @@ mod tests {
     use super::super::{Config, LoadMode, SourceConfig};
     use super::TRANSFORMS_SOURCE;
 
-    fn fields(text: &str) -> Vec<String> {
-        Config::parse(text, std::path::Path::new("/p"))
-            .err()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
-            .collect()
-    }
+    use super::super::error_lines as fields;
 
     const FILES: &str = "[sources.s]\nkind = \"files\"\nurl = \"d/\"\ntable = \"t\"\n";
 

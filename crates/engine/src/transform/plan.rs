@@ -42,14 +42,8 @@ fn usage(name: &str, message: String) -> EngineError {
 
 /// The tables `sql` reads, as written (CTE names excluded).
 fn references(name: &str, sql: &str) -> Result<Vec<TableReference>, EngineError> {
-    let ctx = SessionContext::new();
-    let state = ctx.state();
-    let statement = state
-        .sql_to_statement(sql, &datafusion::config::Dialect::Generic)
-        .map_err(|e| usage(name, format!("its SQL does not parse: {e}")))?;
-    state
-        .resolve_table_references(&statement)
-        .map_err(|e| usage(name, e.to_string()))
+    crate::query::table_references(sql)
+        .map_err(|e| usage(name, format!("its SQL does not parse: {e}")))
 }
 
 /// A lake table an input name stands for: `source.table`, its `__changes` or `__quarantine`.

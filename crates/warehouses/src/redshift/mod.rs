@@ -56,7 +56,8 @@ use crate::postgres::{
 };
 use crate::sql::{system_columns, Apply};
 use crate::{
-    LakeFiles, LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target, Warehouse, WarehouseError,
+    Exposure, LakeFiles, LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target, Warehouse,
+    WarehouseError,
 };
 
 const STAGE: &str = "\"_sluice_stage\"";
@@ -452,6 +453,14 @@ impl Warehouse for Redshift {
 
     fn use_lake_files(&mut self, files: LakeFiles) {
         self.files = Some(files);
+    }
+
+    /// One statement at a time: Redshift runs external DDL only outside a transaction.
+    fn expose(&mut self, exposure: &Exposure) -> Result<(), WarehouseError> {
+        for s in &exposure.statements {
+            self.pg.batch("(expose)", s)?;
+        }
+        Ok(())
     }
 
     fn truncated_rows(&mut self, target: &Target) -> Result<u64, WarehouseError> {
