@@ -30,6 +30,7 @@ pub mod state;
 pub mod status;
 pub mod sync;
 pub mod transform;
+mod warehouse_table;
 
 pub use error::EngineError;
 pub use project::Project;

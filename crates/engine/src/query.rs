@@ -210,6 +210,20 @@ pub async fn query_lake(
     as_of: Option<&AsOf>,
 ) -> Result<Vec<RecordBatch>, EngineError> {
     let ctx = lake_session(project, as_of).await?;
+    // Unparsable SQL is left for DataFusion's own message below.
+    if let Ok(references) = table_references(sql) {
+        if as_of.is_some() {
+            if let Some(r) = references.iter().find(|r| {
+                r.catalog()
+                    .is_some_and(|c| project.config.warehouses.contains_key(c))
+            }) {
+                return Err(EngineError::Usage(format!(
+                    "--as-of reads the lake's history; warehouse table {r} has none"
+                )));
+            }
+        }
+        crate::warehouse_table::register_referenced(&ctx, project, &references).await?;
+    }
     let read_only = datafusion::execution::context::SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
