@@ -60,13 +60,26 @@ pub struct TableSync {
 #[derive(Debug, Serialize)]
 pub struct SyncReport {
     pub tables: Vec<TableSync>,
+    /// Warehouses whose views over the lake (`expose = true`) this sync moved on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exposed: Vec<Exposed>,
+}
+
+/// One warehouse's views moved to the lake's current version after a sync.
+#[derive(Debug, Serialize)]
+pub struct Exposed {
+    pub warehouse: String,
+    pub tables: usize,
+    pub error: Option<String>,
 }
 
 impl SyncReport {
     /// 0 when every table synced, 1 when one failed, 3 when one is halted by a schema
     /// change (DESIGN.md exit codes).
     pub fn exit_code(&self) -> i32 {
-        if self.tables.iter().any(|t| t.error.is_some()) {
+        if self.tables.iter().any(|t| t.error.is_some())
+            || self.exposed.iter().any(|e| e.error.is_some())
+        {
             1
         } else if self.tables.iter().any(|t| t.halted.is_some()) {
             3
@@ -160,6 +173,17 @@ impl SyncReport {
                 out += &format!("  FAILED: {err}\n");
             }
         }
+        for e in &self.exposed {
+            match &e.error {
+                Some(err) => out += &format!("views in {}: FAILED: {err}\n", e.warehouse),
+                None => {
+                    out += &format!(
+                        "views in {}: {} table(s) at the lake's current version\n",
+                        e.warehouse, e.tables
+                    )
+                }
+            }
+        }
         out
     }
 }
@@ -183,7 +207,31 @@ pub async fn sync(
         tables.extend(sync_sources(project, &sources, &opts).await);
         tables.extend(sync_sources(project, &transforms, &opts).await);
     }
-    Ok(SyncReport { tables })
+    let landed = tables.iter().any(|t| t.extract.lake_version.is_some());
+    let exposed = match opts.load && landed {
+        true => expose_views(project).await,
+        false => Vec::new(),
+    };
+    Ok(SyncReport { tables, exposed })
+}
+
+/// Moves the views of every warehouse with `expose = true` to the lake's current version.
+async fn expose_views(project: &Project) -> Vec<Exposed> {
+    use crate::expose::{expose, ExposeTarget, DEFAULT_PREFIX};
+    let mut out = Vec::new();
+    for (name, w) in &project.config.warehouses {
+        if !w.exposes() {
+            continue;
+        }
+        let target = ExposeTarget::Warehouse(name.clone());
+        let result = expose(project, &target, DEFAULT_PREFIX, false).await;
+        out.push(Exposed {
+            warehouse: name.clone(),
+            tables: result.as_ref().map_or(0, |r| r.tables.len()),
+            error: result.err().map(|e| e.to_string()),
+        });
+    }
+    out
 }
 
 /// Syncs `selected` side by side (a following stream must not hold up the others), a few at

@@ -209,3 +209,34 @@ warehouse = "pg"
         "{err}"
     );
 }
+
+#[test]
+fn expose_true_moves_the_views_after_each_sync_that_landed() {
+    let sb = Sandbox::new();
+    sb.config(&format!(
+        "[warehouses.local]\nkind = \"duckdb\"\nexpose = true\n{CONFIG}"
+    ));
+    sb.write("drops/a.csv", "id,v\n1,a\n2,b\n3,c\n");
+    sb.write("logs/l1.csv", "page,n\nhome,1\ncart,2\n");
+    let report = sb.sync_json();
+    assert_eq!(report["exposed"][0]["warehouse"], "local", "{report}");
+    assert_eq!(report["exposed"][0]["tables"], 3, "{report}");
+    assert_views_equal_the_lake(&sb, &["id", "v"]);
+    sb.write("drops/b.csv", "id,v,w\n2,gone,x\n4,d,y\n");
+    sb.sync_json();
+    assert_views_equal_the_lake(&sb, &["id", "v", "w"]);
+    // Nothing new: the views are left as they are.
+    assert!(sb.sync_json().get("exposed").is_none());
+
+    let pg = Sandbox::new();
+    pg.config(
+        "[warehouses.pg]\nkind = \"postgres\"\nurl = \"postgres://u@127.0.0.1:1/db\"\nexpose = true\n\n[sources.s]\nkind = \"files\"\nurl = \"d/\"\ntable = \"t\"\n",
+    );
+    let out = pg.run(&["check"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warehouses.pg.expose") && err.contains("PostgreSQL cannot read"),
+        "{err}"
+    );
+}

@@ -147,6 +147,10 @@ pub enum WarehouseConfig {
         /// Changes applied per warehouse transaction when a backlog is larger; default
         /// [`DEFAULT_CHANGES_PER_TRANSACTION`].
         max_changes_per_transaction: Option<i64>,
+        /// Move the views `sluice expose` makes (schemas `lake_SOURCE`) to the lake's current
+        /// version after each sync that landed something.
+        #[serde(default)]
+        expose: bool,
     },
     Postgres {
         /// `postgres://user@host:5432/database` (the password goes in `password`).
@@ -158,6 +162,9 @@ pub enum WarehouseConfig {
         ssl_ca: Option<String>,
         /// As for DuckDB; default [`DEFAULT_POSTGRES_CHANGES_PER_TRANSACTION`].
         max_changes_per_transaction: Option<i64>,
+        /// Refused: PostgreSQL cannot read the lake's Parquet files.
+        #[serde(default)]
+        expose: bool,
     },
     /// Loaded by `COPY ... FORMAT AS PARQUET MANIFEST` straight from the lake's files on S3.
     Redshift {
@@ -172,6 +179,9 @@ pub enum WarehouseConfig {
         ssl_ca: Option<String>,
         /// As for DuckDB; default [`DEFAULT_POSTGRES_CHANGES_PER_TRANSACTION`].
         max_changes_per_transaction: Option<i64>,
+        /// As for DuckDB (Spectrum views over the lake on S3).
+        #[serde(default)]
+        expose: bool,
     },
 }
 
@@ -248,6 +258,15 @@ impl WarehouseConfig {
                 DEFAULT_POSTGRES_CHANGES_PER_TRANSACTION
             }
             _ => DEFAULT_CHANGES_PER_TRANSACTION,
+        }
+    }
+
+    /// Whether syncs move this warehouse's views over the lake (`expose = true`).
+    pub fn exposes(&self) -> bool {
+        match self {
+            WarehouseConfig::Duckdb { expose, .. }
+            | WarehouseConfig::Postgres { expose, .. }
+            | WarehouseConfig::Redshift { expose, .. } => *expose,
         }
     }
 
@@ -749,6 +768,7 @@ impl Config {
                     path: DEFAULT_DUCKDB_PATH.into(),
                     memory_limit: None,
                     max_changes_per_transaction: None,
+                    expose: false,
                 },
             );
         }
@@ -806,8 +826,15 @@ impl Config {
                     url,
                     ssl_mode,
                     ssl_ca,
+                    expose,
                     ..
                 } => {
+                    if *expose {
+                        err(
+                            format!("warehouses.{name}.expose"),
+                            "PostgreSQL cannot read the lake's Parquet files: views over the lake need DuckDB or Redshift (load PostgreSQL with sync)".into(),
+                        );
+                    }
                     for (key, message) in validate_postgres(
                         url,
                         &["postgres", "postgresql"],
