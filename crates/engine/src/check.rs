@@ -76,5 +76,32 @@ pub async fn check(project: &Project) -> Vec<Check> {
             },
         });
     }
+    for (name, report) in &project.config.reports {
+        let what = format!("report {name}");
+        let schedule = report
+            .schedule
+            .as_deref()
+            .unwrap_or(sluice_core::config::DEFAULT_REPORT_SCHEDULE);
+        out.push(match crate::query::table_references(&report.sql) {
+            Ok(tables) => Check {
+                what,
+                ok: true,
+                detail: format!(
+                    "reads {}; writes {} ({schedule})",
+                    tables
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    report.out
+                ),
+            },
+            Err(e) => Check {
+                what,
+                ok: false,
+                detail: format!("its SQL does not parse: {e}"),
+            },
+        });
+    }
     out
 }

@@ -113,6 +113,11 @@ enum Command {
     /// `doc->'a'->>'b'`), `json_get_int`, `json_get_float`, `json_get_bool`, `json_length`,
     /// `json_contains`, `json_object_keys`, and `unnest(json_get_array(doc, 'items'))` for
     /// one row per array element (each element JSON text: `json_as_text(x)` for a string).
+    ///
+    /// A three-part name `WAREHOUSE.schema.table` reads a table of a DuckDB or PostgreSQL
+    /// warehouse in the same query, so lake and warehouse tables join: only the columns used
+    /// and the filters the warehouse judges exactly alike are sent to it (`--log info` shows
+    /// each SELECT).
     Query {
         sql: String,
         /// Run in this warehouse (e.g. `local`) instead of over the lake.

@@ -54,6 +54,11 @@ out = "reports/broken.jsonl"
         "id,kind,amount\n1,a,10\n2,b,20\n3,a,5\n4,c,7\n",
     );
     sb.sync_json();
+    let check = sb.ok(&["check"]);
+    assert!(
+        check.contains("report by_kind: reads s.t; writes reports/{date}/{name}.csv (daily)"),
+        "{check}"
+    );
 
     let out = sb.run(&["report"], &[]);
     assert_eq!(out.status.code(), Some(1), "a failed report exits 1");
