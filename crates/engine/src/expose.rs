@@ -6,7 +6,7 @@
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 
-use sluice_lake::{LakeTable, TablePath, PRIMARY_KEY_PROPERTY};
+use sluice_lake::{LakeTable, TablePath};
 use sluice_warehouses::{Exposure, LakeView};
 
 use crate::{EngineError, Project};
@@ -50,10 +50,6 @@ pub async fn lake_views(project: &Project) -> Result<Vec<(LakeView, LakeTable)>,
         let Some(log) = LakeTable::open(&project.lake, &path).await? else {
             continue;
         };
-        let key = log
-            .property(PRIMARY_KEY_PROPERTY)
-            .map(|k| k.split(',').map(String::from).collect())
-            .unwrap_or_default();
         let files = log
             .data_files(i64::MIN, i64::MAX)?
             .into_iter()
@@ -64,7 +60,7 @@ pub async fn lake_views(project: &Project) -> Result<Vec<(LakeView, LakeTable)>,
             table: spec.table.clone(),
             version: log.version(),
             schema: log.schema()?,
-            key,
+            key: log.primary_key(),
             partition_columns: log.partition_columns()?,
             table_url: log.url().clone(),
             files,

@@ -161,8 +161,7 @@ impl Project {
                     &sluice_lake::TablePath::changes(name, &t),
                 )
                 .await?
-                .and_then(|l| l.property(sluice_lake::PRIMARY_KEY_PROPERTY))
-                .map(|k| k.split(',').map(String::from).collect())
+                .map(|l| l.primary_key())
                 .unwrap_or_default();
                 out.push(self.config.table_spec(name, src, &t, &key));
             }

@@ -18,7 +18,7 @@ use datafusion::sql::TableReference;
 use sluice_core::change::current_state_select;
 use sluice_core::names::quote_ident as q;
 pub use sluice_lake::AsOf;
-use sluice_lake::{LakeTable, TablePath, PRIMARY_KEY_PROPERTY};
+use sluice_lake::{LakeTable, TablePath};
 
 use crate::{EngineError, Project};
 
@@ -109,10 +109,7 @@ pub(crate) async fn register_source_table(
     };
     let changes = format!("{table}__changes");
     register(ctx, TableReference::partial(source, changes.as_str()), &log).await?;
-    let key: Vec<String> = log
-        .property(PRIMARY_KEY_PROPERTY)
-        .map(|k| k.split(',').map(String::from).collect())
-        .unwrap_or_default();
+    let key = log.primary_key();
     if key.is_empty() {
         register(ctx, TableReference::partial(source, table), &log).await?;
         return Ok(Some(log.version()));

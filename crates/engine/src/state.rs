@@ -282,7 +282,7 @@ impl StateStore {
 
     /// Leases named `prefix…` held now (by anyone).
     pub async fn live_leases(&self, prefix: &str) -> Result<usize, EngineError> {
-        let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
+        let pattern = like_prefix(prefix);
         match self {
             StateStore::Sqlite(conn) => {
                 let conn = conn.lock().expect("state store");
@@ -309,7 +309,7 @@ impl StateStore {
 
     /// Deletes the expired leases named `prefix…` (leases named per tick would pile up).
     pub async fn forget_expired_leases(&self, prefix: &str) -> Result<(), EngineError> {
-        let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
+        let pattern = like_prefix(prefix);
         match self {
             StateStore::Sqlite(conn) => {
                 let conn = conn.lock().expect("state store");
@@ -355,6 +355,11 @@ impl StateStore {
         }
         Ok(())
     }
+}
+
+/// A LIKE pattern (escaped with `\`) matching the names that start with `prefix`.
+fn like_prefix(prefix: &str) -> String {
+    format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"))
 }
 
 /// Renders runs as lines for `sluice runs`.

@@ -387,6 +387,14 @@ impl LakeTable {
         Ok(snapshot.metadata().partition_columns().to_vec())
     }
 
+    /// The key columns recorded at creation ([`PRIMARY_KEY_PROPERTY`], comma-separated);
+    /// empty for a table without a key.
+    pub fn primary_key(&self) -> Vec<String> {
+        self.property(PRIMARY_KEY_PROPERTY)
+            .map(|k| k.split(',').map(String::from).collect())
+            .unwrap_or_default()
+    }
+
     /// A table property set at creation (e.g. [`PRIMARY_KEY_PROPERTY`]).
     pub fn property(&self, key: &str) -> Option<String> {
         self.table
