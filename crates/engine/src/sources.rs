@@ -62,7 +62,7 @@ pub fn mysql_of(project: &Project, name: &str, src: &MysqlConfig) -> Result<MySq
         .ssl_ca
         .as_deref()
         .map(|p| project.config.resolve_path(p).into());
-    Ok(MySql::new(name, &src.url, password, ssl_mode, ssl_ca)?)
+    Ok(MySql::new(name, &src.url, password, ssl_mode, ssl_ca)?.with_queries(src.queries()))
 }
 
 fn mysql_source(

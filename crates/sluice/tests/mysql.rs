@@ -21,7 +21,7 @@ const TYPES_DDL: &str = "CREATE TABLE types (
   c CHAR(5), vc VARCHAR(100), tx TEXT, l1 VARCHAR(20) CHARACTER SET latin1,
   bn BINARY(4), vb VARBINARY(10), bl BLOB,
   dt DATE, dtm DATETIME(6), ts TIMESTAMP(6) NULL, tm TIME(6), yr YEAR,
-  js JSON, en ENUM('small','it''s','x,y'), st SET('a','b','c'), g GEOMETRY
+  js JSON, en ENUM('Small','it''s','x,y'), st SET('a','B','c'), g GEOMETRY
 ) DEFAULT CHARSET=utf8mb4";
 
 const EDGE_ROWS: &str = "
@@ -32,14 +32,14 @@ const EDGE_ROWS: &str = "
  'ab', 'naïve 🚀 emoji', 'line1\nline2\ttab \\\\ back', 'café',
  'ab', x'00ff00', x'deadbeef',
  '1000-01-01', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999999', '-838:59:59.000000', 2155,
- '{\"a\": [1, 2.50, null], \"b\": {\"c\": \"d\"}}', 'it''s', 'a,c', ST_GeomFromText('POINT(1 2)')),
+ '{\"a\": [1, 2.50, null], \"b\": {\"c\": \"d\"}}', 'it''s', 'a,B', ST_GeomFromText('POINT(1 2)')),
 (2, 127, 0, 32767, 0, 8388607, 0, 2147483647, 0, 9223372036854775807, 0,
  9999999999999.99, -0.000000000000000000000000000001,
  3.25, -1.7976931348623157e308, b'0', b'000000000001',
  '', '', '', '',
  x'00000000', x'', x'',
  '0000-00-00', '2024-02-29 12:00:00.000001', '1970-01-01 00:00:01.000000', '838:59:59.999999', 0,
- '[]', 'small', '', ST_GeomFromText('LINESTRING(0 0, 1 1)')),
+ '[]', 'Small', '', ST_GeomFromText('LINESTRING(0 0, 1 1)')),
 (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
 
@@ -758,5 +758,102 @@ fn tls_verifies_the_server_certificate() {
     assert!(
         text.contains("certificate") || text.contains("tls"),
         "{text}"
+    );
+}
+
+/// `query = "SELECT …"` tables: a join read by snapshot (a row that leaves the result lands as
+/// a delete) and a filter read incrementally by its cursor, each equal value by value to the
+/// query run in MariaDB, with the types the query's columns have there.
+#[test]
+fn query_defined_tables_read_by_snapshot_and_incremental() {
+    let db = MariaDb::start(&[]);
+    db.sql(
+        "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(20));
+         CREATE TABLE orders (id INT PRIMARY KEY, customer_id INT, total DECIMAL(10,2),
+           status ENUM('Open','Paid'), updated_at DATETIME(3));
+         INSERT INTO customers VALUES (1, 'Ada'), (2, 'Grace');
+         INSERT INTO orders VALUES (1, 1, 50.00, 'Paid', '2026-01-01 10:00:00'),
+           (2, 2, 150.25, 'Open', '2026-01-01 11:00:00'),
+           (3, 1, 300.00, 'Paid', '2026-01-01 12:00:00')",
+    );
+    let paid = "SELECT o.id, c.name AS customer, o.total, o.status, o.total * 2 AS doubled \
+                FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'Paid'";
+    let big = "SELECT id, total, updated_at FROM orders WHERE total >= 100;";
+    let sb = Sandbox::new();
+    sb.config(&format!(
+        "[sources.shop]\nkind = \"mysql\"\nurl = \"{url}\"\n\
+         [sources.shop.tables.customers]\n\
+         [sources.shop.tables.paid]\nquery = \"{paid}\"\nprimary_key = [\"id\"]\n\
+         [sources.inc]\nkind = \"mysql\"\nurl = \"{url}\"\nmode = \"incremental\"\ncursor = \"updated_at\"\n\
+         [sources.inc.tables.big]\nquery = \"{big}\"\nprimary_key = [\"id\"]\n",
+        url = db.url()
+    ));
+    let check = sb.ok(&["check"]);
+    assert!(check.contains("1 defined by a query"), "{check}");
+    let same = |sb: &Sandbox| {
+        assert_eq!(
+            sb.duck(
+                "SELECT CAST(id AS VARCHAR), customer, CAST(total AS VARCHAR), status, \
+                 CAST(doubled AS VARCHAR) FROM shop.paid ORDER BY id"
+            ),
+            db.rows(&format!(
+                "SELECT id, customer, total, status, doubled FROM ({paid}) q ORDER BY id"
+            )),
+            "shop.paid"
+        );
+        assert_eq!(
+            sb.duck(
+                "SELECT CAST(id AS VARCHAR), CAST(total AS VARCHAR), \
+                 strftime(updated_at, '%Y-%m-%d %H:%M:%S.%f') FROM inc.big ORDER BY id"
+            ),
+            db.rows(
+                "SELECT id, total, DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s.%f') \
+                 FROM orders WHERE total >= 100 ORDER BY id"
+            ),
+            "inc.big"
+        );
+    };
+    let out = sb.sync_json();
+    assert_eq!(
+        table_of(&out, "shop", "paid")["extract"]["rows"],
+        2,
+        "{out}"
+    );
+    assert_eq!(table_of(&out, "inc", "big")["extract"]["rows"], 2, "{out}");
+    same(&sb);
+    // The query's own column types, not text: a DECIMAL stays one, the computed column too.
+    assert_eq!(
+        sb.duck("SELECT typeof(total), typeof(doubled), typeof(status) FROM shop.paid LIMIT 1"),
+        vec![vec![s("DECIMAL(10,2)"), s("DECIMAL(11,2)"), s("VARCHAR")]]
+    );
+
+    // An order becomes paid (and later), one stops being paid, a customer is renamed, and
+    // two orders arrive: one paid under 100, one open over it.
+    db.sql(
+        "UPDATE orders SET status = 'Paid', updated_at = '2026-01-02 09:00:00' WHERE id = 2;
+         UPDATE orders SET status = 'Open' WHERE id = 1;
+         UPDATE customers SET name = 'Ada L' WHERE id = 1;
+         INSERT INTO orders VALUES (4, 2, 99.99, 'Paid', '2026-01-02 10:00:00'),
+           (5, 2, 500.00, 'Open', '2026-01-02 11:00:00')",
+    );
+    let out = sb.sync_json();
+    let paid_report = table_of(&out, "shop", "paid");
+    assert_eq!(paid_report["extract"]["deleted"], 1, "order 1 left: {out}");
+    // The cursor reads rows at or past 12:00: order 3 again (already in the lake), 2 and 5.
+    assert_eq!(table_of(&out, "inc", "big")["extract"]["rows"], 2, "{out}");
+    same(&sb);
+
+    // A cursor that is not among the query's columns is refused, naming the table.
+    sb.config(&format!(
+        "[sources.inc]\nkind = \"mysql\"\nurl = \"{url}\"\nmode = \"incremental\"\ncursor = \"updated_at\"\n\
+         [sources.inc.tables.big]\nquery = \"SELECT id, total FROM orders\"\nprimary_key = [\"id\"]\n",
+        url = db.url()
+    ));
+    let (code, out) = sb.sync_code(&[]);
+    assert_ne!(code, 0, "{out}");
+    let error = table_of(&out, "inc", "big")["error"].to_string();
+    assert!(
+        error.contains("inc.big") && error.contains("no cursor column `updated_at`"),
+        "{out}"
     );
 }

@@ -511,6 +511,9 @@ pub struct TableConfig {
     pub layout: Option<Layout>,
     /// Overrides the source's `warehouse` (transforms: each names its own).
     pub warehouse: Option<String>,
+    /// MySQL/MariaDB: the table is this SELECT's result, read by snapshot or incremental
+    /// mode like a table (seed 004's "custom SQL query").
+    pub query: Option<String>,
 }
 
 /// How a Redshift table is distributed, sorted and compressed (`[sources.x.tables.t.layout]`).
@@ -986,6 +989,16 @@ impl Config {
                         self.warehouse_names()
                     ),
                 );
+            }
+            if !matches!(src, SourceConfig::Mysql(_)) {
+                if let Some(Tables::Map(m)) = shared.tables {
+                    for (t, _) in m.iter().filter(|(_, c)| c.query.is_some()) {
+                        err(
+                            f(&format!("tables.{t}.query")),
+                            "query-defined tables are read from MySQL/MariaDB sources only".into(),
+                        );
+                    }
+                }
             }
             let specs = self.source_tables(name, src);
             let kind_errors = match src {
@@ -1651,6 +1664,50 @@ primary_key = ["s_suppkey"]
         assert!(
             !text.iter().any(|t| t.contains("secret")),
             "the password is never echoed: {text:?}"
+        );
+    }
+
+    #[test]
+    fn query_tables_are_mysql_snapshot_or_incremental_only() {
+        let base = "[sources.shop]\nkind = \"mysql\"\nurl = \"mysql://u@h:3306/shop\"\n";
+        let ok = format!("{base}[sources.shop.tables.orders]\n[sources.shop.tables.big_orders]\nquery = \"  SELECT id, total FROM orders WHERE total > 100 ;\"\nprimary_key = [\"id\"]\n");
+        let c = Config::parse(&ok, Path::new(".")).unwrap();
+        let SourceConfig::Mysql(m) = &c.sources["shop"] else {
+            panic!("a mysql source")
+        };
+        let queries = m.queries();
+        assert_eq!(queries.len(), 1, "{queries:?}");
+        assert_eq!(
+            queries["big_orders"],
+            "SELECT id, total FROM orders WHERE total > 100"
+        );
+        assert_eq!(c.all_tables().len(), 2);
+
+        let cdc = ok.replace(
+            "[sources.shop.tables.orders]",
+            "mode = \"cdc\"\n[sources.shop.tables.orders]",
+        );
+        let errs = error_lines(&cdc);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("sources.shop.tables.big_orders.query")
+                    && e.contains("no binlog")),
+            "{errs:?}"
+        );
+        let empty = format!("{base}[sources.shop.tables.t]\nquery = \" ; \"\n");
+        let errs = error_lines(&empty);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("sources.shop.tables.t.query") && e.contains("empty")),
+            "{errs:?}"
+        );
+        let files = "[sources.drop]\nkind = \"files\"\nurl = \"x\"\n[sources.drop.tables.drop]\nquery = \"SELECT 1\"\n";
+        let errs = error_lines(files);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("sources.drop.tables.drop.query")
+                    && e.contains("MySQL/MariaDB sources only")),
+            "{errs:?}"
         );
     }
 

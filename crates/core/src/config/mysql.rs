@@ -1,6 +1,8 @@
 //! `kind = "mysql"`: a MySQL 8 or MariaDB 10.5+ database, by snapshot, incremental reads or
 //! binlog CDC.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use super::OnPositionLost;
@@ -62,6 +64,18 @@ impl MysqlConfig {
         self.mode.unwrap_or(Mode::Snapshot)
     }
 
+    /// The tables defined by a query (`[sources.S.tables.NAME] query = "SELECT …"`), by name,
+    /// each query without a trailing `;`.
+    pub fn queries(&self) -> BTreeMap<String, String> {
+        let Some(Tables::Map(m)) = &self.tables else {
+            return BTreeMap::new();
+        };
+        m.iter()
+            .filter_map(|(name, t)| Some((name.clone(), t.query.as_deref()?)))
+            .map(|(name, q)| (name, q.trim().trim_end_matches(';').trim_end().to_string()))
+            .collect()
+    }
+
     /// Checks without I/O: `(field, message)` pairs. `cursors` are the cursor columns of the
     /// configured tables (None: a table without one).
     pub(super) fn validate(&self, cursors: &[(String, Option<String>)]) -> Vec<(String, String)> {
@@ -107,6 +121,17 @@ impl MysqlConfig {
                     "`{p}`: name patterns select MongoDB collections; name MySQL tables one by one"
                 ),
             );
+        }
+        for (table, query) in self.queries() {
+            let field = format!("tables.{table}.query");
+            if query.is_empty() {
+                err(&field, "is empty: give one SELECT".into());
+            } else if self.mode() == Mode::Cdc {
+                err(
+                    &field,
+                    format!("a query has no binlog to follow: read `{table}` with mode = \"snapshot\" or \"incremental\" (a separate source), or capture the tables it reads"),
+                );
+            }
         }
         if self.txn_buffer_mb == Some(0) {
             err("txn_buffer_mb", "must be at least 1".into());

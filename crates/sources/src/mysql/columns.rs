@@ -34,7 +34,8 @@ pub struct ColumnDef {
     pub name: String,
     /// `DATA_TYPE`, lowercase: `int`, `varchar`, `enum`, …
     pub data_type: String,
-    /// `COLUMN_TYPE`, lowercase: `int(10) unsigned`, `enum('a','b')`, `decimal(65,30)`, …
+    /// `COLUMN_TYPE` as the server gives it: `int(10) unsigned`, `enum('Small','it''s')`,
+    /// `decimal(65,30)`, … (ENUM and SET labels keep their case: they are the values).
     pub column_type: String,
     /// `CHARACTER_SET_NAME` (None for non-text columns).
     pub charset: Option<String>,
@@ -226,8 +227,9 @@ impl ColumnDef {
     /// The conversion for this column; `Err` names what is not understood.
     pub fn kind(&self) -> Kind {
         let ct = self.column_type.as_str();
-        let unsigned = ct.contains("unsigned");
-        let args = type_args(ct);
+        let lower = ct.to_ascii_lowercase();
+        let unsigned = lower.contains("unsigned");
+        let args = type_args(&lower);
         let arg = |i: usize| args.get(i).and_then(|a| a.trim().parse::<u32>().ok());
         match self.data_type.as_str() {
             "tinyint" if unsigned => int(16, 8, true),
@@ -287,6 +289,27 @@ impl ColumnDef {
             },
         }
     }
+}
+
+/// Stored definitions with the ENUM and SET labels of `now` where they differ only in case:
+/// earlier builds lowercased every `COLUMN_TYPE`, so CDC turned `'Small'` into `'small'`.
+/// Any other difference is a real change and is kept for the schema gate to see.
+pub fn with_label_case_of(mut stored: Vec<ColumnDef>, now: &[ColumnDef]) -> Vec<ColumnDef> {
+    for def in stored
+        .iter_mut()
+        .filter(|d| matches!(d.data_type.as_str(), "enum" | "set"))
+    {
+        let same = now.iter().find(|n| {
+            n.name == def.name
+                && n.data_type == def.data_type
+                && n.column_type != def.column_type
+                && n.column_type.to_lowercase() == def.column_type
+        });
+        if let Some(n) = same {
+            def.column_type = n.column_type.clone();
+        }
+    }
+    stored
 }
 
 fn int(bits: u8, width: u8, unsigned: bool) -> Kind {
@@ -420,5 +443,34 @@ mod tests {
             vec!["a", "it's", "x,y"]
         );
         assert_eq!(def("bit", "bit(12)").kind(), Kind::Bits { bytes: 2 });
+        assert_eq!(
+            def("enum", "ENUM('Small','Large')").kind(),
+            Kind::Enum {
+                labels: vec!["Small".into(), "Large".into()]
+            }
+        );
+        assert_eq!(def("int", "INT(10) UNSIGNED").kind(), int(64, 32, true));
+    }
+
+    #[test]
+    fn lowercased_labels_take_the_case_of_the_table() {
+        let stored = vec![
+            def("enum", "enum('small','large')"),
+            ColumnDef {
+                name: "s".into(),
+                ..def("set", "set('a','b')")
+            },
+        ];
+        let now = vec![
+            def("enum", "enum('Small','Large')"),
+            ColumnDef {
+                name: "s".into(),
+                ..def("set", "set('A','b','c')")
+            },
+        ];
+        let healed = with_label_case_of(stored, &now);
+        assert_eq!(healed[0].column_type, "enum('Small','Large')");
+        // A label added is a change of the table, not of case: kept for the gate.
+        assert_eq!(healed[1].column_type, "set('a','b')");
     }
 }

@@ -15,6 +15,7 @@ pub mod plan;
 pub mod snapshot;
 pub mod source;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Once;
 
@@ -79,6 +80,8 @@ pub struct MySql {
     ssl_mode: SslMode,
     /// Set once the password crossing an unverified connection has been warned about.
     warned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Tables defined by a SELECT (`query = "…"`), by name.
+    queries: std::sync::Arc<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for MySql {
@@ -107,6 +110,26 @@ impl MySql {
     /// `table` of this source's database, quoted for SQL.
     pub fn table_ref(&self, table: &str) -> String {
         format!("{}.{}", quote(&self.database), quote(table))
+    }
+
+    /// Tables defined by a SELECT rather than stored (`[sources.S.tables.NAME] query`).
+    pub fn with_queries(mut self, queries: BTreeMap<String, String>) -> Self {
+        self.queries = std::sync::Arc::new(queries);
+        self
+    }
+
+    /// The SELECT that defines `table`, if a query does.
+    pub fn query_of(&self, table: &str) -> Option<&str> {
+        self.queries.get(table).map(String::as_str)
+    }
+
+    /// What a read of `table` selects FROM: the stored table, or its query as a derived
+    /// table of the same name.
+    pub fn relation(&self, table: &str) -> String {
+        match self.query_of(table) {
+            Some(q) => format!("({q}) AS {}", quote(table)),
+            None => self.table_ref(table),
+        }
     }
 
     /// `url` is `mysql://user@host:port/database`; the password comes from a secret.
@@ -169,6 +192,7 @@ impl MySql {
             opts: builder.into(),
             ssl_mode,
             warned: Default::default(),
+            queries: Default::default(),
         })
     }
 
@@ -252,7 +276,8 @@ impl MySql {
         })
     }
 
-    /// Tables of the database (all base tables, or those named), with columns and keys.
+    /// Tables of the database (all base tables, or those named), with columns and keys; a
+    /// name with a query is that query's result, whatever the database stores by that name.
     pub async fn discover(
         &self,
         conn: &mut Conn,
@@ -266,10 +291,17 @@ impl MySql {
             )
             .await
             .map_err(|e| self.db_err("listing tables", e))?;
+        let queried: Vec<&String> = match selected {
+            Some(sel) => sel
+                .iter()
+                .filter(|s| self.queries.contains_key(*s))
+                .collect(),
+            None => Vec::new(),
+        };
         if let Some(sel) = selected {
             let missing: Vec<&String> = sel
                 .iter()
-                .filter(|s| !names.iter().any(|(n, _)| n == *s))
+                .filter(|s| !queried.contains(s) && !names.iter().any(|(n, _)| n == *s))
                 .collect();
             if !missing.is_empty() {
                 return Err(self.err(format!(
@@ -285,7 +317,7 @@ impl MySql {
         }
         let mut out = Vec::new();
         for (name, rows) in names {
-            if selected.is_some_and(|s| !s.contains(&name)) {
+            if selected.is_some_and(|s| !s.contains(&name)) || queried.contains(&&name) {
                 continue;
             }
             let columns = self.columns(conn, &name).await?;
@@ -305,7 +337,70 @@ impl MySql {
                 rows_estimate: rows.unwrap_or(0),
             });
         }
+        for name in queried {
+            out.push(TableInfo {
+                name: name.clone(),
+                columns: self.query_columns(conn, name).await?,
+                // A result has no declared key: `primary_key` in the config gives one.
+                primary_key: Vec::new(),
+                rows_estimate: 0,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The columns a query-defined table's SELECT returns, as the server types them: its
+    /// empty result made a temporary table (private to this connection, never logged), whose
+    /// definitions take the same path as a stored table's.
+    async fn query_columns(
+        &self,
+        conn: &mut Conn,
+        table: &str,
+    ) -> Result<Vec<ColumnDef>, SourceError> {
+        const PROBE: &str = "`_sluice_query_columns`";
+        let query = self.query_of(table).unwrap_or_default();
+        let doing = format!("typing the query of table `{table}`");
+        conn.query_drop(format!("DROP TEMPORARY TABLE IF EXISTS {PROBE}"))
+            .await
+            .map_err(|e| self.db_err(&doing, e))?;
+        conn.query_drop(format!(
+            "CREATE TEMPORARY TABLE {PROBE} AS SELECT * FROM ({query}) AS {} LIMIT 0",
+            quote(table)
+        ))
+        .await
+        .map_err(|e| {
+            self.db_err(
+                &format!("{doing} (it needs the CREATE TEMPORARY TABLES privilege)"),
+                e,
+            )
+        })?;
+        let described: Result<Vec<mysql_async::Row>, _> =
+            conn.query(format!("SHOW FULL COLUMNS FROM {PROBE}")).await;
+        let _ = conn
+            .query_drop(format!("DROP TEMPORARY TABLE IF EXISTS {PROBE}"))
+            .await;
+        let described = described.map_err(|e| self.db_err(&doing, e))?;
+        described
+            .into_iter()
+            .map(|row| {
+                let text =
+                    |i: usize| -> Option<String> { row.get_opt::<Option<String>, _>(i)?.ok()? };
+                let (Some(name), Some(column_type)) = (text(0), text(1)) else {
+                    return Err(
+                        self.err(format!("{doing}: SHOW FULL COLUMNS gave an unreadable row"))
+                    );
+                };
+                Ok(ColumnDef {
+                    data_type: data_type_of(&column_type),
+                    // `utf8mb4_general_ci` → `utf8mb4`; `binary` for binary strings.
+                    charset: text(2).map(|c| c.split('_').next().unwrap_or_default().to_string()),
+                    nullable: text(3).as_deref() == Some("YES"),
+                    name,
+                    column_type,
+                })
+            })
+            .collect()
     }
 
     /// One table's column definitions in ordinal order.
@@ -317,7 +412,7 @@ impl MySql {
         type Row = (String, String, String, Option<String>, String);
         let rows: Vec<Row> = conn
             .exec(
-                "SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(COLUMN_TYPE), CHARACTER_SET_NAME, IS_NULLABLE \
+                "SELECT COLUMN_NAME, LOWER(DATA_TYPE), COLUMN_TYPE, CHARACTER_SET_NAME, IS_NULLABLE \
                  FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
                  ORDER BY ORDINAL_POSITION",
                 (&self.database, table),
@@ -337,6 +432,15 @@ impl MySql {
             )
             .collect())
     }
+}
+
+/// `DATA_TYPE` of a `COLUMN_TYPE`: `int(10) unsigned` → `int`, `enum('A')` → `enum`.
+fn data_type_of(column_type: &str) -> String {
+    column_type
+        .split(['(', ' '])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
 }
 
 /// `db`.`table` with every identifier quoted for MySQL.

@@ -274,6 +274,11 @@ pub async fn plan(
     let Some((col, kind)) = chunk_column(table) else {
         return Ok(ChunkPlan::whole());
     };
+    // A query's result is read in one streamed pass: ranges over a derived table would run
+    // the query once per chunk.
+    if mysql.query_of(&table.name).is_some() {
+        return Ok(ChunkPlan::whole());
+    }
     let rows = rows(mysql, conn, table).await?;
     let chunk_rows = chunk_rows.max(1);
     if rows.div_ceil(chunk_rows) <= 1 {
@@ -347,7 +352,7 @@ async fn rows(mysql: &MySql, conn: &mut Conn, table: &TableInfo) -> Result<u64, 
     if table.rows_estimate > 0 {
         return Ok(table.rows_estimate);
     }
-    let sql = format!("SELECT COUNT(*) FROM {}", mysql.table_ref(&table.name));
+    let sql = format!("SELECT COUNT(*) FROM {}", mysql.relation(&table.name));
     Ok(conn
         .query_first::<u64, _>(sql)
         .await
@@ -425,7 +430,7 @@ async fn walk(
     let step = chunk_rows.max(rows.div_ceil(MAX_WALKED_CHUNKS));
     let what = format!("planning the snapshot of `{}`", table.name);
     tracing::info!(table = %table.name, column = col, step, "planning chunks by walking the key");
-    let from = mysql.table_ref(&table.name);
+    let from = mysql.relation(&table.name);
     let c = quote(col);
     let started = std::time::Instant::now();
     let mut starts: Vec<Value> = Vec::new();
@@ -470,7 +475,7 @@ async fn plan_ints(
 ) -> Result<ChunkPlan, SourceError> {
     let sql = format!(
         "SELECT MIN({c}), MAX({c}) FROM {}",
-        mysql.table_ref(&table.name),
+        mysql.relation(&table.name),
         c = quote(col)
     );
     let row: Option<(Value, Value)> = conn
@@ -539,7 +544,7 @@ async fn estimate(
 ) -> Result<u64, SourceError> {
     let sql = format!(
         "EXPLAIN SELECT 1 FROM {} WHERE {c} >= {a} AND {c} < {b}",
-        mysql.table_ref(&table.name),
+        mysql.relation(&table.name),
         c = quote(col)
     );
     let row: Option<mysql_async::Row> = conn

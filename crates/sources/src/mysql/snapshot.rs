@@ -150,7 +150,7 @@ fn select_all(mysql: &MySql, table: &TableInfo) -> String {
     format!(
         "SELECT {} FROM {}",
         cols.join(", "),
-        mysql.table_ref(&table.name)
+        mysql.relation(&table.name)
     )
 }
 

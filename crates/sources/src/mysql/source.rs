@@ -13,7 +13,7 @@ use sluice_core::reject::Reject;
 use sluice_core::retry::ErrorKind;
 
 use super::binlog::{self, BinlogPosition, BinlogReader, Ddl, Image, RowChange, RowOp, StreamItem};
-use super::columns::{arrow_schema, ColumnDef, Kind};
+use super::columns::{arrow_schema, with_label_case_of, ColumnDef, Kind};
 use super::convert::{micros_value, RowReject, RowsBuilder};
 use super::handoff::Watermarks;
 use super::plan::{self, ChunkPlan};
@@ -198,6 +198,13 @@ impl Source for MySqlSource {
         let selected = (!self.configured.is_empty()).then_some(self.configured.as_slice());
         let tables = self.mysql.discover(&mut conn, selected).await?;
         let mut detail = format!("{flavor:?}, {} table(s)", tables.len());
+        let queried = tables
+            .iter()
+            .filter(|t| self.mysql.query_of(&t.name).is_some())
+            .count();
+        if queried > 0 {
+            detail += &format!(" ({queried} defined by a query)");
+        }
         if self.cdc {
             binlog::check_server(&self.mysql, &mut conn).await?;
             let (pos, gtid) = binlog::current_position(&self.mysql, &mut conn, flavor).await?;
@@ -244,15 +251,19 @@ impl Source for MySqlSource {
         }
     }
 
-    fn table_as(&self, now: &SourceTable, definitions: &str) -> Result<SourceTable, SourceError> {
+    fn table_as(&self, now: &SourceTable, stored: &str) -> Result<SourceTable, SourceError> {
         let defs: Vec<ColumnDef> =
-            serde_json::from_str(definitions).map_err(|e| SourceError::Config {
+            serde_json::from_str(stored).map_err(|e| SourceError::Config {
                 source_name: self.mysql.source.clone(),
                 message: format!("table `{}`: unreadable column definitions: {e}", now.name),
             })?;
+        let defs = match definitions(now) {
+            Ok(current) => with_label_case_of(defs, &current),
+            Err(_) => defs,
+        };
         Ok(SourceTable {
             schema: arrow_schema(&defs),
-            definitions: definitions.to_string(),
+            definitions: serde_json::to_string(&defs).expect("column definitions serialize"),
             ..now.clone()
         })
     }
