@@ -88,6 +88,27 @@ async fn position_status(
     })
 }
 
+/// How a transform's last run went: incremental or a full refresh (its position says).
+async fn transform_mode(
+    project: &Project,
+    sources: &mut HashMap<String, Option<SharedSource>>,
+    spec: &TableSpec,
+    log: Option<&LakeTable>,
+) -> String {
+    let source = sources
+        .entry(spec.source.clone())
+        .or_insert_with(|| crate::sources::build(project, &spec.source).ok())
+        .clone();
+    let at = match (log, source) {
+        (Some(log), Some(source)) => crate::capture::stream_position(log, source.as_ref())
+            .await
+            .ok()
+            .flatten(),
+        _ => None,
+    };
+    crate::transform::incremental::mode_of(at.as_ref().map_or(&[][..], |p| p.0.as_slice())).into()
+}
+
 pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> {
     let mut out = Vec::new();
     let mut warehouses = std::collections::HashMap::new();
@@ -165,9 +186,8 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
         out.push(TableStatus {
             source: spec.source.clone(),
             table: spec.table.clone(),
-            // A transform computes its whole result each run; the rows that changed land.
             mode: match src.as_transforms() {
-                Some(_) => "transform: full refresh, changed rows land".into(),
+                Some(_) => transform_mode(project, &mut sources, &spec, log.as_ref()).await,
                 None => format!("{:?}", src.mode()).to_lowercase(),
             },
             key: spec.primary_key.clone(),

@@ -6,10 +6,12 @@
 //!   digest of those versions and of the SQL is its position, committed with its rows, so an
 //!   unchanged input is never computed again and a crash recomputes from the last commit;
 //! - a run lands the difference between the result and the table's current state: rows new
-//!   or changed under the key, and deletes for keys the result lost. The result is computed
-//!   whole each run (a full refresh), but only what changed lands and loads;
+//!   or changed under the key, and deletes for keys the result lost. A row-by-row map of one
+//!   table reads only that table's changes since the last run ([`incremental`]); any other
+//!   SQL is computed whole (a full refresh), and only what changed lands and loads;
 //! - a result whose columns change goes through the schema gate like a source table's.
 
+pub mod incremental;
 mod plan;
 mod stream;
 

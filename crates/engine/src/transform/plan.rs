@@ -34,6 +34,9 @@ pub(super) struct Run {
     /// A digest of the SQL (its own and every transform it inlines), the key, and each input
     /// table's version: the same position means the same result.
     pub at: Position,
+    /// The lake tables it reads (`source`, `table`), and the transforms it inlines.
+    pub inputs: Vec<(String, String)>,
+    pub inlined: Vec<String>,
 }
 
 fn usage(name: &str, message: String) -> EngineError {
@@ -156,6 +159,8 @@ pub(super) async fn open(
     Ok(Run {
         ctx,
         at: Position(digest.finalize().as_bytes().to_vec()),
+        inputs: reads.tables.into_iter().collect(),
+        inlined: reads.inlined,
     })
 }
 

@@ -32,9 +32,11 @@ use sluice_sources::source::{
 };
 use sluice_sources::SourceError;
 
+use super::incremental;
 use super::plan::{self, OWN_STATE};
 use crate::query::{current_state_view, register};
 use crate::EngineError;
+use sluice_core::names::quote_ident as q;
 
 /// A run's rows are given to the driver (to be written ahead of the run's commit) each time
 /// this many bytes of them are buffered: a result of any size streams through.
@@ -42,6 +44,8 @@ const OPEN_BYTES: usize = 64 << 20;
 
 /// The change log of a transform's own table, as a run's session names it.
 const OWN_CHANGES: &str = "__sluice_own_changes";
+/// An incremental run's own table whole, before it is narrowed to the keys changed.
+const OWN_ALL: &str = "__sluice_own_all";
 
 struct Table {
     table: SourceTable,
@@ -246,7 +250,8 @@ async fn start(
     let name = table.name.clone();
     let sql = &transforms[&name].sql;
     let run = plan::open(&lake, &transforms, &name, &table.key).await?;
-    if run.at == committed {
+    // The digest leads every position (an incremental one goes on with its watermark).
+    if committed.0.get(..run.at.0.len()) == Some(run.at.0.as_slice()) {
         return Ok(Start::Unchanged);
     }
     let schema = plan::result_schema(&run, &name, sql, &table.key).await?;
@@ -263,20 +268,39 @@ async fn start(
         .ok_or_else(|| EngineError::Internal(format!("transform {name}: no change log")))?;
     register(&run.ctx, TableReference::bare(OWN_CHANGES), &own).await?;
     let own_schema = own.schema()?;
+    let follow = incremental::follow(&lake, &run, sql, &table.key).await?;
+    let (after, at) = match &follow {
+        Some(f) => {
+            let watermark = f.watermark(&run.ctx).await?;
+            // A watermark past the input's highest change: the input was made again.
+            let after = f.after(&committed).filter(|w| *w <= watermark);
+            (after, f.position(&run, watermark))
+        }
+        None => (None, run.at.clone()),
+    };
+    let own_state = match (&follow, after) {
+        (Some(_), Some(_)) => OWN_ALL,
+        _ => OWN_STATE,
+    };
     let view = current_state_view(
-        &TableReference::bare(OWN_STATE),
+        &TableReference::bare(own_state),
         &TableReference::bare(OWN_CHANGES),
         own_schema.as_ref(),
         &table.key,
     );
     run.ctx.sql(&view).await?.collect().await?;
+    if let (Some(f), Some(watermark)) = (&follow, after) {
+        f.narrow(&run.ctx, watermark, &q(OWN_ALL), &q(OWN_STATE))
+            .await?;
+        tracing::info!(transform = %name, after_seq = watermark, "incremental run: the input's changes after the last run");
+    }
     let rows = run
         .ctx
         .sql(&plan::difference(sql, &schema, &table.key, &own_schema))
         .await?
         .execute_stream()
         .await?;
-    Ok(Start::Run { rows, at: run.at })
+    Ok(Start::Run { rows, at })
 }
 
 #[async_trait]
