@@ -1,6 +1,9 @@
-"""A transform over 1,000,000 orders (GROUP BY customer and country: ~975,000 result rows),
-run three times: the first run, a run with nothing new, and a run after 1,000 new orders.
-Prints each run's seconds and peak RSS (the sync loads DuckDB too).
+"""Transforms over 1,000,000 orders, each run three times: the first run, a run with nothing
+new, and a run after 1,000 new orders. `by_customer` aggregates (GROUP BY customer and
+country: ~975,000 result rows, computed whole each run); `big_orders` maps each order (a
+projection and a filter: incremental, reads only the new changes); `big_orders_whole` is the
+same map written with DISTINCT, which makes it a full refresh: the same result, computed
+whole. Prints each run's seconds and peak RSS (the sync loads DuckDB too).
 
     cd bench && python3 transform.py         # ROWS=… to change the input size
 """
@@ -20,7 +23,16 @@ primary_key = ["id"]
 [transforms.by_customer]
 sql = "SELECT customer, country, count(*) AS orders, sum(amount) AS total FROM shop.orders GROUP BY customer, country"
 primary_key = ["customer", "country"]
+
+[transforms.big_orders]
+sql = "SELECT id AS order_id, customer, upper(country) AS country, amount FROM shop.orders WHERE amount >= 100"
+primary_key = ["order_id"]
+
+[transforms.big_orders_whole]
+sql = "SELECT DISTINCT id AS order_id, customer, upper(country) AS country, amount FROM shop.orders WHERE amount >= 100"
+primary_key = ["order_id"]
 """
+TRANSFORMS = ["by_customer", "big_orders", "big_orders_whole"]
 
 
 def drop(d, day, first, n, seed):
@@ -51,11 +63,14 @@ def main():
         drop(d, "20260101", 0, ROWS, 1)
         subprocess.run([SLUICE, "--config", f"{d}/sluice.toml", "sync", "shop"], check=True, capture_output=True)
         print("| run | seconds | peak RSS MiB | landed |\n|---|---:|---:|---|")
-        timed(d, "first", "sync", "transforms")
-        timed(d, "nothing new", "sync", "transforms")
+        for t in TRANSFORMS:
+            timed(d, f"{t}: first", "sync", f"transforms.{t}")
+        for t in TRANSFORMS:
+            timed(d, f"{t}: nothing new", "sync", f"transforms.{t}")
         drop(d, "20260102", ROWS, 1000, 2)
         subprocess.run([SLUICE, "--config", f"{d}/sluice.toml", "sync", "shop"], check=True, capture_output=True)
-        timed(d, "1,000 new orders", "sync", "transforms")
+        for t in TRANSFORMS:
+            timed(d, f"{t}: 1,000 new orders", "sync", f"transforms.{t}")
 
 
 if __name__ == "__main__":
