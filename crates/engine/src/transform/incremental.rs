@@ -223,12 +223,15 @@ impl Follow {
 
     /// Narrows the run to the input changes after `watermark`: the input's state as the SQL
     /// reads it becomes the latest of those changes per key (deletes removed), and the
-    /// table's own state (`own_state`, built from `own_all`) only the keys they touch.
+    /// table's own state (`own_state`, from its change log `own_changes` of columns
+    /// `own_schema`) the latest change of only the keys they touch, so neither side sorts
+    /// more than the keys a run changes.
     pub async fn narrow(
         &self,
         ctx: &SessionContext,
         watermark: i64,
-        own_all: &str,
+        own_changes: &str,
+        own_schema: &arrow::datatypes::Schema,
         own_state: &str,
     ) -> Result<(), EngineError> {
         let input_schema = changes_schema(ctx, &self.source, &self.table).await?;
@@ -257,13 +260,18 @@ impl Follow {
             .enumerate()
             .map(|(i, r)| format!("o.{} = t.\"__sluice_k{i}\"", q(r)))
             .collect();
-        let own = format!(
-            "CREATE VIEW {own_state} AS SELECT o.* FROM {own_all} o LEFT SEMI JOIN \
-             (SELECT DISTINCT {touched} FROM {changes} WHERE {seq} > {watermark}) t ON {on}",
+        let own_touched = format!(
+            "(SELECT o.* FROM {own_changes} o LEFT SEMI JOIN \
+             (SELECT DISTINCT {touched} FROM {changes} WHERE {seq} > {watermark}) t ON {on}) \
+             AS \"__sluice_own_touched\"",
             touched = touched.join(", "),
             changes = self.changes(),
             seq = q(SEQ),
             on = on.join(" AND "),
+        );
+        let own = format!(
+            "CREATE VIEW {own_state} AS {}",
+            current_state_select(&own_touched, own_schema, &self.result_key)
         );
         ctx.sql(&own).await?.collect().await?;
         Ok(())

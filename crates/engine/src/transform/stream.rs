@@ -44,8 +44,6 @@ const OPEN_BYTES: usize = 64 << 20;
 
 /// The change log of a transform's own table, as a run's session names it.
 const OWN_CHANGES: &str = "__sluice_own_changes";
-/// An incremental run's own table whole, before it is narrowed to the keys changed.
-const OWN_ALL: &str = "__sluice_own_all";
 
 struct Table {
     table: SourceTable,
@@ -278,21 +276,27 @@ async fn start(
         }
         None => (None, run.at.clone()),
     };
-    let own_state = match (&follow, after) {
-        (Some(_), Some(_)) => OWN_ALL,
-        _ => OWN_STATE,
-    };
-    let view = current_state_view(
-        &TableReference::bare(own_state),
-        &TableReference::bare(OWN_CHANGES),
-        own_schema.as_ref(),
-        &table.key,
-    );
-    run.ctx.sql(&view).await?.collect().await?;
-    if let (Some(f), Some(watermark)) = (&follow, after) {
-        f.narrow(&run.ctx, watermark, &q(OWN_ALL), &q(OWN_STATE))
+    match (&follow, after) {
+        (Some(f), Some(watermark)) => {
+            f.narrow(
+                &run.ctx,
+                watermark,
+                &q(OWN_CHANGES),
+                own_schema.as_ref(),
+                &q(OWN_STATE),
+            )
             .await?;
-        tracing::info!(transform = %name, after_seq = watermark, "incremental run: the input's changes after the last run");
+            tracing::info!(transform = %name, after_seq = watermark, "incremental run: the input's changes after the last run");
+        }
+        _ => {
+            let view = current_state_view(
+                &TableReference::bare(OWN_STATE),
+                &TableReference::bare(OWN_CHANGES),
+                own_schema.as_ref(),
+                &table.key,
+            );
+            run.ctx.sql(&view).await?.collect().await?;
+        }
     }
     let rows = run
         .ctx
