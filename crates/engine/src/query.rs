@@ -85,15 +85,15 @@ async fn open_as_of(
 
 /// Registers `source.table` (its current state), `source.table__changes` and
 /// `source.table__quarantine` in `ctx`, each at the version the lake holds now (or held at
-/// `as_of`). Returns the change log's version (None: the table had landed nothing, and only
-/// its quarantine, if any, is registered).
+/// `as_of`). Returns the change log as registered (None: the table had landed nothing, and
+/// only its quarantine, if any, is registered).
 pub(crate) async fn register_source_table(
     ctx: &SessionContext,
     lake: &sluice_lake::Lake,
     source: &str,
     table: &str,
     as_of: Option<&AsOf>,
-) -> Result<Option<i64>, EngineError> {
+) -> Result<Option<LakeTable>, EngineError> {
     let catalog = ctx
         .catalog("datafusion")
         .ok_or_else(|| EngineError::Internal("DataFusion default catalog missing".into()))?;
@@ -112,7 +112,7 @@ pub(crate) async fn register_source_table(
     let key = log.primary_key();
     if key.is_empty() {
         register(ctx, TableReference::partial(source, table), &log).await?;
-        return Ok(Some(log.version()));
+        return Ok(Some(log));
     }
     let view = current_state_view(
         &TableReference::partial(source, table),
@@ -121,7 +121,7 @@ pub(crate) async fn register_source_table(
         &key,
     );
     ctx.sql(&view).await?.collect().await?;
-    Ok(Some(log.version()))
+    Ok(Some(log))
 }
 
 /// `CREATE VIEW name AS` the latest change per key of change log `changes`, deletes removed,

@@ -21,7 +21,6 @@ use datafusion::sql::TableReference;
 
 use sluice_core::change::{current_state_select, SEQ};
 use sluice_core::names::quote_ident as q;
-use sluice_lake::{Lake, LakeTable, TablePath};
 use sluice_sources::source::Position;
 
 use super::plan::Run;
@@ -37,18 +36,20 @@ pub(super) struct Follow {
     /// The input's key columns, and the result column each passes through to (same order).
     pub input_key: Vec<String>,
     pub result_key: Vec<String>,
+    /// The input's change-log columns and its last `_sluice_seq`, at the version the run reads.
+    input_schema: arrow::datatypes::SchemaRef,
+    pub watermark: i64,
     /// A digest of what the watermark means: the SQL, the key, the input's columns.
     shape: [u8; DIGEST],
 }
 
 /// Whether transform `sql` (keyed by `key`) can follow its input's new changes, and how.
 pub(super) async fn follow(
-    lake: &Lake,
     run: &Run,
     sql: &str,
     key: &[String],
 ) -> Result<Option<Follow>, EngineError> {
-    let [(source, table)] = run.inputs.as_slice() else {
+    let [(source, table, log)] = run.inputs.as_slice() else {
         return Ok(None);
     };
     if !run.inlined.is_empty() || key.is_empty() {
@@ -60,9 +61,6 @@ pub(super) async fn follow(
         // Its change log or quarantine rather than its state: no key to follow.
         return Ok(None);
     }
-    let Some(log) = LakeTable::open(lake, &TablePath::changes(source, table)).await? else {
-        return Ok(None);
-    };
     let input_key = log.primary_key();
     if input_key.is_empty() {
         return Ok(None);
@@ -89,12 +87,15 @@ pub(super) async fn follow(
     }
     let mut shape = blake3::Hasher::new();
     shape.update(format!("{sql}\0{}\0{source}.{table}\0", key.join("\0")).as_bytes());
-    shape.update(format!("{:?}", changes_schema(&run.ctx, source, table).await?).as_bytes());
+    let input_schema = log.schema()?;
+    shape.update(format!("{input_schema:?}").as_bytes());
     Ok(Some(Follow {
         source: source.clone(),
         table: table.clone(),
         input_key,
         result_key,
+        input_schema,
+        watermark: log.last_seq().await?,
         shape: *shape.finalize().as_bytes(),
     }))
 }
@@ -173,28 +174,6 @@ fn row_wise(e: &Expr) -> bool {
 }
 
 impl Follow {
-    /// The input's highest `_sluice_seq` at the version the run reads.
-    pub async fn watermark(&self, ctx: &SessionContext) -> Result<i64, EngineError> {
-        let changes = self.changes();
-        let batches = ctx
-            .sql(&format!("SELECT max({}) FROM {changes}", q(SEQ)))
-            .await?
-            .collect()
-            .await?;
-        let max = batches
-            .first()
-            .filter(|b| b.num_rows() > 0)
-            .and_then(|b| {
-                arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64).ok()
-            })
-            .and_then(|c| {
-                use arrow::array::{Array, AsArray};
-                let c = c.as_primitive::<arrow::datatypes::Int64Type>();
-                (!c.is_null(0)).then(|| c.value(0))
-            });
-        Ok(max.unwrap_or(0))
-    }
-
     fn changes(&self) -> String {
         let name = format!("{}__changes", self.table);
         quoted_reference(&TableReference::partial(
@@ -234,7 +213,6 @@ impl Follow {
         own_schema: &arrow::datatypes::Schema,
         own_state: &str,
     ) -> Result<(), EngineError> {
-        let input_schema = changes_schema(ctx, &self.source, &self.table).await?;
         let state = TableReference::partial(self.source.as_str(), self.table.as_str());
         ctx.deregister_table(state.clone())?;
         let new_changes = format!(
@@ -245,7 +223,7 @@ impl Follow {
         let view = format!(
             "CREATE VIEW {} AS {}",
             quoted_reference(&state),
-            current_state_select(&new_changes, &input_schema, &self.input_key)
+            current_state_select(&new_changes, &self.input_schema, &self.input_key)
         );
         ctx.sql(&view).await?.collect().await?;
         let touched: Vec<String> = self
@@ -276,19 +254,6 @@ impl Follow {
         ctx.sql(&own).await?.collect().await?;
         Ok(())
     }
-}
-
-/// The columns of the input's change log at the version the run reads.
-async fn changes_schema(
-    ctx: &SessionContext,
-    source: &str,
-    table: &str,
-) -> Result<arrow::datatypes::SchemaRef, EngineError> {
-    let name = format!("{table}__changes");
-    let provider = ctx
-        .table_provider(TableReference::partial(source, name.as_str()))
-        .await?;
-    Ok(provider.schema())
 }
 
 /// What `status` says of a transform committed at `position`.

@@ -16,7 +16,7 @@ use sluice_core::config::{TransformConfig, TRANSFORMS_SOURCE};
 use sluice_core::names::quote_ident as q;
 use sluice_core::schema::variant_name;
 use sluice_core::types::{is_json, json_field, MAX_DECIMAL_PRECISION};
-use sluice_lake::Lake;
+use sluice_lake::{Lake, LakeTable};
 use sluice_sources::source::Position;
 
 use crate::query::{new_session, quoted_reference, register_source_table};
@@ -34,8 +34,9 @@ pub(super) struct Run {
     /// A digest of the SQL (its own and every transform it inlines), the key, and each input
     /// table's version: the same position means the same result.
     pub at: Position,
-    /// The lake tables it reads (`source`, `table`), and the transforms it inlines.
-    pub inputs: Vec<(String, String)>,
+    /// The lake tables it reads (`source`, `table`, change log at the version registered),
+    /// and the transforms it inlines.
+    pub inputs: Vec<(String, String, LakeTable)>,
     pub inlined: Vec<String>,
 }
 
@@ -125,8 +126,9 @@ pub(super) async fn open(
         digest.update(format!("{n}\0{}\0", transforms[n].sql).as_bytes());
     }
     digest.update(format!("key\0{}\0", key.join("\0")).as_bytes());
+    let mut inputs = Vec::with_capacity(reads.tables.len());
     for (source, table) in &reads.tables {
-        let Some(version) = register_source_table(&ctx, lake, source, table, None).await? else {
+        let Some(log) = register_source_table(&ctx, lake, source, table, None).await? else {
             return Err(EngineError::Source(sluice_sources::SourceError::Unavailable {
                 source_name: TRANSFORMS_SOURCE.into(),
                 message: format!(
@@ -134,7 +136,8 @@ pub(super) async fn open(
                 ),
             }));
         };
-        digest.update(format!("{source}.{table}\0{version}\0").as_bytes());
+        digest.update(format!("{source}.{table}\0{}\0", log.version()).as_bytes());
+        inputs.push((source.clone(), table.clone(), log));
     }
     if !reads.inlined.is_empty() {
         let catalog = ctx
@@ -159,7 +162,7 @@ pub(super) async fn open(
     Ok(Run {
         ctx,
         at: Position(digest.finalize().as_bytes().to_vec()),
-        inputs: reads.tables.into_iter().collect(),
+        inputs,
         inlined: reads.inlined,
     })
 }

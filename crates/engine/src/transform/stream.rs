@@ -266,10 +266,10 @@ async fn start(
         .ok_or_else(|| EngineError::Internal(format!("transform {name}: no change log")))?;
     register(&run.ctx, TableReference::bare(OWN_CHANGES), &own).await?;
     let own_schema = own.schema()?;
-    let follow = incremental::follow(&lake, &run, sql, &table.key).await?;
+    let follow = incremental::follow(&run, sql, &table.key).await?;
     let (after, at) = match &follow {
         Some(f) => {
-            let watermark = f.watermark(&run.ctx).await?;
+            let watermark = f.watermark;
             // A watermark past the input's highest change: the input was made again.
             let after = f.after(&committed).filter(|w| *w <= watermark);
             (after, f.position(&run, watermark))
