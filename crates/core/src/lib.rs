@@ -1,5 +1,7 @@
 //! sluice-core: the vocabulary every other sluice crate speaks.
 //!
+//! - [`canon`]: the canonical row text and key ranges that reconciliation checksums inside
+//!   each database;
 //! - [`change`]: the Arrow shape of a change batch and its `_sluice_*` columns (a public contract);
 //! - [`config`]: `sluice.toml`, parsed strictly and validated without I/O;
 //! - [`secret`]: secrets resolved at use from env or file, never printed;
@@ -12,6 +14,7 @@
 //! - [`rowid`]: a row's identity from its values (keyless tables, incremental reads);
 //! - [`store`]: object stores (local folders, `s3://`) from URLs.
 
+pub mod canon;
 pub mod change;
 pub mod config;
 pub mod conform;

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod progress;
 mod project;
 pub mod query;
+pub mod reconcile;
 pub mod report;
 pub mod schema_cmd;
 pub mod serve;

@@ -10,7 +10,7 @@ use crate::gate::Decision;
 use crate::load::{gate_decisions, load_gated, LoadResult};
 use crate::{EngineError, Project};
 
-async fn spec_of(project: &Project, name: &str) -> Result<TableSpec, EngineError> {
+pub(crate) async fn spec_of(project: &Project, name: &str) -> Result<TableSpec, EngineError> {
     let (source, table) = name
         .split_once('.')
         .ok_or_else(|| EngineError::Usage(format!("`{name}`: name a table as SOURCE.TABLE")))?;
@@ -31,8 +31,9 @@ async fn spec_of(project: &Project, name: &str) -> Result<TableSpec, EngineError
         })
 }
 
-async fn history_of(project: &Project, spec: &TableSpec) -> Result<SchemaHistory, EngineError> {
-    let log = LakeTable::open(
+/// The table's change log; an error saying to sync first when there is none.
+pub(crate) async fn log_of(project: &Project, spec: &TableSpec) -> Result<LakeTable, EngineError> {
+    LakeTable::open(
         &project.lake,
         &TablePath::changes(&spec.source, &spec.table),
     )
@@ -42,8 +43,11 @@ async fn history_of(project: &Project, spec: &TableSpec) -> Result<SchemaHistory
             "{}.{} has nothing in the lake yet: run `sluice sync {}.{}` first",
             spec.source, spec.table, spec.source, spec.table
         ))
-    })?;
-    Ok(log.schema_history()?)
+    })
+}
+
+async fn history_of(project: &Project, spec: &TableSpec) -> Result<SchemaHistory, EngineError> {
+    Ok(log_of(project, spec).await?.schema_history()?)
 }
 
 #[derive(Debug, Serialize)]

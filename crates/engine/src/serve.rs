@@ -53,7 +53,7 @@ pub struct SourceRuns {
 }
 
 /// Lease names: a source's, and a process's membership.
-const SOURCE_LEASE: &str = "source:";
+pub(crate) const SOURCE_LEASE: &str = "source:";
 const MEMBER_LEASE: &str = "member:";
 
 /// A pass asked for through the API: the source's tables, or one of them.

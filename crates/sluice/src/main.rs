@@ -179,6 +179,39 @@ enum Command {
         /// Reports to run (default: all).
         names: Vec<String>,
     },
+    /// Prove a warehouse table equal to its source table, or name the keys that differ.
+    ///
+    /// Both tables are checksummed inside their own database, by key range, over a canonical
+    /// text of every column (decimals with their scale, floats to 6 decimal places, times in
+    /// UTC): ranges that differ are cut smaller until row hashes are compared, so rows never
+    /// leave either server and only the hashes of differing ranges do. Reports keys missing
+    /// from the warehouse, extra in it and different, with counts. Differences are checked
+    /// again (`--rechecks` times, `--settle-secs` apart) so that changes a running pipeline
+    /// is still carrying are not reported. `--repair` reads the differing keys again from
+    /// the source, lands them in the lake as fresh changes (`r`, or `d` for keys the source
+    /// no longer has), loads them, and checks them again. Sources: MySQL/MariaDB;
+    /// warehouses: DuckDB and PostgreSQL; merge tables with a key. Exit code 0: equal (or
+    /// equal after the repair); 1: differences remain.
+    Reconcile {
+        /// The table, as `SOURCE.TABLE`.
+        table: String,
+        /// Compare with this warehouse rather than the table's own.
+        #[arg(long)]
+        warehouse: Option<String>,
+        /// Land the differing keys again through the lake, load them and check them again.
+        /// Holds the source's lease: it cannot run while `sluice serve` captures the source.
+        #[arg(long)]
+        repair: bool,
+        /// How many times differing keys are checked again before they count.
+        #[arg(long, default_value_t = 3)]
+        rechecks: u32,
+        /// Seconds between those checks (time for the pipeline to carry changes in flight).
+        #[arg(long, default_value_t = 5.0)]
+        settle_secs: f64,
+        /// Rows per key range of the first pass.
+        #[arg(long, default_value_t = 100_000)]
+        segment_rows: u64,
+    },
     /// Create views in a warehouse that read the lake's own files, nothing copied.
     ///
     /// Per source a schema `lake_SOURCE` gets two views per lake table: `TABLE` (current
@@ -527,6 +560,35 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                 print_json(&done);
             }
             Ok(i32::from(failed))
+        }
+        Command::Reconcile {
+            table,
+            warehouse,
+            repair,
+            rechecks,
+            settle_secs,
+            segment_rows,
+        } => {
+            use sluice_engine::reconcile::{self, Cuts, ReconcileOptions};
+            let project = Project::open(&cli.config)?;
+            let opts = ReconcileOptions {
+                warehouse,
+                repair,
+                rechecks,
+                settle: std::time::Duration::from_secs_f64(settle_secs.max(0.0)),
+                cuts: Cuts {
+                    segment_rows: segment_rows.max(1),
+                    ..Cuts::default()
+                },
+                progress,
+            };
+            let report = reconcile::reconcile(&project, &table, &opts).await?;
+            if cli.json {
+                print_json(&report);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(report.exit_code())
         }
         Command::Expose {
             warehouse,

@@ -33,6 +33,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 
+use sluice_core::canon::Side;
 use sluice_core::change::Op;
 use sluice_core::reject::Reject;
 use sluice_core::retry::ErrorKind;
@@ -446,6 +447,32 @@ pub trait Source: Send + Sync {
     async fn open_unit(&self, unit: &Unit) -> Result<Arc<dyn OpenUnit>, SourceError> {
         let _ = unit;
         Err(unsupported(self.name(), "files"))
+    }
+
+    /// Reconciliation: `table` as the source checksums it in its own SQL (its key and the
+    /// columns in `table.schema` order, each rendered from the source's own definitions);
+    /// None when this kind cannot.
+    fn canonical(&self, table: &SourceTable) -> Option<Side> {
+        let _ = table;
+        None
+    }
+
+    /// Runs a reconciliation query made from [`Source::canonical`]: every value as text.
+    async fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+        let _ = sql;
+        Err(unsupported(self.name(), "reconciliation"))
+    }
+
+    /// Reads the rows of `table` matching `condition` (made from [`Source::canonical`]), as
+    /// a snapshot chunk reads them: the rows a repair lands again.
+    async fn read_where(
+        &self,
+        table: &SourceTable,
+        condition: &str,
+        out: &tokio::sync::mpsc::Sender<RecordBatch>,
+    ) -> Result<Chunk, SourceError> {
+        let _ = (table, condition, out);
+        Err(unsupported(self.name(), "reconciliation"))
     }
 }
 

@@ -15,6 +15,7 @@ mod incremental;
 mod positions;
 
 pub(crate) use positions::stream_position;
+pub(crate) use table::quarantine;
 mod snapshot;
 mod stream;
 mod table;
@@ -498,13 +499,25 @@ pub(crate) async fn write_reads(
     writer: &mut LakeWriter,
     batch: &RecordBatch,
     seq: &mut i64,
+    at: (Option<DateTime<Utc>>, DateTime<Utc>),
+    what: &str,
+) -> Result<u64, EngineError> {
+    write_changes(writer, batch, Op::Read, seq, at, what).await
+}
+
+/// Stamps source rows as changes `op` numbered after `seq` (see [`write_reads`]).
+pub(crate) async fn write_changes(
+    writer: &mut LakeWriter,
+    batch: &RecordBatch,
+    op: Op,
+    seq: &mut i64,
     (source_ts, ingested_at): (Option<DateTime<Utc>>, DateTime<Utc>),
     what: &str,
 ) -> Result<u64, EngineError> {
     let stamped = stamp(
         batch,
         &Stamp {
-            op: Op::Read,
+            op,
             first_seq: *seq + 1,
             source_ts,
             ingested_at,

@@ -223,3 +223,36 @@ impl Drop for MariaDb {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The `types` table: every MySQL type at its edges, and how to render each column as the
+/// same text in MariaDB and in DuckDB.
+pub const TYPES_DDL: &str = "CREATE TABLE types (
+  id INT PRIMARY KEY,
+  ti TINYINT, tu TINYINT UNSIGNED, si SMALLINT, su SMALLINT UNSIGNED,
+  mi MEDIUMINT, mu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED, bi BIGINT, bu BIGINT UNSIGNED,
+  d1 DECIMAL(15,2), d2 DECIMAL(65,30), f FLOAT, dbl DOUBLE,
+  b1 BIT(1), b12 BIT(12),
+  c CHAR(5), vc VARCHAR(100), tx TEXT, l1 VARCHAR(20) CHARACTER SET latin1,
+  bn BINARY(4), vb VARBINARY(10), bl BLOB,
+  dt DATE, dtm DATETIME(6), ts TIMESTAMP(6) NULL, tm TIME(6), yr YEAR,
+  js JSON, en ENUM('Small','it''s','x,y'), st SET('a','B','c'), g GEOMETRY
+) DEFAULT CHARSET=utf8mb4";
+
+pub const EDGE_ROWS: &str = "
+(1, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, 4294967295,
+ -9223372036854775808, 18446744073709551615,
+ -9999999999999.99, 12345678901234567890123456789012345.123456789012345678901234567890,
+ -1.5, 2.5e-300, b'1', b'101010111100',
+ 'ab', 'naïve 🚀 emoji', 'line1\nline2\ttab \\\\ back', 'café',
+ 'ab', x'00ff00', x'deadbeef',
+ '1000-01-01', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999999', '-838:59:59.000000', 2155,
+ '{\"a\": [1, 2.50, null], \"b\": {\"c\": \"d\"}}', 'it''s', 'a,B', ST_GeomFromText('POINT(1 2)')),
+(2, 127, 0, 32767, 0, 8388607, 0, 2147483647, 0, 9223372036854775807, 0,
+ 9999999999999.99, -0.000000000000000000000000000001,
+ 3.25, -1.7976931348623157e308, b'0', b'000000000001',
+ '', '', '', '',
+ x'00000000', x'', x'',
+ '0000-00-00', '2024-02-29 12:00:00.000001', '1970-01-01 00:00:01.000000', '838:59:59.999999', 0,
+ '[]', 'Small', '', ST_GeomFromText('LINESTRING(0 0, 1 1)')),
+(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+ NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";

@@ -8,6 +8,7 @@
 //! - [`binlog`]: positions and the change stream, assembled into source transactions.
 
 pub mod binlog;
+pub mod canonical;
 pub mod columns;
 pub mod convert;
 mod handoff;

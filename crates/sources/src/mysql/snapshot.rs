@@ -154,6 +154,20 @@ fn select_all(mysql: &MySql, table: &TableInfo) -> String {
     )
 }
 
+/// The rows of `table` matching `condition` (a repair's keys), as a chunk reads them.
+pub async fn read_where(
+    mysql: &MySql,
+    conn: &mut Conn,
+    table: &TableInfo,
+    condition: &str,
+    builder: &mut RowsBuilder,
+    out: &tokio::sync::mpsc::Sender<RecordBatch>,
+) -> Result<u64, SourceError> {
+    let sql = format!("{} WHERE {condition}", select_all(mysql, table));
+    let what = format!("reading rows of `{}` by key", table.name);
+    query_rows(mysql, conn, sql, Vec::new(), builder, &what, out).await
+}
+
 /// Where a query's batches go, with back-pressure.
 type Out<'a> = &'a tokio::sync::mpsc::Sender<RecordBatch>;
 

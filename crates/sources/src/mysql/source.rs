@@ -8,6 +8,7 @@ use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use mysql_async::Conn;
 
+use sluice_core::canon::Side;
 use sluice_core::change::Op;
 use sluice_core::reject::Reject;
 use sluice_core::retry::ErrorKind;
@@ -17,7 +18,7 @@ use super::columns::{arrow_schema, with_label_case_of, ColumnDef, Kind};
 use super::convert::{micros_value, RowReject, RowsBuilder};
 use super::handoff::Watermarks;
 use super::plan::{self, ChunkPlan};
-use super::snapshot;
+use super::{canonical, snapshot};
 use super::{Flavor, MySql, TableInfo};
 use crate::source::{
     Capabilities, ChangeStream, Chunk, ChunkReader, IncrementalEnd, Position, Retention,
@@ -113,6 +114,14 @@ fn table_info(table: &SourceTable) -> Result<TableInfo, SourceError> {
         primary_key: table.key.clone(),
         rows_estimate: table.rows_estimate,
     })
+}
+
+/// The end of a read into `builder`: its rejects (named for `what`) and zero dates, taken.
+fn chunk_end(what: &str, builder: &mut RowsBuilder) -> Chunk {
+    Chunk {
+        rejects: builder.rejects.drain(..).map(|r| reject(what, r)).collect(),
+        zero_dates: std::mem::take(&mut builder.zero_dates),
+    }
 }
 
 /// A row builder for the table's columns, rejecting rows with NULL in its key.
@@ -266,6 +275,32 @@ impl Source for MySqlSource {
             definitions: serde_json::to_string(&defs).expect("column definitions serialize"),
             ..now.clone()
         })
+    }
+
+    fn canonical(&self, table: &SourceTable) -> Option<Side> {
+        let defs = definitions(table).ok()?;
+        Some(canonical::side(&self.mysql, &table.name, &defs, &table.key))
+    }
+
+    async fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+        canonical::query_text(&self.mysql, sql).await
+    }
+
+    async fn read_where(
+        &self,
+        table: &SourceTable,
+        condition: &str,
+        out: &tokio::sync::mpsc::Sender<RecordBatch>,
+    ) -> Result<Chunk, SourceError> {
+        let info = table_info(table)?;
+        let mut builder = rows_builder(&info);
+        let mut conn = self.mysql.connect().await?;
+        snapshot::read_where(&self.mysql, &mut conn, &info, condition, &mut builder, out).await?;
+        let _ = conn.disconnect().await;
+        Ok(chunk_end(
+            &format!("{}.{} repair", self.mysql.source, table.name),
+            &mut builder,
+        ))
     }
 
     async fn check_stream(&self) -> Result<(), SourceError> {
@@ -463,18 +498,13 @@ impl ChunkReader for MySqlChunkReader {
             out,
         )
         .await?;
-        let what = format!(
-            "{}.{} snapshot chunk {index}",
-            self.mysql.source, table.name
-        );
-        Ok(Chunk {
-            rejects: builder
-                .rejects
-                .drain(..)
-                .map(|r| reject(&what, r))
-                .collect(),
-            zero_dates: std::mem::take(&mut builder.zero_dates),
-        })
+        Ok(chunk_end(
+            &format!(
+                "{}.{} snapshot chunk {index}",
+                self.mysql.source, table.name
+            ),
+            builder,
+        ))
     }
 
     async fn close(self: Box<Self>) {
