@@ -4,7 +4,7 @@ into PostgreSQL by sluice, when equal and with 10 differing rows, beside a plain
 both tables, in one run through ../shared/bench/harness.py.
 
 Cases:
-  reference  mariadb --quick scan of tpch.lineitem AND psql \\copy of tpch.lineitem to
+  reference  mariadb --quick scan of tpch.lineitem AND psql \\copy of rec.lineitem to
              /dev/null, one after the other (what comparing by reading every row costs
              before any comparing is done)
   (e)        sluice reconcile rec.lineitem, tables equal        (exit 0)

@@ -212,17 +212,23 @@ impl Pair<'_> {
         Ok(out)
     }
 
-    /// Where to cut `range` into parts of about `every` rows, from one side's keys.
+    /// Where to cut `range` into parts of about `every` rows, from one side's keys: each
+    /// cut `every` rows past the one before.
     async fn splits(
         &mut self,
         on_source: bool,
         range: &KeyRange,
         every: u64,
     ) -> Result<Vec<Key>, EngineError> {
-        let side = if on_source { &self.src } else { &self.wh };
-        let sql = side.splits_sql(range, every.max(1));
-        let rows = self.one(on_source, sql).await?;
-        rows.into_iter().map(|r| key(&r, r.len())).collect()
+        let mut cuts: Vec<Key> = Vec::new();
+        loop {
+            let side = if on_source { &self.src } else { &self.wh };
+            let sql = side.cut_sql(range, cuts.last(), every.max(1));
+            let Some(row) = self.one(on_source, sql).await?.into_iter().next() else {
+                return Ok(cuts);
+            };
+            cuts.push(key(&row, row.len())?);
+        }
     }
 
     /// The row hashes of `range` on both sides, by key.
