@@ -114,7 +114,7 @@ pub struct Side {
 impl Side {
     pub fn quote(&self, ident: &str) -> String {
         match self.dialect {
-            Dialect::MySql => format!("`{}`", ident.replace('`', "``")),
+            Dialect::MySql => crate::names::quote_backticked(ident),
             Dialect::Postgres | Dialect::DuckDb => crate::names::quote_ident(ident),
         }
     }

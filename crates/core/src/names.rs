@@ -73,6 +73,11 @@ pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
+/// Quotes an identifier for MySQL/MariaDB: in backticks, a backtick inside doubled.
+pub fn quote_backticked(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
+}
+
 /// Quotes a string literal for SQL.
 pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))

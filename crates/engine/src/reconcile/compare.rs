@@ -11,7 +11,7 @@ use arrow::datatypes::DataType;
 
 use sluice_core::canon::{Key, KeyRange, Side};
 use sluice_sources::source::SharedSource;
-use sluice_warehouses::Warehouse;
+use sluice_warehouses::{Warehouse, WarehouseError};
 
 use crate::EngineError;
 
@@ -151,15 +151,10 @@ impl Pair<'_> {
         src_sql: String,
         wh_sql: String,
     ) -> Result<(Texts, Texts), EngineError> {
-        let mut wh = self.connection()?;
-        let warehouse = tokio::task::spawn_blocking(move || {
-            let rows = wh.query(&wh_sql).map(|b| texts(&b));
-            (wh, rows)
-        });
+        let wh = self.connection()?;
         let source = self.source.query_text(&src_sql);
-        let (src, joined) = tokio::join!(source, warehouse);
-        let (wh, wh_rows) =
-            joined.map_err(|e| EngineError::Internal(format!("warehouse query: {e}")))?;
+        let (src, warehouse) = tokio::join!(source, on_warehouse(wh, wh_sql));
+        let (wh, wh_rows) = warehouse?;
         self.warehouse = Some(wh);
         Ok((src?, wh_rows?))
     }
@@ -169,13 +164,7 @@ impl Pair<'_> {
         if on_source {
             return Ok(self.source.query_text(&sql).await?);
         }
-        let mut wh = self.connection()?;
-        let (wh, rows) = tokio::task::spawn_blocking(move || {
-            let rows = wh.query(&sql).map(|b| texts(&b));
-            (wh, rows)
-        })
-        .await
-        .map_err(|e| EngineError::Internal(format!("warehouse query: {e}")))?;
+        let (wh, rows) = on_warehouse(self.connection()?, sql).await?;
         self.warehouse = Some(wh);
         Ok(rows?)
     }
@@ -416,6 +405,20 @@ impl Pair<'_> {
 }
 
 type Texts = Vec<Vec<Option<String>>>;
+
+/// Runs `sql` on a warehouse connection off the async threads (its calls block), handing the
+/// connection back with the rows as text.
+async fn on_warehouse(
+    mut wh: Box<dyn Warehouse>,
+    sql: String,
+) -> Result<(Box<dyn Warehouse>, Result<Texts, WarehouseError>), EngineError> {
+    tokio::task::spawn_blocking(move || {
+        let rows = wh.query(&sql).map(|b| texts(&b));
+        (wh, rows)
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("warehouse query: {e}")))
+}
 type Hashes = HashMap<Key, String>;
 
 /// The segments whose sides differ, as ranges with their counts.

@@ -446,7 +446,7 @@ fn data_type_of(column_type: &str) -> String {
 
 /// `db`.`table` with every identifier quoted for MySQL.
 pub fn quote(ident: &str) -> String {
-    format!("`{}`", ident.replace('`', "``"))
+    sluice_core::names::quote_backticked(ident)
 }
 
 /// What a MySQL/MariaDB error means for a retry, by its error code
