@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::secret::Secret;
 use crate::types::parse_type;
 
+mod checks;
 mod events;
 mod files;
 mod mongodb;
@@ -24,6 +25,7 @@ mod reports;
 mod source;
 mod transforms;
 
+pub use checks::{Check, CheckAction, CheckConfig, CheckKind, Literal, Rule};
 pub use events::{
     EventsConfig, DEFAULT_DEDUPE_SECS, DEFAULT_EVENTS_BODY_BYTES, DEFAULT_EVENTS_BUFFER_MB,
     DEFAULT_EVENTS_TABLE,
@@ -487,11 +489,32 @@ pub enum Nested {
 }
 
 /// `tables = ["a", "b"]` selects tables; `[sources.x.tables.a]` selects and overrides.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum Tables {
     List(Vec<String>),
     Map(BTreeMap<String, TableConfig>),
+}
+
+// By hand rather than `untagged`, so a mistake inside a table's section is named ("unknown
+// field `on`", "unknown variant `not_nul`") instead of "did not match any variant".
+impl<'de> Deserialize<'de> for Tables {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de;
+        struct Spec;
+        impl<'de> de::Visitor<'de> for Spec {
+            type Value = Tables;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of table names, or a table of per-table sections")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, s: A) -> Result<Tables, A::Error> {
+                Vec::deserialize(de::value::SeqAccessDeserializer::new(s)).map(Tables::List)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, m: A) -> Result<Tables, A::Error> {
+                BTreeMap::deserialize(de::value::MapAccessDeserializer::new(m)).map(Tables::Map)
+            }
+        }
+        d.deserialize_any(Spec)
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -514,6 +537,9 @@ pub struct TableConfig {
     /// MySQL/MariaDB: the table is this SELECT's result, read by snapshot or incremental
     /// mode like a table (seed 004's "custom SQL query").
     pub query: Option<String>,
+    /// Data-quality checks, run on each load's new changes before the warehouse takes them.
+    #[serde(default)]
+    pub checks: Vec<CheckConfig>,
 }
 
 /// How a Redshift table is distributed, sorted and compressed (`[sources.x.tables.t.layout]`).
@@ -643,6 +669,8 @@ pub struct TableSpec {
     /// Cursor column (incremental mode).
     pub cursor: Option<String>,
     pub layout: Layout,
+    /// Data-quality checks guarding the table's loads.
+    pub checks: Vec<Check>,
 }
 
 impl TableSpec {
@@ -1061,6 +1089,27 @@ impl Config {
                 if modes.len() != spec.loads.len() {
                     err(f("load"), "lists a mode twice".into());
                 }
+                let mut names = std::collections::BTreeSet::new();
+                let checks = Self::table_overrides(src, &spec.table).checks;
+                for (i, c) in checks.iter().enumerate() {
+                    let at = |key: &str| tf(&format!("checks[{i}].{key}"));
+                    match c.resolve() {
+                        Err((key, message)) => err(at(key), message),
+                        Ok(c) => {
+                            if !names.insert(c.name.clone()) {
+                                err(
+                                    at("name"),
+                                    format!("another check of this table is named `{}`", c.name),
+                                );
+                            }
+                            if let Rule::Reference { source, .. } = &c.rule {
+                                if !self.sources.contains_key(source) {
+                                    err(at("to"), format!("no source named `{source}`"));
+                                }
+                            }
+                        }
+                    }
+                }
                 // Only files know their key before discovery; database tables are checked
                 // when their key is known (loads refuse what needs one).
                 if src.discovers_tables() {
@@ -1195,6 +1244,12 @@ impl Config {
             warehouse,
             cursor: overrides.cursor.clone().or_else(|| shared.cursor.cloned()),
             layout: overrides.layout.clone().unwrap_or_default(),
+            // Validated with the config: a check that does not resolve was refused there.
+            checks: overrides
+                .checks
+                .iter()
+                .filter_map(|c| c.resolve().ok())
+                .collect(),
         }
     }
 
@@ -1571,6 +1626,32 @@ primary_key = ["s_suppkey"]
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn checks_are_resolved_into_the_spec_and_their_mistakes_named() {
+        let base = "[sources.shop]\nkind = \"files\"\nurl = \"x\"\ntable = \"orders\"\n";
+        let ok = format!("{base}[[sources.shop.tables.orders.checks]]\nkind = \"not_null\"\ncolumn = \"id\"\naction = \"halt\"\n");
+        let config = Config::parse(&ok, Path::new(".")).unwrap();
+        let spec = &config.all_tables()[0];
+        assert_eq!(spec.checks.len(), 1);
+        assert_eq!(spec.checks[0].name, "not_null_id");
+        assert_eq!(spec.checks[0].action, CheckAction::Halt);
+        let two = format!(
+            "{ok}[[sources.shop.tables.orders.checks]]\nkind = \"not_null\"\ncolumn = \"id\"\n"
+        );
+        let errs = Config::parse(&two, Path::new(".")).unwrap_err();
+        assert_eq!(
+            errs[0].field, "sources.shop.tables.orders.checks[1].name",
+            "{errs:?}"
+        );
+        // Inside a table's section, an unknown key or kind is named, not "no variant matched".
+        for (typo, word) in [("kind = \"not_nul\"", "not_nul"), ("on = \"x\"", "`on`")] {
+            let text =
+                format!("{base}[[sources.shop.tables.orders.checks]]\n{typo}\ncolumn = \"id\"\n");
+            let errs = Config::parse(&text, Path::new(".")).unwrap_err();
+            assert!(errs[0].message.contains(word), "{typo}: {errs:?}");
         }
     }
 
