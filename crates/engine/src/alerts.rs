@@ -1,5 +1,6 @@
-//! Alerts: webhook POSTs when a table's run fails, a schema change halts it, it falls behind
-//! its freshness target (`max_lag_secs`), and when it recovers from any of these. One alert
+//! Alerts: webhook POSTs when a table's run fails, a schema change or a check halts it, a
+//! data-quality check fails, it falls behind its freshness target (`max_lag_secs`), and when
+//! it recovers from any of these. One alert
 //! per condition while it lasts (a table failing every minute alerts once, then once more on
 //! recovery). Delivery runs beside the pipeline: raising an alert never waits on the network,
 //! and a delivery that fails is tried again with doubling waits.
@@ -23,12 +24,14 @@ pub enum Condition {
     Halted,
     /// The table is further behind its source than `max_lag_secs`.
     Freshness,
+    /// A data-quality check failed (warn or quarantine; a halting one raises `Halted`).
+    Check,
 }
 
 /// What a webhook receives (format `json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Alert {
-    /// `failure`, `halted`, `freshness` or `recovery`.
+    /// `failure`, `halted`, `freshness`, `check` or `recovery`.
     pub kind: &'static str,
     /// For a recovery: the condition that ended.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,6 +104,7 @@ impl Alerts {
             Condition::Failure => "failure",
             Condition::Halted => "halted",
             Condition::Freshness => "freshness",
+            Condition::Check => "check",
         };
         tracing::warn!(source, table, kind, message, "alert");
         self.send(Alert {

@@ -45,23 +45,7 @@ pub async fn read_state(
     warehouse: &str,
     target: &Target,
 ) -> Result<Option<GateState>, EngineError> {
-    match log.store().get(&state_path(warehouse, target)).await {
-        Ok(got) => {
-            let bytes = got
-                .bytes()
-                .await
-                .map_err(|e| EngineError::Internal(format!("reading gate state: {e}")))?;
-            serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                EngineError::Internal(format!(
-                    "gate state of {} in {} is unreadable: {e}",
-                    target.display(),
-                    log.path()
-                ))
-            })
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(EngineError::Internal(format!("reading gate state: {e}"))),
-    }
+    read_beside(log, &state_path(warehouse, target), "gate state").await
 }
 
 pub async fn write_state(
@@ -70,11 +54,44 @@ pub async fn write_state(
     target: &Target,
     state: GateState,
 ) -> Result<(), EngineError> {
-    let body = serde_json::to_vec(&state).expect("state serializes");
+    write_beside(log, &state_path(warehouse, target), "gate state", &state).await
+}
+
+/// A small JSON state file kept beside a lake table (`what` names it in errors; None: absent).
+pub(crate) async fn read_beside<T: serde::de::DeserializeOwned>(
+    log: &LakeTable,
+    path: &object_store::path::Path,
+    what: &str,
+) -> Result<Option<T>, EngineError> {
+    match log.store().get(path).await {
+        Ok(got) => {
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| EngineError::Internal(format!("reading {what}: {e}")))?;
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                EngineError::Internal(format!(
+                    "{what} {path} of {} is unreadable: {e}",
+                    log.path()
+                ))
+            })
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(EngineError::Internal(format!("reading {what}: {e}"))),
+    }
+}
+
+pub(crate) async fn write_beside<T: Serialize>(
+    log: &LakeTable,
+    path: &object_store::path::Path,
+    what: &str,
+    value: &T,
+) -> Result<(), EngineError> {
+    let body = serde_json::to_vec(value).expect("state serializes");
     log.store()
-        .put(&state_path(warehouse, target), body.into())
+        .put(path, body.into())
         .await
-        .map_err(|e| EngineError::Internal(format!("writing gate state: {e}")))?;
+        .map_err(|e| EngineError::Internal(format!("writing {what}: {e}")))?;
     Ok(())
 }
 

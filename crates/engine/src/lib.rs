@@ -21,6 +21,7 @@ pub mod load;
 pub mod metrics;
 pub mod progress;
 mod project;
+pub mod quality;
 pub mod query;
 pub mod reconcile;
 pub mod report;

@@ -26,6 +26,7 @@ use sluice_warehouses::{LakeFiles, LedgerEntry, LedgerMove, Target, Warehouse};
 
 use crate::gate::{self, Decision};
 use crate::image::Images;
+use crate::quality;
 use crate::{EngineError, Project};
 
 /// Batches in flight between the lake reader and the warehouse writer.
@@ -49,6 +50,12 @@ pub struct LoadResult {
     /// ...and the loaded changes that held a value in one of them.
     #[serde(skip_serializing_if = "is_zero")]
     pub left_out_rows: u64,
+    /// The schema gate (not only a check) halted it: `halted` holds its diff.
+    #[serde(skip)]
+    pub schema_halted: bool,
+    /// The data-quality checks run before this load, each with what it found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::quality::CheckResult>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -100,6 +107,7 @@ async fn load_range(
     schema: &SchemaRef,
     after: i64,
     ledger: LedgerMove,
+    quarantined: bool,
 ) -> Loaded {
     let upto = ledger.to;
     if wh.wants_lake_files() {
@@ -114,8 +122,16 @@ async fn load_range(
         .filter(|f| f.name() != ROW_ID)
         .map(|f| quote_ident(f.name()))
         .collect();
+    // Changes a data-quality check holds back (registered by `quarantined_seqs`).
+    let held_back = match quarantined {
+        true => format!(
+            " AND {} NOT IN (SELECT seq FROM {HELD_BACK})",
+            quote_ident(SEQ)
+        ),
+        false => String::new(),
+    };
     let sql = format!(
-        "SELECT {} FROM changes WHERE {seq} > {after} AND {seq} <= {}",
+        "SELECT {} FROM changes WHERE {seq} > {after} AND {seq} <= {}{held_back}",
         cols.join(", "),
         upto.seq,
         seq = quote_ident(SEQ),
@@ -281,14 +297,36 @@ pub async fn load_gated(
             Some(h) => lake_seq.min(h.at_seq - 1),
             None => lake_seq,
         };
-        let ranges = plan(
-            &target,
-            &images,
-            full_state_images(project, spec),
-            ledger,
-            last,
-            chunk,
-        );
+        let full_state = full_state_images(project, spec);
+        let mut ranges = plan(&target, &images, full_state, ledger, last, chunk);
+        // The data gate: checks over everything this load would apply.
+        // With nothing to load, the span is empty and only freshness is judged.
+        let span = match (ranges.first(), ranges.last()) {
+            (Some(first), Some(end)) => quality::Span {
+                after: first.after,
+                upto: end.upto,
+            },
+            _ => {
+                let at = ledger.map(|l| l.seq).unwrap_or(0);
+                quality::Span {
+                    after: at,
+                    upto: at,
+                }
+            }
+        };
+        let filters = !wh.wants_lake_files();
+        let mut verdict = quality::evaluate(project, spec, &log, &target, span, filters).await?;
+        quality::record(&project.lake, spec, &target, span, &mut verdict).await?;
+        if let Some((at, _)) = &verdict.halt {
+            ranges = plan(
+                &target,
+                &images,
+                full_state,
+                ledger,
+                last.min(at - 1),
+                chunk,
+            );
+        }
         let mut result = LoadResult {
             target: target.display(),
             mode: target.mode.name(),
@@ -299,12 +337,22 @@ pub async fn load_gated(
             halted: None,
             left_out: gate.left_out.clone(),
             left_out_rows: 0,
+            schema_halted: gate.halt.is_some(),
+            checks: std::mem::take(&mut verdict.results),
         };
         if let Some(h) = &gate.halt {
             let diff = gate.diff();
             tracing::warn!(target: "sluice::alert", kind = "schema_halt", table = %target.display(), version = h.version, changes = %diff, "schema change: table halted until `sluice schema accept {}.{}`", spec.source, spec.table);
             result.halted = Some(diff);
         }
+        if let Some((at, why)) = verdict.halt.take() {
+            tracing::warn!(target: "sluice::alert", kind = "check_halt", table = %target.display(), at_seq = at, reason = %why, "data-quality check: table halted");
+            result.halted = Some(match result.halted.take() {
+                Some(diff) => format!("{diff}\n{why}"),
+                None => why,
+            });
+        }
+        let quarantined = quarantined_seqs(&ctx, &verdict.quarantined)?;
         if wh.wants_lake_files() && !ranges.is_empty() && lake.history.versions.len() > 1 {
             // COPY from Parquet maps columns by position: files written before a schema change
             // have fewer columns than the table. Say so rather than fail inside COPY.
@@ -343,7 +391,8 @@ pub async fn load_gated(
                 to: upto,
                 image: range.image,
             };
-            let (back, report) = load_range(&ctx, wh, &target, &schema, after, ledger).await;
+            let (back, report) =
+                load_range(&ctx, wh, &target, &schema, after, ledger, quarantined).await;
             wh = back;
             let report = report?;
             tracing::info!(target = %target.display(), changes = report.changes, seq = end, image = range.image, lake_version, "loaded");
@@ -511,6 +560,30 @@ fn add_row_ids(batch: RecordBatch) -> Result<RecordBatch, String> {
         ids.into_iter().map(sluice_core::rowid::row_id_text),
     )));
     RecordBatch::try_new(with_row_id(batch.schema_ref()), cols).map_err(|e| e.to_string())
+}
+
+/// The table of seqs the load leaves out, in the load's session.
+const HELD_BACK: &str = "__sluice_held_back";
+
+/// Registers the changes a check holds back from the next loads (replacing the previous
+/// target's); whether there are any.
+fn quarantined_seqs(
+    ctx: &SessionContext,
+    seqs: &std::collections::BTreeSet<i64>,
+) -> Result<bool, EngineError> {
+    ctx.deregister_table(HELD_BACK)?;
+    if seqs.is_empty() {
+        return Ok(false);
+    }
+    let batch = RecordBatch::try_from_iter(vec![(
+        "seq",
+        Arc::new(arrow::array::Int64Array::from_iter_values(
+            seqs.iter().copied(),
+        )) as arrow::array::ArrayRef,
+    )])
+    .map_err(|e| EngineError::Internal(format!("held-back changes: {e}")))?;
+    ctx.register_batch(HELD_BACK, batch)?;
+    Ok(true)
 }
 
 /// Changes in `after < seq <= upto` holding a value in a frozen-out column.

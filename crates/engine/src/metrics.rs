@@ -34,6 +34,15 @@ pub struct StageLabels {
     pub stage: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub source: String,
+    pub table: String,
+    pub check: String,
+    /// warn, quarantine or halt.
+    pub action: &'static str,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 fn pass_histogram() -> Histogram {
@@ -56,6 +65,7 @@ struct Metrics {
     lake_version: Family<TableLabels, Gauge>,
     load_lag_versions: Family<TableLabels, Gauge>,
     halted: Family<TableLabels, Gauge>,
+    check_failures: Family<CheckLabels, Counter>,
     /// Per table: the moment up to which the lake is known to hold everything its source had
     /// committed (the lag gauge is now minus this, set at each render).
     current_as_of: Mutex<HashMap<TableLabels, DateTime<Utc>>>,
@@ -141,6 +151,12 @@ impl Metrics {
             "1 while a schema change halts the table (sluice schema accept)",
             halted.clone(),
         );
+        let check_failures: Family<_, _, _> = Family::default();
+        registry.register(
+            "check_failures",
+            "Rows (or loads, for table checks) failing a data-quality check, by check and action",
+            check_failures.clone(),
+        );
         Metrics {
             registry,
             extracted,
@@ -156,6 +172,7 @@ impl Metrics {
             lake_version,
             load_lag_versions,
             halted,
+            check_failures,
             current_as_of: Mutex::default(),
         }
     }
@@ -190,6 +207,27 @@ pub fn quarantined(source: &str, name: &str, records: u64) {
     let l = table(source, name);
     METRICS.extracted.get_or_create(&l).inc_by(records);
     METRICS.quarantined.get_or_create(&l).inc_by(records);
+}
+
+/// Changes a data-quality check held back from a load (they are in the lake already).
+pub fn quarantined_by_check(source: &str, name: &str, records: u64) {
+    METRICS
+        .quarantined
+        .get_or_create(&table(source, name))
+        .inc_by(records);
+}
+
+/// A data-quality check found `failed` failing rows (1 for a table check) in a load.
+pub fn check_failed(source: &str, name: &str, check: &str, action: &'static str, failed: u64) {
+    METRICS
+        .check_failures
+        .get_or_create(&CheckLabels {
+            source: source.to_string(),
+            table: name.to_string(),
+            check: check.to_string(),
+            action,
+        })
+        .inc_by(failed);
 }
 
 /// A load: `changes` loaded, the warehouse table now at lake version `loaded_version`.

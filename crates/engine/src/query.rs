@@ -7,6 +7,7 @@
 //! | `source.table`              | current state: the latest change per key, deletes removed (keyed tables); the change log otherwise |
 //! | `source.table__changes`     | the change log, every change with its `_sluice_*` columns |
 //! | `source.table__quarantine`  | rejected records: file, line, column, raw, reason |
+//! | `source.table__checks`      | data-quality results: one row per check per load |
 
 use std::sync::Arc;
 
@@ -83,8 +84,8 @@ async fn open_as_of(
     }
 }
 
-/// Registers `source.table` (its current state), `source.table__changes` and
-/// `source.table__quarantine` in `ctx`, each at the version the lake holds now (or held at
+/// Registers `source.table` (its current state), `source.table__changes`,
+/// `source.table__quarantine` and `source.table__checks` in `ctx`, each at the version the lake holds now (or held at
 /// `as_of`). Returns the change log as registered (None: the table had landed nothing, and
 /// only its quarantine, if any, is registered).
 pub(crate) async fn register_source_table(
@@ -103,6 +104,10 @@ pub(crate) async fn register_source_table(
     if let Some(qt) = open_as_of(lake, &TablePath::quarantine(source, table), as_of).await? {
         let name = format!("{table}__quarantine");
         register(ctx, TableReference::partial(source, name.as_str()), &qt).await?;
+    }
+    if let Some(ct) = open_as_of(lake, &TablePath::checks(source, table), as_of).await? {
+        let name = format!("{table}__checks");
+        register(ctx, TableReference::partial(source, name.as_str()), &ct).await?;
     }
     let Some(log) = open_as_of(lake, &TablePath::changes(source, table), as_of).await? else {
         return Ok(None);

@@ -588,6 +588,22 @@ async fn finished(
             }
             (None, None) => alerts.clear(Condition::Halted, &t.source, &t.table),
         }
+        let failing: Vec<String> = t
+            .loads
+            .iter()
+            .flat_map(|l| {
+                l.checks
+                    .iter()
+                    .filter(|c| c.failed > c.accepted)
+                    .map(move |c| format!("{}: {}", l.target, c.summary()))
+            })
+            .collect();
+        if !failing.is_empty() {
+            alerts.raise(Condition::Check, &t.source, &t.table, &failing.join("\n"));
+        } else if t.loads.iter().any(|l| !l.checks.is_empty()) {
+            // Checks ran on new changes and every one passed.
+            alerts.clear(Condition::Check, &t.source, &t.table);
+        }
     }
     if any_ok {
         if let Some(t) = report.tables.first() {

@@ -28,6 +28,12 @@ pub struct TargetStatus {
     pub left_out: Vec<String>,
     /// Rows holding a value cut to fit the warehouse (Redshift); whole in the lake.
     pub truncated_rows: u64,
+    /// A halting data-quality check stopped this table (`sluice checks accept`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub check_halted: bool,
+    /// Each data-quality check's latest result on this table.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::quality::RecordedResult>,
 }
 
 #[derive(Debug, Serialize)]
@@ -149,6 +155,7 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
             Some(l) => Some((l, crate::load::LakeSchema::of(project, &spec, l)?)),
             None => None,
         };
+        let results = crate::quality::latest(&project.lake, &spec.source, &spec.table).await?;
         for t in project.targets_in(&spec, wh.as_mut())? {
             let gate = match &lake {
                 Some((l, schema)) => Some(
@@ -169,6 +176,15 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
                 Some(_) => wh.truncated_rows(&t)?,
                 None => 0,
             };
+            let checks: Vec<_> = results
+                .iter()
+                .filter(|r| r.target == t.display())
+                .cloned()
+                .collect();
+            // Halted until a load passes the span it halted in.
+            let check_halted = checks
+                .iter()
+                .any(|r| r.outcome == "halted" && done.is_none_or(|d| d.seq < r.upto_seq));
             targets.push(TargetStatus {
                 target: t.display(),
                 mode: t.mode.name(),
@@ -181,6 +197,8 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
                     .map(|g| g.diff()),
                 left_out: gate.map(|g| g.left_out).unwrap_or_default(),
                 truncated_rows,
+                check_halted,
+                checks,
             });
         }
         out.push(TableStatus {
@@ -254,8 +272,24 @@ pub fn render(tables: &[TableStatus]) -> String {
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| "-".into()),
                 g.lag_versions,
-                if g.halted { ", HALTED" } else { "" }
+                if g.halted || g.check_halted {
+                    ", HALTED"
+                } else {
+                    ""
+                }
             );
+            for c in g.checks.iter().filter(|c| c.outcome != "pass") {
+                out += &format!(
+                    "     check \"{}\" ({}): {} of {} failing in the changes through seq {}: {}\n",
+                    c.check, c.rule, c.failed, c.checked, c.upto_seq, c.outcome
+                );
+            }
+            if g.check_halted {
+                out += &format!(
+                    "     resume with: a corrected check, or sluice checks accept {}.{}\n",
+                    t.source, t.table
+                );
+            }
             if let Some(p) = &g.schema_pending {
                 out += &format!(
                     "     schema changes pending:\n       {}\n",

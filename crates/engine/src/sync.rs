@@ -158,6 +158,15 @@ impl SyncReport {
                         l.left_out_rows
                     );
                 }
+                for c in l.checks.iter().filter(|c| c.failed > 0) {
+                    let did = match crate::quality::outcome(c) {
+                        "accepted" => "accepted (sluice checks accept)",
+                        "quarantined" => "held back: in the quarantine",
+                        "halted" => "halted the table",
+                        _ => "loaded anyway (warn)",
+                    };
+                    out += &format!("  {}: {} — {did}\n", l.target, c.summary());
+                }
                 if l.halted.is_some() && l.changes == 0 {
                     out += &format!("  {} ({}): halted, nothing loaded\n", l.target, l.mode);
                 } else if l.up_to_date {
@@ -313,17 +322,24 @@ async fn finish(project: &Project, outcome: TableOutcome, opts: &SyncOptions) ->
     if opts.load {
         match load(project, &spec).await {
             Ok(l) => {
+                // A check's halt says how to resume; the gate's diff does not.
                 let halts: Vec<String> = l
                     .iter()
-                    .filter_map(|r| r.halted.as_ref().map(|h| format!("{}:\n{h}", r.target)))
+                    .filter_map(|r| {
+                        let head = match r.schema_halted {
+                            true => format!(
+                                "schema change waits for `sluice schema accept {}.{}`; ",
+                                spec.source, spec.table
+                            ),
+                            false => String::new(),
+                        };
+                        r.halted
+                            .as_ref()
+                            .map(|h| format!("{head}{}:\n{h}", r.target))
+                    })
                     .collect();
                 if !halts.is_empty() && ts.halted.is_none() {
-                    ts.halted = Some(format!(
-                        "schema change waits for `sluice schema accept {}.{}`; {}",
-                        spec.source,
-                        spec.table,
-                        halts.join("\n")
-                    ));
+                    ts.halted = Some(halts.join("\n"));
                 }
                 ts.loads = l
             }

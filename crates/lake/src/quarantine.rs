@@ -61,6 +61,11 @@ impl Quarantine {
         Ok(self.table.as_mut().expect("set above"))
     }
 
+    /// The last version of `position` whose rejects are recorded (None: none are).
+    pub async fn recorded(&mut self, position: &str) -> Result<Option<i64>, LakeError> {
+        self.table().await?.app_version(position).await
+    }
+
     /// Records the rejects of version `version` of the input unit `position` (a file, a
     /// chunk, a commit's binlog range); skipped if that version's are recorded already.
     pub async fn add(

@@ -57,7 +57,8 @@ fn stats_columns(schema: &Schema) -> String {
     change.chain(data).collect::<Vec<_>>().join(",")
 }
 
-/// Which lake table: `changes/<source>/<table>` or `quarantine/<source>/<table>`.
+/// Which lake table: `changes/<source>/<table>`, `quarantine/<source>/<table>` or
+/// `checks/<source>/<table>` (data-quality results).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TablePath {
     pub area: &'static str,
@@ -77,6 +78,14 @@ impl TablePath {
     pub fn quarantine(source: &str, table: &str) -> TablePath {
         TablePath {
             area: "quarantine",
+            source: source.into(),
+            table: table.into(),
+        }
+    }
+
+    pub fn checks(source: &str, table: &str) -> TablePath {
+        TablePath {
+            area: "checks",
             source: source.into(),
             table: table.into(),
         }

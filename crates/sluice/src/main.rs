@@ -146,6 +146,20 @@ enum Command {
         #[command(subcommand)]
         action: SchemaAction,
     },
+    /// Data-quality checks (`[[sources.S.tables.T.checks]]`): each check's latest result
+    /// per warehouse table, and `accept` to let a halted table's failing changes through.
+    ///
+    /// Checks run at every load over the changes it is about to apply, after the lake took
+    /// them: not_null, unique, accepted_values, range, pattern, reference (to another lake
+    /// table's column), sql (a predicate every row satisfies), row_count (rows per load) and
+    /// freshness (age of the newest row). A failing check warns (loads anyway), quarantines
+    /// (holds the failing rows back, recorded in `SOURCE.TABLE__quarantine`) or halts (loads
+    /// up to the first failing change, exit 3). Every result is kept in the lake:
+    /// `sluice query "SELECT * FROM shop.orders__checks"`.
+    Checks {
+        #[command(subcommand)]
+        action: ChecksAction,
+    },
     /// Find what a folder tree of files holds: formats, partitions and a schema, with the
     /// evidence for each column's type; `--register NAME` adds it to the config as a files
     /// source, so `sluice sync NAME` lands it and `sluice query` reads it.
@@ -268,6 +282,22 @@ enum SchemaAction {
     },
     /// Apply every pending schema change to the warehouse (add the columns) and load the
     /// backlog: resumes a halted table.
+    Accept {
+        /// `SOURCE.TABLE`
+        table: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChecksAction {
+    /// Each check's latest result per warehouse table: outcome, failing rows, a sample.
+    Show {
+        /// `SOURCE.TABLE`
+        table: String,
+    },
+    /// Let every failing change now in the lake through the table's halting checks, and
+    /// load: resumes a table a check halted (fixing the source cannot, since the failing
+    /// change stays in the lake's log).
     Accept {
         /// `SOURCE.TABLE`
         table: String,
@@ -493,6 +523,52 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
                 }
             }
             Ok(0)
+        }
+        Command::Checks { action } => {
+            use sluice_engine::quality;
+            let project = Project::open(&cli.config)?;
+            match action {
+                ChecksAction::Show { table } => {
+                    let results = quality::show(&project, &table).await?;
+                    match cli.json {
+                        true => print_json(&results),
+                        false => print!("{}", quality::render(&results)),
+                    }
+                    let halted = results.iter().any(|r| r.outcome == "halted");
+                    Ok(if halted { 3 } else { 0 })
+                }
+                ChecksAction::Accept { table } => {
+                    let (through, loads) = quality::accept(&project, &table).await?;
+                    if cli.json {
+                        print_json(
+                            &serde_json::json!({ "accepted_through_seq": through, "loads": loads }),
+                        );
+                    } else {
+                        match through {
+                            Some(seq) => {
+                                println!("{table}: failing changes through seq {seq} accepted")
+                            }
+                            None => println!("{table}: nothing has landed; nothing to accept"),
+                        }
+                        for l in &loads {
+                            println!(
+                                "{} ({}): {} change(s) loaded, {} row(s) now{}",
+                                l.target,
+                                l.mode,
+                                l.changes,
+                                l.rows_after,
+                                if l.halted.is_some() {
+                                    ", still HALTED"
+                                } else {
+                                    ""
+                                }
+                            );
+                        }
+                    }
+                    let halted = loads.iter().any(|l| l.halted.is_some());
+                    Ok(if halted { 3 } else { 0 })
+                }
+            }
         }
         Command::Crawl {
             url,
