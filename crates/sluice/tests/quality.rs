@@ -419,3 +419,26 @@ fn a_corrected_row_loads_from_the_binlog_into_postgres() {
         .collect();
     assert_eq!(held, BTreeSet::from([2, 4]));
 }
+
+/// Without a key every change is a row of the table: a second drop repeating a name fails
+/// once, in its own load, beside the earlier row it repeats (which loaded before).
+#[test]
+fn unique_on_a_table_without_a_key() {
+    let sb = Sandbox::new();
+    sb.write("crm/a.csv", CUSTOMERS);
+    sb.config(
+        "[sources.crm]\nkind = \"files\"\nurl = \"crm/\"\ntable = \"customers\"\ncolumns = [\"id bigint\", \"name text\"]\n\
+         [[sources.crm.tables.customers.checks]]\nkind = \"unique\"\ncolumns = [\"name\"]\naction = \"quarantine\"\n",
+    );
+    let report = sb.sync_json();
+    let r = &table_of(&report, "crm", "customers")["loads"][0]["checks"][0];
+    assert_eq!(r["failed"], 0, "{report}");
+    sb.write("crm/b.csv", "id,name\n17,Hal\n18,Bo\n19,Hal\n");
+    let report = sb.sync_json();
+    let r = &table_of(&report, "crm", "customers")["loads"][0]["checks"][0];
+    assert_eq!(r["failed"], 3, "Bo again, and Hal twice: {report}");
+    assert_eq!(
+        sb.duck("SELECT string_agg(name, ',' ORDER BY id) FROM crm.customers"),
+        vec![vec![s("Ada,Bo,Cy,Di,Ed,Flo,Gus")]]
+    );
+}

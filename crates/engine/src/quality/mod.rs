@@ -335,19 +335,48 @@ fn failing_rows_sql(c: &Check, shape: &Shape, span: Span) -> String {
         )),
         Rule::Sql { expr } => asserted(expr.clone()),
         Rule::Unique { columns } => {
-            // The rows the table holds once this load is in: the latest change per key
-            // (every change, without a key), deletes removed.
-            let upto = format!("(SELECT * FROM changes WHERE {seq} <= {})", span.upto);
+            // The rows the table holds once this load is in (the latest change per key, every
+            // change without a key; deletes removed), narrowed first to the keys that ever
+            // held a value this load brings: only those can share it, and the window then
+            // runs over their changes alone, not the whole log.
+            let by: Vec<String> = columns.iter().map(|c| q(c)).collect();
+            let pairs = |l: &str, r: &str, cols: &[String]| {
+                cols.iter()
+                    .map(|c| format!("{l}.{c} = {r}.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            };
+            let not_null: Vec<String> = by.iter().map(|c| format!("{c} IS NOT NULL")).collect();
+            let upto = format!("SELECT * FROM changes WHERE {seq} <= {}", span.upto);
+            let vals = format!(
+                "SELECT DISTINCT {by} FROM changes WHERE {} AND {not_null}",
+                in_span(span, ""),
+                by = by.join(", "),
+                not_null = not_null.join(" AND "),
+            );
             let current = match shape.key.is_empty() {
                 true => format!(
-                    "SELECT {cols}, {seq} FROM {upto} AS c WHERE {} <> 'd'",
+                    "SELECT u.* FROM upto AS u JOIN vals AS v ON {} WHERE u.{} <> 'd'",
+                    pairs("u", "v", &by),
                     q(OP)
                 ),
-                false => current_state_select(&upto, shape.data, &shape.key),
+                false => {
+                    let keys: Vec<String> = shape.key.iter().map(|k| q(k)).collect();
+                    format!(
+                        "SELECT * FROM ({}) AS latest",
+                        current_state_select(
+                            &format!(
+                                "(SELECT u.* FROM upto AS u JOIN (SELECT DISTINCT {uk} FROM upto AS u JOIN vals AS v ON {on}) AS t ON {tk})",
+                                uk = keys.iter().map(|k| format!("u.{k}")).collect::<Vec<_>>().join(", "),
+                                on = pairs("u", "v", &by),
+                                tk = pairs("u", "t", &keys),
+                            ),
+                            shape.data,
+                            &shape.key
+                        )
+                    )
+                }
             };
-            let by: Vec<String> = columns.iter().map(|c| q(c)).collect();
-            let on: Vec<String> = by.iter().map(|c| format!("cur.{c} = dup.{c}")).collect();
-            let not_null: Vec<String> = by.iter().map(|c| format!("{c} IS NOT NULL")).collect();
             let cur_cols: Vec<String> = shape
                 .data
                 .fields()
@@ -355,14 +384,14 @@ fn failing_rows_sql(c: &Check, shape: &Shape, span: Span) -> String {
                 .map(|f| format!("cur.{}", q(f.name())))
                 .collect();
             format!(
-                "WITH cur AS ({current}), \
+                "WITH upto AS ({upto}), vals AS ({vals}), cur AS ({current}), \
                  dup AS (SELECT {by} FROM cur WHERE {not_null} GROUP BY {by} HAVING count(*) > 1) \
                  SELECT cur.{seq}, {cur_cols} FROM cur JOIN dup ON {on} \
                  WHERE cur.{seq} > {after} ORDER BY cur.{seq}",
                 by = by.join(", "),
                 not_null = not_null.join(" AND "),
                 cur_cols = cur_cols.join(", "),
-                on = on.join(" AND "),
+                on = pairs("cur", "dup", &by),
                 after = span.after,
             )
         }
