@@ -163,10 +163,12 @@ pub async fn evaluate(
     }
     let ctx = crate::query::new_session()?;
     crate::query::register(&ctx, TableReference::bare("changes"), log).await?;
-    let accepted = accepted_through(log, &spec.warehouse, target).await?;
-    let columns: Vec<String> = data.fields().iter().map(|f| q(f.name())).collect();
+    // Only a halt can be accepted: no read beside the log for tables without one.
+    let accepted = match spec.checks.iter().any(|c| c.action == CheckAction::Halt) {
+        true => accepted_through(log, &spec.warehouse, target).await?,
+        false => None,
+    };
     let shape = Shape {
-        columns: columns.join(", "),
         key: log.primary_key(),
         data: &data,
     };
@@ -279,10 +281,20 @@ pub fn render(results: &[RecordedResult]) -> String {
 
 /// What the failing-row queries need of the checked table.
 struct Shape<'a> {
-    /// The data columns, quoted and joined.
-    columns: String,
     key: Vec<String>,
     data: &'a arrow::datatypes::Schema,
+}
+
+impl Shape<'_> {
+    /// The data columns, quoted, each prefixed with `alias` (say `"c."`, or `""`), joined.
+    fn columns(&self, alias: &str) -> String {
+        self.data
+            .fields()
+            .iter()
+            .map(|f| format!("{alias}{}", q(f.name())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// `changes` in the span, deletes left out (a delete asserts nothing about values).
@@ -300,7 +312,7 @@ fn in_span(span: Span, alias: &str) -> String {
 /// data columns, in seq order.
 fn failing_rows_sql(c: &Check, shape: &Shape, span: Span) -> String {
     let seq = q(SEQ);
-    let cols = &shape.columns;
+    let cols = shape.columns("");
     let asserted = |pass: String| {
         format!(
             "SELECT {seq}, {cols} FROM changes WHERE {} AND (({pass}) IS FALSE) ORDER BY {seq}",
@@ -377,12 +389,6 @@ fn failing_rows_sql(c: &Check, shape: &Shape, span: Span) -> String {
                     )
                 }
             };
-            let cur_cols: Vec<String> = shape
-                .data
-                .fields()
-                .iter()
-                .map(|f| format!("cur.{}", q(f.name())))
-                .collect();
             format!(
                 "WITH upto AS ({upto}), vals AS ({vals}), cur AS ({current}), \
                  dup AS (SELECT {by} FROM cur WHERE {not_null} GROUP BY {by} HAVING count(*) > 1) \
@@ -390,7 +396,7 @@ fn failing_rows_sql(c: &Check, shape: &Shape, span: Span) -> String {
                  WHERE cur.{seq} > {after} ORDER BY cur.{seq}",
                 by = by.join(", "),
                 not_null = not_null.join(" AND "),
-                cur_cols = cur_cols.join(", "),
+                cur_cols = shape.columns("cur."),
                 on = pairs("cur", "dup", &by),
                 after = span.after,
             )
@@ -401,18 +407,12 @@ fn failing_rows_sql(c: &Check, shape: &Shape, span: Span) -> String {
             table,
             to_column,
         } => {
-            let c_cols: Vec<String> = shape
-                .data
-                .fields()
-                .iter()
-                .map(|f| format!("c.{}", q(f.name())))
-                .collect();
             format!(
                 "SELECT c.{seq}, {c_cols} FROM changes AS c \
                  LEFT JOIN (SELECT DISTINCT {to} AS \"__sluice_ref\" FROM {src}.{tbl}) AS r \
                  ON c.{col} = r.\"__sluice_ref\" \
                  WHERE {span} AND c.{col} IS NOT NULL AND r.\"__sluice_ref\" IS NULL ORDER BY c.{seq}",
-                c_cols = c_cols.join(", "),
+                c_cols = shape.columns("c."),
                 to = q(to_column),
                 src = q(source),
                 tbl = q(table),
