@@ -81,6 +81,8 @@ pub struct Serving {
     members: std::sync::atomic::AtomicUsize,
     /// Land in the lake only: no warehouse loads (`serve --lake-only`).
     pub lake_only: bool,
+    /// Per source: when the pass running now began (the console's "running").
+    running: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 /// Why a pass asked for through the API did not start.
@@ -157,6 +159,7 @@ impl Serving {
             owned: Mutex::default(),
             members: std::sync::atomic::AtomicUsize::new(1),
             lake_only: false,
+            running: Mutex::default(),
         })
     }
 
@@ -195,6 +198,12 @@ impl Serving {
             .iter()
             .map(|(s, sch)| (s.clone(), sch.describe()))
             .collect()
+    }
+
+    /// The sources in a pass now, with when it began (a continuous source: since it started
+    /// streaming).
+    pub fn running(&self) -> HashMap<String, DateTime<Utc>> {
+        self.running.lock().expect("running").clone()
     }
 
     fn owned_count(&self) -> usize {
@@ -405,10 +414,16 @@ async fn run_passes(
             let selector = only.unwrap_or_else(|| source.to_string());
             // Held while the pass runs: the lease keeper waits for it before giving up the lease.
             let in_pass = owned.clone();
+            serving
+                .running
+                .lock()
+                .expect("running")
+                .insert(source.to_string(), Utc::now());
             pass_with_retries(
                 serving, source, &selector, trigger, continuous, pass_stop, &mut runs,
             )
             .await;
+            serving.running.lock().expect("running").remove(source);
             drop(in_pass);
             if *stop.borrow() {
                 break 'owning;

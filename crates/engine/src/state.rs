@@ -37,7 +37,19 @@ pub struct RunRecord {
     pub changes_loaded: u64,
     /// The lake version after the run's last commit.
     pub lake_version: Option<i64>,
+    /// Why it failed, or why it halted.
     pub error: Option<String>,
+}
+
+/// Which runs [`StateStore::runs`] reads: each field narrows (None: any).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFilter<'a> {
+    pub source: Option<&'a str>,
+    pub table: Option<&'a str>,
+    /// `ok`, `failed` or `halted`.
+    pub outcome: Option<&'a str>,
+    /// Only each table's latest run.
+    pub latest_per_table: bool,
 }
 
 pub enum StateStore {
@@ -176,19 +188,28 @@ impl StateStore {
         }
     }
 
-    /// The latest `limit` runs, newest first; only `source`'s when given.
+    /// The latest `limit` runs that `filter` lets through, newest first.
     pub async fn runs(
         &self,
         limit: usize,
-        source: Option<&str>,
+        filter: &RunFilter<'_>,
     ) -> Result<Vec<RunRecord>, EngineError> {
+        let RunFilter {
+            source,
+            table,
+            outcome,
+            latest_per_table,
+        } = *filter;
         const COLUMNS: &str = "id, source, table_name, trigger, started_at, ended_at, outcome, rows_extracted, rows_landed, rows_quarantined, changes_loaded, lake_version, error, bytes_landed";
         match self {
             StateStore::Sqlite(conn) => {
                 let conn = conn.lock().expect("state store");
                 let mut stmt = conn
                     .prepare(&format!(
-                        "SELECT {COLUMNS} FROM runs WHERE ?1 IS NULL OR source = ?1 ORDER BY id DESC LIMIT ?2"
+                        "SELECT {COLUMNS} FROM runs WHERE (?1 IS NULL OR source = ?1) \
+                         AND (?3 IS NULL OR table_name = ?3) AND (?4 IS NULL OR outcome = ?4) \
+                         AND (?5 = 0 OR id IN (SELECT max(id) FROM runs GROUP BY source, table_name)) \
+                         ORDER BY id DESC LIMIT ?2"
                     ))
                     .map_err(|e| err("reading runs", e))?;
                 let time = |s: String| {
@@ -197,24 +218,27 @@ impl StateStore {
                         .unwrap_or_default()
                 };
                 let rows = stmt
-                    .query_map(rusqlite::params![source, limit as i64], |row| {
-                        Ok(RunRecord {
-                            id: row.get(0)?,
-                            source: row.get(1)?,
-                            table: row.get(2)?,
-                            trigger: row.get(3)?,
-                            started_at: time(row.get(4)?),
-                            ended_at: time(row.get(5)?),
-                            outcome: row.get(6)?,
-                            rows_extracted: row.get::<_, i64>(7)? as u64,
-                            rows_landed: row.get::<_, i64>(8)? as u64,
-                            rows_quarantined: row.get::<_, i64>(9)? as u64,
-                            changes_loaded: row.get::<_, i64>(10)? as u64,
-                            lake_version: row.get(11)?,
-                            error: row.get(12)?,
-                            bytes_landed: row.get::<_, i64>(13)? as u64,
-                        })
-                    })
+                    .query_map(
+                        rusqlite::params![source, limit as i64, table, outcome, latest_per_table],
+                        |row| {
+                            Ok(RunRecord {
+                                id: row.get(0)?,
+                                source: row.get(1)?,
+                                table: row.get(2)?,
+                                trigger: row.get(3)?,
+                                started_at: time(row.get(4)?),
+                                ended_at: time(row.get(5)?),
+                                outcome: row.get(6)?,
+                                rows_extracted: row.get::<_, i64>(7)? as u64,
+                                rows_landed: row.get::<_, i64>(8)? as u64,
+                                rows_quarantined: row.get::<_, i64>(9)? as u64,
+                                changes_loaded: row.get::<_, i64>(10)? as u64,
+                                lake_version: row.get(11)?,
+                                error: row.get(12)?,
+                                bytes_landed: row.get::<_, i64>(13)? as u64,
+                            })
+                        },
+                    )
                     .map_err(|e| err("reading runs", e))?;
                 rows.collect::<Result<_, _>>()
                     .map_err(|e| err("reading runs", e))
@@ -222,8 +246,13 @@ impl StateStore {
             StateStore::Postgres(client) => {
                 let rows = client
                     .query(
-                        &format!("SELECT {COLUMNS} FROM _sluice.runs WHERE $1::text IS NULL OR source = $1 ORDER BY id DESC LIMIT $2"),
-                        &[&source, &(limit as i64)],
+                        &format!(
+                            "SELECT {COLUMNS} FROM _sluice.runs WHERE ($1::text IS NULL OR source = $1) \
+                             AND ($3::text IS NULL OR table_name = $3) AND ($4::text IS NULL OR outcome = $4) \
+                             AND (NOT $5::boolean OR id IN (SELECT max(id) FROM _sluice.runs GROUP BY source, table_name)) \
+                             ORDER BY id DESC LIMIT $2"
+                        ),
+                        &[&source, &(limit as i64), &table, &outcome, &latest_per_table],
                     )
                     .await
                     .map_err(|e| err("reading runs", e))?;
@@ -422,7 +451,8 @@ pub fn records_of(
             rows_quarantined: t.extract.rejects,
             changes_loaded: t.loads.iter().map(|l| l.changes).sum(),
             lake_version: t.extract.lake_version,
-            error: t.error.clone(),
+            // A halted run's record says why, as a failed one's does.
+            error: t.error.clone().or_else(|| t.halted.clone()),
         })
         .collect()
 }

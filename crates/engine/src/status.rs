@@ -5,6 +5,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 use sluice_core::config::{Mode, TableSpec};
+use sluice_core::names::quote_ident;
 use sluice_lake::{LakeTable, TablePath};
 use sluice_sources::source::{Retention, SharedSource};
 
@@ -34,6 +35,19 @@ pub struct TargetStatus {
     /// Each data-quality check's latest result on this table.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::quality::RecordedResult>,
+    /// Rows the warehouse table holds, when asked for ([`StatusOptions::count_rows`]) and
+    /// the table exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+/// What [`status_with`] looks at.
+#[derive(Debug, Clone, Default)]
+pub struct StatusOptions {
+    /// Only this `SOURCE.TABLE`.
+    pub only: Option<String>,
+    /// Count each loaded warehouse table's rows (a query per table).
+    pub count_rows: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,6 +77,33 @@ pub enum PositionStatus {
     Lost,
     /// The source could not be asked.
     Unknown(String),
+}
+
+/// Rows in a loaded warehouse table.
+fn row_count(
+    wh: &mut dyn sluice_warehouses::Warehouse,
+    t: &sluice_warehouses::Target,
+) -> Result<u64, EngineError> {
+    use arrow::array::{Array, AsArray};
+    let sql = format!(
+        "SELECT count(*) FROM {}.{}",
+        quote_ident(&t.schema),
+        quote_ident(&t.table)
+    );
+    let batches = wh.query(&sql)?;
+    let column = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64).ok());
+    match column {
+        Some(c) if !c.is_null(0) => {
+            Ok(c.as_primitive::<arrow::datatypes::Int64Type>().value(0) as u64)
+        }
+        _ => Err(EngineError::Internal(format!(
+            "counting the rows of {}: no count came back",
+            t.display()
+        ))),
+    }
 }
 
 /// Where a stream table's committed position stands at its source.
@@ -116,10 +157,22 @@ async fn transform_mode(
 }
 
 pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> {
+    status_with(project, &StatusOptions::default()).await
+}
+
+pub async fn status_with(
+    project: &Project,
+    opts: &StatusOptions,
+) -> Result<Vec<TableStatus>, EngineError> {
     let mut out = Vec::new();
     let mut warehouses = std::collections::HashMap::new();
     let mut sources = HashMap::new();
-    for spec in project.known_tables().await? {
+    let wanted = |spec: &TableSpec| {
+        opts.only
+            .as_ref()
+            .is_none_or(|n| *n == format!("{}.{}", spec.source, spec.table))
+    };
+    for spec in project.known_tables().await?.into_iter().filter(wanted) {
         let src = project.source(&spec.source)?;
         let log = LakeTable::open(
             &project.lake,
@@ -180,6 +233,10 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
                 Some(_) => wh.truncated_rows(&t)?,
                 None => 0,
             };
+            let rows = match (opts.count_rows, done) {
+                (true, Some(_)) => Some(row_count(wh.as_mut(), &t)?),
+                _ => None,
+            };
             let checks: Vec<_> = results
                 .iter()
                 .filter(|r| r.target == t.display())
@@ -203,6 +260,7 @@ pub async fn status(project: &Project) -> Result<Vec<TableStatus>, EngineError> 
                 truncated_rows,
                 check_halted,
                 checks,
+                rows,
             });
         }
         out.push(TableStatus {

@@ -433,7 +433,15 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
         Command::Runs { limit, source } => {
             let project = Project::open(&cli.config)?;
             let store = StateStore::open(&project).await?;
-            let runs = store.runs(limit, source.as_deref()).await?;
+            let runs = store
+                .runs(
+                    limit,
+                    &sluice_engine::state::RunFilter {
+                        source: source.as_deref(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
             if cli.json {
                 print_json(&runs);
             } else if runs.is_empty() {
