@@ -5,7 +5,8 @@
 #   - MariaDB's server and client binaries (the MySQL tests start private servers from them),
 #     and openssl (certificates for the TLS test),
 #   - SecantusDB, a MongoDB wire-compatible server (GPL: a separate test tool in its own venv,
-#     never a dependency of sluice), for the MongoDB tests.
+#     never a dependency of sluice), for the MongoDB tests,
+#   - Debian's Chromium and ChromeDriver, for the web console's browser tests.
 # Build artefacts go to $CARGO_TARGET_DIR (default ~/.cache/sluice-target), shared with CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,10 @@ fi
 export SLUICE_SECANTUS="$SECANTUS_VENV/bin/secantusd-py"
 # PostgreSQL warehouse tests start private servers from the installed binaries.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update && apt-get install -y postgresql; }
+# The web console's tests drive headless Chromium through ChromeDriver.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt-get update && apt-get install -y chromium chromium-driver
+fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
 # One optimised profile serves tests, the demo and the benchmarks (see Cargo.toml).

@@ -2,6 +2,7 @@
 //! file it writes, read back as the oracle.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
