@@ -23,7 +23,8 @@ pub struct RunRecord {
     pub id: Option<i64>,
     pub source: String,
     pub table: String,
-    /// `sync` (the command), `schedule`, `arrival`, `continuous` or `api`.
+    /// `sync` (the command), `schedule`, `arrival`, `continuous`, `api` (a pass asked for),
+    /// or `accept` (the load an Accept in the console or API ran).
     pub trigger: String,
     pub started_at: DateTime<Utc>,
     pub ended_at: DateTime<Utc>,

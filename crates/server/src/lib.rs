@@ -277,7 +277,9 @@ async fn accept(State(app): State<App>, Path(name): Path<String>) -> Response {
     if split(&name).is_none() {
         return not_a_table(&name);
     }
+    let started = chrono::Utc::now();
     let accepted = sluice_engine::schema_cmd::accept(&app.serving.project, &name).await;
+    record_accept(&app, &name, started, accepted.as_deref()).await;
     app.board.invalidate();
     match accepted {
         Ok(loads) => Json(json!({ "accepted": name, "loads": loads })).into_response(),
@@ -289,7 +291,15 @@ async fn accept_checks(State(app): State<App>, Path(name): Path<String>) -> Resp
     if split(&name).is_none() {
         return not_a_table(&name);
     }
+    let started = chrono::Utc::now();
     let accepted = sluice_engine::quality::accept(&app.serving.project, &name).await;
+    record_accept(
+        &app,
+        &name,
+        started,
+        accepted.as_ref().map(|(_, loads)| loads.as_slice()),
+    )
+    .await;
     app.board.invalidate();
     match accepted {
         Ok((through, loads)) => {
@@ -297,6 +307,50 @@ async fn accept_checks(State(app): State<App>, Path(name): Path<String>) -> Resp
                 .into_response()
         }
         Err(e) => engine_failure(e),
+    }
+}
+
+/// An Accept's load in the run history (trigger `accept`), as a pass's loads are.
+async fn record_accept(
+    app: &App,
+    name: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+    loads: Result<&[sluice_engine::load::LoadResult], &EngineError>,
+) {
+    let Some((source, table)) = split(name) else {
+        return;
+    };
+    let halted = loads
+        .ok()
+        .and_then(|l| l.iter().find_map(|l| l.halted.clone()));
+    let run = sluice_engine::state::RunRecord {
+        id: None,
+        source: source.to_string(),
+        table: table.to_string(),
+        trigger: "accept".into(),
+        started_at,
+        ended_at: chrono::Utc::now(),
+        outcome: match (&loads, &halted) {
+            (Err(_), _) => "failed",
+            (Ok(_), Some(_)) => "halted",
+            (Ok(_), None) => "ok",
+        }
+        .into(),
+        rows_extracted: 0,
+        rows_landed: 0,
+        bytes_landed: 0,
+        rows_quarantined: 0,
+        changes_loaded: loads.map_or(0, |l| l.iter().map(|l| l.changes).sum()),
+        lake_version: loads
+            .ok()
+            .and_then(|l| l.iter().map(|l| l.lake_version).max()),
+        error: match loads {
+            Err(e) => Some(e.to_string()),
+            Ok(_) => halted,
+        },
+    };
+    if let Err(e) = app.serving.state.record(&[run]).await {
+        tracing::warn!(table = name, error = %e, "the accept was not recorded in the run history");
     }
 }
 

@@ -260,11 +260,21 @@ token = { env = "SLUICE_TEST_TOKEN" }
     assert_eq!(rows, expected.len() as u64);
     screenshot(&c, "table");
 
-    // The run history: every run, and filtered to the halted one, which says why.
+    // The run history: every run, the Accept's load newest, and filtered to the halted
+    // one, which says why.
     open(&c, &base, "#/runs", "runs");
     let all = outcomes(&c);
-    assert!(all.len() >= 3, "{all:?}");
+    assert!(all.len() >= 4, "{all:?}");
     assert!(all.contains(&"halted".to_string()), "{all:?}");
+    let newest = c.execute(
+        "const tr = document.querySelector('tr[data-outcome]'); return [tr.cells[1].textContent, tr.cells[2].textContent, tr.dataset.outcome, tr.cells[5].textContent]",
+        vec![],
+    );
+    assert_eq!(
+        newest,
+        json!(["shop.orders", "accept", "ok", "15"]),
+        "the Accept's load is a run: 15 changes loaded"
+    );
     open(&c, &base, "#/runs?outcome=halted", "runs");
     let halted = outcomes(&c);
     assert!(
