@@ -129,7 +129,7 @@ impl Board {
                 let mut lag = self.lag.lock().expect("lag");
                 for source in serving.project.config.sources.keys() {
                     for (table, as_of) in sluice_engine::metrics::tables_of(source) {
-                        let seconds = (now - as_of).num_milliseconds().max(0) as f64 / 1000.0;
+                        let seconds = seconds_between(as_of, now);
                         let samples = lag.entry(format!("{source}.{table}")).or_default();
                         if samples.len() == SAMPLES_KEPT {
                             samples.pop_front();
@@ -147,8 +147,12 @@ impl Board {
 }
 
 fn lag_seconds(source: &str, table: &str) -> Option<f64> {
-    sluice_engine::metrics::current_as_of(source, table)
-        .map(|at| (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
+    sluice_engine::metrics::current_as_of(source, table).map(|at| seconds_between(at, Utc::now()))
+}
+
+/// How far `as_of` is behind `now`, in seconds (never negative).
+fn seconds_between(as_of: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    (now - as_of).num_milliseconds().max(0) as f64 / 1000.0
 }
 
 /// A table's state from its status, its latest run and whether its source is in a pass.
