@@ -1,7 +1,7 @@
 //! `sluice crawl URL`: what a folder tree of files holds, as a table, without landing it.
 //!
 //! ```text
-//!   URL ──list──► files (csv/tsv/json/parquet, .gz/.zst) ──spread sample──► inference
+//!   URL ──list──► files (csv/tsv/json/parquet/orc, .gz/.zst) ──spread sample──► inference
 //!                   └── folders: key=value ► partition columns (every file's values)
 //!   --register NAME ──► [sources.NAME] appended to the config: the very settings crawled with,
 //!                       so `sluice sync NAME` infers the same schema from the same files
@@ -72,7 +72,7 @@ pub struct Registered {
 
 /// File name suffixes the files source reads (before `.gz`/`.zst`).
 const READABLE: &[&str] = &[
-    ".csv", ".tsv", ".tbl", ".json", ".jsonl", ".ndjson", ".parquet",
+    ".csv", ".tsv", ".tbl", ".json", ".jsonl", ".ndjson", ".parquet", ".orc",
 ];
 
 /// The readable suffix of a file and its compression (`.csv`, `.gz` of `part-0.CSV.gz`), or
@@ -114,7 +114,7 @@ pub async fn crawl(opts: &CrawlOptions) -> Result<CrawlReport, EngineError> {
         listed.into_iter().partition(|e| readable(&e.id).is_some());
     if files.is_empty() {
         return Err(EngineError::Usage(format!(
-            "{url}: no CSV, TSV, JSON or Parquet files here{}",
+            "{url}: no CSV, TSV, JSON, Parquet or ORC files here{}",
             match skipped.first() {
                 Some(s) => format!(" ({} other file(s), e.g. {})", skipped.len(), s.id),
                 None => String::new(),

@@ -17,6 +17,7 @@ pub mod export;
 pub mod expose;
 pub mod gate;
 pub mod image;
+pub mod lake_cmd;
 pub mod load;
 pub mod metrics;
 pub mod progress;

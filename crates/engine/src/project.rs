@@ -8,7 +8,7 @@ use sluice_core::config::{Config, SourceConfig, TableSpec, WarehouseConfig};
 use sluice_core::names::{disambiguated, identifier, is_reserved};
 use sluice_core::secret::Secret;
 use sluice_core::store::StoreOptions;
-use sluice_lake::Lake;
+use sluice_lake::{FileOptions, Lake};
 use sluice_sources::events::intake::Collectors;
 use sluice_warehouses::duckdb::DuckDb;
 use sluice_warehouses::postgres::{PgOptions, Postgres};
@@ -35,7 +35,8 @@ impl Project {
     pub fn open(config_path: &Path) -> Result<Project, EngineError> {
         let config = Config::load(config_path)?;
         let lake_url = config.resolve_path(&config.lake.url);
-        let lake = Lake::new(&lake_url, Self::store_options_of(&config))?;
+        let files = FileOptions::new(config.lake.compression.as_deref(), config.lake.file_mb);
+        let lake = Lake::new(&lake_url, Self::store_options_of(&config))?.with_files(files);
         Ok(Project {
             config,
             lake,

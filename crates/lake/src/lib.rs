@@ -18,11 +18,12 @@ mod error;
 mod quarantine;
 mod store;
 mod table;
+mod txns;
 
 pub use error::LakeError;
 pub use quarantine::{quarantine_schema, Quarantine};
-pub use store::Lake;
+pub use store::{FileOptions, Lake};
 pub use table::{
-    AsOf, DataFile, LakeTable, LakeWriter, TablePath, PRIMARY_KEY_PROPERTY,
+    AsOf, Compacted, DataFile, LakeTable, LakeWriter, TablePath, PRIMARY_KEY_PROPERTY,
     SCHEMA_HISTORY_PROPERTY, SEQ_APP_ID,
 };

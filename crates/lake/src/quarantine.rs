@@ -75,35 +75,59 @@ impl Quarantine {
         rejects: Vec<Reject>,
         at: DateTime<Utc>,
     ) -> Result<(), LakeError> {
+        self.add_units(vec![(position.to_string(), version, rejects)], at)
+            .await
+    }
+
+    /// Records the rejects of several input units, `(position, version, rejects)`, in one
+    /// commit that carries all their positions; units whose version is recorded already are
+    /// skipped (their positions are read once, whatever the number of units).
+    pub async fn add_units(
+        &mut self,
+        units: Vec<(String, i64, Vec<Reject>)>,
+        at: DateTime<Utc>,
+    ) -> Result<(), LakeError> {
         let name = self.path.to_string();
         let table = self.table().await?;
-        if table.app_version(position).await? == Some(version) {
-            return Ok(());
-        }
+        let recorded = match units.len() {
+            1 => HashMap::from_iter(
+                table
+                    .app_version(&units[0].0)
+                    .await?
+                    .map(|v| (units[0].0.clone(), v)),
+            ),
+            _ => table.app_versions().await?,
+        };
         let day = at.format("%Y-%m-%d").to_string();
         let mut writer = table.writer()?;
-        // Batches bounded in bytes: one array holds at most 2 GiB of text.
-        let mut rest: &[Reject] = &rejects;
-        while !rest.is_empty() {
-            let mut bytes = 0;
-            let take = rest
-                .iter()
-                .take_while(|r| {
-                    bytes += r.raw.len() + r.reason.len() + r.file.len();
-                    bytes < sluice_core::change::BATCH_BYTES
-                })
-                .count()
-                .max(1);
-            let (part, later) = rest.split_at(take);
-            rest = later;
-            writer.write(batch_of(part, at, &day, &name)?).await?;
+        let mut positions = Vec::new();
+        for (position, version, rejects) in units {
+            if recorded.get(&position) == Some(&version) {
+                continue;
+            }
+            // Batches bounded in bytes: one array holds at most 2 GiB of text.
+            let mut rest: &[Reject] = &rejects;
+            while !rest.is_empty() {
+                let mut bytes = 0;
+                let take = rest
+                    .iter()
+                    .take_while(|r| {
+                        bytes += r.raw.len() + r.reason.len() + r.file.len();
+                        bytes < sluice_core::change::BATCH_BYTES
+                    })
+                    .count()
+                    .max(1);
+                let (part, later) = rest.split_at(take);
+                rest = later;
+                writer.write(batch_of(part, at, &day, &name)?).await?;
+            }
+            positions.push((position, version));
+        }
+        if positions.is_empty() {
+            return Ok(());
         }
         writer
-            .commit(
-                table,
-                vec![(position.to_string(), version)],
-                serde_json::Map::new(),
-            )
+            .commit(table, positions, serde_json::Map::new())
             .await?;
         Ok(())
     }

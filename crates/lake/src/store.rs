@@ -8,6 +8,7 @@ use std::sync::{Arc, Once};
 use deltalake::logstore::{
     logstore_factories, object_store_factories, ObjectStoreFactory, ObjectStoreRef, StorageConfig,
 };
+use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::{DeltaResult, DeltaTableError, Path};
 use object_store::aws::AmazonS3ConfigKey;
 use url::Url;
@@ -22,6 +23,41 @@ use crate::LakeError;
 pub struct Lake {
     root: Url,
     opts: StoreOptions,
+    files: FileOptions,
+}
+
+/// How the lake writes its Parquet data files (`[lake] compression`, `file_mb`).
+#[derive(Debug, Clone, Copy)]
+pub struct FileOptions {
+    pub compression: Compression,
+    /// Bytes a writer buffers before it writes a data file out; compaction's target size.
+    pub target_bytes: u64,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            compression: Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")),
+            target_bytes: sluice_core::config::DEFAULT_LAKE_FILE_MB << 20,
+        }
+    }
+}
+
+impl FileOptions {
+    /// From the config's names (validated there): `zstd`, `snappy`, `lz4`, `gzip`, `none`.
+    pub fn new(compression: Option<&str>, file_mb: Option<u64>) -> FileOptions {
+        let default = FileOptions::default();
+        FileOptions {
+            compression: match compression {
+                Some("snappy") => Compression::SNAPPY,
+                Some("lz4") => Compression::LZ4_RAW,
+                Some("gzip") => Compression::GZIP(Default::default()),
+                Some("none") => Compression::UNCOMPRESSED,
+                _ => default.compression,
+            },
+            target_bytes: file_mb.map_or(default.target_bytes, |mb| mb << 20),
+        }
+    }
 }
 
 struct S3Factory;
@@ -82,7 +118,21 @@ impl Lake {
                 message: e.to_string(),
             })?;
         }
-        Ok(Lake { root, opts })
+        Ok(Lake {
+            root,
+            opts,
+            files: FileOptions::default(),
+        })
+    }
+
+    /// The lake writing its data files with `files`.
+    pub fn with_files(mut self, files: FileOptions) -> Lake {
+        self.files = files;
+        self
+    }
+
+    pub fn files(&self) -> FileOptions {
+        self.files
     }
 
     pub fn root(&self) -> &Url {

@@ -9,7 +9,6 @@ use arrow::datatypes::{Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, MetadataExt, StructType, Transaction};
-use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -20,9 +19,6 @@ use sluice_core::schema::{SchemaChange, SchemaHistory};
 
 use crate::{Lake, LakeError};
 
-/// Buffered Parquet bytes after which data files are written out (not yet committed): bounds
-/// memory whatever the size of the input.
-pub const FLUSH_BYTES: usize = 64 << 20;
 /// Rows per Parquet row group: bounds the writer's in-progress memory.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Table property holding the key columns (comma-separated).
@@ -197,6 +193,7 @@ impl std::str::FromStr for AsOf {
 pub struct LakeTable {
     path: TablePath,
     table: DeltaTable,
+    files: crate::FileOptions,
     /// Bytes of the data files the last commit through this handle added.
     committed_bytes: u64,
 }
@@ -262,6 +259,7 @@ impl LakeTable {
             committed_bytes: 0,
             path: path.clone(),
             table,
+            files: lake.files(),
         }))
     }
 
@@ -309,6 +307,7 @@ impl LakeTable {
             committed_bytes: 0,
             path: path.clone(),
             table,
+            files: lake.files(),
         })
     }
 
@@ -534,6 +533,24 @@ impl LakeTable {
             .map_err(|e| self.err(e))
     }
 
+    /// The version of every application transaction id, read in one replay of the log (one
+    /// [`LakeTable::app_version`] replays it per id).
+    pub async fn app_versions(&self) -> Result<HashMap<String, i64>, LakeError> {
+        let engine = self.table.log_store().engine(None);
+        let (url, version) = (self.url().clone(), self.version().max(0) as u64);
+        let replay = tokio::task::spawn_blocking(move || {
+            crate::txns::app_versions(&url, version, engine.as_ref())
+        });
+        let batch = |message: String| LakeError::Batch {
+            table: self.path.to_string(),
+            message,
+        };
+        replay
+            .await
+            .map_err(|e| batch(format!("log replay task: {e}")))?
+            .map_err(|e| batch(format!("reading the log's positions: {e}")))
+    }
+
     /// The last `_sluice_seq` committed (0 for an empty table).
     pub async fn last_seq(&self) -> Result<i64, LakeError> {
         Ok(self.app_version(SEQ_APP_ID).await?.unwrap_or(0))
@@ -589,22 +606,58 @@ impl LakeTable {
 
     /// A writer for one commit's worth of batches.
     pub fn writer(&self) -> Result<LakeWriter, LakeError> {
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(1).expect("valid level"),
-            ))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
         let inner = RecordBatchWriter::for_table(&self.table)
             .map_err(|e| self.err(e))?
-            .with_writer_properties(props);
+            .with_writer_properties(self.writer_properties());
         Ok(LakeWriter {
             inner,
             adds: Vec::new(),
             rows: 0,
             table: self.path.to_string(),
+            flush_bytes: self.files.target_bytes as usize,
         })
     }
+
+    /// How data files are written: the lake's compression, bounded row groups.
+    fn writer_properties(&self) -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(self.files.compression)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build()
+    }
+
+    /// Rewrites the table's small data files into files of the lake's target size
+    /// (Delta `OPTIMIZE`, bin-packing within each ingestion day). The commit changes no data:
+    /// every position, every `_sluice_seq` and every earlier version stay readable (the files
+    /// it replaces are only marked removed, as Delta time travel needs).
+    pub async fn compact(&mut self) -> Result<Compacted, LakeError> {
+        let before = self.version();
+        let target = std::num::NonZeroU64::new(self.files.target_bytes.max(1 << 20))
+            .expect("at least 1 MiB");
+        let (table, metrics) = self
+            .table
+            .clone()
+            .optimize()
+            .with_target_size(target)
+            .with_writer_properties(self.writer_properties())
+            .await
+            .map_err(|e| self.err(e))?;
+        self.table = table;
+        Ok(Compacted {
+            files_removed: metrics.num_files_removed,
+            files_added: metrics.num_files_added,
+            version: (self.version() != before).then(|| self.version()),
+        })
+    }
+}
+
+/// What [`LakeTable::compact`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Compacted {
+    pub files_removed: u64,
+    pub files_added: u64,
+    /// The table version of the compaction commit (None: nothing to compact).
+    pub version: Option<i64>,
 }
 
 /// One Parquet data file of a lake table.
@@ -631,6 +684,8 @@ pub struct LakeWriter {
     adds: Vec<Action>,
     rows: u64,
     table: String,
+    /// Buffered bytes at which data files are written out (the lake's target file size).
+    flush_bytes: usize,
 }
 
 impl LakeWriter {
@@ -653,7 +708,7 @@ impl LakeWriter {
                 message,
             })?;
         self.inner.write(batch).await.map_err(|e| self.err(e))?;
-        if self.inner.buffer_len() >= FLUSH_BYTES {
+        if self.inner.buffer_len() >= self.flush_bytes {
             let adds = self.inner.flush().await.map_err(|e| self.err(e))?;
             self.adds.extend(adds.into_iter().map(Action::Add));
         }
@@ -891,6 +946,60 @@ mod tests {
                 "{}",
                 table.url()
             );
+        });
+    }
+
+    /// The positions read in one replay equal the ones read id by id, across a checkpoint
+    /// (deltalake writes one every 100 commits) and with ids committed again later.
+    #[test]
+    fn every_position_in_one_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let lake = Lake::new(dir.path().to_str().unwrap(), Default::default()).unwrap();
+            let path = TablePath::changes("drops", "files");
+            let schema = Schema::new(vec![
+                Field::new("id", DataType::Int64, true),
+                Field::new(INGEST_DATE, DataType::Utf8, true),
+            ]);
+            let mut table = LakeTable::create(&lake, &path, &schema, HashMap::new())
+                .await
+                .unwrap();
+            assert!(table.app_versions().await.unwrap().is_empty());
+            for i in 0..130i64 {
+                // Every tenth commit takes file 0 again at a new version.
+                let mut positions = vec![(format!("file:{i}"), 1000 + i), ("sluice.seq".into(), i)];
+                if i % 10 == 0 {
+                    positions.push(("file:0".into(), 5000 + i));
+                }
+                let w = table.writer().unwrap();
+                w.commit(&mut table, positions, Default::default())
+                    .await
+                    .unwrap();
+            }
+            let checkpoints = std::fs::read_dir(dir.path().join("changes/drops/files/_delta_log"))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .contains("checkpoint")
+                })
+                .count();
+            assert!(checkpoints > 0, "a checkpoint was written");
+            let all = table.app_versions().await.unwrap();
+            assert_eq!(all.len(), 131, "130 files and the seq");
+            assert_eq!(all["file:0"], 5120);
+            assert_eq!(all["file:7"], 1007);
+            assert_eq!(all["sluice.seq"], 129);
+            for (id, version) in &all {
+                assert_eq!(table.app_version(id).await.unwrap(), Some(*version), "{id}");
+            }
         });
     }
 }

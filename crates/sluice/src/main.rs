@@ -252,6 +252,11 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// The lake's own upkeep.
+    Lake {
+        #[command(subcommand)]
+        action: LakeAction,
+    },
     /// Validate the config, then check that the lake, sources and warehouses are reachable.
     Check,
     /// Generate TPC-H drops, sync them twice, query the lake: the whole flow, no server needed.
@@ -283,6 +288,18 @@ enum SchemaAction {
     /// Apply every pending schema change to the warehouse (add the columns) and load the
     /// backlog: resumes a halted table.
     Accept {
+        /// `SOURCE.TABLE`
+        table: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LakeAction {
+    /// Rewrite a table's small data files (a sync of many small drops makes many) into files
+    /// of `[lake] file_mb` (64 MiB), compressed as `[lake] compression` says. Nothing is
+    /// changed: every position, every change and every earlier lake version stays readable
+    /// (time travel and `sluice query` give the same results before and after).
+    Compact {
         /// `SOURCE.TABLE`
         table: String,
     },
@@ -692,6 +709,18 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
             } else {
                 let statements = print || target == ExposeTarget::Athena;
                 print!("{}", expose::render(&report, statements));
+            }
+            Ok(0)
+        }
+        Command::Lake {
+            action: LakeAction::Compact { table },
+        } => {
+            use sluice_engine::lake_cmd;
+            let project = Project::open(&cli.config)?;
+            let report = lake_cmd::compact(&project, &table).await?;
+            match cli.json {
+                true => print_json(&report),
+                false => print!("{}", lake_cmd::render(&report)),
             }
             Ok(0)
         }

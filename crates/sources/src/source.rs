@@ -242,6 +242,8 @@ pub struct Unit {
     pub version: i64,
     /// When it was last written, if known (its rows' source time).
     pub modified: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its size in bytes, if known (how many go into one lake commit).
+    pub bytes: Option<u64>,
     /// What the source needs to read it again (its listing entry), opaque to the driver.
     pub detail: Arc<dyn std::any::Any + Send + Sync>,
 }
@@ -282,10 +284,15 @@ pub enum ReadEvent {
 }
 
 /// Counts of one read.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct ReadStats {
     pub rows: u64,
     pub rejects: u64,
+    /// Columns the rows hold that the table lacks, found past the sample the table's columns
+    /// were taken from (JSON keys first seen late), with the types their values say. Their
+    /// rows were rejected: the engine takes the columns through the schema gate and reads
+    /// the unit again.
+    pub late_columns: Vec<arrow::datatypes::Field>,
 }
 
 /// A unit made readable (a remote file fetched once): its columns, then its rows.
@@ -429,6 +436,12 @@ pub trait Source: Send + Sync {
     /// The units there are now (files: those settled), each with the version listed.
     async fn units(&self) -> Result<Listing, SourceError> {
         Err(unsupported(self.name(), "files"))
+    }
+
+    /// Units landed in one lake commit, at most (their positions commit with them; a crash
+    /// re-reads at most this many).
+    fn units_per_commit(&self) -> usize {
+        sluice_core::config::DEFAULT_FILES_PER_COMMIT
     }
 
     /// The schema of a new table, from a sample of `units`.

@@ -24,7 +24,7 @@ pub struct FilesConfig {
     pub deletes: Option<Deletes>,
     /// halt | evolve | freeze, or per kind of change.
     pub schema_changes: Option<SchemaChangesSpec>,
-    /// csv | tsv | json | parquet; default from the file extension, else csv.
+    /// csv | tsv | json | parquet | orc; default from the file extension, else csv.
     pub format: Option<FileFormat>,
     /// One character; default `,` (`\t` for tsv).
     pub delimiter: Option<String>,
@@ -62,6 +62,18 @@ pub struct FilesConfig {
     /// one (an unterminated quote, a file without line breaks, a bomb) is quarantined.
     /// Default 64 MiB.
     pub max_record_bytes: Option<u64>,
+    /// File columns renamed on the way in: `{ "Cust ID" = "customer_id" }` (file name =
+    /// table name).
+    pub columns_map: Option<std::collections::BTreeMap<String, String>>,
+    /// File columns not landed (by the file's name for them).
+    pub drop_columns: Option<Vec<String>>,
+    /// A type per table column, whatever the files' values suggest: `{ amount =
+    /// "decimal(12,2)" }`. Values off it are quarantined with the column named.
+    pub column_types: Option<std::collections::BTreeMap<String, String>>,
+    /// Files landed in one lake commit, at most, with their positions; default 1000. A crash
+    /// re-reads at most this many; fewer commits keep a folder of thousands of small files
+    /// fast.
+    pub files_per_commit: Option<usize>,
     /// Scheduling keys of `sluice serve` (refused until it exists).
     pub trigger: Option<String>,
     pub poll_interval_secs: Option<u64>,
@@ -122,6 +134,7 @@ impl FilesConfig {
                 }
             }
         }
+        self.validate_mapping(&mut err);
         if let Some(Tables::List(list)) = &self.tables {
             if list.len() > 1 {
                 err(
@@ -148,6 +161,7 @@ impl FilesConfig {
             ("sample_files", self.sample_files),
             ("sample_rows", self.sample_rows),
             ("max_depth", self.max_depth),
+            ("files_per_commit", self.files_per_commit),
         ] {
             if value == Some(0) {
                 err(key, "must be at least 1".into());
@@ -173,6 +187,38 @@ impl FilesConfig {
             err("url", "`{date}` may appear once".into());
         }
         errs
+    }
+
+    /// Checks `columns_map`, `drop_columns` and `column_types`.
+    fn validate_mapping(&self, err: &mut impl FnMut(&str, String)) {
+        let dropped = self.drop_columns.as_deref().unwrap_or_default();
+        let mut targets = std::collections::HashSet::new();
+        for (from, to) in self.columns_map.iter().flatten() {
+            let key = format!("columns_map.{from:?}");
+            if to.trim().is_empty() {
+                err(&key, "renames to an empty name".into());
+            }
+            if crate::change::is_change_column(to) {
+                err(&key, format!("`{to}` is reserved for sluice"));
+            }
+            if !targets.insert(to.as_str()) {
+                err(&key, format!("two file columns are renamed to `{to}`"));
+            }
+            if dropped.contains(from) {
+                err(&key, format!("`{from}` is also in drop_columns"));
+            }
+        }
+        if !dropped.is_empty() && self.header == Some(false) {
+            err(
+                "drop_columns",
+                "needs named columns: files without a header are read by position".into(),
+            );
+        }
+        for (column, ty) in self.column_types.iter().flatten() {
+            if let Err(m) = crate::types::parse_type(ty) {
+                err(&format!("column_types.{column}"), m);
+            }
+        }
     }
 
     /// The declared column names, when columns are declared.

@@ -60,6 +60,8 @@ pub const DEFAULT_SAMPLE_ROWS: usize = 1000;
 pub const DEFAULT_MAX_DEPTH: usize = 5;
 /// How many files the inference samples, so one odd first file does not decide the types.
 pub const DEFAULT_SAMPLE_FILES: usize = 5;
+/// Files landed in one lake commit, at most (`files_per_commit`).
+pub const DEFAULT_FILES_PER_COMMIT: usize = 1000;
 /// A local file modified within this many seconds may still be being written: sluice waits
 /// until it has been left alone this long (and skips it, to take it next sync, if it changed
 /// meanwhile). Long enough for a writer's pauses between buffers, short enough for a sync.
@@ -119,7 +121,19 @@ pub struct LakeConfig {
     pub endpoint: Option<String>,
     /// AWS region; default from `AWS_REGION`.
     pub region: Option<String>,
+    /// Compression of the lake's Parquet data files: zstd (default), snappy (for engines
+    /// that want it), lz4, gzip or none.
+    pub compression: Option<String>,
+    /// Target size of a lake data file in MiB (default 64): the writer writes a file out each
+    /// time it buffers this much, and `sluice lake compact` rewrites smaller files into files
+    /// of this size.
+    pub file_mb: Option<u64>,
 }
+
+/// Compressions of lake data files (`[lake] compression`).
+pub const LAKE_COMPRESSIONS: &[&str] = &["zstd", "snappy", "lz4", "gzip", "none"];
+/// Target size of a lake data file, MiB (`[lake] file_mb`).
+pub const DEFAULT_LAKE_FILE_MB: u64 = 64;
 
 fn default_lake() -> String {
     DEFAULT_LAKE.into()
@@ -133,6 +147,8 @@ impl Default for LakeConfig {
             sse_kms_key_id: None,
             endpoint: None,
             region: None,
+            compression: None,
+            file_mb: None,
         }
     }
 }
@@ -476,6 +492,7 @@ pub enum FileFormat {
     Tsv,
     Json,
     Parquet,
+    Orc,
 }
 
 /// What nested documents (JSON objects and arrays) become.
@@ -826,6 +843,22 @@ impl Config {
         };
         if self.lake.url.trim().is_empty() {
             err("lake.url".into(), "must not be empty".into());
+        }
+        if let Some(c) = &self.lake.compression {
+            if !LAKE_COMPRESSIONS.contains(&c.as_str()) {
+                err(
+                    "lake.compression".into(),
+                    format!("`{c}` is not one of {}", LAKE_COMPRESSIONS.join(", ")),
+                );
+            }
+        }
+        if let Some(mb) = self.lake.file_mb {
+            if !(1..=4096).contains(&mb) {
+                err(
+                    "lake.file_mb".into(),
+                    format!("{mb} MiB: a data file is 1 to 4096 MiB"),
+                );
+            }
         }
         if let Some(sse) = &self.lake.sse {
             if sse != "aws:kms" && sse != "AES256" {

@@ -178,10 +178,11 @@ pub(crate) async fn snapshot_marks(
     let Some(plan) = snapshot_plan(log, source).await? else {
         return Ok(None);
     };
-    let mut read_at = Vec::with_capacity(plan.chunks as usize);
-    for i in 0..plan.chunks {
-        read_at.push(log.app_version(&ids.chunk(run, i)).await?.unwrap_or(1));
-    }
+    // Every chunk's mark from one read of the log (not one per chunk).
+    let marks = log.app_versions().await?;
+    let read_at = (0..plan.chunks)
+        .map(|i| marks.get(&ids.chunk(run, i)).copied().unwrap_or(1))
+        .collect();
     Ok(Some(SnapshotMarks { plan, read_at }))
 }
 

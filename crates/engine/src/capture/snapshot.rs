@@ -300,12 +300,14 @@ pub(crate) async fn snapshot(
             (run, plan)
         }
     };
-    let mut pending = VecDeque::new();
-    for i in 0..plan.chunks {
-        if !resuming || t.log.app_version(&ids.chunk(run, i)).await?.is_none() {
-            pending.push_back(i);
-        }
-    }
+    // The chunks already in the lake, from one read of the log (not one per chunk).
+    let landed = match resuming {
+        true => t.log.app_versions().await?,
+        false => Default::default(),
+    };
+    let pending: VecDeque<u64> = (0..plan.chunks)
+        .filter(|&i| !landed.contains_key(&ids.chunk(run, i)))
+        .collect();
     let chunks = Arc::new(ChunkQueue::new(pending));
     // A few batches per reader: enough to keep them reading while the writer works, few
     // enough that they do not take the CPU the writer needs (a larger buffer measured slower).

@@ -123,25 +123,42 @@ pub(crate) async fn quarantine(
     version: i64,
     rejects: Vec<Reject>,
 ) -> Result<u64, EngineError> {
-    if rejects.is_empty() {
+    quarantine_units(lake, spec, vec![(position.to_string(), version, rejects)]).await
+}
+
+/// Records the rejects of several input units, `(position, version, rejects)`, in one
+/// quarantine commit (units recorded already are skipped); returns how many there were.
+pub(crate) async fn quarantine_units(
+    lake: &Lake,
+    spec: &TableSpec,
+    units: Vec<(String, i64, Vec<Reject>)>,
+) -> Result<u64, EngineError> {
+    let units: Vec<_> = units.into_iter().filter(|u| !u.2.is_empty()).collect();
+    if units.is_empty() {
         return Ok(0);
     }
-    let n = rejects.len() as u64;
-    tracing::warn!(source = %spec.source, table = %spec.table, at = %position, rejects = n, "rows quarantined");
-    crate::metrics::quarantined(&spec.source, &spec.table, n);
-    // Rows of a database have no line: they are numbered within the unit.
-    let rejects = rejects
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| Reject {
-            line: if r.line == 0 { i as u64 + 1 } else { r.line },
-            ..r
-        })
-        .collect();
+    let mut total = 0u64;
+    let mut numbered = Vec::with_capacity(units.len());
+    for (position, version, rejects) in units {
+        let n = rejects.len() as u64;
+        total += n;
+        tracing::warn!(source = %spec.source, table = %spec.table, at = %position, rejects = n, "rows quarantined");
+        // Rows of a database have no line: they are numbered within the unit.
+        let rejects = rejects
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Reject {
+                line: if r.line == 0 { i as u64 + 1 } else { r.line },
+                ..r
+            })
+            .collect();
+        numbered.push((position, version, rejects));
+    }
+    crate::metrics::quarantined(&spec.source, &spec.table, total);
     Quarantine::new(lake, &spec.source, &spec.table)
-        .add(position, version, rejects, Utc::now())
+        .add_units(numbered, Utc::now())
         .await?;
-    Ok(n)
+    Ok(total)
 }
 
 /// Why a table cannot take columns `schema`: a key column the loads merge on is gone.

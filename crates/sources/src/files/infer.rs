@@ -19,11 +19,10 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema};
 use serde::Serialize;
 
-use sluice_core::config::FileFormat;
 use sluice_core::schema::{common_type, type_name};
 use sluice_core::types::json_field;
 
-use super::{parquet_file, FileEntry, FilesSource, LocalFile};
+use super::{FileEntry, FilesSource, LocalFile};
 use crate::values::Inference;
 use crate::SourceError;
 
@@ -172,11 +171,28 @@ impl FilesSource {
         sample: &[(FileEntry, LocalFile)],
     ) -> Result<InferredSchema, SourceError> {
         let mut cols: Vec<Votes> = Vec::new();
+        // A sampled file that cannot be read says nothing about the others: it is left out
+        // here (reading it quarantines it, naming why), unless no sampled file can be read.
+        let mut unreadable: Option<SourceError> = None;
+        let mut read = 0usize;
         for (entry, file) in sample {
             let format = self.format_of(entry);
-            if format == FileFormat::Parquet {
-                for f in parquet_file::schema(&file.path, &entry.id)?.fields() {
-                    let v = votes_for(&mut cols, f.name());
+            let own = match self.columnar_schema(entry, file, format).transpose() {
+                Ok(own) => own,
+                Err(e) if e.kind() == sluice_core::retry::ErrorKind::Fatal => {
+                    tracing::warn!(source = %self.name, file = %entry.id, error = %e, "a sampled file is unreadable: inferred from the others");
+                    unreadable.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            read += 1;
+            if let Some(own) = own {
+                for f in own.fields() {
+                    let Some(name) = self.mapping.table_name(f.name()) else {
+                        continue;
+                    };
+                    let v = votes_for(&mut cols, name);
                     v.files += 1;
                     v.said(f.data_type(), &entry.id);
                     v.typed = Some(match &v.typed {
@@ -188,14 +204,31 @@ impl FilesSource {
             }
             let mut names: Vec<String> = Vec::new();
             let mut infer: Vec<Inference> = Vec::new();
-            self.sample_text(entry, file, format, &mut names, &mut infer)?;
+            match self.sample_text(entry, file, format, &mut names, &mut infer) {
+                Ok(_) => {}
+                Err(e) if e.kind() == sluice_core::retry::ErrorKind::Fatal => {
+                    tracing::warn!(source = %self.name, file = %entry.id, error = %e, "a sampled file is unreadable: inferred from the others");
+                    read -= 1;
+                    unreadable.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             for (name, own) in names.iter().zip(&infer) {
+                let Some(name) = self.mapping.table_name(name) else {
+                    continue;
+                };
                 let v = votes_for(&mut cols, name);
                 v.files += 1;
                 if own.evidence.values > 0 {
                     v.said(&own.data_type(), &entry.id);
                 }
                 v.text.get_or_insert_with(Inference::default).merge(own);
+            }
+        }
+        if read == 0 {
+            if let Some(e) = unreadable {
+                return Err(e);
             }
         }
         if self.partitions {
@@ -228,13 +261,22 @@ impl FilesSource {
         }
         // File columns first, in order of appearance, then the partitions.
         cols.sort_by_key(|c| c.partition);
-        let types: Vec<DataType> = cols.iter().map(Votes::data_type).collect();
+        let types: Vec<DataType> = cols
+            .iter()
+            .map(|c| match self.mapping.declared_type(&c.name) {
+                Some(t) => t.clone(),
+                None => c.data_type(),
+            })
+            .collect();
         let fields: Vec<Field> = cols
             .iter()
             .zip(&types)
-            .map(|(c, t)| match c.holds_json() {
-                true => json_field(&c.name),
-                false => Field::new(&c.name, t.clone(), true),
+            .map(|(c, t)| {
+                let declared = self.mapping.declared_type(&c.name).is_some();
+                match c.holds_json() && !declared {
+                    true => json_field(&c.name),
+                    false => Field::new(&c.name, t.clone(), true),
+                }
             })
             .collect();
         Ok(InferredSchema {

@@ -395,6 +395,8 @@ pub fn read(
 ) -> Result<ReadStats, SourceError> {
     let mut batcher = RowBatcher::for_file(schema, id, keys)?;
     let mut stats = ReadStats::default();
+    // Keys the table lacks, and what their values say.
+    let mut late: Vec<(String, Inference)> = Vec::new();
     let result = for_each_record(r, id, bound, &mut |n, record| {
         let text = match record {
             Record::Text(t) => t,
@@ -430,6 +432,16 @@ pub fn read(
         let texts = match document::texts(schema, &obj) {
             Ok(t) => t,
             Err(k) => {
+                for (key, value) in obj.iter().filter(|(key, _)| schema.index_of(key).is_err()) {
+                    let i = match late.iter().position(|(n, _)| n == key) {
+                        Some(i) => i,
+                        None => {
+                            late.push((key.clone(), Inference::default()));
+                            late.len() - 1
+                        }
+                    };
+                    value.observe(&mut late[i].1);
+                }
                 stats.rejects += 1;
                 let reason = format!("field `{k}` is not a column of the table");
                 emit(reject(Some(k), reason))?;
@@ -454,5 +466,6 @@ pub fn read(
     if let Some(b) = batcher.take() {
         emit(ReadEvent::Rows(b))?;
     }
+    stats.late_columns = late.iter().map(|(n, i)| document::field(n, i)).collect();
     result.map(|_| stats)
 }

@@ -1,5 +1,5 @@
 //! The files source: nightly drops and folders of CSV/TSV/delimited text, JSON (lines or
-//! arrays) and Parquet, optionally `.gz`/`.zst`, on local disk or S3.
+//! arrays), Parquet and ORC, text optionally `.gz`/`.zst`, on local disk or S3.
 //!
 //! The engine asks for the files not yet consumed ([`FilesSource::list`] + the lake's
 //! positions), fetches each ([`FilesSource::fetch`]: local files are read in place, remote ones
@@ -7,10 +7,13 @@
 //! ([`FilesSource::read`]) into batches of the table's schema plus rejects for the quarantine.
 
 mod bound;
+mod columnar;
 mod delimited;
 mod infer;
 pub(crate) mod json;
 pub mod listing;
+mod mapping;
+mod orc_file;
 mod parquet_file;
 pub(crate) mod rows;
 mod source;
@@ -26,13 +29,14 @@ use object_store::ObjectStoreExt;
 use tokio::io::AsyncWriteExt;
 
 use sluice_core::config::{
-    single_byte, split_column, FileFormat, FilesConfig, Nested, DEFAULT_MAX_DEPTH,
-    DEFAULT_SAMPLE_FILES, DEFAULT_SAMPLE_ROWS, DEFAULT_SETTLE_SECS,
+    single_byte, split_column, FileFormat, FilesConfig, Nested, DEFAULT_FILES_PER_COMMIT,
+    DEFAULT_MAX_DEPTH, DEFAULT_SAMPLE_FILES, DEFAULT_SAMPLE_ROWS, DEFAULT_SETTLE_SECS,
 };
 use sluice_core::store::StoreOptions;
 
 pub use infer::{spread_sample, ColumnReport, FileTypes, InferredSchema};
 pub use listing::{FileEntry, FileLocation, PartitionValue};
+pub use mapping::ColumnMapping;
 
 use crate::values::Inference;
 use crate::SourceError;
@@ -96,6 +100,10 @@ pub struct FilesSource {
     settle: std::time::Duration,
     /// The longest record read (see [`bound`]).
     max_record_bytes: u64,
+    /// Files landed in one lake commit, at most.
+    files_per_commit: usize,
+    /// File columns renamed, dropped and typed on the way in.
+    mapping: ColumnMapping,
 }
 
 impl FilesSource {
@@ -146,6 +154,13 @@ impl FilesSource {
             key: Vec::new(),
             settle: std::time::Duration::from_secs(cfg.settle_secs.unwrap_or(DEFAULT_SETTLE_SECS)),
             max_record_bytes: cfg.max_record_bytes.unwrap_or(DEFAULT_MAX_RECORD_BYTES),
+            files_per_commit: cfg.files_per_commit.unwrap_or(DEFAULT_FILES_PER_COMMIT),
+            mapping: ColumnMapping::new(
+                cfg.columns_map.as_ref(),
+                cfg.drop_columns.as_ref(),
+                cfg.column_types.as_ref(),
+            )
+            .map_err(config_err)?,
         })
     }
 
@@ -169,6 +184,11 @@ impl FilesSource {
     pub fn with_key(mut self, key: &[String]) -> FilesSource {
         self.key = key.to_vec();
         self
+    }
+
+    /// Files landed in one lake commit, at most.
+    pub fn files_per_commit(&self) -> usize {
+        self.files_per_commit
     }
 
     pub fn declared_schema(&self) -> Option<SchemaRef> {
@@ -245,12 +265,29 @@ impl FilesSource {
         let name = strip_compression(&entry.id).to_ascii_lowercase();
         if name.ends_with(".parquet") {
             FileFormat::Parquet
+        } else if name.ends_with(".orc") {
+            FileFormat::Orc
         } else if name.ends_with(".json") || name.ends_with(".jsonl") || name.ends_with(".ndjson") {
             FileFormat::Json
         } else if name.ends_with(".tsv") {
             FileFormat::Tsv
         } else {
             FileFormat::Csv
+        }
+    }
+
+    /// The schema a columnar file (Parquet, ORC) declares; None for text formats, which are
+    /// sampled.
+    fn columnar_schema(
+        &self,
+        entry: &FileEntry,
+        file: &LocalFile,
+        format: FileFormat,
+    ) -> Option<Result<SchemaRef, SourceError>> {
+        match format {
+            FileFormat::Parquet => Some(parquet_file::schema(&file.path, &entry.id)),
+            FileFormat::Orc => Some(orc_file::schema(&file.path, &entry.id)),
+            FileFormat::Csv | FileFormat::Tsv | FileFormat::Json => None,
         }
     }
 
@@ -315,28 +352,31 @@ impl FilesSource {
         table: &Schema,
     ) -> Result<IncomingSchema, SourceError> {
         let format = self.format_of(entry);
-        let (mut fields, complete): (Vec<Field>, bool) = if format == FileFormat::Parquet {
-            let own = parquet_file::schema(&file.path, &entry.id)?;
-            (
-                own.fields().iter().map(|f| f.as_ref().clone()).collect(),
-                true,
-            )
-        } else {
-            let mut names: Vec<String> = Vec::new();
-            let mut infer: Vec<Inference> = Vec::new();
-            let complete = self.sample_text(entry, file, format, &mut names, &mut infer)?;
-            let positional = !complete && !matches!(format, FileFormat::Json);
-            let fields = names
-                .iter()
-                .zip(&infer)
-                .filter(|(n, _)| !positional || table.index_of(n).is_ok())
-                .map(|(n, i)| match table.field_with_name(n) {
-                    Err(_) if i.holds_json() => sluice_core::types::json_field(n),
-                    _ => Field::new(n, held_type(i, table, n), true),
-                })
-                .collect();
-            (fields, complete)
-        };
+        let (mut fields, complete): (Vec<Field>, bool) =
+            if let Some(own) = self.columnar_schema(entry, file, format) {
+                let own = own?;
+                let fields = own.fields().iter().map(|f| f.as_ref().clone());
+                (self.mapping.fields_of_file(fields), true)
+            } else {
+                let mut names: Vec<String> = Vec::new();
+                let mut infer: Vec<Inference> = Vec::new();
+                let complete = self.sample_text(entry, file, format, &mut names, &mut infer)?;
+                let positional = !complete && !matches!(format, FileFormat::Json);
+                let fields = names
+                    .iter()
+                    .zip(&infer)
+                    .filter_map(|(n, i)| Some((self.mapping.table_name(n)?, i)))
+                    .filter(|(n, _)| !positional || table.index_of(n).is_ok())
+                    .map(
+                        |(n, i)| match (self.mapping.declared_type(n), table.field_with_name(n)) {
+                            (Some(t), _) => Field::new(n, t.clone(), true),
+                            (None, Err(_)) if i.holds_json() => sluice_core::types::json_field(n),
+                            (None, _) => Field::new(n, held_type(i, table, n), true),
+                        },
+                    )
+                    .collect();
+                (fields, complete)
+            };
         if self.partitions {
             fields.retain(|f| !self.is_partition(entry, f.name()));
             for p in &entry.partitions {
@@ -383,24 +423,53 @@ impl FilesSource {
         })
     }
 
+    /// Reads the file's own columns into `table`'s (see [`mapping`]).
     fn read_contents(
         &self,
         entry: &FileEntry,
         file: &LocalFile,
+        table: &SchemaRef,
+        emit: &mut dyn FnMut(ReadEvent) -> Result<(), SourceError>,
+    ) -> Result<ReadStats, SourceError> {
+        if self.mapping.is_empty() {
+            return self.read_format(entry, file, table, &self.key, emit);
+        }
+        let format = self.format_of(entry);
+        let own = self.columnar_schema(entry, file, format).transpose()?;
+        let schema = self.mapping.file_side(table, own.as_deref());
+        let keys: Vec<String> = self
+            .key
+            .iter()
+            .filter_map(|k| table.index_of(k).ok())
+            .map(|i| schema.field(i).name().clone())
+            .collect();
+        self.read_format(entry, file, &schema, &keys, &mut |ev| match ev {
+            ReadEvent::Rows(batch) => emit(ReadEvent::Rows(
+                self.mapping.to_table(table, batch, &entry.id)?,
+            )),
+            reject => emit(reject),
+        })
+    }
+
+    /// Reads the file in its format into batches of `schema`, `keys` naming its key columns.
+    fn read_format(
+        &self,
+        entry: &FileEntry,
+        file: &LocalFile,
         schema: &SchemaRef,
+        keys: &[String],
         emit: &mut dyn FnMut(ReadEvent) -> Result<(), SourceError>,
     ) -> Result<ReadStats, SourceError> {
         let format = self.format_of(entry);
         match format {
-            FileFormat::Parquet => {
-                parquet_file::read(&file.path, &entry.id, schema, &self.key, emit)
-            }
+            FileFormat::Parquet => parquet_file::read(&file.path, &entry.id, schema, keys, emit),
+            FileFormat::Orc => orc_file::read(&file.path, &entry.id, schema, keys, emit),
             FileFormat::Json => json::read(
                 open_decoded(&file.path, &entry.id)?,
                 &entry.id,
                 self.flatten,
                 schema,
-                &self.key,
+                keys,
                 &RecordBound::new(self.max_record_bytes),
                 emit,
             ),
@@ -411,7 +480,7 @@ impl FilesSource {
                     &entry.id,
                     &opts,
                     schema,
-                    &self.key,
+                    keys,
                     &RecordBound::new(self.max_record_bytes),
                     emit,
                 )

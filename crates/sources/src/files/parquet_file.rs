@@ -20,7 +20,7 @@ use parquet::basic::Type as PhysicalType;
 
 use sluice_core::reject::{row_text, Reject};
 
-use super::{ReadEvent, ReadStats, BATCH_ROWS};
+use super::{columnar, ReadEvent, ReadStats, BATCH_ROWS};
 use crate::SourceError;
 
 type Builder = ParquetRecordBatchReaderBuilder<std::fs::File>;
@@ -141,45 +141,6 @@ fn wrapped_rows(
     bad
 }
 
-/// `batch` without its rows that have NULL in a key column (each quarantined with its row
-/// number: merge cannot place them). `first_row` numbers the batch's first row.
-fn refuse_null_keys(
-    batch: RecordBatch,
-    keys: &[usize],
-    id: &str,
-    first_row: u64,
-    stats: &mut ReadStats,
-    emit: &mut dyn FnMut(ReadEvent) -> Result<(), SourceError>,
-) -> Result<RecordBatch, SourceError> {
-    if keys.iter().all(|&k| batch.column(k).null_count() == 0) {
-        return Ok(batch);
-    }
-    let mut keep = Vec::with_capacity(batch.num_rows());
-    for r in 0..batch.num_rows() {
-        let null = keys.iter().find(|&&k| batch.column(k).is_null(r));
-        keep.push(null.is_none());
-        if let Some(&k) = null {
-            let column = batch.schema().field(k).name().clone();
-            stats.rejects += 1;
-            emit(ReadEvent::Reject(Reject {
-                file: id.into(),
-                line: first_row + r as u64,
-                column: Some(column.clone()),
-                raw: row_text(&batch, r),
-                reason: format!(
-                    "column {column}: NULL in a key column (merge cannot place the row)"
-                ),
-            }))?;
-        }
-    }
-    arrow::compute::filter_record_batch(&batch, &arrow::array::BooleanArray::from(keep)).map_err(
-        |source| SourceError::Arrow {
-            file: id.into(),
-            source,
-        },
-    )
-}
-
 pub fn read(
     path: &Path,
     id: &str,
@@ -187,22 +148,10 @@ pub fn read(
     keys: &[String],
     emit: &mut dyn FnMut(ReadEvent) -> Result<(), SourceError>,
 ) -> Result<ReadStats, SourceError> {
-    let keys: Vec<usize> = keys
-        .iter()
-        .filter_map(|k| schema.index_of(k).ok())
-        .collect();
+    let keys = columnar::key_columns(schema, keys);
     let (b, int96) = builder(path, id)?;
     let file_schema = b.schema().clone();
-    if let Some(f) = file_schema
-        .fields()
-        .iter()
-        .find(|f| schema.index_of(f.name()).is_err())
-    {
-        return Err(SourceError::File {
-            file: id.into(),
-            message: format!("column `{}` is not a column of the table", f.name()),
-        });
-    }
+    columnar::known_columns(&file_schema, schema, id)?;
     let mut seconds = match int96.is_empty() {
         true => None,
         false => Some(seconds_reader(path, id, &file_schema, &int96)?),
@@ -257,24 +206,7 @@ pub fn read(
                 })?;
             }
         }
-        let kept = batch.num_rows();
-        match sluice_core::conform::conform(&batch, schema) {
-            Ok(b) => {
-                let b = refuse_null_keys(b, &keys, id, first_row, &mut stats, emit)?;
-                stats.rows += b.num_rows() as u64;
-                emit(ReadEvent::Rows(b))?;
-            }
-            Err(reason) => {
-                stats.rejects += kept as u64;
-                emit(ReadEvent::Reject(Reject {
-                    file: id.into(),
-                    line: first_row,
-                    column: None,
-                    raw: format!("<parquet rows {first_row}..{}>", first_row + n as u64 - 1),
-                    reason,
-                }))?;
-            }
-        }
+        columnar::fit(batch, schema, &keys, id, first_row, &mut stats, emit)?;
         first_row += n as u64;
     }
     Ok(stats)

@@ -28,6 +28,7 @@ fn unit(e: FileEntry) -> Unit {
         id: e.id.clone(),
         version: e.version(),
         modified: Some(e.modified),
+        bytes: Some(e.size),
         detail: Arc::new(e),
     }
 }
@@ -155,6 +156,10 @@ impl Source for FilesSource {
 
     fn declared(&self) -> Option<SchemaRef> {
         self.declared_schema()
+    }
+
+    fn units_per_commit(&self) -> usize {
+        self.files_per_commit()
     }
 
     async fn open_unit(&self, unit: &Unit) -> Result<Arc<dyn OpenUnit>, SourceError> {
