@@ -27,12 +27,7 @@ impl Sandbox {
     /// are: sluice waits for files modified within its settle time (see `write_fresh`).
     pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
         let p = self.write_fresh(rel, bytes);
-        let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
-        std::fs::File::options()
-            .write(true)
-            .open(&p)
-            .and_then(|f| f.set_modified(earlier))
-            .unwrap();
+        delivered_earlier(&p);
         p
     }
 
@@ -142,6 +137,16 @@ pub fn table_of<'a>(
 }
 
 /// `Some("x")` shorthand for expected rows.
+/// Marks a file as modified ten minutes back (a drop delivered a while ago).
+pub fn delivered_earlier(p: &Path) {
+    let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    std::fs::File::options()
+        .write(true)
+        .open(p)
+        .and_then(|f| f.set_modified(earlier))
+        .unwrap();
+}
+
 pub fn s(v: &str) -> Option<String> {
     Some(v.to_string())
 }
