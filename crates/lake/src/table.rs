@@ -21,6 +21,8 @@ use crate::{Lake, LakeError};
 
 /// Rows per Parquet row group: bounds the writer's in-progress memory.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Arrow bytes of small batches held back before they are written as one.
+const COALESCE_BYTES: usize = 32 << 20;
 /// Table property holding the key columns (comma-separated).
 pub const PRIMARY_KEY_PROPERTY: &str = "sluice.primaryKey";
 /// Application transaction holding the last `_sluice_seq` committed.
@@ -609,13 +611,11 @@ impl LakeTable {
         let inner = RecordBatchWriter::for_table(&self.table)
             .map_err(|e| self.err(e))?
             .with_writer_properties(self.writer_properties());
-        Ok(LakeWriter {
+        Ok(LakeWriter::new(
             inner,
-            adds: Vec::new(),
-            rows: 0,
-            table: self.path.to_string(),
-            flush_bytes: self.files.target_bytes as usize,
-        })
+            self.path.to_string(),
+            self.files.target_bytes as usize,
+        ))
     }
 
     /// How data files are written: the lake's compression, bounded row groups.
@@ -679,16 +679,72 @@ fn seq_range(stats: &str) -> Option<(i64, i64)> {
 
 /// Batches on their way into one lake commit. Data files are written as the buffer fills;
 /// nothing is visible to readers until [`LakeWriter::commit`].
+///
+/// Parquet encoding runs in a task of its own, fed through a short queue: the caller goes
+/// on reading its input (the next file) while earlier rows are encoded, as a stream's reader
+/// and writer overlap.
 pub struct LakeWriter {
-    inner: RecordBatchWriter,
+    /// The table's columns, which every batch is fitted to.
+    schema: arrow::datatypes::SchemaRef,
+    to_encoder: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
+    encoder: Option<tokio::task::JoinHandle<Result<Vec<Action>, DeltaTableError>>>,
+    /// Data files written out (set once the encoder has finished).
     adds: Vec<Action>,
     rows: u64,
     table: String,
-    /// Buffered bytes at which data files are written out (the lake's target file size).
+    /// Batches held back to be written as one (see [`LakeWriter::write_pending`]).
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    pending_bytes: usize,
+}
+
+/// A writer dropped without commit or abandon (an error on the way) writes nothing more.
+impl Drop for LakeWriter {
+    fn drop(&mut self) {
+        if let Some(encoder) = self.encoder.take() {
+            encoder.abort();
+        }
+    }
+}
+
+/// Coalesced batches queued for the encoder: bounds the memory between the two.
+const ENCODER_QUEUE: usize = 1;
+
+/// Encodes batches into the table's Parquet files, writing a file out each time
+/// `flush_bytes` are buffered; the data files once the queue closes.
+async fn encode(
+    mut inner: RecordBatchWriter,
+    mut batches: tokio::sync::mpsc::Receiver<RecordBatch>,
     flush_bytes: usize,
+) -> Result<Vec<Action>, DeltaTableError> {
+    let mut adds = Vec::new();
+    while let Some(batch) = batches.recv().await {
+        inner.write(batch).await?;
+        if inner.buffer_len() >= flush_bytes {
+            adds.extend(inner.flush().await?.into_iter().map(Action::Add));
+        }
+    }
+    adds.extend(inner.flush().await?.into_iter().map(Action::Add));
+    Ok(adds)
 }
 
 impl LakeWriter {
+    fn new(inner: RecordBatchWriter, table: String, flush_bytes: usize) -> LakeWriter {
+        let schema = inner.arrow_schema();
+        let (tx, rx) = tokio::sync::mpsc::channel(ENCODER_QUEUE);
+        LakeWriter {
+            schema,
+            to_encoder: Some(tx),
+            encoder: Some(tokio::spawn(encode(inner, rx, flush_bytes))),
+            adds: Vec::new(),
+            rows: 0,
+            table,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+        }
+    }
+
     fn err(&self, source: DeltaTableError) -> LakeError {
         LakeError::Delta {
             table: self.table.clone(),
@@ -701,17 +757,67 @@ impl LakeWriter {
         // The table's columns by name (columns added by a schema change come after the change
         // columns; one the batch lacks is NULL; a value off its column's type goes to the
         // column's variant), with the table's exact field metadata and nullability.
-        let schema = self.inner.arrow_schema();
-        let batch =
-            sluice_core::conform::conform(&batch, &schema).map_err(|message| LakeError::Batch {
+        let batch = sluice_core::conform::conform(&batch, &self.schema).map_err(|message| {
+            LakeError::Batch {
                 table: self.table.clone(),
                 message,
-            })?;
-        self.inner.write(batch).await.map_err(|e| self.err(e))?;
-        if self.inner.buffer_len() >= self.flush_bytes {
-            let adds = self.inner.flush().await.map_err(|e| self.err(e))?;
-            self.adds.extend(adds.into_iter().map(Action::Add));
+            }
+        })?;
+        self.pending_rows += batch.num_rows();
+        self.pending_bytes += batch.get_array_memory_size();
+        self.pending.push(batch);
+        if self.pending_rows >= ROW_GROUP_ROWS || self.pending_bytes >= COALESCE_BYTES {
+            self.write_pending().await?;
         }
+        Ok(())
+    }
+
+    /// Hands the batches held back to the encoder as one. deltalake's writer copies its
+    /// whole in-memory file at every write (to recover from a failed one), so many small
+    /// batches (a folder of small files) cost a copy each: coalesced, they cost one per row
+    /// group.
+    async fn write_pending(&mut self) -> Result<(), LakeError> {
+        let batch = match self.pending.len() {
+            0 => return Ok(()),
+            1 => self.pending.pop().expect("one batch"),
+            _ => arrow::compute::concat_batches(&self.schema, &self.pending).map_err(|source| {
+                LakeError::Arrow {
+                    table: self.table.clone(),
+                    source,
+                }
+            })?,
+        };
+        self.pending.clear();
+        (self.pending_rows, self.pending_bytes) = (0, 0);
+        let sent = match &self.to_encoder {
+            Some(tx) => tx.send(batch).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The encoder stopped: its error says why.
+            self.finish().await?;
+            return Err(LakeError::Batch {
+                table: self.table.clone(),
+                message: "the Parquet encoder stopped".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes the queue and waits for the encoder's last data files.
+    async fn finish(&mut self) -> Result<(), LakeError> {
+        self.to_encoder = None;
+        let Some(encoder) = self.encoder.take() else {
+            return Ok(());
+        };
+        let adds = encoder
+            .await
+            .map_err(|e| LakeError::Batch {
+                table: self.table.clone(),
+                message: format!("Parquet encoder task: {e}"),
+            })?
+            .map_err(|e| self.err(e))?;
+        self.adds.extend(adds);
         Ok(())
     }
 
@@ -721,8 +827,12 @@ impl LakeWriter {
 
     /// Gives up what was written: the data files flushed so far are deleted (best effort:
     /// a file left behind is unreferenced by the log, so no reader sees it).
-    pub async fn abandon(self, table: &LakeTable) {
+    pub async fn abandon(mut self, table: &LakeTable) {
         use object_store::ObjectStoreExt;
+        self.pending.clear();
+        if let Err(e) = self.finish().await {
+            tracing::warn!(table = %self.table, error = %e, "abandoning a lake write");
+        }
         let store = table.store();
         for action in &self.adds {
             let Action::Add(add) = action else { continue };
@@ -746,8 +856,8 @@ impl LakeWriter {
         positions: Vec<(String, i64)>,
         metadata: serde_json::Map<String, serde_json::Value>,
     ) -> Result<Option<i64>, LakeError> {
-        let adds = self.inner.flush().await.map_err(|e| self.err(e))?;
-        self.adds.extend(adds.into_iter().map(Action::Add));
+        self.write_pending().await?;
+        self.finish().await?;
         if self.adds.is_empty() && positions.is_empty() {
             return Ok(None);
         }

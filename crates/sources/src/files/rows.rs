@@ -210,13 +210,20 @@ pub struct RowBatcher {
     keys: Vec<usize>,
 }
 
+/// Rows the builders reserve room for at first.
+const INITIAL_ROWS: usize = 1024;
+
 impl RowBatcher {
     pub fn new(schema: SchemaRef, batch_rows: usize) -> Result<RowBatcher, String> {
+        // Builders grow as rows come (and start empty again after each batch): reserving a
+        // whole batch up front gives a small file's few rows arrays of a full batch's size,
+        // which the lake writer then holds and copies.
+        let reserve = batch_rows.min(INITIAL_ROWS);
         let builders = schema
             .fields()
             .iter()
             .map(|f| {
-                Builder::new(f.data_type(), batch_rows)
+                Builder::new(f.data_type(), reserve)
                     .map_err(|e| format!("column {}: {e}", f.name()))
             })
             .collect::<Result<Vec<_>, _>>()?;
