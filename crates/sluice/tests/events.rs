@@ -233,7 +233,16 @@ fn events_land_value_by_value_and_bad_lines_are_named() {
     // Loaded into the warehouse by key, the new columns evolved in.
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        let st = json_of(&sb.ok(&["--json", "status"]));
+        // serve holds the DuckDB file while it loads; `status` meanwhile cannot open it.
+        let out = sb.run(&["--json", "status"], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && stderr.contains("Could not set lock") {
+            assert!(Instant::now() < deadline, "{stderr}");
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        }
+        assert!(out.status.success(), "sluice status failed: {stderr}");
+        let st = json_of(&String::from_utf8_lossy(&out.stdout));
         let loaded = st
             .as_array()
             .unwrap()
