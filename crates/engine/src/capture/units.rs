@@ -216,9 +216,8 @@ struct Group {
     members: Vec<(Unit, Arc<dyn OpenUnit>)>,
     /// Each unit's position and version, and its rejects.
     landed: Vec<(String, i64, Vec<Reject>)>,
-    /// The `_sluice_seq` before the group's first row.
+    /// The `_sluice_seq` before the group's first row (the rows read since: `seq` past it).
     seq_before: i64,
-    rows: u64,
     bytes: u64,
 }
 
@@ -352,7 +351,6 @@ impl Landing<'_> {
             return Ok(Added::Changed(unit));
         };
         tracing::debug!(source = %self.spec.source, table = %self.spec.table, file = %unit.id, rows, rejects = rejects.len(), "file read");
-        self.group.rows += rows;
         self.group.bytes += unit.bytes.unwrap_or(0);
         self.group
             .landed
@@ -398,6 +396,7 @@ impl Landing<'_> {
         let Some(writer) = group.writer else {
             return Ok(());
         };
+        let rows = (self.seq - group.seq_before) as u64;
         let (project, spec) = (self.project, self.spec);
         let files = group.landed.len() as u64;
         let mut positions: Vec<(String, i64)> = group
@@ -407,27 +406,27 @@ impl Landing<'_> {
             .collect();
         let rejects = quarantine_units(&project.lake, spec, group.landed).await?;
         positions.push((SEQ_APP_ID.to_string(), self.seq));
-        if group.rows > 0 {
+        if rows > 0 {
             positions.extend(self.images.opening(group.seq_before + 1));
         }
         let first = group.members.first().map(|(u, _)| u.id.clone());
         let mut meta = serde_json::Map::new();
-        meta.insert("sluice".into(), json!({ "source": spec.source, "table": spec.table, "files": files, "first_file": first, "rows": group.rows, "rejects": rejects }));
+        meta.insert("sluice".into(), json!({ "source": spec.source, "table": spec.table, "files": files, "first_file": first, "rows": rows, "rejects": rejects }));
         let version = writer.commit(&mut self.log, positions, meta).await?;
         failpoint::hit(failpoint::AFTER_LAKE_COMMIT);
         report.files += files;
-        report.rows += group.rows;
+        report.rows += rows;
         report.rejects += rejects;
         report.lake_version = version.or(report.lake_version);
         crate::metrics::landed(
             &spec.source,
             &spec.table,
-            group.rows,
+            rows,
             self.log.committed_bytes(),
             version,
         );
         report.bytes += self.log.committed_bytes();
-        tracing::info!(source = %spec.source, table = %spec.table, files, rows = group.rows, rejects, version = ?version, "files landed");
+        tracing::info!(source = %spec.source, table = %spec.table, files, rows = rows, rejects, version = ?version, "files landed");
         Ok(())
     }
 

@@ -186,8 +186,8 @@ impl FilesSource {
                 }
                 Err(e) => return Err(e),
             };
-            read += 1;
             if let Some(own) = own {
+                read += 1;
                 for f in own.fields() {
                     let Some(name) = self.mapping.table_name(f.name()) else {
                         continue;
@@ -205,10 +205,9 @@ impl FilesSource {
             let mut names: Vec<String> = Vec::new();
             let mut infer: Vec<Inference> = Vec::new();
             match self.sample_text(entry, file, format, &mut names, &mut infer) {
-                Ok(_) => {}
+                Ok(_) => read += 1,
                 Err(e) if e.kind() == sluice_core::retry::ErrorKind::Fatal => {
                     tracing::warn!(source = %self.name, file = %entry.id, error = %e, "a sampled file is unreadable: inferred from the others");
-                    read -= 1;
                     unreadable.get_or_insert(e);
                     continue;
                 }
