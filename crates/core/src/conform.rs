@@ -7,7 +7,7 @@
 //! columns (`qty__bigint`, see [`crate::schema::variants`]) that takes every other value
 //! exactly gets them; when none does, the batch is refused with the column named.
 
-use arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow::array::{make_comparator, new_null_array, Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::kernels::{boolean, cmp, zip::zip};
 use arrow::compute::{cast_with_options, is_not_null, is_null, CastOptions};
 use arrow::datatypes::{DataType, SchemaRef};
@@ -107,16 +107,65 @@ fn changed_by_cast(
             cast_with_options(cast, &wide, &LENIENT).map_err(e)?,
         )
     } else {
+        // A NULL-typed part (a list of NULL) holds only NULLs, which any type keeps: the
+        // round trip goes to the source type with those parts in the target's type.
+        let through = without_null_parts(c.data_type(), to);
+        let original = match &through == c.data_type() {
+            true => c.clone(),
+            false => cast_with_options(c, &through, &LENIENT).map_err(e)?,
+        };
         (
-            c.clone(),
-            cast_with_options(cast, c.data_type(), &LENIENT).map_err(e)?,
+            original,
+            cast_with_options(cast, &through, &LENIENT).map_err(e)?,
         )
     };
-    let differs = cmp::distinct(&original, &back).map_err(e)?;
+    let differs = match crate::types::is_nested(original.data_type()) {
+        true => nested_distinct(&original, &back).map_err(e)?,
+        false => cmp::distinct(&original, &back).map_err(e)?,
+    };
     // Only where the cast gave a value: a NULL result is `lost`, counted apart.
     Ok(Some(
         boolean::and(&differs, &is_not_null(cast).map_err(e)?).map_err(e)?,
     ))
+}
+
+/// `from` with each part of NULL type replaced by the part of `to` in its place (lists,
+/// structs by position, maps), so a value can be cast back to it.
+fn without_null_parts(from: &DataType, to: &DataType) -> DataType {
+    use std::sync::Arc;
+    let field = |f: &arrow::datatypes::FieldRef, t: &arrow::datatypes::FieldRef| {
+        Arc::new(
+            f.as_ref()
+                .clone()
+                .with_data_type(without_null_parts(f.data_type(), t.data_type())),
+        )
+    };
+    match (from, to) {
+        (DataType::Null, t) => t.clone(),
+        (DataType::List(f), DataType::List(t) | DataType::LargeList(t)) => {
+            DataType::List(field(f, t))
+        }
+        (DataType::LargeList(f), DataType::List(t) | DataType::LargeList(t)) => {
+            DataType::LargeList(field(f, t))
+        }
+        (DataType::FixedSizeList(f, n), DataType::List(t) | DataType::LargeList(t)) => {
+            DataType::FixedSizeList(field(f, t), *n)
+        }
+        (DataType::Struct(fs), DataType::Struct(ts)) if fs.len() == ts.len() => {
+            DataType::Struct(fs.iter().zip(ts.iter()).map(|(f, t)| field(f, t)).collect())
+        }
+        (DataType::Map(f, sorted), DataType::Map(t, _)) => DataType::Map(field(f, t), *sorted),
+        (other, _) => other.clone(),
+    }
+}
+
+/// Per row, whether two nested arrays of one type differ (Arrow's comparison kernels take
+/// no nested arrays; its comparator does, and orders floats totally, NaN equal to NaN).
+fn nested_distinct(a: &ArrayRef, b: &ArrayRef) -> Result<BooleanArray, arrow::error::ArrowError> {
+    let compare = make_comparator(a.as_ref(), b.as_ref(), Default::default())?;
+    Ok((0..a.len())
+        .map(|r| Some(compare(r, r) != std::cmp::Ordering::Equal))
+        .collect())
 }
 
 /// The first of `variants` (columns of `schema`) that takes every `off` value of `c`
@@ -309,6 +358,43 @@ mod tests {
         assert!(
             err.contains("column n") && err.contains("1.5") && err.contains("row 2"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn nested_columns_cast_exactly_or_name_the_row() {
+        use arrow::array::{Float32Builder, Int64Builder, ListBuilder};
+        let item = |t: DataType| Arc::new(Field::new("item", t, true));
+        // list<float16> into list<float>: exact.
+        let mut b = ListBuilder::new(Float32Builder::new());
+        b.append_value([Some(1.5), None]);
+        b.append_value([Some(f32::NAN)]);
+        let floats: ArrayRef = Arc::new(b.finish());
+        let lists =
+            arrow::compute::cast(&floats, &DataType::List(item(DataType::Float16))).unwrap();
+        let (cast, off) = exact_cast(&lists, &DataType::List(item(DataType::Float32))).unwrap();
+        assert_eq!(off.true_count(), 0);
+        assert_eq!(cast.data_type(), &DataType::List(item(DataType::Float32)));
+        // A list of NULL type into a list of text: exact (every element is NULL).
+        let nulls: ArrayRef = Arc::new(arrow::array::ListArray::new(
+            item(DataType::Null),
+            arrow::buffer::OffsetBuffer::from_lengths([2, 1]),
+            Arc::new(arrow::array::NullArray::new(3)),
+            None,
+        ));
+        let (kept, off) = exact_cast(&nulls, &DataType::List(item(DataType::Utf8))).unwrap();
+        assert_eq!(off.true_count(), 0);
+        assert_eq!(kept.len(), 2);
+        // list<bigint> into list<int>: the row whose value does not fit is named.
+        let mut b = ListBuilder::new(Int64Builder::new());
+        b.append_value([Some(1), Some(2)]);
+        b.append_value([Some(5_000_000_000)]);
+        b.append_null();
+        let wide: ArrayRef = Arc::new(b.finish());
+        let (_, off) = exact_cast(&wide, &DataType::List(item(DataType::Int32))).unwrap();
+        assert_eq!(
+            (0..3).map(|r| off.value(r)).collect::<Vec<_>>(),
+            vec![false, true, false]
         );
     }
 }

@@ -7,6 +7,7 @@
 //! - [`secret`]: secrets resolved at use from env or file, never printed;
 //! - [`names`]: source names to warehouse identifiers, and identifier quoting;
 //! - [`types`]: the column type names users write in config, mapped to Arrow in one place.
+//! - [`nested`]: lists, structs and maps as JSON documents (JSONB, SUPER);
 //! - [`conform`]: a batch fitted to a table's schema by name, off-type values to variants;
 //! - [`schema`]: the schema catalog (versions and changes) and the rules naming each change;
 //! - [`reject`]: a malformed input record on its way to the quarantine;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod conform;
 pub mod failpoint;
 pub mod names;
+pub mod nested;
 pub mod pattern;
 pub mod reject;
 pub mod retry;

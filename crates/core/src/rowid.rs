@@ -142,6 +142,16 @@ fn encode(col: &ArrayRef, row: usize, buf: &mut Vec<u8>) {
             10,
             col.as_primitive::<Time64MicrosecondType>().value(row) as i128,
         ),
+        // Lists, structs and maps as JSON, whose strings are quoted: their display text
+        // would give ["a, b"] and ["a", "b"] one identity.
+        t if crate::types::is_nested(t) => {
+            let json = crate::nested::to_json(&col.slice(row, 1))
+                .ok()
+                .filter(|j| j.is_valid(0))
+                .map(|j| j.value(0).to_string())
+                .unwrap_or_default();
+            bytes(buf, 12, json.as_bytes());
+        }
         _ => {
             let text = arrow::util::display::array_value_to_string(col, row).unwrap_or_default();
             bytes(buf, 11, text.as_bytes());

@@ -1,7 +1,9 @@
 //! Column types as users write them (`columns = ["s_acctbal decimal(15,2)"]`), mapped to Arrow
 //! in this one place. The lake stores Arrow types; every warehouse maps Arrow onward.
 
-use arrow::datatypes::{DataType, Field, TimeUnit};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
 
 /// Arrow's canonical extension type for JSON text, in a field's metadata under
 /// [`EXTENSION_KEY`]: warehouses give such columns their JSON type (JSONB, SUPER).
@@ -30,6 +32,85 @@ pub fn is_json(field: &Field) -> bool {
 
 /// Largest decimal precision the lake (Delta) and every warehouse here accepts.
 pub const MAX_DECIMAL_PRECISION: u8 = 38;
+
+/// Whether values of `t` have parts (lists, structs, maps): the lake keeps them as they are,
+/// DuckDB in its own nested types, PostgreSQL as JSONB and Redshift as SUPER.
+pub fn is_nested(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(_, _)
+            | DataType::ListView(_)
+            | DataType::LargeListView(_)
+            | DataType::Struct(_)
+            | DataType::Map(_, _)
+    )
+}
+
+/// The type the lake keeps a file's column of type `t` as, nested types included, every
+/// value whole: Delta has no unsigned, half-float, dictionary or NULL type, so those widen
+/// to the Delta type that holds them (a NULL-typed column is text, all NULL). Nested types
+/// keep their shape with every part nullable (a later file may hold NULL where this one
+/// did not) except map keys, which never are. None: Delta holds no such values (times,
+/// durations, intervals).
+pub fn lake_type(t: &DataType) -> Option<DataType> {
+    use DataType as T;
+    let element = |f: &FieldRef| -> Option<FieldRef> {
+        Some(Arc::new(Field::new(
+            f.name(),
+            lake_type(f.data_type())?,
+            true,
+        )))
+    };
+    Some(match t {
+        T::Null => T::Utf8,
+        T::Float16 => T::Float32,
+        T::UInt8 => T::Int16,
+        T::UInt16 => T::Int32,
+        T::UInt32 => T::Int64,
+        T::UInt64 => T::Decimal128(20, 0),
+        T::LargeUtf8 | T::Utf8View => T::Utf8,
+        T::LargeBinary | T::BinaryView | T::FixedSizeBinary(_) => T::Binary,
+        T::Dictionary(_, values) => return lake_type(values),
+        T::Decimal32(p, s) | T::Decimal64(p, s) => T::Decimal128(*p, *s),
+        T::Decimal256(p, s) if *p <= MAX_DECIMAL_PRECISION => T::Decimal128(*p, *s),
+        T::List(f) | T::LargeList(f) | T::ListView(f) | T::LargeListView(f) => T::List(element(f)?),
+        T::FixedSizeList(f, _) => T::List(element(f)?),
+        T::Struct(fields) => T::Struct(
+            fields
+                .iter()
+                .map(element)
+                .collect::<Option<Vec<_>>>()?
+                .into(),
+        ),
+        T::Map(entries, sorted) => {
+            let T::Struct(kv) = entries.data_type() else {
+                return None;
+            };
+            let [key, value] = kv.iter().collect::<Vec<_>>()[..] else {
+                return None;
+            };
+            let key = Field::new(key.name(), lake_type(key.data_type())?, false);
+            let kv = T::Struct(vec![Arc::new(key), element(value)?].into());
+            T::Map(Arc::new(Field::new(entries.name(), kv, false)), *sorted)
+        }
+        T::Boolean
+        | T::Int8
+        | T::Int16
+        | T::Int32
+        | T::Int64
+        | T::Float32
+        | T::Float64
+        | T::Utf8
+        | T::Binary
+        | T::Date32
+        | T::Date64
+        | T::Timestamp(_, _) => t.clone(),
+        T::Decimal128(p, _) if *p <= MAX_DECIMAL_PRECISION => t.clone(),
+        _ => return None,
+    })
+}
 
 /// Parses a column type name (case-insensitive): `int`, `bigint`, `smallint`, `double`, `float`,
 /// `decimal(p,s)`, `text`/`varchar[(n)]`/`string`/`char[(n)]`, `bool`, `date`, `timestamp`
@@ -107,6 +188,54 @@ pub fn type_name(t: &DataType) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lake_types_widen_what_delta_lacks_and_keep_nested_shapes() {
+        let list = |t: DataType, nullable: bool| {
+            DataType::List(Arc::new(Field::new("element", t, nullable)))
+        };
+        assert_eq!(lake_type(&DataType::Float16), Some(DataType::Float32));
+        assert_eq!(lake_type(&DataType::Null), Some(DataType::Utf8));
+        assert_eq!(
+            lake_type(&DataType::UInt64),
+            Some(DataType::Decimal128(20, 0))
+        );
+        // A list of NULL type is kept, its parts nullable.
+        assert_eq!(
+            lake_type(&list(DataType::Null, false)),
+            Some(list(DataType::Utf8, true))
+        );
+        let fixed =
+            DataType::FixedSizeList(Arc::new(Field::new("element", DataType::Float16, false)), 3);
+        assert_eq!(lake_type(&fixed), Some(list(DataType::Float32, true)));
+        let dict = DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::LargeUtf8));
+        assert_eq!(lake_type(&dict), Some(DataType::Utf8));
+        // Map keys stay non-nullable; values become nullable.
+        let entries = |k: DataType, v: DataType, vn: bool| {
+            DataType::Map(
+                Arc::new(Field::new(
+                    "key_value",
+                    DataType::Struct(
+                        vec![Field::new("key", k, false), Field::new("value", v, vn)].into(),
+                    ),
+                    false,
+                )),
+                false,
+            )
+        };
+        assert_eq!(
+            lake_type(&entries(DataType::UInt32, DataType::UInt8, false)),
+            Some(entries(DataType::Int64, DataType::Int16, true))
+        );
+        assert!(is_nested(&entries(DataType::Utf8, DataType::Utf8, true)));
+        assert!(!is_nested(&DataType::Utf8));
+        // What Delta cannot hold is refused, nested or not.
+        assert_eq!(lake_type(&DataType::Duration(TimeUnit::Second)), None);
+        assert_eq!(
+            lake_type(&list(DataType::Time32(TimeUnit::Second), true)),
+            None
+        );
+    }
 
     #[test]
     fn parses_every_documented_name() {

@@ -73,6 +73,26 @@ pub fn duckdb_type(t: &DataType) -> Option<String> {
         DataType::Timestamp(TimeUnit::Microsecond, None) => "TIMESTAMP".into(),
         DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => "TIMESTAMPTZ".into(),
         DataType::Time64(TimeUnit::Microsecond) => "TIME".into(),
+        // Nested types in DuckDB's own: a list of lists is INTEGER[][], a struct names its
+        // fields (quoted, any text), a map keeps its key type.
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            format!("{}[]", duckdb_type(f.data_type())?)
+        }
+        DataType::Struct(fields) => {
+            let fields = fields
+                .iter()
+                .map(|f| Some(format!("{} {}", q(f.name()), duckdb_type(f.data_type())?)))
+                .collect::<Option<Vec<_>>>()?;
+            format!("STRUCT({})", fields.join(", "))
+        }
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => format!(
+                "MAP({}, {})",
+                duckdb_type(kv[0].data_type())?,
+                duckdb_type(kv[1].data_type())?
+            ),
+            _ => return None,
+        },
         _ => return None,
     })
 }
@@ -88,11 +108,22 @@ fn release_freed_memory() {
     }
 }
 
-/// The Arrow type the appender is handed for a lake type (views and large types narrowed).
+/// The Arrow type the appender is handed for a lake type (views and large types narrowed,
+/// inside nested types too).
 fn append_type(t: &DataType) -> DataType {
+    let inner = |f: &arrow::datatypes::FieldRef| {
+        Arc::new(
+            f.as_ref()
+                .clone()
+                .with_data_type(append_type(f.data_type())),
+        )
+    };
     match t {
         DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
         DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::List(f) | DataType::LargeList(f) => DataType::List(inner(f)),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(inner).collect()),
+        DataType::Map(entries, sorted) => DataType::Map(inner(entries), *sorted),
         other => other.clone(),
     }
 }
@@ -340,6 +371,7 @@ impl DuckDb {
         Ok(LoadReport {
             changes,
             rows_after: rows_after as u64,
+            maintenance: Vec::new(),
         })
     }
     /// Appends batches to a table with the Arrow appender; `shape` turns an input batch into

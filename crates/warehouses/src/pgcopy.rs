@@ -17,7 +17,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, TimeUnit};
 use bytes::{BufMut, BytesMut};
 
-use sluice_core::types::is_json;
+use sluice_core::types::{is_json, is_nested};
 
 /// Days from 1970-01-01 (Arrow) to 2000-01-01 (PostgreSQL).
 const PG_EPOCH_DAYS: i32 = 10_957;
@@ -27,7 +27,8 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// The PostgreSQL column type of an Arrow field: the one mapping for this warehouse.
 pub fn postgres_type(field: &Field) -> Option<String> {
     // Text marked as JSON (Arrow's `arrow.json` extension) becomes JSONB.
-    if is_json(field) {
+    // Nested values (lists, structs, maps) too, as JSON documents (`sluice_core::nested`).
+    if is_json(field) || is_nested(field.data_type()) {
         return Some("JSONB".into());
     }
     Some(match field.data_type() {
@@ -120,6 +121,10 @@ impl Column {
                 let a = to(DataType::Timestamp(TimeUnit::Microsecond, tz.clone()))?;
                 return Column::new(field, &a);
             }
+            t if is_nested(t) => Column::Json(
+                sluice_core::nested::to_json(array)
+                    .map_err(|e| format!("column {}: {e}", field.name()))?,
+            ),
             DataType::Time64(TimeUnit::Microsecond) => Column::Time(array.as_primitive().clone()),
             DataType::Time64(_) | DataType::Time32(_) => {
                 let a = to(DataType::Time64(TimeUnit::Microsecond))?;

@@ -4,7 +4,9 @@
 //! NULL key quarantined one by one and a batch that cannot be fitted quarantined whole.
 
 use arrow::array::{Array, RecordBatch};
-use arrow::datatypes::{Schema, SchemaRef};
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
 
 use sluice_core::reject::{row_text, Reject};
 
@@ -16,6 +18,29 @@ pub(super) fn key_columns(schema: &Schema, keys: &[String]) -> Vec<usize> {
     keys.iter()
         .filter_map(|k| schema.index_of(k).ok())
         .collect()
+}
+
+/// The columns a columnar file lands as: each in the type the lake keeps it as
+/// ([`sluice_core::types::lake_type`]: nested types keep their shape), all nullable (a later
+/// file may hold NULLs), without file metadata. A column the lake has no type for refuses
+/// the file, naming the column and its type.
+pub(super) fn lake_schema(file: &Schema, id: &str) -> Result<SchemaRef, SourceError> {
+    let fields = file
+        .fields()
+        .iter()
+        .map(|f| match sluice_core::types::lake_type(f.data_type()) {
+            Some(t) => Ok(Field::new(f.name(), t, true)),
+            None => Err(SourceError::File {
+                file: id.into(),
+                message: format!(
+                    "column `{}`: type {} has no lake type (Delta holds no such values)",
+                    f.name(),
+                    f.data_type()
+                ),
+            }),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// Refuses a file with a column the table lacks (the schema gate adds it first).

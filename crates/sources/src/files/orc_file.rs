@@ -5,11 +5,9 @@
 //! Timestamps are read at microsecond precision, the lake's: at nanoseconds their range ends
 //! in 2262, and ORC files hold dates past it ("forever" is often 9999-12-31).
 
-use std::path::Path;
-use std::sync::Arc;
-
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use orc_rust::{ArrowReaderBuilder, TimestampPrecision};
+use std::path::Path;
 
 use super::{columnar, ReadEvent, ReadStats, BATCH_ROWS};
 use crate::SourceError;
@@ -28,15 +26,9 @@ fn builder(path: &Path, id: &str) -> Result<Builder, SourceError> {
     Ok(b.with_timestamp_precision(TimestampPrecision::Microsecond))
 }
 
-/// The file's columns, all nullable (a later file may hold NULLs), without file metadata.
+/// The file's columns as the lake keeps them ([`columnar::lake_schema`]).
 pub fn schema(path: &Path, id: &str) -> Result<SchemaRef, SourceError> {
-    let own = builder(path, id)?.schema();
-    let fields: Vec<_> = own
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_nullable(true))
-        .collect();
-    Ok(Arc::new(Schema::new(fields)))
+    columnar::lake_schema(&builder(path, id)?.schema(), id)
 }
 
 pub fn read(

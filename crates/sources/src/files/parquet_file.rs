@@ -80,16 +80,10 @@ fn builder(path: &Path, id: &str) -> Result<(Builder, Vec<usize>), SourceError> 
     Ok((b, int96))
 }
 
+/// The file's columns as the lake keeps them ([`columnar::lake_schema`]).
 pub fn schema(path: &Path, id: &str) -> Result<SchemaRef, SourceError> {
     let (b, _) = builder(path, id)?;
-    // Drop file-level metadata; keep fields nullable so later files may hold nulls.
-    let fields: Vec<_> = b
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_nullable(true))
-        .collect();
-    Ok(Arc::new(arrow::datatypes::Schema::new(fields)))
+    columnar::lake_schema(b.schema(), id)
 }
 
 /// The INT96 columns again, at whole seconds (their range covers every INT96 value): a
