@@ -25,6 +25,7 @@ mod project;
 pub mod quality;
 pub mod query;
 pub mod reconcile;
+pub mod redshift_cmd;
 pub mod report;
 pub mod schema_cmd;
 pub mod serve;

@@ -56,6 +56,9 @@ pub struct LoadResult {
     /// The data-quality checks run before this load, each with what it found.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::quality::CheckResult>,
+    /// What the loads did to the table besides loading it (Redshift: a changed layout).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -339,6 +342,7 @@ pub async fn load_gated(
             left_out_rows: 0,
             schema_halted: gate.halt.is_some(),
             checks: std::mem::take(&mut verdict.results),
+            maintenance: Vec::new(),
         };
         if let Some(h) = &gate.halt {
             let diff = gate.diff();
@@ -353,15 +357,6 @@ pub async fn load_gated(
             });
         }
         let quarantined = quarantined_seqs(&ctx, &verdict.quarantined)?;
-        if wh.wants_lake_files() && !ranges.is_empty() && lake.history.versions.len() > 1 {
-            // COPY from Parquet maps columns by position: files written before a schema change
-            // have fewer columns than the table. Say so rather than fail inside COPY.
-            return Err(sluice_warehouses::WarehouseError::Schema {
-                table: target.display(),
-                message: "the lake table's schema changed (see `sluice schema show`), and loading Redshift from lake files of several schema versions is not supported yet".into(),
-            }
-            .into());
-        }
         let mut loaded_any = false;
         if gate.columns.is_empty() {
             // Nothing to load into (a new table halted or frozen out).
@@ -398,6 +393,7 @@ pub async fn load_gated(
             tracing::info!(target = %target.display(), changes = report.changes, seq = end, image = range.image, lake_version, "loaded");
             result.changes += report.changes;
             result.rows_after = report.rows_after;
+            result.maintenance.extend(report.maintenance);
             result.left_out_rows += count_left_out(&ctx, &gate.left_out, after, end).await?;
             ledger_at = Some(end);
             loaded_any = true;

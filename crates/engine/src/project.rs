@@ -190,21 +190,40 @@ impl Project {
             }) => Ok(Box::new(Postgres::connect(
                 &self.pg_options(name, url, password, ssl_mode, ssl_ca)?,
             )?)),
-            Some(WarehouseConfig::Redshift {
-                url,
-                password,
-                ssl_mode,
-                ssl_ca,
-                iam_role,
-                ..
-            }) => Ok(Box::new(Redshift::connect(
-                &self.pg_options(name, url, password, ssl_mode, ssl_ca)?,
-                Staging::LakeManifest {
-                    iam_role: iam_role.clone(),
-                },
-            )?)),
+            Some(WarehouseConfig::Redshift { .. }) => Ok(Box::new(self.redshift(name)?)),
             None => Err(EngineError::Usage(format!("no warehouse named `{name}`"))),
         }
+    }
+
+    /// Opens a Redshift warehouse by name, with its upkeep.
+    pub fn redshift(&self, name: &str) -> Result<Redshift, EngineError> {
+        let Some(WarehouseConfig::Redshift {
+            url,
+            password,
+            ssl_mode,
+            ssl_ca,
+            iam_role,
+            analyze_after_changes,
+            vacuum,
+            vacuum_every_hours,
+            ..
+        }) = self.config.warehouses.get(name)
+        else {
+            return Err(EngineError::Usage(format!(
+                "`{name}` is not a Redshift warehouse"
+            )));
+        };
+        Ok(Redshift::connect(
+            &self.pg_options(name, url, password, ssl_mode, ssl_ca)?,
+            Staging::LakeManifest {
+                iam_role: iam_role.clone(),
+            },
+        )?
+        .with_maintenance(sluice_warehouses::redshift::Maintenance {
+            analyze_after_changes: *analyze_after_changes,
+            vacuum: vacuum.clone(),
+            vacuum_every: std::time::Duration::from_secs(vacuum_every_hours.unwrap_or(24) * 3600),
+        }))
     }
 
     /// Connection options of a PostgreSQL-protocol warehouse, its password resolved.
@@ -273,7 +292,7 @@ impl Project {
                 add_columns: false,
                 source: spec.source.clone(),
                 source_table: spec.table.clone(),
-                layout: spec.layout.clone(),
+                layout: spec.layout.for_mode(mode),
             })
             .collect()
     }

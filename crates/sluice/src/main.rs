@@ -257,6 +257,11 @@ enum Command {
         #[command(subcommand)]
         action: LakeAction,
     },
+    /// Redshift upkeep beyond what loads do (`analyze_after_changes`, `vacuum`).
+    Redshift {
+        #[command(subcommand)]
+        action: RedshiftAction,
+    },
     /// Validate the config, then check that the lake, sources and warehouses are reachable.
     Check,
     /// Generate TPC-H drops, sync them twice, query the lake: the whole flow, no server needed.
@@ -302,6 +307,22 @@ enum LakeAction {
     Compact {
         /// `SOURCE.TABLE`
         table: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RedshiftAction {
+    /// Run `ANALYZE COMPRESSION` on each warehouse table of SOURCE.TABLE and show the
+    /// encoding Redshift suggests for each column, with its estimated size reduction.
+    /// `--apply` alters every column a suggestion would shrink (`ALTER TABLE ... ALTER
+    /// COLUMN ... ENCODE ...`). Redshift samples the table: run it on a loaded table, at a
+    /// quiet time.
+    AnalyzeCompression {
+        /// `SOURCE.TABLE`
+        table: String,
+        /// Apply the suggestions.
+        #[arg(long)]
+        apply: bool,
     },
 }
 
@@ -721,6 +742,18 @@ async fn run(cli: Cli) -> Result<i32, EngineError> {
             match cli.json {
                 true => print_json(&report),
                 false => print!("{}", lake_cmd::render(&report)),
+            }
+            Ok(0)
+        }
+        Command::Redshift {
+            action: RedshiftAction::AnalyzeCompression { table, apply },
+        } => {
+            use sluice_engine::redshift_cmd;
+            let project = Project::open(&cli.config)?;
+            let reports = redshift_cmd::analyze_compression(&project, &table, apply).await?;
+            match cli.json {
+                true => print_json(&reports),
+                false => print!("{}", redshift_cmd::render(&reports)),
             }
             Ok(0)
         }

@@ -70,6 +70,11 @@ fn postgres() -> Wh {
 }
 
 fn redshift() -> Wh {
+    redshift_with(Default::default())
+}
+
+/// The Redshift loader on a PostgreSQL stand-in, with `upkeep` after its loads.
+fn redshift_with(upkeep: sluice_warehouses::redshift::Maintenance) -> Wh {
     let server = PgServer::start(None);
     let wh = Redshift::connect(
         &PgOptions {
@@ -80,7 +85,8 @@ fn redshift() -> Wh {
         },
         Staging::PostgresStandIn,
     )
-    .unwrap();
+    .unwrap()
+    .with_maintenance(upkeep);
     Wh {
         wh: Box::new(wh),
         postgres: true,
@@ -1059,6 +1065,163 @@ fn redshift_fit_scenario(mut w: Wh) {
     assert_eq!(w.wh.truncated_rows(&t).unwrap(), 1);
 }
 
+// ---- nested columns: lists, structs, maps ----
+
+/// A list of structs, a map and a list of floats that are not numbers land in each
+/// warehouse's nested type (DuckDB's own, JSONB, SUPER), and an update of a nested value
+/// replaces it (merge) or closes a version (history compares nested values).
+fn nested_scenario(mut w: Wh) {
+    use arrow::array::{
+        Float64Builder, Int64Builder, ListBuilder, MapBuilder, StringBuilder, StructBuilder,
+    };
+    let item = arrow::datatypes::Fields::from(vec![
+        Field::new("k", DataType::Utf8, true),
+        Field::new("v", DataType::Int64, true),
+    ]);
+    let batch = |ids: &[i64], second: i64| {
+        let mut items = ListBuilder::new(StructBuilder::from_fields(item.clone(), 4));
+        let mut tags = MapBuilder::new(None, StringBuilder::new(), Int64Builder::new());
+        let mut floats = ListBuilder::new(Float64Builder::new());
+        for &id in ids {
+            if id != 1 {
+                items.append(true);
+                tags.append(false).unwrap();
+                floats.append_null();
+                continue;
+            }
+            for (k, v) in [("a", Some(second)), ("b \"q\"", None)] {
+                let s = items.values();
+                s.field_builder::<StringBuilder>(0).unwrap().append_value(k);
+                s.field_builder::<Int64Builder>(1).unwrap().append_option(v);
+                s.append(true);
+            }
+            items.append(true);
+            tags.keys().append_value("x");
+            tags.values().append_value(1);
+            tags.append(true).unwrap();
+            floats.append_value([Some(0.5), Some(f64::NAN), Some(f64::NEG_INFINITY), None]);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(items.finish()),
+            Arc::new(tags.finish()),
+            Arc::new(floats.finish()),
+        ];
+        let schema = Arc::new(Schema::new(
+            ["id", "items", "tags", "floats"]
+                .iter()
+                .zip(&columns)
+                .map(|(n, c)| Field::new(*n, c.data_type().clone(), *n != "id"))
+                .collect::<Vec<_>>(),
+        ));
+        RecordBatch::try_new(schema, columns).unwrap()
+    };
+    for mode in [LoadMode::Merge, LoadMode::History] {
+        let t = target(&format!("nested_{}", mode.name()), mode);
+        let first = changes(batch(&[1, 2], 7), &[Op::Read; 2], &[Some(1), Some(1)], 1);
+        w.load(&t, &first, 2);
+        let second = changes(batch(&[1], 8), &[Op::Update], &[Some(2)], 3);
+        w.load(&t, &second, 3);
+        let order = match mode {
+            LoadMode::History => "t.id, t._sluice_seq",
+            _ => "t.id",
+        };
+        let sql = format!(
+            "SELECT CAST(id AS VARCHAR), CAST(items AS VARCHAR), CAST(tags AS VARCHAR), CAST(floats AS VARCHAR) FROM shop.nested_{} AS t ORDER BY {order}",
+            mode.name()
+        );
+        let got = w.rows(&sql);
+        let (one, two) = match w.postgres {
+            // JSONB (SUPER on the stand-in): NaN and infinities as the strings JSON has.
+            true => (
+                vec![
+                    s("1"),
+                    s(r#"[{"k": "a", "v": 8}, {"k": "b \"q\"", "v": null}]"#),
+                    s(r#"{"x": 1}"#),
+                    s(r#"[0.5, "NaN", "-Infinity", null]"#),
+                ],
+                vec![s("2"), s("[]"), None, None],
+            ),
+            false => (
+                vec![
+                    s("1"),
+                    s("[{'k': a, 'v': 8}, {'k': 'b \"q\"', 'v': NULL}]"),
+                    s("{x=1}"),
+                    s("[0.5, nan, -inf, NULL]"),
+                ],
+                vec![s("2"), s("[]"), None, None],
+            ),
+        };
+        match mode {
+            LoadMode::Merge => assert_eq!(got, vec![one, two]),
+            // History: the update closed id 1's first version and opened one with v = 8.
+            _ => {
+                assert_eq!(got.len(), 3, "{got:?}");
+                assert_eq!(got[1], one);
+                assert_eq!(got[2], two);
+                assert!(got[0][1].as_deref().unwrap().contains('7'), "{got:?}");
+            }
+        }
+    }
+}
+
+/// Redshift upkeep on the stand-in: VACUUM on its cadence (every load here), ANALYZE once
+/// the changes loaded since the last one pass the threshold, both said in the load's
+/// report and seen by the server's own statistics.
+#[test]
+fn redshift_upkeep_analyzes_past_a_threshold_and_vacuums_on_a_cadence() {
+    use Op::*;
+    let mut w = redshift_with(sluice_warehouses::redshift::Maintenance {
+        analyze_after_changes: Some(5),
+        vacuum: Some("delete only".into()),
+        vacuum_every: std::time::Duration::ZERO,
+    });
+    let t = target("orders", LoadMode::Merge);
+    let first = batch_of(
+        &[
+            c(Insert, 1, "a", 100, 1),
+            c(Insert, 2, "b", 200, 1),
+            c(Insert, 3, "c", 300, 1),
+        ],
+        1,
+    );
+    let r = w.load(&t, &first, 3);
+    assert_eq!(
+        r.maintenance,
+        vec!["VACUUM \"shop\".\"orders\"".to_string()]
+    );
+    let second = batch_of(
+        &[
+            c(Update, 1, "a2", 110, 2),
+            c(Delete, 2, "b", 200, 2),
+            c(Insert, 4, "d", 400, 2),
+        ],
+        4,
+    );
+    let r = w.load(&t, &second, 6);
+    assert_eq!(
+        r.maintenance,
+        vec![
+            "ANALYZE after 6 changed rows".to_string(),
+            "VACUUM \"shop\".\"orders\"".to_string()
+        ]
+    );
+    assert_eq!(
+        w.rows("SELECT CAST(changes_since_analyze AS VARCHAR) FROM _sluice.maintenance WHERE target_table = 'orders'"),
+        vec![vec![s("0")]]
+    );
+    // The server's own record of both (its statistics arrive within a second or so).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let seen = w.rows("SELECT CAST(last_analyze IS NOT NULL AS VARCHAR), CAST(last_vacuum IS NOT NULL AS VARCHAR) FROM pg_stat_user_tables WHERE schemaname = 'shop' AND relname = 'orders'");
+        if seen == vec![vec![s("true"), s("true")]] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{seen:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod duckdb_warehouse {
@@ -1076,6 +1239,7 @@ macro_rules! conformance {
 
 conformance!(
     types_scenario,
+    nested_scenario,
     merge_scenario,
     soft_delete_scenario,
     append_scenario,

@@ -172,6 +172,7 @@ pub(crate) async fn move_ledger(
     Ok(LoadReport {
         changes: changes as u64,
         rows_after: rows_after as u64,
+        maintenance: Vec::new(),
     })
 }
 

@@ -104,10 +104,12 @@ pub struct LedgerRow {
     pub seq: i64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadReport {
     /// Change rows read from the lake.
     pub changes: u64,
     /// Rows in the target table after the load.
     pub rows_after: u64,
+    /// What the load did to the table besides loading it (a changed layout, ANALYZE).
+    pub maintenance: Vec<String>,
 }

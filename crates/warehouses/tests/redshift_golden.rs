@@ -5,6 +5,7 @@
 //! rewrites them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, TimeUnit};
 use chrono::TimeZone;
@@ -13,8 +14,9 @@ use sluice_core::change::TRUNCATED;
 use sluice_core::config::{Deletes, Layout, LoadMode};
 use sluice_core::names::quote_ident as q;
 use sluice_warehouses::redshift::{
-    column_type, copy_manifest, create_stage, create_table, ledger_upsert, load_time, manifest,
-    trim_stage, truncated_flag, widen, TableLayout,
+    alter_layout, column_type, copy_manifest, copy_version, create_stage, create_table,
+    ledger_upsert, load_time, manifest, stage_type, trim_stage, truncated_flag, widen, Bound,
+    CurrentLayout, TableLayout,
 };
 use sluice_warehouses::sql::{system_columns, Apply, SystemTypes};
 
@@ -99,6 +101,7 @@ fn create_table_with_dist_and_sort_keys() {
             distkey: Some("l_orderkey".into()),
             sortkey: vec!["l_shipdate".into(), "l_orderkey".into()],
             encode: BTreeMap::new(),
+            ..Layout::default()
         },
         mapped,
     )
@@ -123,6 +126,7 @@ fn create_table_with_column_encodings() {
                 ("l_comment".to_string(), "zstd".to_string()),
                 ("l_orderkey".to_string(), "AZ64".to_string()),
             ]),
+            ..Layout::default()
         },
         mapped,
     )
@@ -184,14 +188,51 @@ fn stage_copy_and_trim() {
         copy_manifest(
             "\"sluice_stage\"",
             "s3://lake-bucket/lake/changes/tpch/lineitem/_sluice_redshift/tpch.lineitem-6001215-1.manifest",
-            "arn:aws:iam::123456789012:role/sluice-copy"
+            "arn:aws:iam::123456789012:role/sluice-copy",
+            false
         )
         .unwrap(),
         trim_stage("\"sluice_stage\"", 1000, 6_001_215)
     );
     golden("stage_copy_trim.sql", &sql);
-    assert!(copy_manifest("s", "s3://b/it's", "arn").is_err());
-    assert!(copy_manifest("s", "s3://b/x", "arn\\x").is_err());
+    assert!(copy_manifest("s", "s3://b/it's", "arn", false).is_err());
+    assert!(copy_manifest("s", "s3://b/x", "arn\\x", false).is_err());
+}
+
+/// Lists, structs and maps are staged and kept as SUPER, copied whole from the lake's
+/// Parquet with SERIALIZETOJSON (never sized or cut like text).
+#[test]
+fn nested_columns_stage_as_super_with_serializetojson() {
+    let item = Arc::new(Field::new("element", DataType::Int32, true));
+    let tags = Field::new("tags", DataType::List(item), true);
+    let addr = Field::new(
+        "addr",
+        DataType::Struct(vec![Field::new("city", DataType::Utf8, true)].into()),
+        true,
+    );
+    for f in [&tags, &addr] {
+        assert_eq!(Bound::of(f), Bound::Nested);
+        assert_eq!(Bound::of(f).limit(), None);
+        assert_eq!(column_type(f, 1 << 30).as_deref(), Some("SUPER"));
+        assert_eq!(stage_type(f).as_deref(), Some("SUPER"));
+    }
+    let stage_cols: Vec<(String, String)> =
+        [("id", "BIGINT"), ("tags", "SUPER"), ("addr", "SUPER")]
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+    let sql = format!(
+        "{}\n{}\n",
+        create_stage("\"sluice_stage\"", &stage_cols),
+        copy_manifest(
+            "\"sluice_stage\"",
+            "s3://lake-bucket/lake/changes/shop/orders/_sluice_redshift/shop.orders-7-1.manifest",
+            "arn:aws:iam::123456789012:role/sluice-copy",
+            true
+        )
+        .unwrap(),
+    );
+    golden("stage_copy_nested.sql", &sql);
 }
 
 #[test]
@@ -394,4 +435,113 @@ fn expose_in_spectrum_and_athena() {
         err.contains("Redshift Spectrum reads the lake from S3"),
         "{err}"
     );
+}
+
+/// A load across three schema versions (a column added, then another): each version's files
+/// are copied into a stage of their own columns, then into the load's stage by name.
+#[test]
+fn grown_schema_copies_each_version_into_its_own_stage() {
+    let role = "arn:aws:iam::123456789012:role/sluice-copy";
+    let change = [("_sluice_op", "VARCHAR(8)"), ("_sluice_seq", "BIGINT")];
+    let version = |data: &[(&str, &str)]| -> Vec<(String, String)> {
+        data.iter()
+            .chain(change.iter())
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
+    };
+    let v0 = version(&[("id", "BIGINT"), ("name", "VARCHAR(65535)")]);
+    let v1 = version(&[("id", "BIGINT"), ("name", "VARCHAR(65535)")])
+        .into_iter()
+        .chain([("coupon".to_string(), "VARCHAR(65535)".to_string())])
+        .collect::<Vec<_>>();
+    let v2 = version(&[("id", "BIGINT"), ("name", "VARCHAR(65535)")])
+        .into_iter()
+        .chain([
+            ("coupon".to_string(), "VARCHAR(65535)".to_string()),
+            ("tags".to_string(), "SUPER".to_string()),
+        ])
+        .collect::<Vec<_>>();
+    let mut sql = create_stage("\"_sluice_stage\"", &v2) + "\n";
+    for (k, cols) in [v0, v1, v2].iter().enumerate() {
+        let stage = format!("\"_sluice_stage_v{k}\"");
+        let url = format!("s3://lake-bucket/lake/changes/shop/orders/_sluice_redshift/shop.orders-9-1.v{k}.manifest");
+        let copy = copy_manifest(&stage, &url, role, k == 2).unwrap();
+        sql += &copy_version("\"_sluice_stage\"", &stage, cols, &copy);
+        sql += "\n";
+    }
+    golden("stage_copy_versions.sql", &sql);
+}
+
+/// A history table sorted on its validity column (a system column), interleaved; a merge
+/// table whose keys changed since it was created is altered in place, and a change to or
+/// from an interleaved sort key is refused with the reason.
+#[test]
+fn layouts_per_table_sort_on_system_columns_and_alter_changed_keys() {
+    let system = system_columns(LoadMode::History, Deletes::Hard, false, &TYPES);
+    let with_system =
+        |c: &str| mapped(c).or_else(|| system.iter().find(|(n, _)| n == c).map(|(n, _)| n.clone()));
+    let layout = TableLayout::resolve(
+        &Layout {
+            sortkey: vec![system[0].0.clone(), "l_orderkey".into()],
+            sortkey_style: Some("interleaved".into()),
+            ..Layout::default()
+        },
+        with_system,
+    )
+    .unwrap();
+    let mut sql = create_table(
+        "tpch",
+        "\"tpch\".\"lineitem_history\"",
+        &table_columns(LoadMode::History, Deletes::Hard),
+        Some(&layout),
+    );
+    // pg_class/pg_attribute rows: KEY style, l_orderkey the distkey and first sort column.
+    let current = CurrentLayout::from_rows(&[
+        (1, Some("l_orderkey".into()), Some(true), Some(1)),
+        (1, Some("l_shipdate".into()), Some(false), Some(2)),
+    ]);
+    assert_eq!(current.diststyle, "key");
+    assert_eq!(current.sortkey, vec!["l_orderkey", "l_shipdate"]);
+    let wanted = TableLayout::resolve(
+        &Layout {
+            distkey: Some("l_linenumber".into()),
+            sortkey: vec!["l_shipdate".into()],
+            ..Layout::default()
+        },
+        mapped,
+    )
+    .unwrap();
+    let alters = alter_layout("\"tpch\".\"lineitem\"", &current, &wanted).unwrap();
+    for (statement, what) in &alters {
+        sql += &format!("\n-- {what}\n{statement}");
+    }
+    sql += "\n";
+    golden("layout_history_interleaved_and_alter.sql", &sql);
+    // The same layout again: nothing to alter.
+    let same = CurrentLayout::from_rows(&[
+        (1, Some("l_linenumber".into()), Some(true), Some(0)),
+        (1, Some("l_shipdate".into()), Some(false), Some(1)),
+    ]);
+    assert!(alter_layout("t", &same, &wanted).unwrap().is_empty());
+    // An even table asked for ALL; no sort key configured leaves the sort key alone.
+    let even = CurrentLayout::from_rows(&[(0, None, None, None)]);
+    let all = TableLayout::resolve(
+        &Layout {
+            diststyle: Some("all".into()),
+            ..Layout::default()
+        },
+        mapped,
+    )
+    .unwrap();
+    assert_eq!(
+        alter_layout("t", &even, &all).unwrap(),
+        vec![(
+            "ALTER TABLE t ALTER DISTSTYLE ALL;".to_string(),
+            "diststyle all (was even)".to_string()
+        )]
+    );
+    let interleaved =
+        CurrentLayout::from_rows(&[(0, Some("l_orderkey".into()), Some(false), Some(-1))]);
+    let e = alter_layout("t", &interleaved, &wanted).unwrap_err();
+    assert!(e.contains("interleaved") && e.contains("recreate"), "{e}");
 }

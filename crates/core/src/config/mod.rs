@@ -41,6 +41,9 @@ pub use transforms::{
 
 /// Default lake location when `[lake]` is absent: `./lake` beside the config file.
 pub const DEFAULT_LAKE: &str = "lake";
+/// The `vacuum` options of a Redshift warehouse.
+pub const VACUUM_OPTIONS: &[&str] = &["delete only", "sort only", "full"];
+
 /// Default embedded warehouse when no `[warehouses]` is configured.
 pub const DEFAULT_WAREHOUSE_NAME: &str = "local";
 pub const DEFAULT_DUCKDB_PATH: &str = "warehouse.duckdb";
@@ -200,6 +203,13 @@ pub enum WarehouseConfig {
         /// As for DuckDB (Spectrum views over the lake on S3).
         #[serde(default)]
         expose: bool,
+        /// ANALYZE a table once this many changes were loaded into it since sluice last
+        /// analyzed it (default: never; Redshift's automatic analyze).
+        analyze_after_changes: Option<u64>,
+        /// VACUUM after loads: "delete only" | "sort only" | "full" (default: never) ...
+        vacuum: Option<String>,
+        /// ... when sluice's last VACUUM of the table is this many hours old (default 24).
+        vacuum_every_hours: Option<u64>,
     },
 }
 
@@ -567,13 +577,62 @@ pub struct Layout {
     /// auto | even | all | key (key needs `distkey`); default auto, or key with a `distkey`.
     pub diststyle: Option<String>,
     pub distkey: Option<String>,
-    /// Compound sort key columns, in order.
+    /// Sort key columns, in order; any column of the warehouse table, `_sluice_loaded_at`
+    /// and the history columns included.
     #[serde(default)]
     pub sortkey: Vec<String>,
+    /// compound (default) | interleaved.
+    pub sortkey_style: Option<String>,
     /// Per-column encodings (`{ l_comment = "zstd" }`); the other columns and the table get
     /// `ENCODE AUTO`.
     #[serde(default)]
     pub encode: BTreeMap<String, String>,
+    /// The layout of the table one load mode writes (`[….layout.history]`), over this one:
+    /// its distribution (diststyle and distkey) and its sort key (columns and style) replace
+    /// this layout's when it sets them; its encodings are added, its own winning.
+    pub merge: Option<Box<Layout>>,
+    pub append: Option<Box<Layout>>,
+    pub replace: Option<Box<Layout>>,
+    pub history: Option<Box<Layout>>,
+}
+
+impl Layout {
+    /// The overrides by mode, as `(mode, layout)`.
+    pub fn overrides(&self) -> impl Iterator<Item = (LoadMode, &Layout)> {
+        [
+            (LoadMode::Merge, &self.merge),
+            (LoadMode::Append, &self.append),
+            (LoadMode::Replace, &self.replace),
+            (LoadMode::History, &self.history),
+        ]
+        .into_iter()
+        .filter_map(|(m, l)| l.as_deref().map(|l| (m, l)))
+    }
+
+    /// The layout of the table `mode` writes: this one with the mode's override over it.
+    pub fn for_mode(&self, mode: LoadMode) -> Layout {
+        let mut l = Layout {
+            diststyle: self.diststyle.clone(),
+            distkey: self.distkey.clone(),
+            sortkey: self.sortkey.clone(),
+            sortkey_style: self.sortkey_style.clone(),
+            encode: self.encode.clone(),
+            ..Layout::default()
+        };
+        let Some((_, o)) = self.overrides().find(|(m, _)| *m == mode) else {
+            return l;
+        };
+        if o.diststyle.is_some() || o.distkey.is_some() {
+            l.diststyle = o.diststyle.clone();
+            l.distkey = o.distkey.clone();
+        }
+        if !o.sortkey.is_empty() || o.sortkey_style.is_some() {
+            l.sortkey = o.sortkey.clone();
+            l.sortkey_style = o.sortkey_style.clone();
+        }
+        l.encode.extend(o.encode.clone());
+        l
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -914,6 +973,9 @@ impl Config {
                     ssl_mode,
                     ssl_ca,
                     iam_role,
+                    vacuum,
+                    vacuum_every_hours,
+                    analyze_after_changes,
                     ..
                 } => {
                     let mut errs = validate_postgres(
@@ -927,6 +989,23 @@ impl Config {
                         errs.push((
                             "iam_role",
                             format!("`{iam_role}` is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"),
+                        ));
+                    }
+                    match (vacuum.as_deref(), vacuum_every_hours) {
+                        (Some(v), _) if !VACUUM_OPTIONS.contains(&v) => errs.push((
+                            "vacuum",
+                            format!("`{v}` is not one of {}", VACUUM_OPTIONS.join(", ")),
+                        )),
+                        (None, Some(_)) => errs.push((
+                            "vacuum_every_hours",
+                            "says when to VACUUM, but `vacuum` is not set (\"delete only\", \"sort only\" or \"full\")".into(),
+                        )),
+                        _ => {}
+                    }
+                    if *analyze_after_changes == Some(0) {
+                        errs.push((
+                            "analyze_after_changes",
+                            "must be at least 1 (leave it out for Redshift's own automatic analyze)".into(),
                         ));
                     }
                     if !self.lake.url.starts_with("s3://") {
@@ -1121,6 +1200,37 @@ impl Config {
                 modes.dedup();
                 if modes.len() != spec.loads.len() {
                     err(f("load"), "lists a mode twice".into());
+                }
+                // A layout per mode: only for a mode the table loads, and not nested again.
+                for (mode, l) in spec.layout.overrides() {
+                    let at = tf(&format!("layout.{}", mode.name()));
+                    if !spec.loads.contains(&mode) {
+                        err(
+                            at.clone(),
+                            format!("the table does not load in {} mode", mode.name()),
+                        );
+                    }
+                    if let Some((inner, _)) = l.overrides().next() {
+                        err(
+                            format!("{at}.{}", inner.name()),
+                            "a mode's layout takes no layouts of its own".into(),
+                        );
+                    }
+                }
+                let layouts = std::iter::once(("layout".to_string(), &spec.layout)).chain(
+                    spec.layout
+                        .overrides()
+                        .map(|(m, l)| (format!("layout.{}", m.name()), l)),
+                );
+                for (at, l) in layouts {
+                    if let Some(style) = &l.sortkey_style {
+                        if !matches!(style.as_str(), "compound" | "interleaved") {
+                            err(
+                                tf(&format!("{at}.sortkey_style")),
+                                format!("`{style}` is not one of compound, interleaved"),
+                            );
+                        }
+                    }
                 }
                 let mut names = std::collections::BTreeSet::new();
                 let checks = Self::table_overrides(src, &spec.table).checks;
@@ -1854,6 +1964,65 @@ primary_key = ["s_suppkey"]
         assert_eq!(spec.layout.distkey.as_deref(), Some("id"));
         assert_eq!(spec.layout.sortkey, vec!["day", "id"]);
         assert_eq!(spec.layout.encode["note"], "zstd");
+
+        // A layout per mode replaces the distribution and sort key it sets, adds encodings.
+        let src = "[sources.a]\nkind = \"files\"\nurl = \"x\"\nload = [\"merge\", \"history\"]\n[sources.a.tables.a]\nprimary_key = [\"id\"]\n[sources.a.tables.a.layout]\ndistkey = \"id\"\nsortkey = [\"id\"]\nencode = { note = \"zstd\" }\n[sources.a.tables.a.layout.history]\nsortkey = [\"_sluice_valid_from\", \"id\"]\nsortkey_style = \"interleaved\"\nencode = { id = \"az64\" }\n";
+        let c = Config::parse(src, Path::new(".")).unwrap();
+        let spec = &c.all_tables()[0];
+        let merge = spec.layout.for_mode(LoadMode::Merge);
+        assert_eq!(
+            (merge.distkey.as_deref(), &merge.sortkey[..]),
+            (Some("id"), &["id".to_string()][..])
+        );
+        let history = spec.layout.for_mode(LoadMode::History);
+        assert_eq!(history.distkey.as_deref(), Some("id"));
+        assert_eq!(history.sortkey, vec!["_sluice_valid_from", "id"]);
+        assert_eq!(history.sortkey_style.as_deref(), Some("interleaved"));
+        assert_eq!(history.encode.len(), 2);
+        assert!(history.history.is_none());
+        let bad = src.replace("load = [\"merge\", \"history\"]", "load = [\"merge\"]");
+        let errors = |bad: &str| -> String {
+            let errs = Config::parse(bad, Path::new(".")).unwrap_err();
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let e = errors(&bad);
+        assert!(
+            e.contains("layout.history") && e.contains("does not load in history mode"),
+            "{e}"
+        );
+        let bad = src.replace("\"interleaved\"", "\"sideways\"").replace(
+            "[sources.a.tables.a.layout.history]",
+            "sortkey_style = \"sideways\"\n[sources.a.tables.a.layout.history]",
+        );
+        let e = errors(&bad);
+        assert!(
+            e.contains("layout.sortkey_style") && e.contains("layout.history.sortkey_style"),
+            "{e}"
+        );
+
+        let upkeep = |extra: &str| {
+            let cfg = format!("[lake]\nurl = \"s3://lake/prefix\"\n[warehouses.rs]\nkind = \"redshift\"\nurl = \"redshift://loader@c:5439/dev\"\niam_role = \"arn:aws:iam::1:role/s\"\n{extra}\n{src}");
+            match Config::parse(&cfg, Path::new(".")) {
+                Ok(_) => String::new(),
+                Err(errs) => errs
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            }
+        };
+        assert_eq!(
+            upkeep(
+                "analyze_after_changes = 100000\nvacuum = \"delete only\"\nvacuum_every_hours = 6"
+            ),
+            ""
+        );
+        assert!(upkeep("vacuum = \"sometimes\"").contains("warehouses.rs.vacuum"));
+        assert!(upkeep("vacuum_every_hours = 6").contains("warehouses.rs.vacuum_every_hours"));
+        assert!(upkeep("analyze_after_changes = 0").contains("warehouses.rs.analyze_after_changes"));
 
         let bad = format!("[warehouses.rs]\nkind = \"redshift\"\nurl = \"redshift://u:secret@c:5439/dev\"\niam_role = \"sluice\"\n{src}");
         let errs = Config::parse(&bad, Path::new(".")).unwrap_err();

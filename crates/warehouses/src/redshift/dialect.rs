@@ -41,12 +41,18 @@ pub enum Bound {
     Json,
     /// VARBYTE, at most [`MAX_VARBYTE`] bytes.
     Bytes,
+    /// Lists, structs and maps: SUPER, copied from the lake's Parquet as they are
+    /// (`SERIALIZETOJSON`), never cut.
+    Nested,
 }
 
 impl Bound {
     pub fn of(field: &Field) -> Bound {
         if sluice_core::types::is_json(field) {
             return Bound::Json;
+        }
+        if sluice_core::types::is_nested(field.data_type()) {
+            return Bound::Nested;
         }
         match field.data_type() {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Bound::Text,
@@ -58,7 +64,7 @@ impl Bound {
     /// The most bytes a value may have.
     pub fn limit(self) -> Option<usize> {
         match self {
-            Bound::Fixed => None,
+            Bound::Fixed | Bound::Nested => None,
             Bound::Text | Bound::Json => Some(MAX_VARCHAR),
             Bound::Bytes => Some(MAX_VARBYTE),
         }
@@ -78,7 +84,7 @@ pub fn varchar_size(max_bytes: usize) -> usize {
 /// The Redshift type of a column whose longest value has `max_bytes` bytes (text only).
 pub fn column_type(field: &Field, max_bytes: usize) -> Option<String> {
     Some(match Bound::of(field) {
-        Bound::Json => "SUPER".into(),
+        Bound::Json | Bound::Nested => "SUPER".into(),
         Bound::Text => format!("VARCHAR({})", varchar_size(max_bytes)),
         Bound::Bytes => format!("VARBYTE({MAX_VARBYTE})"),
         Bound::Fixed => fixed_type(field.data_type())?,
@@ -93,6 +99,7 @@ pub fn stage_type(field: &Field) -> Option<String> {
     Some(match Bound::of(field) {
         Bound::Text | Bound::Json => format!("VARCHAR({MAX_VARCHAR})"),
         Bound::Bytes => format!("VARBYTE({MAX_VARBYTE})"),
+        Bound::Nested => "SUPER".into(),
         Bound::Fixed => fixed_type(field.data_type())?,
     })
 }
@@ -121,10 +128,127 @@ pub struct TableLayout {
     pub diststyle: Option<String>,
     pub distkey: Option<String>,
     pub sortkey: Vec<String>,
+    /// An interleaved sort key (else compound).
+    pub interleaved: bool,
     pub encode: BTreeMap<String, String>,
 }
 
-const ENCODINGS: &[&str] = &[
+/// A table's distribution and sort key as Redshift reports them (`pg_class`, `pg_attribute`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CurrentLayout {
+    /// even | key | all | auto.
+    pub diststyle: String,
+    pub distkey: Option<String>,
+    pub sortkey: Vec<String>,
+    pub interleaved: bool,
+}
+
+/// The query reading a table's [`CurrentLayout`] (`$1` schema, `$2` table): one row per
+/// column that is the distkey or in the sort key, with the table's distribution style
+/// (`reldiststyle`: 0 even, 1 key, 8 all, 10 to 13 auto) on every row, and a row with NULL
+/// column when there is neither.
+pub const CURRENT_LAYOUT: &str = "SELECT CAST(c.reldiststyle AS INTEGER), CAST(a.attname AS VARCHAR(128)), a.attisdistkey, CAST(a.attsortkeyord AS INTEGER)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND (a.attisdistkey OR a.attsortkeyord <> 0)
+ WHERE n.nspname = $1 AND c.relname = $2";
+
+/// One row of [`CURRENT_LAYOUT`]: `(reldiststyle, column, is distkey, sort key position)`.
+pub type LayoutRow = (i32, Option<String>, Option<bool>, Option<i32>);
+
+impl CurrentLayout {
+    /// From the rows of [`CURRENT_LAYOUT`]; a negative sort key position is an interleaved
+    /// sort key's.
+    pub fn from_rows(rows: &[LayoutRow]) -> CurrentLayout {
+        let diststyle = match rows.first().map(|r| r.0) {
+            Some(0) => "even",
+            Some(1) => "key",
+            Some(8) => "all",
+            _ => "auto",
+        };
+        let mut sort: Vec<(i32, String)> = Vec::new();
+        let mut l = CurrentLayout {
+            diststyle: diststyle.into(),
+            ..CurrentLayout::default()
+        };
+        for (_, name, dist, ord) in rows {
+            let Some(name) = name else { continue };
+            if *dist == Some(true) {
+                l.distkey = Some(name.clone());
+            }
+            if let Some(o) = ord.filter(|o| *o != 0) {
+                l.interleaved |= o < 0;
+                sort.push((o.abs(), name.clone()));
+            }
+        }
+        sort.sort();
+        l.sortkey = sort.into_iter().map(|(_, n)| n).collect();
+        l
+    }
+}
+
+/// The statements that take an existing table from its `current` layout to the `wanted`
+/// one, and what each changes (for the load's report); Redshift runs them outside a
+/// transaction block. A distribution or sort key left unset is left as it is. A change to
+/// or from an interleaved sort key cannot be altered in place: the error says so.
+pub fn alter_layout(
+    target: &str,
+    current: &CurrentLayout,
+    wanted: &TableLayout,
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    match (&wanted.distkey, wanted.diststyle.as_deref()) {
+        (Some(k), _) if current.distkey.as_ref() != Some(k) || current.diststyle != "key" => {
+            out.push((
+                format!("ALTER TABLE {target} ALTER DISTKEY {};", q(k)),
+                format!(
+                    "distkey {} (was {})",
+                    k,
+                    current.distkey.as_deref().unwrap_or(&current.diststyle)
+                ),
+            ));
+        }
+        (None, Some(style)) if style != "key" && style != current.diststyle => {
+            out.push((
+                format!(
+                    "ALTER TABLE {target} ALTER DISTSTYLE {};",
+                    style.to_ascii_uppercase()
+                ),
+                format!("diststyle {style} (was {})", current.diststyle),
+            ));
+        }
+        _ => {}
+    }
+    if !wanted.sortkey.is_empty()
+        && (wanted.sortkey != current.sortkey || wanted.interleaved != current.interleaved)
+    {
+        let style = |i: bool| if i { "interleaved" } else { "compound" };
+        if wanted.interleaved || current.interleaved {
+            return Err(format!(
+                "the sort key changed from {} ({}) to {} ({}), and Redshift alters no interleaved sort key in place: recreate the table (drop it and reset its ledger row) or keep its sort key",
+                style(current.interleaved),
+                current.sortkey.join(", "),
+                style(wanted.interleaved),
+                wanted.sortkey.join(", ")
+            ));
+        }
+        let keys: Vec<String> = wanted.sortkey.iter().map(|k| q(k)).collect();
+        out.push((
+            format!(
+                "ALTER TABLE {target} ALTER COMPOUND SORTKEY ({});",
+                keys.join(", ")
+            ),
+            format!(
+                "sortkey ({}) (was ({}))",
+                wanted.sortkey.join(", "),
+                current.sortkey.join(", ")
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// The column encodings Redshift documents.
+pub const ENCODINGS: &[&str] = &[
     "raw",
     "az64",
     "bytedict",
@@ -174,6 +298,15 @@ impl TableLayout {
             .iter()
             .map(|c| column(c, "sortkey"))
             .collect::<Result<_, _>>()?;
+        let interleaved = match layout.sortkey_style.as_deref() {
+            None | Some("compound") => false,
+            Some("interleaved") => true,
+            Some(other) => {
+                return Err(format!(
+                    "layout sortkey_style `{other}` is not one of compound, interleaved"
+                ))
+            }
+        };
         let mut encode = BTreeMap::new();
         for (c, e) in &layout.encode {
             let e = e.to_ascii_lowercase();
@@ -189,6 +322,7 @@ impl TableLayout {
             diststyle: diststyle.or_else(|| distkey.as_ref().map(|_| "key".into())),
             distkey,
             sortkey,
+            interleaved,
             encode,
         })
     }
@@ -196,7 +330,8 @@ impl TableLayout {
 
 /// `CREATE SCHEMA` and `CREATE TABLE` for `target` (`"schema"."table"`) with `columns`
 /// (`(name, type and constraints)`) and its layout: per-column encodings when any are
-/// configured, else `ENCODE AUTO`; `DISTSTYLE`/`DISTKEY`; a compound `SORTKEY`. Without a
+/// configured, else `ENCODE AUTO`; `DISTSTYLE`/`DISTKEY`; a compound or interleaved
+/// `SORTKEY`. Without a
 /// layout (the PostgreSQL stand-in), a plain `CREATE TABLE`.
 pub fn create_table(
     schema: &str,
@@ -222,7 +357,12 @@ pub fn create_table(
     }
     if !l.sortkey.is_empty() {
         let keys: Vec<String> = l.sortkey.iter().map(|k| q(k)).collect();
-        attributes.push(format!("\nCOMPOUND SORTKEY ({})", keys.join(", ")));
+        let style = if l.interleaved {
+            "INTERLEAVED"
+        } else {
+            "COMPOUND"
+        };
+        attributes.push(format!("\n{style} SORTKEY ({})", keys.join(", ")));
     }
     if layout.is_some() && l.encode.is_empty() {
         attributes.push("\nENCODE AUTO".into());
@@ -258,6 +398,23 @@ pub fn create_stage(stage: &str, columns: &[(String, String)]) -> String {
     )
 }
 
+/// The files of one schema version into the load's stage: COPY into a stage of their own
+/// columns (`columns`, which `copy` fills), then into the load's stage by name; the columns
+/// those files lack stay NULL.
+pub fn copy_version(
+    stage: &str,
+    version_stage: &str,
+    columns: &[(String, String)],
+    copy: &str,
+) -> String {
+    let list: Vec<String> = columns.iter().map(|(n, _)| q(n)).collect();
+    let list = list.join(", ");
+    format!(
+        "{}\n{copy}\nINSERT INTO {stage} ({list}) SELECT {list} FROM {version_stage};\nDROP TABLE {version_stage};",
+        create_stage(version_stage, columns)
+    )
+}
+
 /// A string literal, for the few values that are not identifiers (a URL, a role ARN).
 /// Redshift treats a backslash in a literal as an escape; rather than escape for one server
 /// and differ from the other, such values are refused.
@@ -271,11 +428,19 @@ pub fn literal(value: &str) -> Result<String, String> {
 }
 
 /// COPY of the files a manifest lists into the staging table.
-pub fn copy_manifest(stage: &str, manifest_url: &str, iam_role: &str) -> Result<String, String> {
+/// `nested`: the stage has SUPER columns for the files' lists, structs and maps, which
+/// `SERIALIZETOJSON` copies whole.
+pub fn copy_manifest(
+    stage: &str,
+    manifest_url: &str,
+    iam_role: &str,
+    nested: bool,
+) -> Result<String, String> {
     Ok(format!(
-        "COPY {stage} FROM {} IAM_ROLE {} FORMAT AS PARQUET MANIFEST;",
+        "COPY {stage} FROM {} IAM_ROLE {} FORMAT AS PARQUET{} MANIFEST;",
         literal(manifest_url)?,
-        literal(iam_role)?
+        literal(iam_role)?,
+        if nested { " SERIALIZETOJSON" } else { "" }
     ))
 }
 

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::datatypes::Field;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -25,10 +26,21 @@ use crate::LakeFiles;
 /// starting with `_`, which Delta readers and VACUUM leave alone).
 const SCRATCH: &str = "_sluice_redshift";
 
-/// A load's manifest, written, and what to remove once the load is over.
-pub struct Manifest {
-    /// `s3://…/<table>/_sluice_redshift/<load>.manifest`.
+/// The load's files of one schema version (one list of columns), in one manifest: COPY
+/// from Parquet maps columns by position, so each version is copied into a stage shaped
+/// like its own files.
+pub struct CopyGroup {
+    /// `s3://…/<table>/_sluice_redshift/<load>.manifest` (`<load>.v<k>.manifest` when the
+    /// load spans several versions).
     pub url: String,
+    /// The columns of these files, in file order, as their footer declares them.
+    pub columns: Vec<Field>,
+}
+
+/// A load's manifests, written, and what to remove once the load is over.
+pub struct Manifest {
+    /// One per schema version among the load's files, oldest first.
+    pub groups: Vec<CopyGroup>,
     pub fit: Fit,
     /// Files listed, rewritten files among them.
     pub files: usize,
@@ -47,25 +59,32 @@ fn url_of(files: &LakeFiles, relative: &str) -> String {
     )
 }
 
-/// Reads the bounded columns of one file: its fit, and whether a value was over a limit.
+/// Reads the bounded columns of one file: its fit, whether a value was over a limit, and
+/// the file's columns.
 async fn measure(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
     size: u64,
     bounds: &HashMap<String, Bound>,
     fit: &mut Fit,
-) -> Result<bool, String> {
+) -> Result<(bool, Vec<Field>), String> {
     let reader = ParquetObjectReader::new(store.clone(), path.clone()).with_file_size(size);
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(|e| format!("{path}: {e}"))?;
+    let columns: Vec<Field> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     let wanted: Vec<usize> = builder
         .schema()
         .fields()
         .iter()
         .enumerate()
         .filter(|(_, f)| {
-            f.name() == SEQ || bounds.get(f.name()).is_some_and(|b| *b != Bound::Fixed)
+            f.name() == SEQ || bounds.get(f.name()).is_some_and(|b| b.limit().is_some())
         })
         .map(|(i, _)| i)
         .collect();
@@ -88,7 +107,15 @@ async fn measure(
             .collect();
         fit.fit(&batch, &b)?;
     }
-    Ok(fit.truncated.len() > before)
+    Ok((fit.truncated.len() > before, columns))
+}
+
+/// Whether two files have the same columns (names and types, in order).
+fn same_columns(a: &[Field], b: &[Field]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }
 
 /// Writes `path` again at `to` with every oversize value cut; returns the new size.
@@ -129,8 +156,9 @@ async fn rewrite(
     Ok(head.size)
 }
 
-/// Measures the load's files, rewrites those holding oversize values, and writes the
-/// manifest as `<load_id>.manifest`.
+/// Measures the load's files, rewrites those holding oversize values, and writes one
+/// manifest per schema version among them: `<load_id>.manifest`, or `<load_id>.v<k>.manifest`
+/// for the k-th version when there are several.
 pub async fn write_manifest(
     files: &LakeFiles,
     bounds: &HashMap<String, Bound>,
@@ -138,32 +166,52 @@ pub async fn write_manifest(
 ) -> Result<Manifest, String> {
     let store = &files.store;
     let mut fit = Fit::default();
-    let mut entries = Vec::new();
+    // Per schema version: its columns and its files (URL, size).
+    type Entries = Vec<(String, u64)>;
+    let mut groups: Vec<(Vec<Field>, Entries)> = Vec::new();
     let mut scratch = Vec::new();
     let mut rewritten = 0;
     for (i, (relative, size)) in files.files.iter().enumerate() {
         let path = object_path(relative);
-        if measure(store, &path, *size, bounds, &mut fit).await? {
+        let (over, columns) = measure(store, &path, *size, bounds, &mut fit).await?;
+        let entry = if over {
             let to = Path::from(format!("{SCRATCH}/{load_id}/{i:05}.parquet"));
             let new_size = rewrite(store, &path, *size, &to, bounds).await?;
             tracing::info!(file = %relative, "a value is over Redshift's limit: copying a cut rewrite of the file");
-            entries.push((url_of(files, to.as_ref()), new_size));
-            scratch.push(to);
+            scratch.push(to.clone());
             rewritten += 1;
+            (url_of(files, to.as_ref()), new_size)
         } else {
-            entries.push((url_of(files, relative), *size));
+            (url_of(files, relative), *size)
+        };
+        match groups.iter_mut().find(|(c, _)| same_columns(c, &columns)) {
+            Some((_, entries)) => entries.push(entry),
+            None => groups.push((columns, vec![entry])),
         }
     }
-    let manifest = Path::from(format!("{SCRATCH}/{load_id}.manifest"));
-    store
-        .put(&manifest, dialect::manifest(&entries).into_bytes().into())
-        .await
-        .map_err(|e| format!("{manifest}: {e}"))?;
-    scratch.push(manifest.clone());
+    let several = groups.len() > 1;
+    let mut written = Vec::new();
+    let mut count = 0;
+    for (k, (columns, entries)) in groups.into_iter().enumerate() {
+        let manifest = match several {
+            true => Path::from(format!("{SCRATCH}/{load_id}.v{k}.manifest")),
+            false => Path::from(format!("{SCRATCH}/{load_id}.manifest")),
+        };
+        store
+            .put(&manifest, dialect::manifest(&entries).into_bytes().into())
+            .await
+            .map_err(|e| format!("{manifest}: {e}"))?;
+        scratch.push(manifest.clone());
+        count += entries.len();
+        written.push(CopyGroup {
+            url: url_of(files, manifest.as_ref()),
+            columns,
+        });
+    }
     Ok(Manifest {
-        url: url_of(files, manifest.as_ref()),
+        groups: written,
         fit,
-        files: entries.len(),
+        files: count,
         rewritten,
         scratch,
     })
@@ -240,8 +288,9 @@ mod tests {
             };
             let bounds = HashMap::from([("name".to_string(), Bound::Text)]);
             let m = write_manifest(&files, &bounds, "load1").await.unwrap();
+            assert_eq!(m.groups.len(), 1);
             assert_eq!(
-                m.url,
+                m.groups[0].url,
                 "s3://bucket/lake/changes/shop/orders/_sluice_redshift/load1.manifest"
             );
             assert_eq!((m.files, m.rewritten), (2, 1));
@@ -292,6 +341,100 @@ mod tests {
                 .head(&Path::from("_sluice_redshift/load1.manifest"))
                 .await
                 .is_err());
+        });
+    }
+
+    /// Files of two schema versions (a column added between them) get one manifest each,
+    /// with their own columns, in the order the load lists them.
+    #[test]
+    fn files_of_each_schema_version_get_their_own_manifest() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            let old = put_parquet(&store, "d/old.parquet", vec!["a".into()], 1).await;
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("name", DataType::Utf8, true),
+                Field::new(SEQ, DataType::Int64, false),
+                Field::new("coupon", DataType::Utf8, true),
+            ]));
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(vec!["b"])),
+                    Arc::new(Int64Array::from(vec![2])),
+                    Arc::new(StringArray::from(vec!["SAVE10"])),
+                ],
+            )
+            .unwrap();
+            let mut w = AsyncArrowWriter::try_new(
+                ParquetObjectWriter::new(store.clone(), Path::from("d/new.parquet")),
+                schema,
+                None,
+            )
+            .unwrap();
+            w.write(&batch).await.unwrap();
+            w.close().await.unwrap();
+            let new = store.head(&Path::from("d/new.parquet")).await.unwrap().size;
+            let again = put_parquet(&store, "d/again.parquet", vec!["c".into()], 3).await;
+            let files = LakeFiles {
+                table_url: url::Url::parse("s3://bucket/t/").unwrap(),
+                store: store.clone(),
+                files: vec![
+                    ("d/old.parquet".into(), old),
+                    ("d/new.parquet".into(), new),
+                    ("d/again.parquet".into(), again),
+                ],
+                after: 0,
+            };
+            let bounds = HashMap::from([
+                ("name".to_string(), Bound::Text),
+                ("coupon".to_string(), Bound::Text),
+            ]);
+            let m = write_manifest(&files, &bounds, "l").await.unwrap();
+            assert_eq!(m.files, 3);
+            let names = |g: &CopyGroup| {
+                g.columns
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(m.groups.len(), 2);
+            assert_eq!(names(&m.groups[0]), vec!["name", SEQ]);
+            assert_eq!(names(&m.groups[1]), vec!["name", SEQ, "coupon"]);
+            assert_eq!(
+                m.groups[0].url,
+                "s3://bucket/t/_sluice_redshift/l.v0.manifest"
+            );
+            let listed = |k: usize| {
+                let store = store.clone();
+                async move {
+                    let text = store
+                        .get(&Path::from(format!("_sluice_redshift/l.v{k}.manifest")))
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap();
+                    let json: serde_json::Value = serde_json::from_slice(&text).unwrap();
+                    json["entries"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["url"].as_str().unwrap().to_string())
+                        .collect::<Vec<_>>()
+                }
+            };
+            assert_eq!(
+                listed(0).await,
+                vec![
+                    "s3://bucket/t/d/old.parquet",
+                    "s3://bucket/t/d/again.parquet"
+                ]
+            );
+            assert_eq!(listed(1).await, vec!["s3://bucket/t/d/new.parquet"]);
+            assert_eq!(m.fit.max_bytes["coupon"], 6);
         });
     }
 

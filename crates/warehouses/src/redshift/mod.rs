@@ -31,15 +31,18 @@
 mod dialect;
 mod fit;
 mod lakecopy;
+pub mod maintenance;
 
 pub use dialect::{
-    column_type, copy_manifest, create_stage, create_table, ledger_upsert, load_time, manifest,
-    trim_stage, truncated_flag, varchar_size, widen, Bound, TableLayout, MAX_IDENTIFIER,
-    MAX_VARBYTE, MAX_VARCHAR,
+    alter_layout, column_type, copy_manifest, copy_version, create_stage, create_table,
+    ledger_upsert, load_time, manifest, stage_type, trim_stage, truncated_flag, varchar_size,
+    widen, Bound, CurrentLayout, TableLayout, MAX_IDENTIFIER, MAX_VARBYTE, MAX_VARCHAR,
 };
 pub use fit::Fit;
+pub use maintenance::Maintenance;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -78,6 +81,8 @@ pub struct Redshift {
     staging: Staging,
     /// The lake files of the next load (set by the engine before each load).
     files: Option<LakeFiles>,
+    /// Upkeep after each load (ANALYZE, VACUUM).
+    maintenance: Maintenance,
 }
 
 /// A column of an existing table: name and VARCHAR width (None: not a VARCHAR).
@@ -105,7 +110,68 @@ impl Redshift {
             pg,
             staging,
             files: None,
+            maintenance: Maintenance::default(),
         })
+    }
+
+    /// Runs `maintenance` after each load.
+    pub fn with_maintenance(mut self, maintenance: Maintenance) -> Redshift {
+        self.maintenance = maintenance;
+        self
+    }
+
+    /// `ANALYZE COMPRESSION` of `target`'s table: each column's suggested encoding.
+    pub fn analyze_compression(
+        &mut self,
+        target: &Target,
+    ) -> Result<Vec<maintenance::Suggestion>, WarehouseError> {
+        let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
+        let client = self.pg.client();
+        let rows = self
+            .pg
+            .run(client.simple_query(&maintenance::analyze_compression(&tgt)))
+            .map_err(pg_error(&target.display()))?;
+        Ok(rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(maintenance::Suggestion {
+                    column: r.get(1)?.to_string(),
+                    encoding: r.get(2)?.to_string(),
+                    reduction_pct: r.get(3).and_then(|p| p.parse().ok()).unwrap_or(0.0),
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Applies the suggestions that shrink a column; returns the statements run.
+    pub fn apply_encodings(
+        &mut self,
+        target: &Target,
+        suggestions: &[maintenance::Suggestion],
+    ) -> Result<Vec<String>, WarehouseError> {
+        let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
+        let statements = maintenance::apply_encodings(&tgt, suggestions);
+        for s in &statements {
+            self.pg.batch(&target.display(), s)?;
+        }
+        Ok(statements)
+    }
+
+    /// The load's report with the upkeep that followed it.
+    fn upkeep(&self, target: &Target, report: LoadReport) -> LoadReport {
+        let mut report = report;
+        if self.maintenance.is_on() {
+            let done = self.pg.run(self.maintenance.after_load(
+                self.pg.client(),
+                &target.schema,
+                &target.table,
+                report.changes,
+                self.stand_in(),
+            ));
+            report.maintenance.extend(done);
+        }
+        report
     }
 
     fn stand_in(&self) -> bool {
@@ -138,15 +204,53 @@ impl Redshift {
             .collect())
     }
 
+    /// The table's layout: its columns mapped, the system columns (`_sluice_loaded_at`, the
+    /// history columns) taken as they are.
+    fn layout(target: &Target, columns: &Columns) -> Result<TableLayout, WarehouseError> {
+        let system = system_columns(
+            target.mode,
+            target.deletes,
+            target.key.is_empty(),
+            &dialect::SYSTEM_TYPES,
+        );
+        TableLayout::resolve(&target.layout, |c| {
+            columns
+                .mapped_of(c)
+                .map(String::from)
+                .or_else(|| system.iter().find(|(n, _)| n == c).map(|(n, _)| n.clone()))
+        })
+        .map_err(|message| WarehouseError::Schema {
+            table: target.display(),
+            message,
+        })
+    }
+
+    /// The table's distribution and sort key as Redshift has them.
+    async fn current_layout(
+        client: &Client,
+        target: &Target,
+    ) -> Result<CurrentLayout, tokio_postgres::Error> {
+        let rows = client
+            .query(dialect::CURRENT_LAYOUT, &[&target.schema, &target.table])
+            .await?;
+        let rows: Vec<dialect::LayoutRow> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        Ok(CurrentLayout::from_rows(&rows))
+    }
+
     /// The statements that create the target or grow it to the load's needs: added columns
-    /// (evolve) and VARCHARs widened to the longest value.
+    /// (evolve), VARCHARs widened to the longest value, and the distribution and sort key
+    /// altered to the configured layout where `current` differs (with what each changes).
     fn shape(
         &self,
         target: &Target,
         columns: &Columns,
         fit: &Fit,
         existing: Vec<Existing>,
-    ) -> Result<Vec<String>, WarehouseError> {
+        current: Option<&CurrentLayout>,
+    ) -> Result<(Vec<String>, Vec<String>), WarehouseError> {
         let tgt = format!("{}.{}", q(&target.schema), q(&target.table));
         let stand_in = self.stand_in();
         let longest = |name: &str| fit.max_bytes.get(name).copied().unwrap_or(0);
@@ -156,13 +260,8 @@ impl Redshift {
                 false => t,
             })
         })?;
+        let layout = Self::layout(target, columns)?;
         if existing.is_empty() {
-            let layout =
-                TableLayout::resolve(&target.layout, |c| columns.mapped_of(c).map(String::from))
-                    .map_err(|message| WarehouseError::Schema {
-                        table: target.display(),
-                        message,
-                    })?;
             let mut create = data.clone();
             create.extend(system_columns(
                 target.mode,
@@ -175,7 +274,10 @@ impl Redshift {
                 true => None,
                 false => Some(&layout),
             };
-            return Ok(vec![create_table(&target.schema, &tgt, &create, layout)]);
+            return Ok((
+                vec![create_table(&target.schema, &tgt, &create, layout)],
+                Vec::new(),
+            ));
         }
         let names: Vec<String> = existing.iter().map(|e| e.name.clone()).collect();
         let mut statements: Vec<String> = shape_table(target, &tgt, names, &data, &[])?
@@ -194,7 +296,20 @@ impl Redshift {
                 statements.push(widen(&tgt, &e.name, needed));
             }
         }
-        Ok(statements)
+        let mut changed = Vec::new();
+        if let Some(current) = current {
+            let alters =
+                alter_layout(&tgt, current, &layout).map_err(|message| WarehouseError::Schema {
+                    table: target.display(),
+                    message,
+                })?;
+            for (statement, what) in alters {
+                tracing::info!(target = %target.display(), change = %what, "altering the table's layout");
+                statements.push(statement);
+                changed.push(format!("layout: {what}"));
+            }
+        }
+        Ok((statements, changed))
     }
 
     /// The first statements of a load's transaction: Redshift has no row locks, so the whole
@@ -312,10 +427,9 @@ impl Redshift {
             .map_err(input)?;
         tracing::info!(target = %name, files = manifest.files, rewritten = manifest.rewritten, truncated = manifest.fit.truncated.len(), "copying the lake's files into Redshift");
         // No files (nothing in the range): an empty stage, and the ledger still moves.
-        let copy = match manifest.files {
-            0 => String::new(),
-            _ => copy_manifest(STAGE, &manifest.url, iam_role).map_err(input)?,
-        };
+        let copy = self
+            .copies(target, &columns, schema, &manifest, iam_role)
+            .inspect_err(|_| self.pg.run(manifest.remove(&files.store)))?;
         let now = load_time(chrono::Utc::now());
         let client = self.pg.client();
         let result = self.pg.run(async {
@@ -324,7 +438,12 @@ impl Redshift {
             // A new table is created inside the transaction (with its ledger row); columns
             // are added and widened before it, which Redshift refuses inside one.
             let create = existing.is_empty();
-            let shape = self.shape(target, &columns, &manifest.fit, existing)?;
+            let current = match create {
+                true => None,
+                false => Some(Self::current_layout(client, target).await.map_err(&e)?),
+            };
+            let (shape, changed) =
+                self.shape(target, &columns, &manifest.fit, existing, current.as_ref())?;
             if !create {
                 for statement in &shape {
                     client.batch_execute(statement).await.map_err(&e)?;
@@ -344,12 +463,74 @@ impl Redshift {
                     trim_stage(STAGE, files.after, upto.seq)
                 );
                 client.batch_execute(&sql).await.map_err(&e)?;
-                Self::apply(client, target, &columns, &keys, &manifest.fit, &now, ledger).await
+                let mut report =
+                    Self::apply(client, target, &columns, &keys, &manifest.fit, &now, ledger)
+                        .await?;
+                report.maintenance = changed;
+                Ok(report)
             })
             .await
         });
         self.pg.run(manifest.remove(&files.store));
         result
+    }
+
+    /// The COPY statements of a load: its files straight into the stage when they all have
+    /// the stage's columns; else each schema version's files into a stage of their own
+    /// columns first (COPY from Parquet maps columns by position), then into the stage.
+    fn copies(
+        &self,
+        target: &Target,
+        columns: &Columns,
+        schema: &SchemaRef,
+        manifest: &lakecopy::Manifest,
+        iam_role: &str,
+    ) -> Result<String, WarehouseError> {
+        let input = |message: String| WarehouseError::Input {
+            table: target.display(),
+            message,
+        };
+        let stage_names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
+        match &manifest.groups[..] {
+            [] => Ok(String::new()),
+            [one]
+                if one
+                    .columns
+                    .iter()
+                    .map(|f| f.name())
+                    .eq(stage_names.iter().copied()) =>
+            {
+                let nested = has_nested(schema.fields().iter().map(|f| f.as_ref()));
+                copy_manifest(STAGE, &one.url, iam_role, nested).map_err(input)
+            }
+            groups => {
+                let mut sql = Vec::new();
+                for (k, g) in groups.iter().enumerate() {
+                    // Each file column as the lake schema names and types it (its JSON mark
+                    // included), at the file's own type.
+                    let fields: Vec<arrow::datatypes::Field> = g
+                        .columns
+                        .iter()
+                        .map(|f| {
+                            let own = schema.field_with_name(f.name()).map_err(|_| {
+                                input(format!(
+                                    "a lake file of this load has column `{}`, which the lake table's schema lacks",
+                                    f.name()
+                                ))
+                            })?;
+                            Ok(own.clone().with_data_type(f.data_type().clone()))
+                        })
+                        .collect::<Result<_, WarehouseError>>()?;
+                    let version_schema = Arc::new(arrow::datatypes::Schema::new(fields.clone()));
+                    let cols = columns.staged(&version_schema, target, dialect::stage_type)?;
+                    let stage = q(&format!("_sluice_stage_v{k}"));
+                    let copy = copy_manifest(&stage, &g.url, iam_role, has_nested(&fields))
+                        .map_err(input)?;
+                    sql.push(copy_version(STAGE, &stage, &cols, &copy));
+                }
+                Ok(sql.join("\n"))
+            }
+        }
     }
 
     /// The PostgreSQL stand-in: rows sent over the connection by binary COPY, fitted to
@@ -389,12 +570,17 @@ impl Redshift {
                 Postgres::copy_changes(client, &copy, schema, &copied, &mut fitted, &name).await?;
             }
             let existing = Self::existing_columns(client, target).await.map_err(&e)?;
-            for statement in this.shape(target, &columns, &fit, existing)? {
+            for statement in this.shape(target, &columns, &fit, existing, None)?.0 {
                 client.batch_execute(&statement).await.map_err(&e)?;
             }
             Self::apply(client, target, &columns, &keys, &fit, &now, ledger).await
         }))
     }
+}
+
+/// Whether any of `fields` is a list, struct or map (copied with `SERIALIZETOJSON`).
+fn has_nested<'a>(fields: impl IntoIterator<Item = &'a arrow::datatypes::Field>) -> bool {
+    fields.into_iter().any(|f| Bound::of(f) == Bound::Nested)
 }
 
 /// A Redshift type as the PostgreSQL stand-in spells it.
@@ -428,12 +614,13 @@ impl Warehouse for Redshift {
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
         ledger: LedgerMove,
     ) -> Result<LoadReport, WarehouseError> {
-        match self.staging.clone() {
+        let report = match self.staging.clone() {
             Staging::LakeManifest { iam_role } => {
                 self.load_from_lake(target, schema, &iam_role, ledger)
             }
             Staging::PostgresStandIn => self.load_over_connection(target, schema, batches, ledger),
-        }
+        }?;
+        Ok(self.upkeep(target, report))
     }
 
     fn describe(&self) -> String {

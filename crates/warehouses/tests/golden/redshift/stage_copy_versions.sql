@@ -1,0 +1,17 @@
+DROP TABLE IF EXISTS "_sluice_stage";
+CREATE TEMP TABLE "_sluice_stage" ("id" BIGINT, "name" VARCHAR(65535), "_sluice_op" VARCHAR(8), "_sluice_seq" BIGINT, "coupon" VARCHAR(65535), "tags" SUPER);
+DROP TABLE IF EXISTS "_sluice_stage_v0";
+CREATE TEMP TABLE "_sluice_stage_v0" ("id" BIGINT, "name" VARCHAR(65535), "_sluice_op" VARCHAR(8), "_sluice_seq" BIGINT);
+COPY "_sluice_stage_v0" FROM 's3://lake-bucket/lake/changes/shop/orders/_sluice_redshift/shop.orders-9-1.v0.manifest' IAM_ROLE 'arn:aws:iam::123456789012:role/sluice-copy' FORMAT AS PARQUET MANIFEST;
+INSERT INTO "_sluice_stage" ("id", "name", "_sluice_op", "_sluice_seq") SELECT "id", "name", "_sluice_op", "_sluice_seq" FROM "_sluice_stage_v0";
+DROP TABLE "_sluice_stage_v0";
+DROP TABLE IF EXISTS "_sluice_stage_v1";
+CREATE TEMP TABLE "_sluice_stage_v1" ("id" BIGINT, "name" VARCHAR(65535), "_sluice_op" VARCHAR(8), "_sluice_seq" BIGINT, "coupon" VARCHAR(65535));
+COPY "_sluice_stage_v1" FROM 's3://lake-bucket/lake/changes/shop/orders/_sluice_redshift/shop.orders-9-1.v1.manifest' IAM_ROLE 'arn:aws:iam::123456789012:role/sluice-copy' FORMAT AS PARQUET MANIFEST;
+INSERT INTO "_sluice_stage" ("id", "name", "_sluice_op", "_sluice_seq", "coupon") SELECT "id", "name", "_sluice_op", "_sluice_seq", "coupon" FROM "_sluice_stage_v1";
+DROP TABLE "_sluice_stage_v1";
+DROP TABLE IF EXISTS "_sluice_stage_v2";
+CREATE TEMP TABLE "_sluice_stage_v2" ("id" BIGINT, "name" VARCHAR(65535), "_sluice_op" VARCHAR(8), "_sluice_seq" BIGINT, "coupon" VARCHAR(65535), "tags" SUPER);
+COPY "_sluice_stage_v2" FROM 's3://lake-bucket/lake/changes/shop/orders/_sluice_redshift/shop.orders-9-1.v2.manifest' IAM_ROLE 'arn:aws:iam::123456789012:role/sluice-copy' FORMAT AS PARQUET SERIALIZETOJSON MANIFEST;
+INSERT INTO "_sluice_stage" ("id", "name", "_sluice_op", "_sluice_seq", "coupon", "tags") SELECT "id", "name", "_sluice_op", "_sluice_seq", "coupon", "tags" FROM "_sluice_stage_v2";
+DROP TABLE "_sluice_stage_v2";
