@@ -92,41 +92,34 @@ impl EncoderFactory for NonFiniteAsText {
         _options: &'a EncoderOptions,
     ) -> Result<Option<NullableEncoder<'a>>, ArrowError> {
         let values: Box<dyn Encoder + 'a> = match array.data_type() {
-            DataType::Float64 => Box::new(Floats(array.as_primitive::<Float64Type>().values())),
-            DataType::Float32 => Box::new(Floats32(array.as_primitive::<Float32Type>().values())),
+            DataType::Float64 => {
+                Box::new(Floats(&array.as_primitive::<Float64Type>().values()[..]))
+            }
+            DataType::Float32 => {
+                Box::new(Floats(&array.as_primitive::<Float32Type>().values()[..]))
+            }
             _ => return Ok(None),
         };
         Ok(Some(NullableEncoder::new(values, array.nulls().cloned())))
     }
 }
 
-struct Floats<'a>(&'a [f64]);
-struct Floats32<'a>(&'a [f32]);
+/// Floats of one width; each written as its own shortest text (0.1f32 is 0.1, not
+/// 0.10000000149011612).
+struct Floats<'a, T>(&'a [T]);
 
-fn write_float(v: f64, shortest: String, out: &mut Vec<u8>) {
-    // Debug is the shortest text that reads back as the same float, with an exponent where
-    // that is shorter (1e300), always a valid JSON number when finite.
-    let text = match v {
-        v if v.is_nan() => "\"NaN\"",
-        f64::INFINITY => "\"Infinity\"",
-        f64::NEG_INFINITY => "\"-Infinity\"",
-        _ => shortest.as_str(),
-    };
-    out.extend_from_slice(text.as_bytes());
-}
-
-impl Encoder for Floats<'_> {
+impl<T: Copy + Into<f64> + std::fmt::Debug> Encoder for Floats<'_, T> {
     fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
         let v = self.0[idx];
-        write_float(v, format!("{v:?}"), out)
-    }
-}
-
-impl Encoder for Floats32<'_> {
-    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
-        // The float's own shortest text (0.1f32 is 0.1, not 0.10000000149011612).
-        let v = self.0[idx];
-        write_float(v as f64, format!("{v:?}"), out)
+        // Debug is the shortest text that reads back as the same float, with an exponent
+        // where that is shorter (1e300): a valid JSON number when finite.
+        let text = match v.into() {
+            f if f.is_nan() => "\"NaN\"".to_string(),
+            f64::INFINITY => "\"Infinity\"".to_string(),
+            f64::NEG_INFINITY => "\"-Infinity\"".to_string(),
+            _ => format!("{v:?}"),
+        };
+        out.extend_from_slice(text.as_bytes());
     }
 }
 

@@ -10,7 +10,7 @@
 //!   added to the table later (NULL in the rows before it) leaves older rows' ids as they were;
 //! - the hash is BLAKE3, whose output is fixed by its specification.
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
     Int64Type, Int8Type, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
@@ -24,22 +24,33 @@ pub type RowId = u128;
 /// The identity of every row of `batch` over its columns named `columns` (the source
 /// columns: never the `_sluice_*` change columns).
 pub fn row_ids(batch: &RecordBatch, columns: &[&str]) -> Vec<RowId> {
-    let mut named: Vec<(&str, &ArrayRef)> = columns
+    // Lists, structs and maps as JSON text, whose strings are quoted (their display text
+    // would give ["a, b"] and ["a", "b"] one identity); encoded once per batch.
+    let mut named: Vec<(&str, &ArrayRef, Option<StringArray>)> = columns
         .iter()
         .filter_map(|c| batch.column_by_name(c).map(|a| (*c, a)))
+        .map(|(c, a)| {
+            let json = crate::types::is_nested(a.data_type())
+                .then(|| crate::nested::to_json(a).ok())
+                .flatten();
+            (c, a, json)
+        })
         .collect();
     named.sort_by(|a, b| a.0.cmp(b.0));
     let mut buf = Vec::with_capacity(256);
     (0..batch.num_rows())
         .map(|row| {
             buf.clear();
-            for (name, col) in &named {
+            for (name, col, json) in &named {
                 if col.is_null(row) {
                     continue;
                 }
                 buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
                 buf.extend_from_slice(name.as_bytes());
-                encode(col, row, &mut buf);
+                match json {
+                    Some(json) => bytes(&mut buf, 12, json.value(row).as_bytes()),
+                    None => encode(col, row, &mut buf),
+                }
             }
             let h = blake3::hash(&buf);
             u128::from_le_bytes(h.as_bytes()[..16].try_into().expect("16 bytes"))
@@ -142,16 +153,6 @@ fn encode(col: &ArrayRef, row: usize, buf: &mut Vec<u8>) {
             10,
             col.as_primitive::<Time64MicrosecondType>().value(row) as i128,
         ),
-        // Lists, structs and maps as JSON, whose strings are quoted: their display text
-        // would give ["a, b"] and ["a", "b"] one identity.
-        t if crate::types::is_nested(t) => {
-            let json = crate::nested::to_json(&col.slice(row, 1))
-                .ok()
-                .filter(|j| j.is_valid(0))
-                .map(|j| j.value(0).to_string())
-                .unwrap_or_default();
-            bytes(buf, 12, json.as_bytes());
-        }
         _ => {
             let text = arrow::util::display::array_value_to_string(col, row).unwrap_or_default();
             bytes(buf, 11, text.as_bytes());

@@ -223,7 +223,7 @@ impl Project {
             analyze_after_changes: *analyze_after_changes,
             vacuum: vacuum.clone(),
             vacuum_every: std::time::Duration::from_secs(vacuum_every_hours.unwrap_or(24) * 3600),
-        }))
+        })?)
     }
 
     /// Connection options of a PostgreSQL-protocol warehouse, its password resolved.

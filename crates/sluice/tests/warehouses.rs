@@ -86,7 +86,8 @@ fn redshift_with(upkeep: sluice_warehouses::redshift::Maintenance) -> Wh {
         Staging::PostgresStandIn,
     )
     .unwrap()
-    .with_maintenance(upkeep);
+    .with_maintenance(upkeep)
+    .unwrap();
     Wh {
         wh: Box::new(wh),
         postgres: true,

@@ -254,14 +254,19 @@ mod tests {
             ],
         )
         .unwrap();
+        put_batch(store, path, &batch).await
+    }
+
+    /// Writes `batch` as one Parquet file at `path`; returns its size.
+    async fn put_batch(store: &Arc<dyn ObjectStore>, path: &str, batch: &RecordBatch) -> u64 {
         let to = Path::from(path);
         let mut w = AsyncArrowWriter::try_new(
             ParquetObjectWriter::new(store.clone(), to.clone()),
-            schema,
+            batch.schema(),
             None,
         )
         .unwrap();
-        w.write(&batch).await.unwrap();
+        w.write(batch).await.unwrap();
         w.close().await.unwrap();
         store.head(&to).await.unwrap().size
     }
@@ -368,15 +373,7 @@ mod tests {
                 ],
             )
             .unwrap();
-            let mut w = AsyncArrowWriter::try_new(
-                ParquetObjectWriter::new(store.clone(), Path::from("d/new.parquet")),
-                schema,
-                None,
-            )
-            .unwrap();
-            w.write(&batch).await.unwrap();
-            w.close().await.unwrap();
-            let new = store.head(&Path::from("d/new.parquet")).await.unwrap().size;
+            let new = put_batch(&store, "d/new.parquet", &batch).await;
             let again = put_parquet(&store, "d/again.parquet", vec!["c".into()], 3).await;
             let files = LakeFiles {
                 table_url: url::Url::parse("s3://bucket/t/").unwrap(),

@@ -24,13 +24,7 @@ pub struct Maintenance {
     pub vacuum_every: Duration,
 }
 
-/// The VACUUM options sluice takes, as written in config and in SQL.
-pub const VACUUM_OPTIONS: &[(&str, &str)] = &[
-    ("delete only", "DELETE ONLY"),
-    ("sort only", "SORT ONLY"),
-    ("full", "FULL"),
-];
-
+/// The table upkeep keeps its counts in, created when a warehouse with upkeep connects.
 pub const MAINTENANCE_DDL: &str = "CREATE SCHEMA IF NOT EXISTS _sluice;
 CREATE TABLE IF NOT EXISTS _sluice.maintenance (
   target_schema VARCHAR(128) NOT NULL,
@@ -48,14 +42,14 @@ impl Maintenance {
     /// The VACUUM statement for `target` (`"schema"."table"`); the PostgreSQL stand-in
     /// takes no Redshift option.
     pub fn vacuum_statement(&self, target: &str, stand_in: bool) -> Option<String> {
-        let option = self.vacuum.as_deref()?;
-        let sql = VACUUM_OPTIONS
-            .iter()
-            .find(|(name, _)| *name == option)
-            .map(|(_, sql)| *sql)?;
+        // The option as config spells it (checked there against `VACUUM_OPTIONS`) is its SQL.
+        let option = self
+            .vacuum
+            .as_deref()
+            .filter(|o| sluice_core::config::VACUUM_OPTIONS.contains(o))?;
         Some(match stand_in {
             true => format!("VACUUM {target};"),
-            false => format!("VACUUM {sql} {target};"),
+            false => format!("VACUUM {} {target};", option.to_ascii_uppercase()),
         })
     }
 
@@ -87,10 +81,6 @@ impl Maintenance {
         stand_in: bool,
     ) -> Result<Vec<String>, tokio_postgres::Error> {
         let mut done = Vec::new();
-        if !self.is_on() {
-            return Ok(done);
-        }
-        client.batch_execute(MAINTENANCE_DDL).await?;
         let key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&schema, &table];
         let changes = changes as i64;
         let updated = client

@@ -114,10 +114,17 @@ impl Redshift {
         })
     }
 
-    /// Runs `maintenance` after each load.
-    pub fn with_maintenance(mut self, maintenance: Maintenance) -> Redshift {
+    /// Runs `maintenance` after each load (its table created once, here).
+    pub fn with_maintenance(
+        mut self,
+        maintenance: Maintenance,
+    ) -> Result<Redshift, WarehouseError> {
+        if maintenance.is_on() {
+            self.pg
+                .batch("_sluice.maintenance", maintenance::MAINTENANCE_DDL)?;
+        }
         self.maintenance = maintenance;
-        self
+        Ok(self)
     }
 
     /// `ANALYZE COMPRESSION` of `target`'s table: each column's suggested encoding.
