@@ -4,7 +4,9 @@
 //! connection instead of copied from S3), each compared value by value with a model computed here
 //! from the changes loaded: schema creation, type round trip, merge (updates, deletes, key
 //! changes, several changes per key in one load), soft deletes, append, replace, history
-//! (SCD2), evolve, and a load that fails between staging and commit.
+//! (SCD2), evolve, and a load that fails between staging and commit. The Redshift loader runs
+//! twice: with the rows over the connection, and loading from lake files as on Redshift
+//! (manifests, a stage per schema version, each COPY played by the stand-in by position).
 
 mod common;
 
@@ -37,6 +39,8 @@ struct Wh {
     redshift: bool,
     _server: Option<PgServer>,
     _dir: tempfile::TempDir,
+    /// Lake files written so far, for a warehouse that loads from them.
+    files_written: usize,
 }
 
 fn duckdb() -> Wh {
@@ -48,6 +52,7 @@ fn duckdb() -> Wh {
         redshift: false,
         _server: None,
         _dir: dir,
+        files_written: 0,
     }
 }
 
@@ -66,6 +71,7 @@ fn postgres() -> Wh {
         redshift: false,
         _server: Some(server),
         _dir: tempfile::tempdir().unwrap(),
+        files_written: 0,
     }
 }
 
@@ -75,6 +81,16 @@ fn redshift() -> Wh {
 
 /// The Redshift loader on a PostgreSQL stand-in, with `upkeep` after its loads.
 fn redshift_with(upkeep: sluice_warehouses::redshift::Maintenance) -> Wh {
+    redshift_staged(Staging::PostgresStandIn, upkeep)
+}
+
+/// The Redshift loader loading from the lake's files as on Redshift (manifests, a stage per
+/// schema version, COPY by column position), the stand-in playing each COPY.
+fn redshift_copying() -> Wh {
+    redshift_staged(Staging::PostgresStandInCopy, Default::default())
+}
+
+fn redshift_staged(staging: Staging, upkeep: sluice_warehouses::redshift::Maintenance) -> Wh {
     let server = PgServer::start(None);
     let wh = Redshift::connect(
         &PgOptions {
@@ -83,7 +99,7 @@ fn redshift_with(upkeep: sluice_warehouses::redshift::Maintenance) -> Wh {
             ssl_mode: Some("disable".into()),
             ssl_ca: None,
         },
-        Staging::PostgresStandIn,
+        staging,
     )
     .unwrap()
     .with_maintenance(upkeep)
@@ -94,6 +110,7 @@ fn redshift_with(upkeep: sluice_warehouses::redshift::Maintenance) -> Wh {
         redshift: true,
         _server: Some(server),
         _dir: tempfile::tempdir().unwrap(),
+        files_written: 0,
     }
 }
 
@@ -169,19 +186,65 @@ impl Wh {
         from: Option<i64>,
         seq: i64,
     ) -> Result<sluice_warehouses::LoadReport, sluice_warehouses::WarehouseError> {
-        self.wh.load(
-            t,
-            schema,
-            &mut batches.into_iter(),
-            LedgerMove {
-                from,
-                to: LedgerEntry {
-                    lake_version: seq,
-                    seq,
-                },
-                image: false,
-            },
-        )
+        let to = LedgerEntry {
+            lake_version: seq,
+            seq,
+        };
+        let ledger = LedgerMove {
+            from,
+            to,
+            image: false,
+        };
+        self.load_moving(t, schema, batches, ledger)
+    }
+
+    /// A load moving the ledger by `ledger`. A warehouse that loads from the lake's files
+    /// gets the batches as lake files, one Parquet file each (a broken file for a failed
+    /// read), as the engine hands it the files of the commits a load covers.
+    fn load_moving(
+        &mut self,
+        t: &Target,
+        schema: &SchemaRef,
+        batches: Vec<Result<RecordBatch, String>>,
+        ledger: LedgerMove,
+    ) -> Result<sluice_warehouses::LoadReport, sluice_warehouses::WarehouseError> {
+        if !self.wh.wants_lake_files() {
+            return self.wh.load(t, schema, &mut batches.into_iter(), ledger);
+        }
+        let folder = self
+            ._dir
+            .path()
+            .join(format!("lake/{}/{}", t.schema, t.table));
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut files = Vec::new();
+        for batch in &batches {
+            let name = format!("part-{:05}.parquet", self.files_written);
+            self.files_written += 1;
+            let path = folder.join(&name);
+            match batch {
+                Ok(b) => {
+                    let mut w = parquet::arrow::ArrowWriter::try_new(
+                        std::fs::File::create(&path).unwrap(),
+                        b.schema(),
+                        None,
+                    )
+                    .unwrap();
+                    w.write(b).unwrap();
+                    w.close().unwrap();
+                }
+                Err(_) => std::fs::write(&path, b"the lake read broke here").unwrap(),
+            }
+            files.push((name, std::fs::metadata(&path).unwrap().len()));
+        }
+        self.wh.use_lake_files(sluice_warehouses::LakeFiles {
+            table_url: url::Url::from_directory_path(&folder).unwrap(),
+            store: Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(&folder).unwrap(),
+            ),
+            files,
+            after: ledger.from.unwrap_or(0),
+        });
+        self.wh.load(t, schema, &mut std::iter::empty(), ledger)
     }
 }
 
@@ -521,10 +584,10 @@ fn keyless_merge_scenario(mut w: Wh) {
         seq,
     ));
     let from = w.wh.ledger(&t).unwrap().map(|e| e.seq);
-    w.wh.load(
+    w.load_moving(
         &t,
         &image.schema(),
-        &mut vec![Ok(image.clone())].into_iter(),
+        vec![Ok(image.clone())],
         LedgerMove {
             from,
             to: LedgerEntry {
@@ -793,7 +856,12 @@ fn failed_load_scenario(mut w: Wh) {
             )
             .unwrap_err()
             .to_string();
-        assert!(err.contains("lake read failed"), "{err}");
+        // A load from lake files meets the failure as a broken file.
+        let named = match w.wh.wants_lake_files() {
+            true => "Corrupt footer",
+            false => "lake read failed",
+        };
+        assert!(err.contains(named), "{err}");
         assert_eq!(small_rows(&mut w, &t.table, ""), before, "{}", mode.name());
         assert_eq!(w.wh.ledger(&t).unwrap().unwrap().seq, 1);
         w.try_load(&t, vec![Ok(next)], 3).unwrap();
@@ -1223,6 +1291,129 @@ fn redshift_upkeep_analyzes_past_a_threshold_and_vacuums_on_a_cadence() {
     }
 }
 
+/// A change of the grown table: op, id, name, cents, then the columns later schema versions
+/// add (coupon, tags).
+type GrownRow<'a> = (Op, i64, &'a str, i64, Option<&'a str>, Option<Vec<i64>>);
+
+/// The changes of `rows` under a schema version of `columns` columns.
+fn version_batch(columns: usize, rows: &[GrownRow], first_seq: i64) -> RecordBatch {
+    use arrow::array::{Array, ListArray};
+    use arrow::datatypes::Int64Type;
+    let mut fields = small_schema().fields().to_vec();
+    let mut arrays: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+        Arc::new(
+            Decimal128Array::from_iter_values(rows.iter().map(|r| r.3 as i128))
+                .with_precision_and_scale(12, 2)
+                .unwrap(),
+        ),
+    ];
+    if columns > 3 {
+        fields.push(Arc::new(Field::new("coupon", DataType::Utf8, true)));
+        arrays.push(Arc::new(StringArray::from_iter(rows.iter().map(|r| r.4))));
+    }
+    if columns > 4 {
+        let tags = ListArray::from_iter_primitive::<Int64Type, _, _>(rows.iter().map(|r| {
+            r.5.clone()
+                .map(|v| v.into_iter().map(Some).collect::<Vec<_>>())
+        }));
+        fields.push(Arc::new(Field::new("tags", tags.data_type().clone(), true)));
+        arrays.push(Arc::new(tags));
+    }
+    let data = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap();
+    let ops: Vec<Op> = rows.iter().map(|r| r.0).collect();
+    let ts: Vec<Option<i64>> = rows.iter().map(|_| Some(1_000_000)).collect();
+    changes(data, &ops, &ts, first_seq)
+}
+
+/// A load across lake files of three schema versions (a column added, then a nested one):
+/// each version's files are copied into a stage of their own columns by position, then into
+/// the load's stage by name (the columns a file lacks stay NULL), and applied once. A later
+/// load whose file starts before the ledger takes only the changes after it.
+fn grown_schema_scenario(mut w: Wh) {
+    use Op::*;
+    let mut t = target("orders", LoadMode::Merge);
+    t.add_columns = true;
+    let v0 = version_batch(
+        3,
+        &[
+            (Insert, 1, "a", 100, None, None),
+            (Insert, 2, "b", 200, None, None),
+        ],
+        1,
+    );
+    let v1 = version_batch(
+        4,
+        &[
+            (Update, 1, "a", 100, Some("X"), None),
+            (Insert, 3, "c", 300, Some("Y"), None),
+        ],
+        3,
+    );
+    let v2 = version_batch(
+        5,
+        &[
+            (Delete, 2, "b", 200, None, None),
+            (Insert, 4, "d", 400, None, Some(vec![1, 2])),
+        ],
+        5,
+    );
+    let ledger = |from, seq| LedgerMove {
+        from,
+        to: LedgerEntry {
+            lake_version: seq,
+            seq,
+        },
+        image: false,
+    };
+    let r = w
+        .load_moving(
+            &t,
+            &v2.schema(),
+            vec![Ok(v0), Ok(v1), Ok(v2.clone())],
+            ledger(None, 6),
+        )
+        .unwrap();
+    assert_eq!(r.changes, 6);
+    let rows = |w: &mut Wh| {
+        w.rows("SELECT CAST(id AS VARCHAR), name, CAST(amount AS VARCHAR), coupon, CAST(tags AS VARCHAR) FROM shop.orders AS t ORDER BY t.id")
+    };
+    assert_eq!(
+        rows(&mut w),
+        vec![
+            vec![s("1"), s("a"), s("1.00"), s("X"), None],
+            vec![s("3"), s("c"), s("3.00"), s("Y"), None],
+            vec![s("4"), s("d"), s("4.00"), None, s("[1, 2]")],
+        ]
+    );
+    // A file holding seqs 5-8 while the ledger is at 6: only 7 and 8 apply.
+    let next = version_batch(
+        5,
+        &[
+            (Delete, 2, "b", 200, None, None),
+            (Insert, 4, "d", 400, None, Some(vec![1, 2])),
+            (Update, 3, "c2", 310, Some("Y"), Some(vec![])),
+            (Insert, 5, "e", 500, Some("Z"), Some(vec![5])),
+        ],
+        5,
+    );
+    let r = w
+        .load_moving(&t, &v2.schema(), vec![Ok(next)], ledger(Some(6), 8))
+        .unwrap();
+    assert_eq!(r.changes, 2);
+    assert_eq!(
+        rows(&mut w),
+        vec![
+            vec![s("1"), s("a"), s("1.00"), s("X"), None],
+            vec![s("3"), s("c2"), s("3.10"), s("Y"), s("[]")],
+            vec![s("4"), s("d"), s("4.00"), None, s("[1, 2]")],
+            vec![s("5"), s("e"), s("5.00"), s("Z"), s("[5]")],
+        ]
+    );
+    assert_eq!(w.wh.ledger(&t).unwrap().unwrap().seq, 8);
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod duckdb_warehouse {
@@ -1234,6 +1425,11 @@ macro_rules! conformance {
         mod redshift_on_postgres {
             $(#[test] fn $scenario() { super::$scenario(super::redshift()) })*
             #[test] fn fit_scenario() { super::redshift_fit_scenario(super::redshift()) }
+        }
+        mod redshift_copying_on_postgres {
+            $(#[test] fn $scenario() { super::$scenario(super::redshift_copying()) })*
+            #[test] fn fit_scenario() { super::redshift_fit_scenario(super::redshift_copying()) }
+            #[test] fn grown_schema_scenario() { super::grown_schema_scenario(super::redshift_copying()) }
         }
     };
 }

@@ -407,12 +407,19 @@ pub fn copy_version(
     columns: &[(String, String)],
     copy: &str,
 ) -> String {
+    format!(
+        "{}\n{copy}\n{}",
+        create_stage(version_stage, columns),
+        insert_version(stage, version_stage, columns)
+    )
+}
+
+/// A version stage's rows into the load's stage, by column name (the columns the version
+/// lacks stay NULL), and the version stage dropped.
+pub fn insert_version(stage: &str, version_stage: &str, columns: &[(String, String)]) -> String {
     let list: Vec<String> = columns.iter().map(|(n, _)| q(n)).collect();
     let list = list.join(", ");
-    format!(
-        "{}\n{copy}\nINSERT INTO {stage} ({list}) SELECT {list} FROM {version_stage};\nDROP TABLE {version_stage};",
-        create_stage(version_stage, columns)
-    )
+    format!("INSERT INTO {stage} ({list}) SELECT {list} FROM {version_stage};\nDROP TABLE {version_stage};")
 }
 
 /// A string literal, for the few values that are not identifiers (a URL, a role ARN).

@@ -217,6 +217,55 @@ pub async fn write_manifest(
     })
 }
 
+/// The files a group's manifest lists, as paths in the lake table's store: what the
+/// COPY-playing stand-in reads, as Redshift would read the URLs.
+pub async fn manifest_files(files: &LakeFiles, group: &CopyGroup) -> Result<Vec<Path>, String> {
+    let manifest = relative_of(files, &group.url)?;
+    let bytes = files
+        .store
+        .get(&manifest)
+        .await
+        .map_err(|e| format!("{manifest}: {e}"))?
+        .bytes()
+        .await
+        .map_err(|e| format!("{manifest}: {e}"))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{manifest}: {e}"))?;
+    doc["entries"]
+        .as_array()
+        .ok_or_else(|| format!("{manifest}: no entries"))?
+        .iter()
+        .map(|entry| match entry["url"].as_str() {
+            Some(url) => relative_of(files, url),
+            None => Err(format!("{manifest}: an entry without a url")),
+        })
+        .collect()
+}
+
+/// A URL in the lake table's folder as a path in its store.
+fn relative_of(files: &LakeFiles, url: &str) -> Result<Path, String> {
+    let folder = format!("{}/", files.table_url.as_str().trim_end_matches('/'));
+    url.strip_prefix(&folder)
+        .map(object_path)
+        .ok_or_else(|| format!("{url} is not in the lake table's folder {folder}"))
+}
+
+/// Every batch of one Parquet file (the stand-in's COPY; one file at a time).
+pub async fn read_file(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+) -> Result<Vec<arrow::array::RecordBatch>, String> {
+    let e = |err: parquet::errors::ParquetError| format!("{path}: {err}");
+    ParquetRecordBatchStreamBuilder::new(ParquetObjectReader::new(store.clone(), path.clone()))
+        .await
+        .map_err(e)?
+        .build()
+        .map_err(e)?
+        .try_collect()
+        .await
+        .map_err(e)
+}
+
 impl Manifest {
     /// Removes the manifest and rewritten files (a leftover is harmless: nothing reads it).
     pub async fn remove(&self, store: &Arc<dyn ObjectStore>) {

@@ -23,10 +23,13 @@
 //! one; a column widened or added by a load that then fails is harmless. A new table is
 //! created inside it, with its ledger row: a table without one is not sluice's.
 //!
-//! There is no Redshift here. [`Staging::PostgresStandIn`] runs the same loader against
-//! PostgreSQL (which speaks the same protocol): the change rows come over the connection
-//! instead of from S3, and the Redshift-only spellings (`SUPER`, `VARBYTE`, `JSON_PARSE`, the
-//! layout clauses) are translated, so the conformance suite checks everything else.
+//! There is no Redshift here. Two stand-ins run the same loader against PostgreSQL (which
+//! speaks the same protocol), the Redshift-only spellings (`SUPER`, `VARBYTE`, `JSON_PARSE`,
+//! the layout clauses) translated, so the conformance suite checks everything else:
+//! [`Staging::PostgresStandIn`] takes the change rows over the connection, and
+//! [`Staging::PostgresStandInCopy`] loads from the lake's files as above, manifests and
+//! version stages included, playing each `COPY` itself (the files a manifest lists, by
+//! column position).
 
 mod dialect;
 mod fit;
@@ -35,8 +38,9 @@ pub mod maintenance;
 
 pub use dialect::{
     alter_layout, column_type, copy_manifest, copy_version, create_stage, create_table,
-    ledger_upsert, load_time, manifest, stage_type, trim_stage, truncated_flag, varchar_size,
-    widen, Bound, CurrentLayout, TableLayout, MAX_IDENTIFIER, MAX_VARBYTE, MAX_VARCHAR,
+    insert_version, ledger_upsert, load_time, manifest, stage_type, trim_stage, truncated_flag,
+    varchar_size, widen, Bound, CurrentLayout, TableLayout, MAX_IDENTIFIER, MAX_VARBYTE,
+    MAX_VARCHAR,
 };
 pub use fit::Fit;
 pub use maintenance::Maintenance;
@@ -74,6 +78,26 @@ pub enum Staging {
     /// PostgreSQL standing in for Redshift (tests): rows sent over the connection, the
     /// Redshift-only spellings translated.
     PostgresStandIn,
+    /// PostgreSQL standing in for Redshift (tests), loading from the lake as Redshift does:
+    /// the same manifests, version stages and statements, each `COPY ... MANIFEST` played by
+    /// reading the manifest's files and copying their columns by position, as Redshift's
+    /// COPY from Parquet maps them.
+    PostgresStandInCopy,
+}
+
+/// The IAM role the COPY-playing stand-in names (it never reaches AWS).
+const STAND_IN_ROLE: &str = "arn:aws:iam::000000000000:role/stand-in";
+
+/// One step of copying a load's files into its stage.
+enum CopyStep {
+    /// Statements run as they are.
+    Sql(String),
+    /// `sql`, a `COPY ... MANIFEST` of manifest group `group` into `stage`.
+    Copy {
+        stage: String,
+        group: usize,
+        sql: String,
+    },
 }
 
 pub struct Redshift {
@@ -99,11 +123,13 @@ impl Redshift {
             opts.url = format!("postgres://{rest}");
         }
         let pg = Postgres::connect(&opts)?;
-        if matches!(staging, Staging::PostgresStandIn) {
-            // Redshift's JSON_PARSE, for the stand-in only.
+        if !matches!(staging, Staging::LakeManifest { .. }) {
+            // Redshift's JSON_PARSE, for the stand-ins only: of JSONB (rows over the
+            // connection) and of text (the COPY-playing stand-in stages JSON as Redshift
+            // does, in a VARCHAR).
             pg.batch(
                 "json_parse",
-                "CREATE OR REPLACE FUNCTION public.json_parse(jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS 'SELECT $1';",
+                "CREATE OR REPLACE FUNCTION public.json_parse(jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS 'SELECT $1';\nCREATE OR REPLACE FUNCTION public.json_parse(character varying) RETURNS jsonb LANGUAGE sql IMMUTABLE AS 'SELECT $1::jsonb';",
             )?;
         }
         Ok(Redshift {
@@ -182,7 +208,16 @@ impl Redshift {
     }
 
     fn stand_in(&self) -> bool {
-        matches!(self.staging, Staging::PostgresStandIn)
+        !matches!(self.staging, Staging::LakeManifest { .. })
+    }
+
+    /// A staged column's type: Redshift's, or its PostgreSQL spelling on a stand-in.
+    fn stage_type(&self, field: &arrow::datatypes::Field) -> Option<String> {
+        let t = dialect::stage_type(field)?;
+        Some(match self.stand_in() {
+            true => postgres_spelling(&t),
+            false => t,
+        })
     }
 
     async fn existing_columns(
@@ -420,7 +455,7 @@ impl Redshift {
             .iter()
             .map(|f| (f.name().clone(), Bound::of(f)))
             .collect();
-        let stage_columns = columns.staged(schema, target, dialect::stage_type)?;
+        let stage_columns = columns.staged(schema, target, |f| self.stage_type(f))?;
         let load_id = format!(
             "{}.{}-{}-{}",
             target.schema,
@@ -434,7 +469,7 @@ impl Redshift {
             .map_err(input)?;
         tracing::info!(target = %name, files = manifest.files, rewritten = manifest.rewritten, truncated = manifest.fit.truncated.len(), "copying the lake's files into Redshift");
         // No files (nothing in the range): an empty stage, and the ledger still moves.
-        let copy = self
+        let steps = self
             .copies(target, &columns, schema, &manifest, iam_role)
             .inspect_err(|_| self.pg.run(manifest.remove(&files.store)))?;
         let now = load_time(chrono::Utc::now());
@@ -445,7 +480,8 @@ impl Redshift {
             // A new table is created inside the transaction (with its ledger row); columns
             // are added and widened before it, which Redshift refuses inside one.
             let create = existing.is_empty();
-            let current = match create {
+            // PostgreSQL has no distribution or sort keys to read.
+            let current = match create || self.stand_in() {
                 true => None,
                 false => Some(Self::current_layout(client, target).await.map_err(&e)?),
             };
@@ -463,13 +499,27 @@ impl Redshift {
                         client.batch_execute(statement).await.map_err(&e)?;
                     }
                 }
+                client
+                    .batch_execute(&create_stage(STAGE, &stage_columns))
+                    .await
+                    .map_err(&e)?;
+                for step in &steps {
+                    match step {
+                        CopyStep::Sql(sql) => client.batch_execute(sql).await.map_err(&e)?,
+                        CopyStep::Copy { stage, group, .. } if self.stand_in() => {
+                            let group = &manifest.groups[*group];
+                            Self::play_copy(client, &files, stage, group, &name).await?
+                        }
+                        CopyStep::Copy { sql, .. } => {
+                            client.batch_execute(sql).await.map_err(&e)?
+                        }
+                    }
+                }
                 // The files are whole commits; the load is a range of seqs.
-                let sql = format!(
-                    "{}\n{copy}\n{}",
-                    create_stage(STAGE, &stage_columns),
-                    trim_stage(STAGE, files.after, upto.seq)
-                );
-                client.batch_execute(&sql).await.map_err(&e)?;
+                client
+                    .batch_execute(&trim_stage(STAGE, files.after, upto.seq))
+                    .await
+                    .map_err(&e)?;
                 let mut report =
                     Self::apply(client, target, &columns, &keys, &manifest.fit, &now, ledger)
                         .await?;
@@ -492,14 +542,14 @@ impl Redshift {
         schema: &SchemaRef,
         manifest: &lakecopy::Manifest,
         iam_role: &str,
-    ) -> Result<String, WarehouseError> {
+    ) -> Result<Vec<CopyStep>, WarehouseError> {
         let input = |message: String| WarehouseError::Input {
             table: target.display(),
             message,
         };
         let stage_names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
         match &manifest.groups[..] {
-            [] => Ok(String::new()),
+            [] => Ok(Vec::new()),
             [one]
                 if one
                     .columns
@@ -508,10 +558,14 @@ impl Redshift {
                     .eq(stage_names.iter().copied()) =>
             {
                 let nested = has_nested(schema.fields().iter().map(|f| f.as_ref()));
-                copy_manifest(STAGE, &one.url, iam_role, nested).map_err(input)
+                Ok(vec![CopyStep::Copy {
+                    stage: STAGE.to_string(),
+                    group: 0,
+                    sql: copy_manifest(STAGE, &one.url, iam_role, nested).map_err(input)?,
+                }])
             }
             groups => {
-                let mut sql = Vec::new();
+                let mut steps = Vec::new();
                 for (k, g) in groups.iter().enumerate() {
                     // Each file column as the lake schema names and types it (its JSON mark
                     // included), at the file's own type.
@@ -529,15 +583,63 @@ impl Redshift {
                         })
                         .collect::<Result<_, WarehouseError>>()?;
                     let version_schema = Arc::new(arrow::datatypes::Schema::new(fields.clone()));
-                    let cols = columns.staged(&version_schema, target, dialect::stage_type)?;
+                    let cols = columns.staged(&version_schema, target, |f| self.stage_type(f))?;
                     let stage = q(&format!("_sluice_stage_v{k}"));
                     let copy = copy_manifest(&stage, &g.url, iam_role, has_nested(&fields))
                         .map_err(input)?;
-                    sql.push(copy_version(STAGE, &stage, &cols, &copy));
+                    steps.push(CopyStep::Sql(create_stage(&stage, &cols)));
+                    steps.push(CopyStep::Copy {
+                        stage: stage.clone(),
+                        group: k,
+                        sql: copy,
+                    });
+                    steps.push(CopyStep::Sql(insert_version(STAGE, &stage, &cols)));
                 }
-                Ok(sql.join("\n"))
+                Ok(steps)
             }
         }
+    }
+
+    /// The COPY-playing stand-in's `COPY stage FROM '<manifest>' ... FORMAT AS PARQUET
+    /// MANIFEST`: reads the manifest from the lake's store, and each file it lists (one at a
+    /// time) into `stage` by column position, as Redshift does; a file whose columns do not
+    /// line up with the stage's fails as it would there.
+    async fn play_copy(
+        client: &Client,
+        files: &LakeFiles,
+        stage: &str,
+        group: &lakecopy::CopyGroup,
+        name: &str,
+    ) -> Result<(), WarehouseError> {
+        let input = |message: String| WarehouseError::Input {
+            table: name.to_string(),
+            message,
+        };
+        for path in lakecopy::manifest_files(files, group)
+            .await
+            .map_err(input)?
+        {
+            let batches = lakecopy::read_file(&files.store, &path)
+                .await
+                .map_err(input)?;
+            let Some(first) = batches.first() else {
+                continue;
+            };
+            // By arrow type alone, as Redshift reads Parquet (the lake's JSON mark aside).
+            let schema = Arc::new(arrow::datatypes::Schema::new(
+                first
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+                    .collect::<Vec<_>>(),
+            ));
+            let copied: Vec<usize> = (0..schema.fields().len()).collect();
+            let copy = format!("COPY {stage} FROM STDIN (FORMAT binary)");
+            let mut rows = batches.into_iter().map(Ok::<_, String>);
+            Postgres::copy_changes(client, &copy, &schema, &copied, &mut rows, name).await?;
+        }
+        Ok(())
     }
 
     /// The PostgreSQL stand-in: rows sent over the connection by binary COPY, fitted to
@@ -626,6 +728,9 @@ impl Warehouse for Redshift {
                 self.load_from_lake(target, schema, &iam_role, ledger)
             }
             Staging::PostgresStandIn => self.load_over_connection(target, schema, batches, ledger),
+            Staging::PostgresStandInCopy => {
+                self.load_from_lake(target, schema, STAND_IN_ROLE, ledger)
+            }
         }?;
         Ok(self.upkeep(target, report))
     }
@@ -633,7 +738,9 @@ impl Warehouse for Redshift {
     fn describe(&self) -> String {
         match self.staging {
             Staging::LakeManifest { .. } => self.pg.describe().replacen("postgres", "redshift", 1),
-            Staging::PostgresStandIn => format!("redshift dialect on {}", self.pg.describe()),
+            Staging::PostgresStandIn | Staging::PostgresStandInCopy => {
+                format!("redshift dialect on {}", self.pg.describe())
+            }
         }
     }
 
@@ -642,7 +749,7 @@ impl Warehouse for Redshift {
     }
 
     fn wants_lake_files(&self) -> bool {
-        matches!(self.staging, Staging::LakeManifest { .. })
+        !matches!(self.staging, Staging::PostgresStandIn)
     }
 
     fn use_lake_files(&mut self, files: LakeFiles) {
