@@ -11,7 +11,7 @@ use sluice_core::store::StoreOptions;
 use sluice_lake::{FileOptions, Lake};
 use sluice_sources::events::intake::Collectors;
 use sluice_warehouses::duckdb::DuckDb;
-use sluice_warehouses::postgres::{PgOptions, Postgres};
+use sluice_warehouses::postgres::{percent_decode, PgOptions, Postgres};
 use sluice_warehouses::redshift::{Redshift, Staging};
 use sluice_warehouses::{LedgerRow, Target, Warehouse};
 
@@ -31,9 +31,11 @@ pub struct Project {
 }
 
 impl Project {
-    /// Reads and validates the config (no I/O beyond reading it and creating a local lake folder).
+    /// Reads and validates the config and fetches the secrets it keeps in AWS (no other I/O
+    /// beyond reading it and creating a local lake folder).
     pub fn open(config_path: &Path) -> Result<Project, EngineError> {
         let config = Config::load(config_path)?;
+        sluice_aws::secrets::fetch_all(&config.secrets()).map_err(EngineError::Usage)?;
         let lake_url = config.resolve_path(&config.lake.url);
         let files = FileOptions::new(config.lake.compression.as_deref(), config.lake.file_mb);
         let lake = Lake::new(&lake_url, Self::store_options_of(&config))?.with_files(files);
@@ -181,15 +183,9 @@ impl Project {
                     .as_deref()
                     .unwrap_or(sluice_core::config::DEFAULT_DUCKDB_MEMORY),
             )?)),
-            Some(WarehouseConfig::Postgres {
-                url,
-                password,
-                ssl_mode,
-                ssl_ca,
-                ..
-            }) => Ok(Box::new(Postgres::connect(
-                &self.pg_options(name, url, password, ssl_mode, ssl_ca)?,
-            )?)),
+            Some(WarehouseConfig::Postgres { .. }) => {
+                Ok(Box::new(Postgres::connect(&self.warehouse_options(name)?)?))
+            }
             Some(WarehouseConfig::Redshift { .. }) => Ok(Box::new(self.redshift(name)?)),
             None => Err(EngineError::Usage(format!("no warehouse named `{name}`"))),
         }
@@ -198,10 +194,6 @@ impl Project {
     /// Opens a Redshift warehouse by name, with its upkeep.
     pub fn redshift(&self, name: &str) -> Result<Redshift, EngineError> {
         let Some(WarehouseConfig::Redshift {
-            url,
-            password,
-            ssl_mode,
-            ssl_ca,
             iam_role,
             analyze_after_changes,
             vacuum,
@@ -214,7 +206,7 @@ impl Project {
             )));
         };
         Ok(Redshift::connect(
-            &self.pg_options(name, url, password, ssl_mode, ssl_ca)?,
+            &self.warehouse_options(name)?,
             Staging::LakeManifest {
                 iam_role: iam_role.clone(),
             },
@@ -226,26 +218,77 @@ impl Project {
         })?)
     }
 
-    /// Connection options of a PostgreSQL-protocol warehouse, its password resolved.
-    fn pg_options(
-        &self,
-        name: &str,
-        url: &str,
-        password: &Option<Secret>,
-        ssl_mode: &Option<String>,
-        ssl_ca: &Option<String>,
-    ) -> Result<PgOptions, EngineError> {
-        let password = password
-            .as_ref()
-            .map(|p| p.resolve())
-            .transpose()
-            .map_err(|e| EngineError::Usage(format!("warehouses.{name}.password: {e}")))?;
-        Ok(PgOptions {
+    /// Connection options of a PostgreSQL-protocol warehouse (PostgreSQL, Redshift), its
+    /// password resolved, or for Redshift with `iam_auth` temporary credentials fetched.
+    pub fn warehouse_options(&self, name: &str) -> Result<PgOptions, EngineError> {
+        let (url, password, ssl_mode, ssl_ca) = match self.config.warehouses.get(name) {
+            Some(WarehouseConfig::Postgres {
+                url,
+                password,
+                ssl_mode,
+                ssl_ca,
+                ..
+            })
+            | Some(WarehouseConfig::Redshift {
+                url,
+                password,
+                ssl_mode,
+                ssl_ca,
+                ..
+            }) => (url, password, ssl_mode, ssl_ca),
+            _ => {
+                return Err(EngineError::Usage(format!(
+                    "`{name}` is not a PostgreSQL or Redshift warehouse"
+                )))
+            }
+        };
+        let mut options = PgOptions {
             url: url.to_string(),
-            password,
+            password: resolve_password(name, password)?,
             ssl_mode: ssl_mode.clone(),
             ssl_ca: ssl_ca.as_ref().map(|p| self.config.resolve_path(p)),
-        })
+        };
+        if let Some(auth) = self.iam_auth(name)? {
+            let signed_in = auth
+                .credentials()
+                .map_err(|e| EngineError::Usage(format!("warehouses.{name}.iam_auth: {e}")))?;
+            let mut u = url::Url::parse(url)
+                .map_err(|e| EngineError::Usage(format!("warehouses.{name}.url: {e}")))?;
+            u.set_username(&signed_in.user)
+                .map_err(|_| EngineError::Usage(format!("warehouses.{name}.url: has no host")))?;
+            options.url = u.to_string();
+            options.password = Some(signed_in.password);
+        }
+        Ok(options)
+    }
+
+    /// IAM sign-in of a Redshift warehouse with `iam_auth = true`.
+    fn iam_auth(&self, name: &str) -> Result<Option<sluice_aws::redshift::IamAuth>, EngineError> {
+        let Some(WarehouseConfig::Redshift {
+            url,
+            iam_auth: true,
+            cluster_id,
+            workgroup,
+            region,
+            db_groups,
+            auto_create_user,
+            ..
+        }) = self.config.warehouses.get(name)
+        else {
+            return Ok(None);
+        };
+        let u = url::Url::parse(url)
+            .map_err(|e| EngineError::Usage(format!("warehouses.{name}.url: {e}")))?;
+        Ok(Some(sluice_aws::redshift::IamAuth {
+            host: u.host_str().unwrap_or_default().to_string(),
+            user: percent_decode(u.username()),
+            database: percent_decode(u.path().trim_start_matches('/')),
+            cluster_id: cluster_id.clone(),
+            workgroup: workgroup.clone(),
+            region: region.clone(),
+            db_groups: db_groups.clone(),
+            auto_create_user: *auto_create_user,
+        }))
     }
 
     /// The longest identifier a warehouse takes.
@@ -296,6 +339,15 @@ impl Project {
             })
             .collect()
     }
+}
+
+/// A warehouse password, read from where the config keeps it.
+fn resolve_password(name: &str, password: &Option<Secret>) -> Result<Option<String>, EngineError> {
+    password
+        .as_ref()
+        .map(|p| p.resolve())
+        .transpose()
+        .map_err(|e| EngineError::Usage(format!("warehouses.{name}.password: {e}")))
 }
 
 /// Gives `t` its warehouse name. Names must be unique per warehouse, but the naming function

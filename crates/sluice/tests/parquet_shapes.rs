@@ -137,19 +137,12 @@ const SHAPES: &[(&str, &[&str])] = &[
 ];
 
 fn config(pg: &PgServer) -> String {
-    let mut c = format!(
-        r#"
-[warehouses.local]
-kind = "duckdb"
-
-[warehouses.pg]
-kind = "postgres"
-url = "{}"
-password = {{ env = "PGWH_PASSWORD" }}
-ssl_mode = "disable"
-"#,
-        pg.url()
-    );
+    let mut c = "\n[warehouses.local]\nkind = \"duckdb\"\n".to_string()
+        + &pg.warehouse_section(
+            "pg",
+            r#"{ env = "PGWH_PASSWORD" }"#,
+            "ssl_mode = \"disable\"",
+        );
     let refused = [("duration", &[][..]), ("broken", &[][..])];
     for (shape, _) in SHAPES.iter().chain(refused.iter()) {
         for (prefix, warehouse) in [("d", "local"), ("p", "pg")] {

@@ -10,16 +10,10 @@ use common::{s, Sandbox};
 
 /// The PostgreSQL warehouse over verified TLS, the password from the environment.
 fn warehouse(pg: &PgServer, ca: &str) -> String {
-    format!(
-        r#"
-[warehouses.pg]
-kind = "postgres"
-url = "{url}"
-password = {{ env = "PGWH_PASSWORD" }}
-ssl_mode = "verify-full"
-ssl_ca = "{ca}"
-"#,
-        url = pg.url(),
+    pg.warehouse_section(
+        "pg",
+        r#"{ env = "PGWH_PASSWORD" }"#,
+        &format!("ssl_mode = \"verify-full\"\nssl_ca = \"{ca}\""),
     )
 }
 

@@ -4,52 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::moto::{http, start_moto, AWS_ENV};
 use common::{s, Sandbox};
-
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_moto() -> Moto {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server must be installed (pip install \"moto[server]\"); scripts/test.sh installs it");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // Ready once it answers a request, not merely accepts a connection.
-    while try_http(port, "GET", "/", b"").is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Moto { child, port }
-}
-
-/// The credentials moto accepts.
-const AWS_ENV: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "test"),
-    ("AWS_SECRET_ACCESS_KEY", "test"),
-    ("AWS_REGION", "us-east-1"),
-];
 
 /// A config with the lake at `lake` and the supplier drops on the S3 endpoint at `port`
 /// (`extra` goes into the `[lake]` table).
@@ -81,47 +41,6 @@ fn succeeded(out: &std::process::Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A minimal HTTP/1.1 request (moto accepts unsigned requests); returns (status, headers).
-/// The test's own set-up calls are idempotent: one the fresh server resets is sent again.
-fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut tries = 0;
-    loop {
-        match try_http(port, method, path, body) {
-            Ok(r) => return r,
-            Err(e) if tries < 10 => {
-                tries += 1;
-                eprintln!("{method} {path}: {e}; sending it again");
-                std::thread::sleep(Duration::from_millis(300));
-            }
-            Err(e) => panic!("{method} {path}: {e}"),
-        }
-    }
-}
-
-fn try_http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
-    let mut c = TcpStream::connect(("127.0.0.1", port))?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    c.write_all(head.as_bytes())?;
-    c.write_all(body)?;
-    let mut resp = Vec::new();
-    c.read_to_end(&mut resp)?;
-    let text = String::from_utf8_lossy(&resp).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0);
-    let headers = text
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    Ok((status, headers))
 }
 
 #[test]

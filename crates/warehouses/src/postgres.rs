@@ -64,7 +64,7 @@ const STAGE: &str = "\"_sluice_stage\"";
 const WORK: &str = "\"_sluice_work\"";
 
 /// How to reach the server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgOptions {
     /// `postgres://user@host:port/db`; `sslmode` and `sslrootcert` may also be URL parameters.
     pub url: String,
@@ -73,6 +73,17 @@ pub struct PgOptions {
     pub ssl_mode: Option<String>,
     /// CA certificate (PEM) for verify-ca / verify-full.
     pub ssl_ca: Option<String>,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &redacted(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "redacted"))
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_ca", &self.ssl_ca)
+            .finish()
+    }
 }
 
 pub struct Postgres {
@@ -844,7 +855,8 @@ fn pg_config(opts: &PgOptions) -> Result<(tokio_postgres::Config, String, Option
     Ok((config, ssl_mode, ssl_ca))
 }
 
-fn percent_decode(s: &str) -> String {
+/// A URL part (user, database) as written before percent-encoding.
+pub fn percent_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={s}").as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())

@@ -190,9 +190,29 @@ pub enum WarehouseConfig {
     /// Loaded by `COPY ... FORMAT AS PARQUET MANIFEST` straight from the lake's files on S3.
     Redshift {
         /// `redshift://user@cluster.abc.us-east-1.redshift.amazonaws.com:5439/dev` (or
-        /// `postgres://`; the password goes in `password`).
+        /// `postgres://`; the password goes in `password`). A Serverless workgroup's endpoint
+        /// (`workgroup.123456789012.us-east-1.redshift-serverless.amazonaws.com`) works alike.
         url: String,
         password: Option<Secret>,
+        /// Sign in with temporary credentials from IAM instead of a password: the provisioned
+        /// cluster's `GetClusterCredentials` for the URL's user, or a Serverless workgroup's
+        /// `GetCredentials` (for the caller's IAM identity), fetched at every connect.
+        #[serde(default)]
+        iam_auth: bool,
+        /// With `iam_auth`: the cluster, where the URL's host is not the cluster's AWS
+        /// endpoint (default: the host's first label) ...
+        cluster_id: Option<String>,
+        /// ... or the Serverless workgroup (default: the first label of a
+        /// `redshift-serverless` host) ...
+        workgroup: Option<String>,
+        /// ... and its region (default: the endpoint's, else the AWS SDK's own).
+        region: Option<String>,
+        /// With `iam_auth` on a provisioned cluster: groups the user joins for the session,
+        /// and whether a missing user is created.
+        #[serde(default)]
+        db_groups: Vec<String>,
+        #[serde(default)]
+        auto_create_user: bool,
         /// The IAM role Redshift assumes to read the lake (`arn:aws:iam::123456789012:role/x`).
         iam_role: String,
         /// TLS, as for PostgreSQL; default prefer.
@@ -211,6 +231,61 @@ pub enum WarehouseConfig {
         /// ... when sluice's last VACUUM of the table is this many hours old (default 24).
         vacuum_every_hours: Option<u64>,
     },
+}
+
+/// A Redshift warehouse's sign-in problems: a password beside `iam_auth`, IAM keys without
+/// it, both a cluster and a workgroup, no cluster or workgroup to ask for credentials, or
+/// provisioned-only keys on a workgroup.
+fn redshift_auth_errors(
+    url: &str,
+    password: bool,
+    iam_auth: bool,
+    iam_keys: [(&'static str, bool); 5],
+) -> Vec<(&'static str, String)> {
+    let mut errs = Vec::new();
+    let set = |k: &str| iam_keys.iter().any(|(name, on)| *name == k && *on);
+    if !iam_auth {
+        for (key, on) in iam_keys {
+            if on {
+                errs.push((key, "only applies with `iam_auth = true`".into()));
+            }
+        }
+        return errs;
+    }
+    if password {
+        errs.push((
+            "password",
+            "is not used with `iam_auth = true` (sluice signs in with temporary IAM credentials): remove one".into(),
+        ));
+    }
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    let serverless = set("workgroup") || host.ends_with(".redshift-serverless.amazonaws.com");
+    if set("cluster_id") && set("workgroup") {
+        errs.push((
+            "workgroup",
+            "names a Serverless workgroup, but `cluster_id` names a provisioned cluster: keep one"
+                .into(),
+        ));
+    } else if !set("cluster_id") && !serverless && !host.ends_with(".redshift.amazonaws.com") {
+        errs.push((
+            "iam_auth",
+            format!("the host `{host}` is not a Redshift endpoint: set `cluster_id` (provisioned) or `workgroup` (Serverless) to say whose credentials to ask for"),
+        ));
+    }
+    if serverless {
+        for key in ["db_groups", "auto_create_user"] {
+            if set(key) {
+                errs.push((
+                    key,
+                    "applies to provisioned clusters only (a Serverless workgroup signs in the caller's IAM identity)".into(),
+                ));
+            }
+        }
+    }
+    errs
 }
 
 /// A database URL's problems: not one of `schemes`, a password in it, no database named.
@@ -970,12 +1045,19 @@ impl Config {
                 }
                 WarehouseConfig::Redshift {
                     url,
+                    password,
                     ssl_mode,
                     ssl_ca,
                     iam_role,
                     vacuum,
                     vacuum_every_hours,
                     analyze_after_changes,
+                    iam_auth,
+                    cluster_id,
+                    workgroup,
+                    region,
+                    db_groups,
+                    auto_create_user,
                     ..
                 } => {
                     let mut errs = validate_postgres(
@@ -1002,6 +1084,18 @@ impl Config {
                         )),
                         _ => {}
                     }
+                    errs.extend(redshift_auth_errors(
+                        url,
+                        password.is_some(),
+                        *iam_auth,
+                        [
+                            ("cluster_id", cluster_id.is_some()),
+                            ("workgroup", workgroup.is_some()),
+                            ("region", region.is_some()),
+                            ("db_groups", !db_groups.is_empty()),
+                            ("auto_create_user", *auto_create_user),
+                        ],
+                    ));
                     if *analyze_after_changes == Some(0) {
                         errs.push((
                             "analyze_after_changes",
@@ -1402,6 +1496,40 @@ impl Config {
             .iter()
             .flat_map(|(n, s)| self.source_tables(n, s))
             .collect()
+    }
+
+    /// Every secret the config names, with the field naming it (`warehouses.wh.password`).
+    pub fn secrets(&self) -> Vec<(String, &Secret)> {
+        let mut out = Vec::new();
+        for (name, source) in &self.sources {
+            let (field, secret) = match source {
+                SourceConfig::Mysql(m) => ("password", &m.password),
+                SourceConfig::Mongodb(m) => ("password", &m.password),
+                SourceConfig::Events(e) => ("token", &e.token),
+                _ => continue,
+            };
+            if let Some(s) = secret {
+                out.push((format!("sources.{name}.{field}"), s));
+            }
+        }
+        for (name, wh) in &self.warehouses {
+            if let WarehouseConfig::Postgres {
+                password: Some(s), ..
+            }
+            | WarehouseConfig::Redshift {
+                password: Some(s), ..
+            } = wh
+            {
+                out.push((format!("warehouses.{name}.password"), s));
+            }
+        }
+        if let Some(s) = self.serve.as_ref().and_then(|s| s.token.as_ref()) {
+            out.push(("serve.token".into(), s));
+        }
+        if let Some(s) = self.state.as_ref().and_then(|s| s.password.as_ref()) {
+            out.push(("state.password".into(), s));
+        }
+        out
     }
 
     /// Resolves a path from the config against the config's directory (URLs pass through).
@@ -2039,6 +2167,91 @@ primary_key = ["s_suppkey"]
             "{text:?}"
         );
         assert!(!text.iter().any(|t| t.contains("secret")), "{text:?}");
+    }
+
+    /// Every secret the config names is listed with its field, so that those kept in AWS
+    /// are all fetched when sluice starts.
+    #[test]
+    fn every_secret_is_listed_with_its_field() {
+        let cfg = "[sources.db]\nkind = \"mysql\"\nurl = \"mysql://u@h:3306/shop\"\npassword = { ssm = \"/db/pw\" }\n[sources.e]\nkind = \"events\"\ntoken = { aws_secret = \"ev\", key = \"token\" }\n[warehouses.pg]\nkind = \"postgres\"\nurl = \"postgres://u@h:5432/d\"\npassword = { env = \"PG_PW\" }\n[serve]\ntoken = { file = \"/run/token\" }\n[state]\nurl = \"postgres://u@h:5432/state\"\npassword = { aws_secret = \"state\" }\n";
+        let c = Config::parse(cfg, Path::new(".")).unwrap();
+        let listed: Vec<String> = c
+            .secrets()
+            .iter()
+            .map(|(field, s)| format!("{field} {s:?}"))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "sources.db.password Secret(ssm /db/pw)",
+                "sources.e.token Secret(aws_secret ev key token)",
+                "warehouses.pg.password Secret(env PG_PW)",
+                "serve.token Secret(file /run/token)",
+                "state.password Secret(aws_secret state)",
+            ]
+        );
+    }
+
+    /// IAM sign-in: a provisioned endpoint or a Serverless one names whose credentials to
+    /// ask for; anything else needs `cluster_id` or `workgroup`; IAM keys without
+    /// `iam_auth`, a password beside it, and provisioned-only keys on a workgroup are named.
+    #[test]
+    fn redshift_iam_sign_in_is_checked() {
+        let check = |url: &str, extra: &str| -> Vec<String> {
+            let cfg = format!("[lake]\nurl = \"s3://lake/p\"\n[warehouses.rs]\nkind = \"redshift\"\nurl = \"{url}\"\niam_role = \"arn:aws:iam::1:role/s\"\n{extra}\n[sources.a]\nkind = \"files\"\nurl = \"x\"\ntable = \"t\"\nwarehouse = \"rs\"\n");
+            match Config::parse(&cfg, Path::new(".")) {
+                Ok(_) => Vec::new(),
+                Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
+            }
+        };
+        let provisioned = "redshift://loader@prod.abc123.eu-west-1.redshift.amazonaws.com:5439/dev";
+        let serverless =
+            "redshift://x@wg.123456789012.eu-west-1.redshift-serverless.amazonaws.com:5439/dev";
+        assert!(check(
+            provisioned,
+            "iam_auth = true\ndb_groups = [\"loaders\"]\nauto_create_user = true"
+        )
+        .is_empty());
+        assert!(check(serverless, "iam_auth = true").is_empty());
+        assert!(check(
+            "redshift://loader@127.0.0.1:5439/dev",
+            "iam_auth = true\ncluster_id = \"standin\"\nregion = \"us-east-1\""
+        )
+        .is_empty());
+        let has = |errs: &[String], field: &str, words: &str| {
+            assert!(
+                errs.iter().any(|e| e.contains(field) && e.contains(words)),
+                "{field} / {words}: {errs:?}"
+            )
+        };
+        has(
+            &check("redshift://loader@127.0.0.1:5439/dev", "iam_auth = true"),
+            "warehouses.rs.iam_auth",
+            "set `cluster_id`",
+        );
+        has(
+            &check(provisioned, "cluster_id = \"prod\""),
+            "warehouses.rs.cluster_id",
+            "only applies with `iam_auth = true`",
+        );
+        has(
+            &check(provisioned, "iam_auth = true\npassword = { env = \"PW\" }"),
+            "warehouses.rs.password",
+            "not used with `iam_auth",
+        );
+        has(
+            &check(
+                provisioned,
+                "iam_auth = true\ncluster_id = \"a\"\nworkgroup = \"b\"",
+            ),
+            "warehouses.rs.workgroup",
+            "keep one",
+        );
+        has(
+            &check(serverless, "iam_auth = true\ndb_groups = [\"g\"]"),
+            "warehouses.rs.db_groups",
+            "provisioned clusters only",
+        );
     }
 
     #[test]

@@ -168,6 +168,16 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/wh", self.port)
     }
 
+    /// A `[warehouses.NAME]` section loading into this server: its password written as
+    /// `password` (`{ env = "PGWH_PASSWORD" }`, or another place), then the `extra` lines
+    /// (TLS settings, say).
+    pub fn warehouse_section(&self, name: &str, password: &str, extra: &str) -> String {
+        format!(
+            "\n[warehouses.{name}]\nkind = \"postgres\"\nurl = \"{}\"\npassword = {password}\n{extra}\n",
+            self.url()
+        )
+    }
+
     /// Runs SQL (fed on stdin) in `database` with psql over TCP (password auth).
     pub fn try_sql(&self, database: &str, sql: &str) -> Result<String, String> {
         use std::io::Write;
