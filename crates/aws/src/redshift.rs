@@ -94,9 +94,10 @@ impl IamAuth {
         }
     }
 
-    /// Fetches temporary credentials. Errors name the cluster or workgroup and the user.
-    pub fn credentials(&self) -> Result<Credentials, String> {
-        let endpoint = self.endpoint()?;
+    /// Fetches temporary credentials. Errors name the cluster or workgroup and the user, and
+    /// say whether trying again later may help.
+    pub fn credentials(&self) -> Result<Credentials, crate::AwsError> {
+        let endpoint = self.endpoint().map_err(crate::AwsError::fatal)?;
         let region = match &endpoint {
             Endpoint::Cluster { region, .. } | Endpoint::Workgroup { region, .. } => region,
         };
@@ -109,9 +110,9 @@ impl IamAuth {
         })??;
         match fetched {
             (Some(user), Some(password)) => Ok(Credentials { user, password }),
-            _ => Err(format!(
+            _ => Err(crate::AwsError::fatal(format!(
                 "{endpoint:?}: AWS answered without a user and password"
-            )),
+            ))),
         }
     }
 
@@ -120,7 +121,7 @@ impl IamAuth {
         &self,
         config: &aws_config::SdkConfig,
         id: &str,
-    ) -> Result<(Option<String>, Option<String>), String> {
+    ) -> Result<(Option<String>, Option<String>), crate::AwsError> {
         let out = aws_sdk_redshift::Client::new(config)
             .get_cluster_credentials()
             .cluster_identifier(id)
@@ -132,11 +133,10 @@ impl IamAuth {
             .send()
             .await
             .map_err(|e| {
-                format!(
-                    "GetClusterCredentials for user `{}` on cluster `{id}`: {}",
-                    self.user,
-                    crate::sdk_error(&e)
-                )
+                crate::sdk_error(&e).within(&format!(
+                    "GetClusterCredentials for user `{}` on cluster `{id}`",
+                    self.user
+                ))
             })?;
         Ok((
             out.db_user().map(str::to_string),
@@ -149,7 +149,7 @@ impl IamAuth {
         &self,
         config: &aws_config::SdkConfig,
         name: &str,
-    ) -> Result<(Option<String>, Option<String>), String> {
+    ) -> Result<(Option<String>, Option<String>), crate::AwsError> {
         let out = aws_sdk_redshiftserverless::Client::new(config)
             .get_credentials()
             .workgroup_name(name)
@@ -158,10 +158,8 @@ impl IamAuth {
             .send()
             .await
             .map_err(|e| {
-                format!(
-                    "GetCredentials on Serverless workgroup `{name}`: {}",
-                    crate::sdk_error(&e)
-                )
+                crate::sdk_error(&e)
+                    .within(&format!("GetCredentials on Serverless workgroup `{name}`"))
             })?;
         Ok((
             out.db_user().map(str::to_string),

@@ -33,7 +33,8 @@ pub fn fetch_all(wanted: &[(String, &Secret)]) -> Result<(), String> {
             out.push((*field, *place, value));
         }
         out
-    })?;
+    })
+    .map_err(|e| e.message)?;
     let mut errors = Vec::new();
     for (field, place, value) in fetched {
         match value {
@@ -58,7 +59,7 @@ async fn secret_value(
         .secret_id(id)
         .send()
         .await
-        .map_err(|e| crate::sdk_error(&e))?;
+        .map_err(|e| crate::sdk_error(&e).message)?;
     let text = match (out.secret_string(), out.secret_binary()) {
         (Some(s), _) => s.to_string(),
         (None, Some(b)) => String::from_utf8(b.as_ref().to_vec())
@@ -107,7 +108,7 @@ async fn parameter_value(client: &aws_sdk_ssm::Client, path: &str) -> Result<Str
         .with_decryption(true)
         .send()
         .await
-        .map_err(|e| crate::sdk_error(&e))?;
+        .map_err(|e| crate::sdk_error(&e).message)?;
     out.parameter()
         .and_then(|p| p.value())
         .map(str::to_string)

@@ -249,9 +249,18 @@ impl Project {
             ssl_ca: ssl_ca.as_ref().map(|p| self.config.resolve_path(p)),
         };
         if let Some(auth) = self.iam_auth(name)? {
-            let signed_in = auth
-                .credentials()
-                .map_err(|e| EngineError::Usage(format!("warehouses.{name}.iam_auth: {e}")))?;
+            // A fault on AWS's side or the way there is tried again, like a refused
+            // connection; a wrong cluster or missing permission is not.
+            let signed_in = auth.credentials().map_err(|e| {
+                EngineError::Warehouse(sluice_warehouses::WarehouseError::Open {
+                    path: name.to_string(),
+                    message: format!("warehouses.{name}.iam_auth: {}", e.message),
+                    kind: match e.transient {
+                        true => sluice_core::retry::ErrorKind::Transient,
+                        false => sluice_core::retry::ErrorKind::Fatal,
+                    },
+                })
+            })?;
             let mut u = url::Url::parse(url)
                 .map_err(|e| EngineError::Usage(format!("warehouses.{name}.url: {e}")))?;
             u.set_username(&signed_in.user)

@@ -238,16 +238,23 @@ warehouse = "rs"
     )
     .is_err());
 
-    // An unknown cluster is named, with AWS's reason.
-    let err = project("nope")
-        .warehouse_options("rs")
-        .unwrap_err()
-        .to_string();
+    // An unknown cluster is named, with AWS's reason, and not tried again.
+    let err = project("nope").warehouse_options("rs").unwrap_err();
+    let text = err.to_string();
     assert!(
-        err.contains("warehouses.rs.iam_auth")
-            && err.contains("cluster `nope`")
-            && err.contains("user `loader`")
-            && err.contains("ClusterNotFound"),
+        text.contains("warehouses.rs.iam_auth")
+            && text.contains("cluster `nope`")
+            && text.contains("user `loader`")
+            && text.contains("ClusterNotFound"),
+        "{text}"
+    );
+    assert_eq!(err.kind(), sluice_core::retry::ErrorKind::Fatal, "{text}");
+    // AWS out of reach is a fault to try again later (serve retries the pass).
+    std::env::set_var("AWS_ENDPOINT_URL", "http://127.0.0.1:1");
+    let err = project("standin").warehouse_options("rs").unwrap_err();
+    assert_eq!(
+        err.kind(),
+        sluice_core::retry::ErrorKind::Transient,
         "{err}"
     );
 }
