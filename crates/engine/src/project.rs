@@ -11,7 +11,7 @@ use sluice_core::store::StoreOptions;
 use sluice_lake::{FileOptions, Lake};
 use sluice_sources::events::intake::Collectors;
 use sluice_warehouses::duckdb::DuckDb;
-use sluice_warehouses::postgres::{percent_decode, PgOptions, Postgres};
+use sluice_warehouses::postgres::{PgOptions, Postgres};
 use sluice_warehouses::redshift::{Redshift, Staging};
 use sluice_warehouses::{LedgerRow, Target, Warehouse};
 
@@ -248,10 +248,10 @@ impl Project {
             ssl_mode: ssl_mode.clone(),
             ssl_ca: ssl_ca.as_ref().map(|p| self.config.resolve_path(p)),
         };
-        if let Some(auth) = self.iam_auth(name)? {
+        if let Some((auth, mut u)) = self.iam_auth(name) {
             // A fault on AWS's side or the way there is tried again, like a refused
             // connection; a wrong cluster or missing permission is not.
-            let signed_in = auth.credentials().map_err(|e| {
+            let signed_in = sluice_aws::redshift::credentials(&auth).map_err(|e| {
                 EngineError::Warehouse(sluice_warehouses::WarehouseError::Open {
                     path: name.to_string(),
                     message: format!("warehouses.{name}.iam_auth: {}", e.message),
@@ -261,8 +261,6 @@ impl Project {
                     },
                 })
             })?;
-            let mut u = url::Url::parse(url)
-                .map_err(|e| EngineError::Usage(format!("warehouses.{name}.url: {e}")))?;
             u.set_username(&signed_in.user)
                 .map_err(|_| EngineError::Usage(format!("warehouses.{name}.url: has no host")))?;
             options.url = u.to_string();
@@ -272,32 +270,11 @@ impl Project {
     }
 
     /// IAM sign-in of a Redshift warehouse with `iam_auth = true`.
-    fn iam_auth(&self, name: &str) -> Result<Option<sluice_aws::redshift::IamAuth>, EngineError> {
-        let Some(WarehouseConfig::Redshift {
-            url,
-            iam_auth: true,
-            cluster_id,
-            workgroup,
-            region,
-            db_groups,
-            auto_create_user,
-            ..
-        }) = self.config.warehouses.get(name)
-        else {
-            return Ok(None);
-        };
-        let u = url::Url::parse(url)
-            .map_err(|e| EngineError::Usage(format!("warehouses.{name}.url: {e}")))?;
-        Ok(Some(sluice_aws::redshift::IamAuth {
-            host: u.host_str().unwrap_or_default().to_string(),
-            user: percent_decode(u.username()),
-            database: percent_decode(u.path().trim_start_matches('/')),
-            cluster_id: cluster_id.clone(),
-            workgroup: workgroup.clone(),
-            region: region.clone(),
-            db_groups: db_groups.clone(),
-            auto_create_user: *auto_create_user,
-        }))
+    fn iam_auth(&self, name: &str) -> Option<(sluice_aws::redshift::IamAuth, url::Url)> {
+        match self.config.warehouses.get(name) {
+            Some(wh @ WarehouseConfig::Redshift { iam_auth: true, .. }) => wh.redshift_iam(),
+            _ => None,
+        }
     }
 
     /// The longest identifier a warehouse takes.

@@ -195,7 +195,7 @@ warehouse = "rs"
     let first = standin.warehouse_options("rs").unwrap();
     let second = standin.warehouse_options("rs").unwrap();
     let user = |o: &sluice_warehouses::postgres::PgOptions| {
-        sluice_warehouses::postgres::percent_decode(url::Url::parse(&o.url).unwrap().username())
+        sluice_core::names::percent_decode(url::Url::parse(&o.url).unwrap().username())
     };
     // GetClusterCredentials' user (IAM: and the URL's user), and a fresh password per
     // connect.

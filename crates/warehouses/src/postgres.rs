@@ -38,7 +38,7 @@ use tokio_postgres::{Client, NoTls};
 use sluice_core::change::{INGESTED_AT, LOADED_AT, OP, ROW_ID, SEQ, SOURCE_TS};
 use sluice_core::config::LoadMode;
 use sluice_core::failpoint;
-use sluice_core::names::{disambiguated, quote_ident as q};
+use sluice_core::names::{disambiguated, percent_decode, quote_ident as q};
 
 use crate::columns::{shape_table, Columns};
 use crate::pgcopy::{self, postgres_type};
@@ -853,14 +853,6 @@ fn pg_config(opts: &PgOptions) -> Result<(tokio_postgres::Config, String, Option
         ));
     }
     Ok((config, ssl_mode, ssl_ca))
-}
-
-/// A URL part (user, database) as written before percent-encoding.
-pub fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
 }
 
 #[cfg(test)]

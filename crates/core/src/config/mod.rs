@@ -21,6 +21,7 @@ mod events;
 mod files;
 mod mongodb;
 mod mysql;
+mod redshift_iam;
 mod reports;
 mod source;
 mod transforms;
@@ -33,6 +34,7 @@ pub use events::{
 pub use files::FilesConfig;
 pub use mongodb::{MongodbConfig, DEFAULT_SAMPLE_DOCS};
 pub use mysql::MysqlConfig;
+pub use redshift_iam::{Endpoint as RedshiftEndpoint, IamAuth as RedshiftIamAuth};
 pub use reports::{OutputFile, ReportConfig, DEFAULT_REPORT_SCHEDULE};
 pub use source::{OnPositionLost, Shared, SourceConfig, Tuning, Unbuilt};
 pub use transforms::{
@@ -237,12 +239,18 @@ pub enum WarehouseConfig {
 /// it, both a cluster and a workgroup, no cluster or workgroup to ask for credentials, or
 /// provisioned-only keys on a workgroup.
 fn redshift_auth_errors(
-    url: &str,
+    auth: &RedshiftIamAuth,
     password: bool,
     iam_auth: bool,
-    iam_keys: [(&'static str, bool); 5],
 ) -> Vec<(&'static str, String)> {
     let mut errs = Vec::new();
+    let iam_keys = [
+        ("cluster_id", auth.cluster_id.is_some()),
+        ("workgroup", auth.workgroup.is_some()),
+        ("region", auth.region.is_some()),
+        ("db_groups", !auth.db_groups.is_empty()),
+        ("auto_create_user", auth.auto_create_user),
+    ];
     let set = |k: &str| iam_keys.iter().any(|(name, on)| *name == k && *on);
     if !iam_auth {
         for (key, on) in iam_keys {
@@ -258,23 +266,16 @@ fn redshift_auth_errors(
             "is not used with `iam_auth = true` (sluice signs in with temporary IAM credentials): remove one".into(),
         ));
     }
-    let host = url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-        .unwrap_or_default();
-    let serverless = set("workgroup") || host.ends_with(".redshift-serverless.amazonaws.com");
     if set("cluster_id") && set("workgroup") {
         errs.push((
             "workgroup",
             "names a Serverless workgroup, but `cluster_id` names a provisioned cluster: keep one"
                 .into(),
         ));
-    } else if !set("cluster_id") && !serverless && !host.ends_with(".redshift.amazonaws.com") {
-        errs.push((
-            "iam_auth",
-            format!("the host `{host}` is not a Redshift endpoint: set `cluster_id` (provisioned) or `workgroup` (Serverless) to say whose credentials to ask for"),
-        ));
+    } else if let Err(message) = auth.endpoint() {
+        errs.push(("iam_auth", message));
     }
+    let serverless = auth.is_serverless();
     if serverless {
         for key in ["db_groups", "auto_create_user"] {
             if set(key) {
@@ -342,6 +343,34 @@ fn default_duckdb_path() -> String {
 }
 
 impl WarehouseConfig {
+    /// A Redshift warehouse's IAM sign-in settings with its URL's host, user and database
+    /// (whether or not `iam_auth` is on), and the parsed URL; `None` for other warehouses
+    /// or a URL that does not parse.
+    pub fn redshift_iam(&self) -> Option<(RedshiftIamAuth, url::Url)> {
+        let WarehouseConfig::Redshift {
+            url,
+            cluster_id,
+            workgroup,
+            region,
+            db_groups,
+            auto_create_user,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let (auth, url) = RedshiftIamAuth::from_url(url).ok()?;
+        let auth = RedshiftIamAuth {
+            cluster_id: cluster_id.clone(),
+            workgroup: workgroup.clone(),
+            region: region.clone(),
+            db_groups: db_groups.clone(),
+            auto_create_user: *auto_create_user,
+            ..auth
+        };
+        Some((auth, url))
+    }
+
     /// See `max_changes_per_transaction`.
     pub fn changes_per_transaction(&self) -> i64 {
         match self {
@@ -1053,11 +1082,6 @@ impl Config {
                     vacuum_every_hours,
                     analyze_after_changes,
                     iam_auth,
-                    cluster_id,
-                    workgroup,
-                    region,
-                    db_groups,
-                    auto_create_user,
                     ..
                 } => {
                     let mut errs = validate_postgres(
@@ -1084,18 +1108,9 @@ impl Config {
                         )),
                         _ => {}
                     }
-                    errs.extend(redshift_auth_errors(
-                        url,
-                        password.is_some(),
-                        *iam_auth,
-                        [
-                            ("cluster_id", cluster_id.is_some()),
-                            ("workgroup", workgroup.is_some()),
-                            ("region", region.is_some()),
-                            ("db_groups", !db_groups.is_empty()),
-                            ("auto_create_user", *auto_create_user),
-                        ],
-                    ));
+                    if let Some((auth, _)) = wh.redshift_iam() {
+                        errs.extend(redshift_auth_errors(&auth, password.is_some(), *iam_auth));
+                    }
                     if *analyze_after_changes == Some(0) {
                         errs.push((
                             "analyze_after_changes",

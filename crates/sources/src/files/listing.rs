@@ -21,6 +21,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use sluice_core::names::percent_decode;
 use sluice_core::store::{location_url, store_for, StoreOptions};
 
 use crate::SourceError;
@@ -101,26 +102,6 @@ pub fn partitions_of(folders: &[String]) -> Vec<PartitionValue> {
             }
         })
         .collect()
-}
-
-/// `%XX` escapes (Hive and object stores escape `=`, `/`, spaces and the like in folder names).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Where a files source's files live.
