@@ -19,6 +19,29 @@ COLUMNS = """["l_orderkey bigint", "l_partkey bigint", "l_suppkey bigint", "l_li
   "l_commitdate date", "l_receiptdate date", "l_shipinstruct text", "l_shipmode text", "l_comment text"]"""
 
 
+def lineitem_files_project(d, drops_url, kind="tbl", load="append", key=None):
+    """A sluice project in folder d reading lineitem from drops_url/{date}/ (.tbl or CSV with
+    a header), into the default lake and DuckDB, with `load` and optionally a key."""
+    os.makedirs(d, exist_ok=True)
+    header = "true" if kind == "csv" else "false"
+    delim = "," if kind == "csv" else "|"
+    keyed = f"[sources.tpch.tables.lineitem]\nprimary_key = {key}\n" if key else ""
+    with open(os.path.join(d, "sluice.toml"), "w") as f:
+        f.write(f"""[lake]
+url = "lake"
+[sources.tpch]
+kind = "files"
+url = "{drops_url}/{{date}}/"
+format = "csv"
+delimiter = "{delim}"
+header = {header}
+table = "lineitem"
+columns = {COLUMNS}
+load = "{load}"
+{keyed}""")
+    return d
+
+
 def build():
     """The release binary and the generator, as every benchmark runs them (nothing when
     SLUICE_BIN names the binary and the generator is built)."""

@@ -17,7 +17,7 @@ Prints one JSON line and a Markdown table; appends the line to $RESULTS/sluice_f
 """
 import os, subprocess, sys
 
-from common import COLUMNS, GEN, SF1_ROWS, SHARED, SLUICE, build
+from common import GEN, SF1_ROWS, SHARED, SLUICE, build, lineitem_files_project
 import harness  # noqa: E402  (found through common's path)
 
 ROWS = {"0.1": 600_572, "1": SF1_ROWS, "10": 59_986_052}
@@ -25,24 +25,7 @@ ROWS = {"0.1": 600_572, "1": SF1_ROWS, "10": 59_986_052}
 
 def project(base, kind):
     """A sluice project folder reading lineitem from base/drops (.tbl or .csv)."""
-    d = os.path.join(base, f"proj-{kind}")
-    os.makedirs(d, exist_ok=True)
-    header = "true" if kind == "csv" else "false"
-    delim = "," if kind == "csv" else "|"
-    with open(os.path.join(d, "sluice.toml"), "w") as f:
-        f.write(f"""[lake]
-url = "lake"
-[sources.tpch]
-kind = "files"
-url = "{base}/drops-{kind}/{{date}}/"
-format = "csv"
-delimiter = "{delim}"
-header = {header}
-table = "lineitem"
-columns = {COLUMNS}
-load = "append"
-""")
-    return d
+    return lineitem_files_project(os.path.join(base, f"proj-{kind}"), f"{base}/drops-{kind}", kind)
 
 
 def main():

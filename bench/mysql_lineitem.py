@@ -15,13 +15,15 @@ Cases:
              (`INSERT INTO big_txn SELECT * FROM lineitem LIMIT 2000000`, ~400 MB of row
              events): peak RSS shows whether a transaction is held whole or written ahead
              (`txn_buffer_mb`, default 64)
-  (d)        latency at a steady 2,000 changes/s for 60 s: `sluice sync --follow` while a
-             client commits 20 transactions of 100 rows per second; per row, DuckDB's
+  (d)        latency at a steady 2,000 changes/s for 60 s (LATENCY_RATE, LATENCY_SECS):
+             `sluice sync --follow` while a client commits transactions of 100 rows (20 per
+             second at 2,000/s), RSS sampled every 5 s; per row, DuckDB's
              `_sluice_loaded_at` minus the row's commit time (`NOW(6)` in the row) -> p50/p99
 
 Uses the shared private MariaDB (servers.sh, 127.0.0.1:3307, ROW binlog) and loads
 tpch.lineitem from sluice's own generator when data.sh has not (same DDL as data.sh).
-Usage: bench/mysql_lineitem.py     (env: RUNS=3, SCRATCH=/var/tmp/sluice-bench, LATENCY_SECS=60)
+Usage: bench/mysql_lineitem.py     (env: RUNS=3, SCRATCH=/var/tmp/sluice-bench, LATENCY_SECS=60,
+       LATENCY_RATE=2000, LATENCY_ONLY=1 for the latency case alone)
 """
 import json, os, statistics, subprocess, sys, time
 
@@ -127,8 +129,18 @@ def write_changes(table):
     assert p.wait() == 0
 
 
-def latency(d, secs):
-    """Steady 2,000 changes/s for `secs` while `sync --follow` runs; returns (p50, p99, rss)."""
+def rss_mib(pid):
+    """Resident memory of a process (MiB), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(l.split()[1]) // 1024 for l in f if l.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def latency(d, secs, rate):
+    """Steady `rate` changes/s (transactions of 100 rows) for `secs` while `sync --follow`
+    runs; returns p50/p99/max latency, peak RSS, and RSS sampled every 5 s (flat or growing)."""
     table = "lat"
     sh(f"{MY} tpch -e \"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id INT PRIMARY KEY, v INT, committed DATETIME(6))\"")
     sh(f"rm -rf {d}/lake {d}/warehouse.duckdb")
@@ -137,14 +149,19 @@ def latency(d, secs):
     follower = subprocess.Popen(["/usr/bin/time", "-v", SLUICE, "--config", f"{d}/sluice.toml", "sync", "--follow"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(2)
+    sluice_pid = subprocess.run(["pgrep", "-P", str(follower.pid)], text=True,
+                                capture_output=True).stdout.split()[0]
     client = subprocess.Popen(f"{MY} tpch", shell=True, stdin=subprocess.PIPE, text=True)
-    start, n = time.time(), 0
-    for tick in range(secs * 20):
+    start, n, samples = time.time(), 0, []
+    ticks_per_s = rate / 100
+    for tick in range(int(secs * ticks_per_s)):
         rows = ",".join(f"({n + i}, {i}, NOW(6))" for i in range(100))
         client.stdin.write(f"INSERT INTO {table} VALUES {rows};\n")
         client.stdin.flush()
         n += 100
-        wait = start + (tick + 1) / 20 - time.time()
+        if tick % int(5 * ticks_per_s) == 0:
+            samples.append(rss_mib(sluice_pid))
+        wait = start + (tick + 1) / ticks_per_s - time.time()
         if wait > 0:
             time.sleep(wait)
     client.stdin.close()
@@ -158,8 +175,8 @@ def latency(d, secs):
          f"(SELECT (epoch_us(_sluice_loaded_at) - epoch_us(committed)) / 1000.0 AS l FROM tpch.{table})")
     out = sh(f"{SLUICE} --config {d}/sluice.toml query --warehouse local --format csv \"{q}\"").strip().splitlines()[-1]
     got, p50, p99, mx = out.split(",")
-    return {"rows": n, "loaded": int(got), "p50_ms": float(p50), "p99_ms": float(p99), "max_ms": float(mx),
-            "peak_rss_mb": rss}
+    return {"rows": n, "rate": rate, "secs": secs, "loaded": int(got), "p50_ms": float(p50),
+            "p99_ms": float(p99), "max_ms": float(mx), "peak_rss_mb": rss, "rss_every_5s_mb": samples}
 
 
 def main():
@@ -204,8 +221,9 @@ def main():
                                    setup=big_txn_setup(big), verify=tcount))
         return out
 
-    harness.series("sluice_mysql", tools)
-    res = latency(lat, int(os.environ.get("LATENCY_SECS", "60")))
+    if os.environ.get("LATENCY_ONLY") != "1":
+        harness.series("sluice_mysql", tools)
+    res = latency(lat, int(os.environ.get("LATENCY_SECS", "60")), int(os.environ.get("LATENCY_RATE", "2000")))
     print(json.dumps({"series": "sluice_mysql_latency", **res}))
 
 

@@ -101,6 +101,15 @@ async fn apply(
     }
 }
 
+/// How a load's changes reach the warehouse.
+#[derive(Debug, Clone, Copy)]
+enum Feed {
+    /// It reads the lake's files itself, handed to it before the load.
+    Files,
+    /// Streamed as batches; `held_back`: without the changes a check holds back.
+    Stream { held_back: bool },
+}
+
 /// Streams changes with `after < _sluice_seq <= ledger.to.seq` into one warehouse
 /// transaction.
 async fn load_range(
@@ -110,13 +119,14 @@ async fn load_range(
     schema: &SchemaRef,
     after: i64,
     ledger: LedgerMove,
-    quarantined: bool,
+    feed: Feed,
 ) -> Loaded {
     let upto = ledger.to;
-    if wh.wants_lake_files() {
-        // It copies the lake's files itself (given before this call): nothing to stream.
-        return apply(wh, target, schema, std::iter::empty(), ledger).await;
-    }
+    let quarantined = match feed {
+        // It reads the lake's files itself (given before this call): nothing to stream.
+        Feed::Files => return apply(wh, target, schema, std::iter::empty(), ledger).await,
+        Feed::Stream { held_back } => held_back,
+    };
     // The row identity is computed here, not read from the lake.
     let row_ids = schema.field_with_name(ROW_ID).is_ok();
     let cols: Vec<String> = schema
@@ -363,13 +373,23 @@ pub async fn load_gated(
             results.push(result);
             continue;
         }
+        // Redshift always copies the lake's files; DuckDB reads a local lake's files itself
+        // unless the load must leave changes out or compute row identities on the way.
+        let feed = match wh.wants_lake_files()
+            || (!quarantined && !keyless_merge && wh.reads_lake_files(log.url()))
+        {
+            true => Feed::Files,
+            false => Feed::Stream {
+                held_back: quarantined,
+            },
+        };
         for range in ranges {
             let (after, end) = (range.after, range.upto);
             let upto = LedgerEntry {
                 lake_version,
                 seq: end,
             };
-            if wh.wants_lake_files() {
+            if matches!(feed, Feed::Files) {
                 wh.use_lake_files(LakeFiles {
                     table_url: log.url().clone(),
                     store: log.store(),
@@ -386,8 +406,7 @@ pub async fn load_gated(
                 to: upto,
                 image: range.image,
             };
-            let (back, report) =
-                load_range(&ctx, wh, &target, &schema, after, ledger, quarantined).await;
+            let (back, report) = load_range(&ctx, wh, &target, &schema, after, ledger, feed).await;
             wh = back;
             let report = report?;
             tracing::info!(target = %target.display(), changes = report.changes, seq = end, image = range.image, lake_version, "loaded");

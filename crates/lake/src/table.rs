@@ -9,9 +9,9 @@ use arrow::datatypes::{Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, MetadataExt, StructType, Transaction};
+use deltalake::operations::write::writer::{DeltaWriter as FileWriter, WriterConfig};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use sluice_core::change::{data_schema, INGEST_DATE, SEQ};
@@ -608,13 +608,30 @@ impl LakeTable {
 
     /// A writer for one commit's worth of batches.
     pub fn writer(&self) -> Result<LakeWriter, LakeError> {
-        let inner = RecordBatchWriter::for_table(&self.table)
-            .map_err(|e| self.err(e))?
-            .with_writer_properties(self.writer_properties());
+        let schema = self.schema()?;
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        let metadata = snapshot.metadata();
+        let configuration = metadata.configuration();
+        let num_indexed = configuration
+            .get("delta.dataSkippingNumIndexedCols")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(deltalake::table::config::DEFAULT_NUM_INDEX_COLS);
+        let stats_columns = configuration
+            .get(STATS_COLUMNS_PROPERTY)
+            .map(|v| v.split(',').map(str::to_string).collect());
+        let config = WriterConfig::new(
+            schema.clone(),
+            metadata.partition_columns().to_vec(),
+            Some(self.writer_properties()),
+            std::num::NonZeroU64::new(self.files.target_bytes.max(1)),
+            Some(ROW_GROUP_ROWS),
+            delta_kernel::table_properties::DataSkippingNumIndexedCols::NumColumns(num_indexed),
+            stats_columns,
+        );
         Ok(LakeWriter::new(
-            inner,
+            FileWriter::new(self.store(), config),
+            schema,
             self.path.to_string(),
-            self.files.target_bytes as usize,
         ))
     }
 
@@ -710,32 +727,27 @@ impl Drop for LakeWriter {
 /// Coalesced batches queued for the encoder: bounds the memory between the two.
 const ENCODER_QUEUE: usize = 1;
 
-/// Encodes batches into the table's Parquet files, writing a file out each time
-/// `flush_bytes` are buffered; the data files once the queue closes.
+/// Encodes batches into the table's Parquet files, streamed to the store row group by row
+/// group (a file ends at the lake's file size); the data files once the queue closes.
+/// Nothing holds a whole file: deltalake's `RecordBatchWriter`, used before, kept each file
+/// in memory until flushed and copied it at every write (to recover from a failed one).
 async fn encode(
-    mut inner: RecordBatchWriter,
+    mut inner: FileWriter,
     mut batches: tokio::sync::mpsc::Receiver<RecordBatch>,
-    flush_bytes: usize,
 ) -> Result<Vec<Action>, DeltaTableError> {
-    let mut adds = Vec::new();
     while let Some(batch) = batches.recv().await {
-        inner.write(batch).await?;
-        if inner.buffer_len() >= flush_bytes {
-            adds.extend(inner.flush().await?.into_iter().map(Action::Add));
-        }
+        inner.write(&batch).await?;
     }
-    adds.extend(inner.flush().await?.into_iter().map(Action::Add));
-    Ok(adds)
+    Ok(inner.close().await?.into_iter().map(Action::Add).collect())
 }
 
 impl LakeWriter {
-    fn new(inner: RecordBatchWriter, table: String, flush_bytes: usize) -> LakeWriter {
-        let schema = inner.arrow_schema();
+    fn new(inner: FileWriter, schema: SchemaRef, table: String) -> LakeWriter {
         let (tx, rx) = tokio::sync::mpsc::channel(ENCODER_QUEUE);
         LakeWriter {
             schema,
             to_encoder: Some(tx),
-            encoder: Some(tokio::spawn(encode(inner, rx, flush_bytes))),
+            encoder: Some(tokio::spawn(encode(inner, rx))),
             adds: Vec::new(),
             rows: 0,
             table,
@@ -772,10 +784,10 @@ impl LakeWriter {
         Ok(())
     }
 
-    /// Hands the batches held back to the encoder as one. deltalake's writer copies its
-    /// whole in-memory file at every write (to recover from a failed one), so many small
-    /// batches (a folder of small files) cost a copy each: coalesced, they cost one per row
-    /// group.
+    /// Hands the batches held back to the encoder as one. Every batch the encoder takes is
+    /// split by ingestion day (a sort and a copy) and written as a Parquet write of its own,
+    /// so many small batches (a folder of small files) cost that many times over: coalesced,
+    /// they cost it once per row group.
     async fn write_pending(&mut self) -> Result<(), LakeError> {
         let batch = match self.pending.len() {
             0 => return Ok(()),

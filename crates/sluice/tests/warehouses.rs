@@ -7,6 +7,7 @@
 //! (SCD2), evolve, and a load that fails between staging and commit. The Redshift loader runs
 //! twice: with the rows over the connection, and loading from lake files as on Redshift
 //! (manifests, a stage per schema version, each COPY played by the stand-in by position).
+//! DuckDB runs twice too: given batches, and reading a load's lake files itself.
 
 mod common;
 
@@ -41,6 +42,8 @@ struct Wh {
     _dir: tempfile::TempDir,
     /// Lake files written so far, for a warehouse that loads from them.
     files_written: usize,
+    /// Hand it the lake's files rather than batches (it reads them itself).
+    reads_files: bool,
 }
 
 fn duckdb() -> Wh {
@@ -53,6 +56,16 @@ fn duckdb() -> Wh {
         _server: None,
         _dir: dir,
         files_written: 0,
+        reads_files: false,
+    }
+}
+
+/// DuckDB reading a load's changes from the lake's Parquet files itself, as it does for a
+/// local lake (`read_parquet` over the load's files, cut to its seq range).
+fn duckdb_reading_files() -> Wh {
+    Wh {
+        reads_files: true,
+        ..duckdb()
     }
 }
 
@@ -72,6 +85,7 @@ fn postgres() -> Wh {
         _server: Some(server),
         _dir: tempfile::tempdir().unwrap(),
         files_written: 0,
+        reads_files: false,
     }
 }
 
@@ -111,6 +125,7 @@ fn redshift_staged(staging: Staging, upkeep: sluice_warehouses::redshift::Mainte
         _server: Some(server),
         _dir: tempfile::tempdir().unwrap(),
         files_written: 0,
+        reads_files: false,
     }
 }
 
@@ -208,7 +223,7 @@ impl Wh {
         batches: Vec<Result<RecordBatch, String>>,
         ledger: LedgerMove,
     ) -> Result<sluice_warehouses::LoadReport, sluice_warehouses::WarehouseError> {
-        if !self.wh.wants_lake_files() {
+        if !self.wh.wants_lake_files() && !self.reads_files {
             return self.wh.load(t, schema, &mut batches.into_iter(), ledger);
         }
         let folder = self
@@ -857,9 +872,11 @@ fn failed_load_scenario(mut w: Wh) {
             .unwrap_err()
             .to_string();
         // A load from lake files meets the failure as a broken file.
-        let named = match w.wh.wants_lake_files() {
-            true => "Corrupt footer",
-            false => "lake read failed",
+        let named = match (w.wh.wants_lake_files(), w.reads_files) {
+            (true, _) => "Corrupt footer",
+            // DuckDB names the file it could not read.
+            (false, true) => "part-",
+            (false, false) => "lake read failed",
         };
         assert!(err.contains(named), "{err}");
         assert_eq!(small_rows(&mut w, &t.table, ""), before, "{}", mode.name());
@@ -1418,6 +1435,10 @@ macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod duckdb_warehouse {
             $(#[test] fn $scenario() { super::$scenario(super::duckdb()) })*
+        }
+        mod duckdb_reading_files {
+            $(#[test] fn $scenario() { super::$scenario(super::duckdb_reading_files()) })*
+            #[test] fn grown_schema_scenario() { super::grown_schema_scenario(super::duckdb_reading_files()) }
         }
         mod postgres_warehouse {
             $(#[test] fn $scenario() { super::$scenario(super::postgres()) })*

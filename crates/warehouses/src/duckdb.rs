@@ -6,9 +6,13 @@
 //!   BEGIN
 //!     read the target's ledger row                (moved since planned: refuse)
 //!     CREATE SCHEMA/TABLE IF NOT EXISTS  "<source>"."<table>"      (types from the Arrow schema)
-//!     CREATE TABLE _sluice."stage_…"      ← Arrow appender          (every change row)
+//!     CREATE TEMP TABLE "stage_…"         ← every change row: DuckDB reads the load's
+//!                                           lake files itself (a local lake), else the
+//!                                           Arrow appender takes the batches given
 //!     merge:   DELETE target rows whose key is staged; INSERT the latest change per key
-//!              (by _sluice_seq) unless it is a delete (soft: kept with _sluice_deleted)
+//!              (by _sluice_seq) unless it is a delete (soft: kept with _sluice_deleted);
+//!              when no key repeats in the stage, every staged change is the latest
+//!              (no ranking: a sort of the whole stage saved)
 //!     append:  every change with _sluice_op and _sluice_seq, appended straight to the target
 //!     replace: DELETE everything; INSERT the latest rows
 //!     history: close each staged key's current version; INSERT every version (SCD2)
@@ -25,7 +29,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use duckdb::{params, Connection};
 
-use sluice_core::change::{is_change_column, LOADED_AT};
+use sluice_core::change::{is_change_column, LOADED_AT, SEQ};
 use sluice_core::config::LoadMode;
 use sluice_core::failpoint;
 use sluice_core::names::{identifier, quote_ident as q, quote_literal};
@@ -33,7 +37,8 @@ use sluice_core::names::{identifier, quote_ident as q, quote_literal};
 use crate::columns::{shape_table, Columns};
 use crate::sql::{system_columns, Apply, SystemTypes, LEDGER_DDL, LEDGER_ROWS};
 use crate::{
-    Exposure, LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target, Warehouse, WarehouseError,
+    Exposure, LakeFiles, LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target, Warehouse,
+    WarehouseError,
 };
 
 const SYSTEM_TYPES: SystemTypes = SystemTypes {
@@ -50,6 +55,39 @@ pub const MAX_IDENTIFIER: usize = 255;
 pub struct DuckDb {
     conn: Connection,
     path: String,
+    /// The lake files of the next load, when DuckDB reads them itself (a local lake).
+    files: Option<LakeFiles>,
+}
+
+/// Where the appender writes.
+#[derive(Clone, Copy)]
+enum AppendTo<'a> {
+    /// `(schema, table)` of the database.
+    Table(&'a str, &'a str),
+    /// A temporary table (the load's stage).
+    Temporary(&'a str),
+}
+
+/// A load's changes as DuckDB reads them from the lake's own Parquet files: the exact files
+/// of the load (never a glob: a file a crashed write left behind is not part of the table),
+/// cut to the load's `_sluice_seq` range. DuckDB scans them in parallel straight into its
+/// own vectors: no Arrow decoding on sluice's side, no appender.
+struct LakeRead {
+    /// `read_parquet(…) WHERE …`, for `SELECT … FROM`.
+    from: String,
+    /// The columns the files hold: files written before a column was added lack it, and
+    /// `union_by_name` reads it as NULL in them, but a column no file holds must be NULL here.
+    present: std::collections::HashSet<String>,
+}
+
+impl LakeRead {
+    /// A lake column as the warehouse type `sql_type`.
+    fn column(&self, lake_name: &str, sql_type: &str) -> String {
+        match self.present.contains(lake_name) {
+            true => format!("CAST({} AS {sql_type})", q(lake_name)),
+            false => format!("CAST(NULL AS {sql_type})"),
+        }
+    }
 }
 
 /// The DuckDB type of an Arrow type: the one mapping for this warehouse.
@@ -142,6 +180,7 @@ impl DuckDb {
         let db = DuckDb {
             conn,
             path: path.into(),
+            files: None,
         };
         db.exec(
             "(settings)",
@@ -178,11 +217,65 @@ impl DuckDb {
         Ok(names)
     }
 
+    /// The load's changes in the lake's files (`None`: no files, no changes).
+    fn lake_read(
+        &self,
+        name: &str,
+        files: &LakeFiles,
+        upto: i64,
+    ) -> Result<Option<LakeRead>, WarehouseError> {
+        if files.files.is_empty() {
+            return Ok(None);
+        }
+        let mut paths = Vec::with_capacity(files.files.len());
+        for (file, _) in &files.files {
+            let path = files
+                .table_url
+                .join(file)
+                .ok()
+                .and_then(|url| url.to_file_path().ok())
+                .ok_or_else(|| WarehouseError::Input {
+                    table: name.to_string(),
+                    message: format!(
+                        "lake file {file} of {} is not in a local folder",
+                        files.table_url
+                    ),
+                })?;
+            paths.push(quote_literal(&path.to_string_lossy()));
+        }
+        let scan = format!(
+            "read_parquet([{}], union_by_name = true, hive_partitioning = false)",
+            paths.join(", ")
+        );
+        let e = |source| WarehouseError::Duckdb {
+            table: name.to_string(),
+            source,
+        };
+        let mut stmt = self
+            .conn
+            .prepare(&format!("DESCRIBE SELECT * FROM {scan}"))
+            .map_err(e)?;
+        let present = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(e)?
+            .collect::<Result<_, _>>()
+            .map_err(e)?;
+        Ok(Some(LakeRead {
+            from: format!(
+                "{scan} WHERE {seq} > {} AND {seq} <= {upto}",
+                files.after,
+                seq = q(SEQ)
+            ),
+            present,
+        }))
+    }
+
     fn load_in_transaction(
         &mut self,
         target: &Target,
         schema: &SchemaRef,
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
+        files: Option<LakeFiles>,
         ledger: LedgerMove,
     ) -> Result<LoadReport, WarehouseError> {
         let name = target.display();
@@ -214,6 +307,8 @@ impl DuckDb {
         if !shape.statements.is_empty() {
             self.exec(&name, &shape.statements)?;
         }
+        // Nothing in the target to remove before inserting: it is new, or an image empties it.
+        let target_empty = shape.created || ledger.image;
         let table_columns = shape.columns;
 
         // Staging: every change row, appended as Arrow.
@@ -221,7 +316,9 @@ impl DuckDb {
             &format!("stage_{}_{}", target.schema, target.table),
             MAX_IDENTIFIER,
         );
-        let stage = format!("_sluice.{}", q(&stage_name));
+        // A temporary table: it lives for the load only, so it is never written to the
+        // database file (a table of its own would be, and compressed, only to be dropped).
+        let stage = format!("temp.main.{}", q(&stage_name));
         let append_fields: Vec<Field> = schema
             .fields()
             .iter()
@@ -234,100 +331,172 @@ impl DuckDb {
             .collect();
         let append_schema = Arc::new(Schema::new(append_fields));
         let staged = target.mode != LoadMode::Append;
-        if staged {
-            let mut stage_cols = Vec::new();
-            for f in append_schema.fields() {
-                let n = if is_change_column(f.name()) {
-                    f.name().clone()
-                } else {
-                    columns
-                        .mapped_of(f.name())
-                        .expect("data column")
-                        .to_string()
-                };
-                let t = duckdb_type(f.data_type()).ok_or_else(|| WarehouseError::Type {
+        // The DuckDB type of each input column, as the appender is handed it.
+        let append_types = append_schema
+            .fields()
+            .iter()
+            .map(|f| {
+                duckdb_type(f.data_type()).ok_or_else(|| WarehouseError::Type {
                     table: name.clone(),
                     column: f.name().clone(),
                     data_type: f.data_type().to_string(),
-                })?;
-                stage_cols.push(format!("{} {t}", q(&n)));
-            }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The stage's column names: the warehouse's for data, the change columns' own.
+        let stage_names: Vec<String> = append_schema
+            .fields()
+            .iter()
+            .map(|f| match is_change_column(f.name()) {
+                true => f.name().clone(),
+                false => columns
+                    .mapped_of(f.name())
+                    .expect("data column")
+                    .to_string(),
+            })
+            .collect();
+        if staged {
+            let stage_cols: Vec<String> = stage_names
+                .iter()
+                .zip(&append_types)
+                .map(|(n, t)| format!("{} {t}", q(n)))
+                .collect();
             self.exec(
                 &name,
                 &format!(
-                    "CREATE OR REPLACE TABLE {stage} ({});",
+                    "CREATE OR REPLACE TEMP TABLE {} ({});",
+                    q(&stage_name),
                     stage_cols.join(", ")
                 ),
             )?;
         }
-        // Append mode writes straight into the target (one pass, no staging copy); the other
-        // modes stage every change and apply them with SQL. Both inside the transaction.
-        let changes = if !staged {
-            // now() is the transaction's start: the same _sluice_loaded_at SQL loads stamp.
-            let loaded_at: i64 = self
-                .conn
-                .query_row("SELECT epoch_us(now())", [], |r| r.get(0))
-                .map_err(e)?;
-            // The table's columns in its own order (columns added by evolve come last).
-            let mut sources: Vec<Option<usize>> = Vec::new();
-            let mut out_fields: Vec<Field> = Vec::new();
-            for col in &table_columns {
-                if col == LOADED_AT {
-                    sources.push(None);
-                    out_fields.push(Field::new(
-                        LOADED_AT,
-                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                        true,
-                    ));
-                    continue;
-                }
-                let i = append_schema
+        // The lake's files, when DuckDB reads them itself; else the batches given.
+        let read = match files {
+            Some(files) => Some(self.lake_read(&name, &files, upto.seq)?),
+            None => None,
+        };
+        // Append mode writes straight into the target (one pass, no staging copy): the input
+        // column each of the table's columns comes from, in the table's order (columns added
+        // by evolve come last; None: the load time).
+        let mut sources: Vec<Option<usize>> = Vec::new();
+        for col in table_columns.iter().filter(|_| !staged) {
+            if col == LOADED_AT {
+                sources.push(None);
+                continue;
+            }
+            let i = append_schema
+                .fields()
+                .iter()
+                .position(|f| {
+                    if is_change_column(f.name()) {
+                        f.name() == col
+                    } else {
+                        columns.mapped_of(f.name()) == Some(col.as_str())
+                    }
+                })
+                .ok_or_else(|| WarehouseError::Schema {
+                    table: name.clone(),
+                    message: format!("warehouse column `{col}` is not in the lake table"),
+                })?;
+            sources.push(Some(i));
+        }
+        // The other modes stage every change and apply them with SQL. All inside the
+        // transaction. `direct`: the changes' query over the lake's files, standing in for the
+        // stage.
+        let mut direct: Option<String> = None;
+        let changes = match (read, staged) {
+            (Some(None), _) => 0,
+            (Some(Some(read)), false) => {
+                let select: Vec<String> = sources
+                    .iter()
+                    .map(|s| match s {
+                        Some(i) => read.column(append_schema.field(*i).name(), &append_types[*i]),
+                        // The transaction's start: the same _sluice_loaded_at SQL loads stamp.
+                        None => "now()".to_string(),
+                    })
+                    .collect();
+                let list: Vec<String> = table_columns.iter().map(|c| q(c)).collect();
+                self.insert_from_lake(
+                    &name,
+                    &format!(
+                        "INSERT INTO {tgt} ({}) SELECT {} FROM {}",
+                        list.join(", "),
+                        select.join(", "),
+                        read.from
+                    ),
+                )?
+            }
+            (Some(Some(read)), true) => {
+                let select: Vec<String> = append_schema
                     .fields()
                     .iter()
-                    .position(|f| {
-                        if is_change_column(f.name()) {
-                            f.name() == col
-                        } else {
-                            columns.mapped_of(f.name()) == Some(col.as_str())
-                        }
-                    })
-                    .ok_or_else(|| WarehouseError::Schema {
-                        table: name.clone(),
-                        message: format!("warehouse column `{col}` is not in the lake table"),
-                    })?;
-                sources.push(Some(i));
-                out_fields.push(append_schema.field(i).clone().with_name(col));
+                    .zip(&append_types)
+                    .zip(&stage_names)
+                    .map(|((f, t), n)| format!("{} AS {}", read.column(f.name(), t), q(n)))
+                    .collect();
+                let files = format!("(SELECT {} FROM {})", select.join(", "), read.from);
+                // Merge changes whose keys are all distinct straight from the files: each is
+                // its key's latest, and nothing needs staging (asking reads the keys only).
+                let unique = match target.mode == LoadMode::Merge && !keys.is_empty() {
+                    true => self.count_if_keys_distinct(&name, &files, &keys)?,
+                    false => None,
+                };
+                match unique {
+                    Some(n) => {
+                        direct = Some(files);
+                        n
+                    }
+                    None => {
+                        self.insert_from_lake(&name, &format!("INSERT INTO {stage} {files}"))?
+                    }
+                }
             }
-            let out = Arc::new(Schema::new(out_fields));
-            self.append(
-                &target.schema,
-                &target.table,
-                &name,
-                &out,
-                batches,
-                &|batch| {
-                    let n = batch.num_rows();
-                    Ok(sources
-                        .iter()
-                        .map(|s| match s {
-                            Some(i) => batch.column(*i).clone(),
-                            None => Arc::new(
-                                TimestampMicrosecondArray::from(vec![loaded_at; n])
-                                    .with_timezone("UTC"),
-                            ) as ArrayRef,
-                        })
-                        .collect())
-                },
-            )?
-        } else {
-            self.append(
-                "_sluice",
-                &stage_name,
+            (None, false) => {
+                // now() is the transaction's start: the same _sluice_loaded_at SQL loads stamp.
+                let loaded_at: i64 = self
+                    .conn
+                    .query_row("SELECT epoch_us(now())", [], |r| r.get(0))
+                    .map_err(e)?;
+                let out_fields: Vec<Field> = sources
+                    .iter()
+                    .zip(&table_columns)
+                    .map(|(s, col)| match s {
+                        Some(i) => append_schema.field(*i).clone().with_name(col),
+                        None => Field::new(
+                            LOADED_AT,
+                            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                            true,
+                        ),
+                    })
+                    .collect();
+                let out = Arc::new(Schema::new(out_fields));
+                self.append(
+                    AppendTo::Table(&target.schema, &target.table),
+                    &name,
+                    &out,
+                    batches,
+                    &|batch| {
+                        let n = batch.num_rows();
+                        Ok(sources
+                            .iter()
+                            .map(|s| match s {
+                                Some(i) => batch.column(*i).clone(),
+                                None => Arc::new(
+                                    TimestampMicrosecondArray::from(vec![loaded_at; n])
+                                        .with_timezone("UTC"),
+                                ) as ArrayRef,
+                            })
+                            .collect())
+                    },
+                )?
+            }
+            (None, true) => self.append(
+                AppendTo::Temporary(&stage_name),
                 &name,
                 &append_schema,
                 batches,
                 &|batch| Ok(batch.columns().to_vec()),
-            )?
+            )?,
         };
         // Apply.
         let work = q(&identifier(
@@ -336,7 +505,7 @@ impl DuckDb {
         ));
         let apply = Apply {
             target: &tgt,
-            stage: &stage,
+            stage: direct.as_deref().unwrap_or(&stage),
             work: &work,
             keys: &keys,
             columns: &columns.mapped,
@@ -347,6 +516,10 @@ impl DuckDb {
         let mut sql = match target.mode {
             // Appended straight into the target above.
             LoadMode::Append => String::new(),
+            LoadMode::Merge if direct.is_some() => apply.merge_unique(target.deletes, target_empty),
+            LoadMode::Merge if !keys.is_empty() && !self.keys_repeat(&name, &apply)? => {
+                apply.merge_unique(target.deletes, target_empty)
+            }
             LoadMode::Merge => apply.merge(target.deletes),
             LoadMode::Replace if changes == 0 => String::new(),
             LoadMode::Replace => apply.replace(),
@@ -374,12 +547,60 @@ impl DuckDb {
             maintenance: Vec::new(),
         })
     }
+
+    /// How many changes `files` (a query over the lake's files) holds, when no key repeats
+    /// among them (None: some key does).
+    fn count_if_keys_distinct(
+        &self,
+        name: &str,
+        files: &str,
+        keys: &[String],
+    ) -> Result<Option<u64>, WarehouseError> {
+        let keys: Vec<String> = keys.iter().map(|k| q(k)).collect();
+        let (changes, repeat): (i64, bool) = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT (SELECT count(*) FROM {files}), EXISTS (SELECT 1 FROM {files} GROUP BY {} HAVING count(*) > 1)",
+                    keys.join(", ")
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|source| WarehouseError::Duckdb {
+                table: name.to_string(),
+                source,
+            })?;
+        Ok((!repeat).then_some(changes as u64))
+    }
+
+    /// Whether some key repeats among the staged changes ([`Apply::keys_repeat`]).
+    fn keys_repeat(&self, name: &str, apply: &Apply) -> Result<bool, WarehouseError> {
+        self.conn
+            .query_row(&apply.keys_repeat(), [], |r| r.get(0))
+            .map_err(|source| WarehouseError::Duckdb {
+                table: name.to_string(),
+                source,
+            })
+    }
+
+    /// Runs an `INSERT … SELECT … FROM read_parquet(…)`; returns the rows inserted.
+    fn insert_from_lake(&self, name: &str, sql: &str) -> Result<u64, WarehouseError> {
+        let rows = self
+            .conn
+            .execute(sql, [])
+            .map_err(|source| WarehouseError::Duckdb {
+                table: name.to_string(),
+                source,
+            })?;
+        Ok(rows as u64)
+    }
+
     /// Appends batches to a table with the Arrow appender; `shape` turns an input batch into
     /// the table's columns (cast where the lake type differs). Returns the rows appended.
     fn append(
         &self,
-        schema: &str,
-        table: &str,
+        into: AppendTo,
         name: &str,
         out: &SchemaRef,
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
@@ -389,13 +610,16 @@ impl DuckDb {
             table: name.to_string(),
             message,
         };
-        let mut app =
-            self.conn
-                .appender_to_db(table, schema)
-                .map_err(|source| WarehouseError::Duckdb {
-                    table: name.to_string(),
-                    source,
-                })?;
+        let app = match into {
+            AppendTo::Table(schema, table) => self.conn.appender_to_db(table, schema),
+            AppendTo::Temporary(table) => {
+                self.conn.appender_to_catalog_and_db(table, "temp", "main")
+            }
+        };
+        let mut app = app.map_err(|source| WarehouseError::Duckdb {
+            table: name.to_string(),
+            source,
+        })?;
         let mut rows = 0u64;
         for batch in batches {
             let batch = batch.map_err(input)?;
@@ -558,6 +782,16 @@ impl Warehouse for DuckDb {
         }
     }
 
+    /// A local lake's files are read by DuckDB itself; an S3 lake's are streamed to it (this
+    /// build's DuckDB has no S3 reader).
+    fn reads_lake_files(&self, table_url: &url::Url) -> bool {
+        table_url.scheme() == "file"
+    }
+
+    fn use_lake_files(&mut self, files: LakeFiles) {
+        self.files = Some(files);
+    }
+
     fn load(
         &mut self,
         target: &Target,
@@ -565,8 +799,28 @@ impl Warehouse for DuckDb {
         batches: &mut (dyn Iterator<Item = Result<RecordBatch, String>> + Send),
         ledger: LedgerMove,
     ) -> Result<LoadReport, WarehouseError> {
+        // Files given are for this load only, whatever becomes of it.
+        let files = self.files.take();
+        // Rows of a warehouse table have no order, and holding them in the order read makes
+        // DuckDB's parallel inserts leave part-filled row groups that the checkpoint merges
+        // and compresses again: measured on lineitem SF1 read from the lake's files, 6.9 s and
+        // a 352 MiB database file with the order kept, 4.1 s and 188 MiB without.
+        self.exec(&target.display(), "SET preserve_insertion_order = false;")?;
         self.exec(&target.display(), "BEGIN TRANSACTION;")?;
-        let result = self.load_in_transaction(target, schema, batches, ledger);
+        let result = self.load_in_transaction(target, schema, batches, files, ledger);
+        let done = self.finish_load(target, result);
+        let _ = self.conn.execute_batch("RESET preserve_insertion_order;");
+        done
+    }
+}
+
+impl DuckDb {
+    /// Commits a load that went through (releasing the memory it freed), or rolls it back.
+    fn finish_load(
+        &mut self,
+        target: &Target,
+        result: Result<LoadReport, WarehouseError>,
+    ) -> Result<LoadReport, WarehouseError> {
         match result {
             Ok(report) => {
                 failpoint::hit(failpoint::BEFORE_WAREHOUSE_COMMIT);

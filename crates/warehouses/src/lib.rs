@@ -81,6 +81,14 @@ pub trait Warehouse: Send {
         false
     }
 
+    /// Whether a load may be handed the lake's files of `table_url` (through
+    /// [`Warehouse::use_lake_files`]) instead of batches, and reads them itself. The engine
+    /// still streams batches where only it can shape them (changes a check holds back, row
+    /// identities computed on the way).
+    fn reads_lake_files(&self, _table_url: &url::Url) -> bool {
+        self.wants_lake_files()
+    }
+
     /// The lake files of the next load.
     fn use_lake_files(&mut self, _files: LakeFiles) {}
 

@@ -164,34 +164,72 @@ impl Apply<'_> {
         if self.keys.is_empty() {
             return self.merge_rows();
         }
-        let (cols, vals, now) = (self.column_list(), self.value_list(), self.now);
-        let delete = format!(
+        self.merge_from(deletes, &format!("({})", self.latest()))
+    }
+
+    /// A query giving one boolean: whether some key repeats among the staged changes. When
+    /// none does, each staged change is its key's latest, and [`Apply::merge_unique`] does
+    /// what [`Apply::merge`] does without ranking every key's changes (a sort of the whole
+    /// stage, the most of a large first load's time).
+    pub fn keys_repeat(&self) -> String {
+        format!(
+            "SELECT EXISTS (SELECT 1 FROM {} GROUP BY {} HAVING count(*) > 1)",
+            self.stage,
+            self.key_list("")
+        )
+    }
+
+    /// [`Apply::merge`] of staged changes whose keys are all distinct. `target_empty`: the
+    /// target holds no row (created by this load, or emptied for an image), so there is
+    /// nothing to remove first.
+    pub fn merge_unique(&self, deletes: Deletes, target_empty: bool) -> String {
+        let insert = self.insert_latest(deletes, self.stage);
+        match target_empty {
+            true => format!("{insert};"),
+            false => format!("{};\n{insert};", self.delete_staged_keys()),
+        }
+    }
+
+    /// Merge of `latest`: a table or parenthesized query with each staged key's latest change.
+    fn merge_from(&self, deletes: Deletes, latest: &str) -> String {
+        format!(
+            "{};\n{};",
+            self.delete_staged_keys(),
+            self.insert_latest(deletes, latest)
+        )
+    }
+
+    /// Removes the target rows of every staged key.
+    fn delete_staged_keys(&self) -> String {
+        format!(
             "DELETE FROM {t} USING {s} AS {a} WHERE {on}",
             t = self.target,
             s = self.stage,
             a = STAGED,
             on = self.key_match(self.target, STAGED)
-        );
-        let insert = match deletes {
+        )
+    }
+
+    /// Inserts each of `latest`'s changes unless it is a delete (soft deletes: flagged).
+    fn insert_latest(&self, deletes: Deletes, latest: &str) -> String {
+        let (cols, vals, now) = (self.column_list(), self.value_list(), self.now);
+        match deletes {
             Deletes::Soft => format!(
-                "INSERT INTO {t} ({cols}, {ts}, {la}, {del}) SELECT {vals}, {ts}, {now}, {op} = 'd' FROM ({latest}) AS _sluice_m",
+                "INSERT INTO {t} ({cols}, {ts}, {la}, {del}) SELECT {vals}, {ts}, {now}, {op} = 'd' FROM {latest} AS _sluice_m",
                 t = self.target,
                 ts = q(SOURCE_TS),
                 la = q(LOADED_AT),
                 del = q(DELETED),
                 op = q(OP),
-                latest = self.latest()
             ),
             Deletes::Hard => format!(
-                "INSERT INTO {t} ({cols}, {ts}, {la}) SELECT {vals}, {ts}, {now} FROM ({latest}) AS _sluice_m WHERE {op} <> 'd'",
+                "INSERT INTO {t} ({cols}, {ts}, {la}) SELECT {vals}, {ts}, {now} FROM {latest} AS _sluice_m WHERE {op} <> 'd'",
                 t = self.target,
                 ts = q(SOURCE_TS),
                 la = q(LOADED_AT),
                 op = q(OP),
-                latest = self.latest()
             ),
-        };
-        format!("{delete};\n{insert};")
+        }
     }
 
     /// Merge without a key (DESIGN.md, Keys): the table holds each row as often as the source
