@@ -42,6 +42,17 @@ load = "{load}"
     return d
 
 
+def peers_python(env):
+    """The python of a venv with the in-process references (DuckDB, pyarrow, delta-rs),
+    created on first use."""
+    venv = os.path.join(env["SCRATCH"], "venvs", "sluice-peers")
+    if not os.path.exists(os.path.join(venv, "bin", "python")):
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q",
+                        "duckdb==2.0.0", "pyarrow==26.0.1", "deltalake==1.6.6"], check=True)
+    return os.path.join(venv, "bin", "python")
+
+
 def build():
     """The release binary and the generator, as every benchmark runs them (nothing when
     SLUICE_BIN names the binary and the generator is built)."""

@@ -21,7 +21,7 @@ Usage: BUILDS="before=/path/to/sluice after=/path/to/sluice" bench/duckdb_load.p
 """
 import json, os, subprocess, sys
 
-from common import GEN, SF1_ROWS, SHARED, SLUICE, build, lineitem_files_project
+from common import GEN, SF1_ROWS, SHARED, SLUICE, build, lineitem_files_project, peers_python
 import harness  # noqa: E402  (found through common's path)
 
 import mysql_lineitem  # noqa: E402  (the MariaDB table and its loading)
@@ -66,12 +66,7 @@ def main():
     if with_mysql:
         mysql_lineitem.ensure_lineitem(env)
         os.environ["BENCH_MY_PASS"] = "bench"
-    venv = os.path.join(env["SCRATCH"], "venvs", "sluice-peers")
-    if not os.path.exists(os.path.join(venv, "bin", "python")):
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q",
-                        "duckdb==2.0.0", "pyarrow==26.0.1", "deltalake==1.6.6"], check=True)
-    py = os.path.join(venv, "bin", "python")
+    py = peers_python(env)
     ref = os.path.join(SHARED, "peers", "ref_inproc.py")
     fingerprints = {}
 

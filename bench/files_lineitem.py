@@ -15,9 +15,9 @@ Usage: bench/files_lineitem.py            (env: RUNS=3, SCRATCH=/var/tmp/sluice-
 Needs: a release build of sluice (`cargo build --release`), python3 with venv.
 Prints one JSON line and a Markdown table; appends the line to $RESULTS/sluice_files.jsonl.
 """
-import os, subprocess, sys
+import os, subprocess
 
-from common import GEN, SF1_ROWS, SHARED, SLUICE, build, lineitem_files_project
+from common import GEN, SF1_ROWS, SHARED, SLUICE, build, lineitem_files_project, peers_python
 import harness  # noqa: E402  (found through common's path)
 
 ROWS = {"0.1": 600_572, "1": SF1_ROWS, "10": 59_986_052}
@@ -46,12 +46,7 @@ def main():
         if not os.path.exists(tbl) or (want_csv and not os.path.exists(csv)):
             harness.log(f"generating lineitem SF{sf}")
             subprocess.run([GEN, sf, tbl] + ([csv] if want_csv else []), check=True, stdout=subprocess.DEVNULL)
-    venv = os.path.join(env["SCRATCH"], "venvs", "sluice-peers")
-    if not os.path.exists(os.path.join(venv, "bin", "python")):
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q",
-                        "duckdb==2.0.0", "pyarrow==26.0.1", "deltalake==1.6.6"], check=True)
-    py = os.path.join(venv, "bin", "python")
+    py = peers_python(env)
     ref = os.path.join(SHARED, "peers", "ref_inproc.py")
 
     def tools(_env):

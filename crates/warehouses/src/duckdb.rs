@@ -35,7 +35,9 @@ use sluice_core::failpoint;
 use sluice_core::names::{identifier, quote_ident as q, quote_literal};
 
 use crate::columns::{shape_table, Columns};
-use crate::sql::{system_columns, Apply, SystemTypes, LEDGER_DDL, LEDGER_ROWS};
+use crate::sql::{
+    count_and_keys_repeat, system_columns, Apply, SystemTypes, LEDGER_DDL, LEDGER_ROWS,
+};
 use crate::{
     Exposure, LakeFiles, LedgerEntry, LedgerMove, LedgerRow, LoadReport, Target, Warehouse,
     WarehouseError,
@@ -438,7 +440,10 @@ impl DuckDb {
                 // Merge changes whose keys are all distinct straight from the files: each is
                 // its key's latest, and nothing needs staging (asking reads the keys only).
                 let unique = match target.mode == LoadMode::Merge && !keys.is_empty() {
-                    true => self.count_if_keys_distinct(&name, &files, &keys)?,
+                    true => match self.count_and_keys_repeat(&name, &files, &keys)? {
+                        (n, false) => Some(n),
+                        (_, true) => None,
+                    },
                     false => None,
                 };
                 match unique {
@@ -517,7 +522,9 @@ impl DuckDb {
             // Appended straight into the target above.
             LoadMode::Append => String::new(),
             LoadMode::Merge if direct.is_some() => apply.merge_unique(target.deletes, target_empty),
-            LoadMode::Merge if !keys.is_empty() && !self.keys_repeat(&name, &apply)? => {
+            LoadMode::Merge
+                if !keys.is_empty() && !self.count_and_keys_repeat(&name, &stage, &keys)?.1 =>
+            {
                 apply.merge_unique(target.deletes, target_empty)
             }
             LoadMode::Merge => apply.merge(target.deletes),
@@ -548,36 +555,18 @@ impl DuckDb {
         })
     }
 
-    /// How many changes `files` (a query over the lake's files) holds, when no key repeats
-    /// among them (None: some key does).
-    fn count_if_keys_distinct(
+    /// How many changes `stage` (a table or parenthesized query) holds, and whether some key
+    /// repeats among them ([`count_and_keys_repeat`]).
+    fn count_and_keys_repeat(
         &self,
         name: &str,
-        files: &str,
+        stage: &str,
         keys: &[String],
-    ) -> Result<Option<u64>, WarehouseError> {
-        let keys: Vec<String> = keys.iter().map(|k| q(k)).collect();
-        let (changes, repeat): (i64, bool) = self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT (SELECT count(*) FROM {files}), EXISTS (SELECT 1 FROM {files} GROUP BY {} HAVING count(*) > 1)",
-                    keys.join(", ")
-                ),
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|source| WarehouseError::Duckdb {
-                table: name.to_string(),
-                source,
-            })?;
-        Ok((!repeat).then_some(changes as u64))
-    }
-
-    /// Whether some key repeats among the staged changes ([`Apply::keys_repeat`]).
-    fn keys_repeat(&self, name: &str, apply: &Apply) -> Result<bool, WarehouseError> {
+    ) -> Result<(u64, bool), WarehouseError> {
         self.conn
-            .query_row(&apply.keys_repeat(), [], |r| r.get(0))
+            .query_row(&count_and_keys_repeat(stage, keys), [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
             .map_err(|source| WarehouseError::Duckdb {
                 table: name.to_string(),
                 source,

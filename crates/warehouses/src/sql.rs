@@ -84,6 +84,19 @@ pub fn missing_columns<'a>(
 /// `sluice_core::names::is_reserved`), so none can clash with a user's name.
 const STAGED: &str = "_sluice_s";
 
+/// A query giving the count of the changes in `stage` (a table or parenthesized query) and
+/// whether some key repeats among them, in one pass over the key columns. When none repeats,
+/// each change is its key's latest, and [`Apply::merge_unique`] does what [`Apply::merge`]
+/// does without ranking every key's changes (a sort of the whole stage, the most of a large
+/// first load's time).
+pub fn count_and_keys_repeat(stage: &str, keys: &[String]) -> String {
+    let keys: Vec<String> = keys.iter().map(|k| q(k)).collect();
+    format!(
+        "SELECT CAST(coalesce(sum(n), 0) AS BIGINT), coalesce(bool_or(n > 1), false) FROM (SELECT count(*) AS n FROM {stage} GROUP BY {})",
+        keys.join(", ")
+    )
+}
+
 /// One load's tables and columns, every name already mapped (not yet quoted).
 pub struct Apply<'a> {
     /// `"schema"."table"`, quoted.
@@ -165,18 +178,6 @@ impl Apply<'_> {
             return self.merge_rows();
         }
         self.merge_from(deletes, &format!("({})", self.latest()))
-    }
-
-    /// A query giving one boolean: whether some key repeats among the staged changes. When
-    /// none does, each staged change is its key's latest, and [`Apply::merge_unique`] does
-    /// what [`Apply::merge`] does without ranking every key's changes (a sort of the whole
-    /// stage, the most of a large first load's time).
-    pub fn keys_repeat(&self) -> String {
-        format!(
-            "SELECT EXISTS (SELECT 1 FROM {} GROUP BY {} HAVING count(*) > 1)",
-            self.stage,
-            self.key_list("")
-        )
     }
 
     /// [`Apply::merge`] of staged changes whose keys are all distinct. `target_empty`: the
