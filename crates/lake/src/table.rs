@@ -41,18 +41,39 @@ fn now_rfc3339() -> String {
 const STATS_COLUMNS_PROPERTY: &str = "delta.dataSkippingStatsColumns";
 
 /// Columns with file statistics: the change columns, and the first 32 source columns whose
-/// names the property can list (it is comma-separated).
+/// names the property can list (it is comma-separated) and whose values a statistic holds
+/// exactly ([`exact_in_stats`]).
 fn stats_columns(schema: &Schema) -> String {
     let names = schema.fields().iter().map(|f| f.name().as_str());
     // The partition column is in no data file.
     let change = names
         .clone()
         .filter(|n| sluice_core::change::is_change_column(n) && *n != INGEST_DATE);
-    let data = names
+    let data = schema
+        .fields()
+        .iter()
+        .filter(|f| exact_in_stats(f.data_type()))
+        .map(|f| f.name().as_str())
         .filter(|n| !sluice_core::change::is_change_column(n))
         .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
         .take(32);
     change.chain(data).collect::<Vec<_>>().join(",")
+}
+
+/// Most significant digits a decimal statistic keeps exactly: delta-rs writes decimal
+/// minimums and maximums as JSON numbers, read back as doubles.
+const EXACT_STATS_DIGITS: u8 = 15;
+
+/// Whether a column's statistics hold its values exactly. A wider decimal's would be
+/// rounded: a maximum rounded down lets a filter skip a file holding a match, and one rounded
+/// past the type's range (9999999999999999999999999999.9999999999 written as 1e+28) makes the
+/// table's file list unreadable.
+fn exact_in_stats(t: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType as T;
+    match t {
+        T::Decimal128(p, _) | T::Decimal256(p, _) => *p <= EXACT_STATS_DIGITS,
+        _ => true,
+    }
 }
 
 /// Which lake table: `changes/<source>/<table>`, `quarantine/<source>/<table>` or
@@ -512,11 +533,28 @@ impl LakeTable {
 
     /// Gives a table created before its change columns were named for statistics (a wide one
     /// loses them past the 32nd column) the property, in one metadata commit; true if it did.
+    /// A table whose property names a decimal its statistics cannot hold exactly (written
+    /// before [`exact_in_stats`]) has it taken out likewise.
     pub async fn keep_change_column_stats(&mut self) -> Result<bool, LakeError> {
-        if self.property(STATS_COLUMNS_PROPERTY).is_some() {
-            return Ok(false);
-        }
-        let columns = stats_columns(self.schema()?.as_ref());
+        let schema = self.schema()?;
+        let columns = match self.property(STATS_COLUMNS_PROPERTY) {
+            None => stats_columns(schema.as_ref()),
+            Some(listed) => {
+                let inexact = |name: &str| {
+                    schema
+                        .field_with_name(name)
+                        .is_ok_and(|f| !exact_in_stats(f.data_type()))
+                };
+                if !listed.split(',').any(inexact) {
+                    return Ok(false);
+                }
+                listed
+                    .split(',')
+                    .filter(|n| !inexact(n))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        };
         self.evolve_with(
             &[],
             Vec::new(),
@@ -968,6 +1006,19 @@ mod tests {
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field};
     use sluice_core::change::{stamp_rows, Op};
+
+    /// Statistics are kept only where they are exact: a decimal wider than a double's digits
+    /// gets none (its rounded maximum could hide a match, or overflow its type).
+    #[test]
+    fn wide_decimals_keep_no_statistics() {
+        let schema = Schema::new(vec![
+            Field::new("price", DataType::Decimal128(15, 2), true),
+            Field::new("huge", DataType::Decimal128(38, 10), true),
+            Field::new("ok", DataType::Boolean, true),
+            Field::new(SEQ, DataType::Int64, true),
+        ]);
+        assert_eq!(stats_columns(&schema), format!("{SEQ},price,ok"));
+    }
 
     /// A load's files are chosen by the commits' `_sluice_seq` statistics: a range gets the
     /// files that may hold it and no others.
