@@ -53,6 +53,18 @@ def peers_python(env):
     return os.path.join(venv, "bin", "python")
 
 
+def lineitem_csv(env):
+    """lineitem SF1 as CSV with a header (and as .tbl beside it), generated once by sluice's
+    own generator under $SCRATCH/sluice-files/sf1; returns the CSV's path."""
+    csv = os.path.join(env["SCRATCH"], "sluice-files", "sf1", "drops-csv", "20240101", "lineitem.csv")
+    if not os.path.exists(csv):
+        os.makedirs(os.path.dirname(csv), exist_ok=True)
+        tbl = csv.replace("drops-csv", "drops-tbl").replace(".csv", ".tbl")
+        os.makedirs(os.path.dirname(tbl), exist_ok=True)
+        subprocess.run([GEN, "1", tbl, csv], check=True, stdout=subprocess.DEVNULL)
+    return csv
+
+
 def build():
     """The release binary and the generator, as every benchmark runs them (nothing when
     SLUICE_BIN names the binary and the generator is built)."""

@@ -27,7 +27,7 @@ Usage: bench/mysql_lineitem.py     (env: RUNS=3, SCRATCH=/var/tmp/sluice-bench, 
 """
 import json, os, statistics, subprocess, sys, time
 
-from common import GEN, SF1_ROWS, SHARED, SLUICE, build
+from common import SF1_ROWS, SHARED, SLUICE, build, lineitem_csv
 import harness  # noqa: E402  (found through common's path)
 
 ROWS = SF1_ROWS
@@ -60,12 +60,7 @@ def ensure_lineitem(env):
     n = root(env, "SELECT count(*) FROM information_schema.tables WHERE table_schema='tpch' AND table_name='lineitem'")
     if n.strip() == "1" and root(env, "SELECT count(*) FROM tpch.lineitem").strip() == str(ROWS):
         return
-    csv = os.path.join(env["SCRATCH"], "sluice-files", "sf1", "drops-csv", "20240101", "lineitem.csv")
-    if not os.path.exists(csv):
-        os.makedirs(os.path.dirname(csv), exist_ok=True)
-        tbl = csv.replace("drops-csv", "drops-tbl").replace(".csv", ".tbl")
-        os.makedirs(os.path.dirname(tbl), exist_ok=True)
-        subprocess.run([GEN, "1", tbl, csv], check=True, stdout=subprocess.DEVNULL)
+    csv = lineitem_csv(env)
     harness.log("loading tpch.lineitem into MariaDB (binlog off for the load)")
     root(env, f"SET SESSION sql_log_bin = 0; CREATE DATABASE IF NOT EXISTS tpch; USE tpch; DROP TABLE IF EXISTS lineitem; {DDL}; "
               f"LOAD DATA LOCAL INFILE '{csv}' INTO TABLE lineitem CHARACTER SET utf8mb4 "

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use sluice_core::config::{
-    EventsConfig, FilesConfig, Mode, MongodbConfig, MysqlConfig, Nested, SourceConfig,
-    DEFAULT_DEDUPE_SECS, DEFAULT_EVENTS_BUFFER_MB, DEFAULT_MAX_DEPTH, DEFAULT_SAMPLE_DOCS,
+    EventsConfig, FilesConfig, Mode, MongodbConfig, MysqlConfig, Nested, PostgresConfig,
+    SourceConfig, DEFAULT_DEDUPE_SECS, DEFAULT_EVENTS_BUFFER_MB, DEFAULT_MAX_DEPTH,
+    DEFAULT_SAMPLE_DOCS,
 };
 use sluice_core::secret::Secret;
 use sluice_sources::events::intake::Intake;
@@ -15,6 +16,8 @@ use sluice_sources::mongodb::source::MongoSource;
 use sluice_sources::mongodb::{Mongo, Settings};
 use sluice_sources::mysql::source::MySqlSource;
 use sluice_sources::mysql::{MySql, SslMode};
+use sluice_sources::postgres::source::PgSource;
+use sluice_sources::postgres::{Pg, PgOptions};
 use sluice_sources::source::SharedSource;
 
 use crate::{EngineError, Project};
@@ -25,14 +28,11 @@ pub fn build(project: &Project, name: &str) -> Result<SharedSource, EngineError>
         SourceConfig::Files(files) => files_source(project, name, files),
         SourceConfig::Mysql(mysql) => mysql_source(project, name, mysql),
         SourceConfig::Mongodb(mongo) => mongodb_source(project, name, mongo),
+        SourceConfig::Postgres(pg) => postgres_source(project, name, pg),
         SourceConfig::Events(events) => events_source(project, name, events),
         SourceConfig::Transforms(transforms) => Ok(Arc::new(
             crate::transform::TransformSource::new(project.lake.clone(), transforms),
         )),
-        other => Err(EngineError::Usage(format!(
-            "source {name}: kind {} is not available in this build",
-            other.kind()
-        ))),
     }
 }
 
@@ -81,6 +81,26 @@ fn mysql_source(
         source = source.with_txn_buffer_bytes(mb << 20);
     }
     Ok(Arc::new(source))
+}
+
+fn postgres_source(
+    project: &Project,
+    name: &str,
+    src: &PostgresConfig,
+) -> Result<SharedSource, EngineError> {
+    let options = PgOptions {
+        url: src.url.clone(),
+        password: password_of(name, src.password.as_ref())?,
+        ssl_mode: src.ssl_mode.clone(),
+        ssl_ca: src
+            .ssl_ca
+            .as_deref()
+            .map(|p| project.config.resolve_path(p)),
+    };
+    Ok(Arc::new(PgSource::new(
+        Pg::new(name, options, src.schema()),
+        configured_tables(project, name)?,
+    )))
 }
 
 fn mongodb_source(

@@ -2,16 +2,16 @@
 //! them, through the real `sluice` binary and the capture driver, each compared value by
 //! value with the source (and with a model computed here from the changes made):
 //!
-//! | scenario                                   | MariaDB CDC | MariaDB snapshot | MongoDB CDC | files |
-//! |--------------------------------------------|:-----------:|:----------------:|:-----------:|:-----:|
-//! | types at their edges                       | ✓           | ✓                | ✓           | ✓     |
-//! | a row read by the stream equals its snapshot | ✓         |                  | ✓           |       |
-//! | inserts, updates, deletes, key changes     | ✓           | ✓                | ✓ (key change: delete + insert in a transaction) | inserts, updates |
-//! | a rolled-back transaction is absent        | ✓           |                  |             |       |
-//! | kill -9 during the first capture, resume   | ✓           | ✓                | ✓           | ✓     |
-//! | kill -9 while streaming                    | ✓           |                  | ✓           |       |
-//! | a new column (evolve)                      | ✓           | ✓                | ✓ (a new field) | ✓ |
-//! | a lost position says re-snapshot           | ✓           |                  | ✓ (tests/mongodb.rs) |  |
+//! | scenario                                   | MariaDB CDC | MariaDB snapshot | PostgreSQL snapshot | MongoDB CDC | files |
+//! |--------------------------------------------|:-----------:|:----------------:|:-------------------:|:-----------:|:-----:|
+//! | types at their edges                       | ✓           | ✓                | ✓                   | ✓           | ✓     |
+//! | a row read by the stream equals its snapshot | ✓         |                  |                     | ✓           |       |
+//! | inserts, updates, deletes, key changes     | ✓           | ✓                | ✓                   | ✓ (key change: delete + insert in a transaction) | inserts, updates |
+//! | a rolled-back transaction is absent        | ✓           |                  |                     |             |       |
+//! | kill -9 during the first capture, resume   | ✓           | ✓                | ✓                   | ✓           | ✓     |
+//! | kill -9 while streaming                    | ✓           |                  |                     | ✓           |       |
+//! | a new column (evolve)                      | ✓           | ✓                | ✓                   | ✓ (a new field) | ✓ |
+//! | a lost position says re-snapshot           | ✓           |                  |                     | ✓ (tests/mongodb.rs) |  |
 //!
 //! A new source adds a fixture (how to create the table, change it and configure sluice for
 //! it) and inherits the scenarios its capabilities allow.
@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use common::mariadb::MariaDb;
 use common::mongo::MongoServer;
+use common::postgres::PgServer;
 use common::{s, table_of, Sandbox};
 
 type Rows = Vec<Vec<Option<String>>>;
@@ -350,6 +351,228 @@ impl Maria {
                 r.join(", ")
             ));
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL snapshots: `t (id int8 PRIMARY KEY, name text, amount numeric(12,2), day date)`
+// in database `wh` of a private server.
+
+struct Postgres {
+    pg: PgServer,
+}
+
+/// A PostgreSQL string literal (standard strings: only the quote is doubled).
+fn pg_literal(v: &Option<String>) -> String {
+    match v {
+        None => "NULL".into(),
+        Some(t) => format!("'{}'", t.replace('\'', "''")),
+    }
+}
+
+fn pg_values(r: &Row) -> String {
+    format!(
+        "({}, {}, {}, '{}')",
+        r.id,
+        pg_literal(&r.name),
+        r.amount,
+        r.day
+    )
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        Postgres {
+            pg: PgServer::start(None),
+        }
+    }
+
+    fn sql(&self, sql: &str) {
+        self.pg.sql("wh", sql);
+    }
+
+    fn insert_edges(&self, edges: &Edges, after: usize) {
+        for (i, r) in edges.rows.iter().enumerate() {
+            self.sql(&format!(
+                "INSERT INTO e VALUES ({}, {})",
+                after + i + 1,
+                r.join(", ")
+            ));
+        }
+    }
+}
+
+impl Fixture for Postgres {
+    fn label(&self) -> &'static str {
+        "PostgreSQL snapshot"
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            stream: false,
+            deletes: true,
+            before_images: false,
+        }
+    }
+
+    fn config(&self, load: &str, extra: &str) -> String {
+        // No stream, so no batches to size.
+        let extra: Vec<&str> = extra
+            .lines()
+            .filter(|l| !l.starts_with("batch_max_rows"))
+            .collect();
+        format!(
+            "[sources.s]\nkind = \"postgres\"\nurl = \"{}\"\npassword = {{ file = \"{}\" }}\nload = {load}\n{}\n",
+            self.pg.url(),
+            self.pg.dir.join("pw").display(),
+            extra.join("\n")
+        )
+    }
+
+    fn create(&mut self, _: &Sandbox, rows: &[Row]) {
+        self.sql(
+            "CREATE TABLE t (id int8 PRIMARY KEY, name text, amount numeric(12,2) NOT NULL, \
+             day date NOT NULL)",
+        );
+        for chunk in rows.chunks(5000) {
+            let v: Vec<String> = chunk.iter().map(pg_values).collect();
+            self.sql(&format!("INSERT INTO t VALUES {}", v.join(",")));
+        }
+    }
+
+    fn apply(&mut self, _: &Sandbox, changes: &[Change]) {
+        let mut sql = String::from("BEGIN;\n");
+        for c in changes {
+            sql += &match c {
+                Change::Insert(r) => format!("INSERT INTO t VALUES {};\n", pg_values(r)),
+                Change::Update(r) => format!(
+                    "UPDATE t SET name = {}, amount = {}, day = '{}' WHERE id = {};\n",
+                    pg_literal(&r.name),
+                    r.amount,
+                    r.day,
+                    r.id
+                ),
+                Change::Delete(id) => format!("DELETE FROM t WHERE id = {id};\n"),
+                Change::Rekey(from, r) => format!(
+                    "UPDATE t SET id = {}, name = {}, amount = {}, day = '{}' WHERE id = {from};\n",
+                    r.id,
+                    pg_literal(&r.name),
+                    r.amount,
+                    r.day
+                ),
+            };
+        }
+        sql += "COMMIT;";
+        self.sql(&sql);
+    }
+
+    fn add_note(&mut self, _: &Sandbox, rows: &[(Row, String)]) {
+        self.sql("ALTER TABLE t ADD COLUMN note varchar(50)");
+        let v: Vec<String> = rows
+            .iter()
+            .map(|(r, note)| {
+                format!(
+                    "({}, {}, {}, '{}', '{note}')",
+                    r.id,
+                    pg_literal(&r.name),
+                    r.amount,
+                    r.day
+                )
+            })
+            .collect();
+        self.sql(&format!(
+            "INSERT INTO t (id, name, amount, day, note) VALUES {}",
+            v.join(",")
+        ));
+    }
+
+    fn source_rows(&self, columns: &str) -> Option<Rows> {
+        Some(
+            self.pg
+                .rows(&format!("SELECT {columns} FROM t ORDER BY id")),
+        )
+    }
+
+    fn edges(&self) -> Edges {
+        Edges {
+            columns: vec![
+                ("i2", "int2"),
+                ("i64", "int8"),
+                ("big_dec", "numeric(38,10)"),
+                ("f", "float8"),
+                ("d", "date"),
+                ("ts", "timestamp(6)"),
+                ("txt", "text"),
+                ("b", "bool"),
+            ],
+            rows: vec![
+                vec![
+                    "-32768",
+                    "-9223372036854775808",
+                    "-9999999999999999999999999999.9999999999",
+                    "-1.7976931348623157e308",
+                    "'0001-01-01'",
+                    "'0001-01-01 00:00:00.000001'",
+                    "''",
+                    "true",
+                ],
+                vec![
+                    "32767",
+                    "9223372036854775807",
+                    "9999999999999999999999999999.9999999999",
+                    "2.2250738585072014e-308",
+                    "'9999-12-31'",
+                    "'9999-12-31 23:59:59.999999'",
+                    "'ünï 😀 \"q\" '' \\ end'",
+                    "false",
+                ],
+                vec!["NULL"; 8],
+            ],
+            expected: vec![
+                vec![
+                    s("-32768"),
+                    s("-9223372036854775808"),
+                    s("-9999999999999999999999999999.9999999999"),
+                    s("-1.7976931348623157e+308"),
+                    s("0001-01-01"),
+                    s("0001-01-01 00:00:00.000001"),
+                    s(""),
+                    s("true"),
+                ],
+                vec![
+                    s("32767"),
+                    s("9223372036854775807"),
+                    s("9999999999999999999999999999.9999999999"),
+                    s("2.2250738585072014e-308"),
+                    s("9999-12-31"),
+                    s("9999-12-31 23:59:59.999999"),
+                    s("ünï 😀 \"q\" ' \\ end"),
+                    s("false"),
+                ],
+                vec![None; 8],
+            ],
+        }
+    }
+
+    fn edges_config(&self) -> String {
+        self.config("\"merge\"", "")
+    }
+
+    fn create_edges(&mut self, _: &Sandbox, edges: &Edges) {
+        let cols: Vec<String> = edges
+            .columns
+            .iter()
+            .map(|(n, t)| format!("{n} {t}"))
+            .collect();
+        self.sql(&format!(
+            "CREATE TABLE e (id int4 PRIMARY KEY, {})",
+            cols.join(", ")
+        ));
+        self.insert_edges(edges, 0);
+    }
+
+    fn tuned(&self) -> bool {
+        true
     }
 }
 
@@ -1153,6 +1376,14 @@ fn mongodb_cdc_conforms() {
     every_change_kind(Mongo::start());
     a_new_column(Mongo::start());
     kill_9_and_resume(Mongo::start());
+}
+
+#[test]
+fn postgres_snapshot_conforms() {
+    types_at_their_edges(Postgres::start());
+    every_change_kind(Postgres::start());
+    a_new_column(Postgres::start());
+    kill_9_and_resume(Postgres::start());
 }
 
 #[test]

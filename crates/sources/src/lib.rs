@@ -14,6 +14,7 @@ pub mod events;
 pub mod files;
 pub mod mongodb;
 pub mod mysql;
+pub mod postgres;
 pub mod source;
 pub mod values;
 

@@ -15,7 +15,6 @@ pub mod duckdb;
 mod error;
 pub mod expose;
 pub mod pgcopy;
-mod pgtls;
 pub mod postgres;
 pub mod redshift;
 pub mod sql;

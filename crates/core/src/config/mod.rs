@@ -21,6 +21,7 @@ mod events;
 mod files;
 mod mongodb;
 mod mysql;
+mod postgres;
 mod redshift_iam;
 mod reports;
 mod source;
@@ -34,9 +35,10 @@ pub use events::{
 pub use files::FilesConfig;
 pub use mongodb::{MongodbConfig, DEFAULT_SAMPLE_DOCS};
 pub use mysql::MysqlConfig;
+pub use postgres::PostgresConfig;
 pub use redshift_iam::{Endpoint as RedshiftEndpoint, IamAuth as RedshiftIamAuth};
 pub use reports::{OutputFile, ReportConfig, DEFAULT_REPORT_SCHEDULE};
-pub use source::{OnPositionLost, Shared, SourceConfig, Tuning, Unbuilt};
+pub use source::{OnPositionLost, Shared, SourceConfig, Tuning};
 pub use transforms::{
     TransformConfig, TransformsConfig, DEFAULT_TRANSFORM_POLL_SECS, TRANSFORMS_SOURCE,
 };
@@ -308,6 +310,83 @@ fn database_url_errors(url: &str, schemes: &[&str], example: &str) -> Vec<(&'sta
         }
         _ => vec![("url", format!("must look like {example}/database"))],
     }
+}
+
+/// What [`database_source_errors`] checks of a database source.
+pub(super) struct DatabaseChecks<'a> {
+    /// The kind, for messages (`MySQL`).
+    pub kind: &'static str,
+    pub mode: Mode,
+    pub cursor: Option<&'a String>,
+    pub load: Option<&'a LoadSpec>,
+    pub tables: Option<&'a Tables>,
+    pub snapshot_parallelism: Option<usize>,
+    pub chunk_rows: Option<u64>,
+}
+
+/// The checks every database source shares: sizes of at least 1, tables named one by one, a
+/// cursor for each table of an incremental read and none otherwise, replace by snapshot only.
+/// `cursors` are the configured tables' cursor columns (None: a table without one).
+pub(super) fn database_source_errors(
+    c: DatabaseChecks,
+    cursors: &[(String, Option<String>)],
+) -> Vec<(String, String)> {
+    let mut errs = Vec::new();
+    let mut err = |key: &str, message: String| errs.push((key.to_string(), message));
+    if c.snapshot_parallelism == Some(0) {
+        err("snapshot_parallelism", "must be at least 1".into());
+    }
+    if c.chunk_rows == Some(0) {
+        err("chunk_rows", "must be at least 1".into());
+    }
+    let names: Vec<&String> = match c.tables {
+        Some(Tables::List(l)) => l.iter().collect(),
+        Some(Tables::Map(m)) => m.keys().collect(),
+        None => Vec::new(),
+    };
+    if let Some(p) = names.iter().find(|n| crate::pattern::is_pattern(n)) {
+        err(
+            "tables",
+            format!(
+                "`{p}`: name patterns select MongoDB collections; name {} tables one by one",
+                c.kind
+            ),
+        );
+    }
+    for (table, cursor) in cursors {
+        if c.mode == Mode::Incremental && cursor.is_none() {
+            err(
+                "cursor",
+                format!("mode = \"incremental\" needs a cursor column for table `{table}` (cursor = \"updated_at\")"),
+            );
+        }
+    }
+    if c.mode != Mode::Incremental && c.cursor.is_some() {
+        err(
+            "cursor",
+            "only mode = \"incremental\" reads by a cursor column".into(),
+        );
+    }
+    // Replace makes a table the last complete image of the source table: a snapshot run.
+    // Incremental reads and CDC bring changes, never a whole table.
+    let replaces = |l: Option<&LoadSpec>| l.is_some_and(|l| l.modes().contains(&LoadMode::Replace));
+    let table_replaces = match c.tables {
+        Some(Tables::Map(m)) => m.values().any(|t| replaces(t.load.as_ref())),
+        _ => false,
+    };
+    if c.mode != Mode::Snapshot && (replaces(c.load) || table_replaces) {
+        err(
+            "load",
+            format!(
+                "load = \"replace\" rebuilds a table from each complete snapshot, but mode = \"{}\" brings changes, not whole tables: use mode = \"snapshot\", or merge, append or history",
+                match c.mode {
+                    Mode::Cdc => "cdc",
+                    _ => "incremental",
+                }
+            ),
+        );
+    }
+    errs
 }
 
 /// Settings of a warehouse reached by PostgreSQL's protocol: the URL's shape (one of
@@ -1261,13 +1340,12 @@ impl Config {
                         .map(|s| (s.table.clone(), s.cursor.clone()))
                         .collect::<Vec<_>>(),
                 ),
-                other => vec![(
-                    "kind".to_string(),
-                    format!(
-                        "source kind `{}` is not available in this build yet (files, mysql, mongodb and events are)",
-                        other.kind()
-                    ),
-                )],
+                SourceConfig::Postgres(c) => c.validate(
+                    &specs
+                        .iter()
+                        .map(|s| (s.table.clone(), s.cursor.clone()))
+                        .collect::<Vec<_>>(),
+                ),
             };
             for (key, message) in kind_errors {
                 err(f(&key), message);
@@ -1520,6 +1598,7 @@ impl Config {
             let (field, secret) = match source {
                 SourceConfig::Mysql(m) => ("password", &m.password),
                 SourceConfig::Mongodb(m) => ("password", &m.password),
+                SourceConfig::Postgres(p) => ("password", &p.password),
                 SourceConfig::Events(e) => ("token", &e.token),
                 _ => continue,
             };

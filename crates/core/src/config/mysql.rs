@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::OnPositionLost;
-use super::{database_url_errors, Deletes, LoadMode, LoadSpec, Mode, SchemaChangesSpec, Tables};
+use super::{
+    database_source_errors, database_url_errors, DatabaseChecks, Deletes, LoadSpec, Mode,
+    SchemaChangesSpec, Tables,
+};
 use crate::secret::Secret;
 
 #[derive(Debug, Deserialize)]
@@ -100,27 +103,8 @@ impl MysqlConfig {
                 format!("`{other}` is not one of disabled, preferred, required, verify_ca, verify_identity"),
             ),
         }
-        if self.snapshot_parallelism == Some(0) {
-            err("snapshot_parallelism", "must be at least 1".into());
-        }
-        if self.chunk_rows == Some(0) {
-            err("chunk_rows", "must be at least 1".into());
-        }
         if self.batch_max_rows == Some(0) {
             err("batch_max_rows", "must be at least 1".into());
-        }
-        let names: Vec<&String> = match &self.tables {
-            Some(Tables::List(l)) => l.iter().collect(),
-            Some(Tables::Map(m)) => m.keys().collect(),
-            None => Vec::new(),
-        };
-        if let Some(p) = names.iter().find(|n| crate::pattern::is_pattern(n)) {
-            err(
-                "tables",
-                format!(
-                    "`{p}`: name patterns select MongoDB collections; name MySQL tables one by one"
-                ),
-            );
         }
         for (table, query) in self.queries() {
             let field = format!("tables.{table}.query");
@@ -136,43 +120,18 @@ impl MysqlConfig {
         if self.txn_buffer_mb == Some(0) {
             err("txn_buffer_mb", "must be at least 1".into());
         }
-        let mode = self.mode();
-        for (table, cursor) in cursors {
-            if mode == Mode::Incremental && cursor.is_none() {
-                err(
-                    "cursor",
-                    format!("mode = \"incremental\" needs a cursor column for table `{table}` (cursor = \"updated_at\")"),
-                );
-            }
-        }
-        if mode != Mode::Incremental && self.cursor.is_some() {
-            err(
-                "cursor",
-                "only mode = \"incremental\" reads by a cursor column".into(),
-            );
-        }
-        // Replace makes a table the last complete image of the source table: a snapshot run.
-        // Incremental reads and CDC bring changes, never a whole table.
-        let replaces = |l: &Option<LoadSpec>| {
-            l.as_ref()
-                .is_some_and(|l| l.modes().contains(&LoadMode::Replace))
-        };
-        let table_replaces = match &self.tables {
-            Some(Tables::Map(m)) => m.values().any(|t| replaces(&t.load)),
-            _ => false,
-        };
-        if mode != Mode::Snapshot && (replaces(&self.load) || table_replaces) {
-            err(
-                "load",
-                format!(
-                    "load = \"replace\" rebuilds a table from each complete snapshot, but mode = \"{}\" brings changes, not whole tables: use mode = \"snapshot\", or merge, append or history",
-                    match mode {
-                        Mode::Cdc => "cdc",
-                        _ => "incremental",
-                    }
-                ),
-            );
-        }
+        errs.extend(database_source_errors(
+            DatabaseChecks {
+                kind: "MySQL",
+                mode: self.mode(),
+                cursor: self.cursor.as_ref(),
+                load: self.load.as_ref(),
+                tables: self.tables.as_ref(),
+                snapshot_parallelism: self.snapshot_parallelism,
+                chunk_rows: self.chunk_rows,
+            },
+            cursors,
+        ));
         errs
     }
 }

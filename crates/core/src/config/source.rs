@@ -1,14 +1,13 @@
 //! `[sources.NAME]`: one struct per connector, chosen by `kind` (as warehouses are). Adding a
 //! source adds its module here, a variant, and one arm in [`SourceConfig::shared`].
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use super::events::EventsConfig;
 use super::files::FilesConfig;
 use super::mongodb::MongodbConfig;
 use super::mysql::MysqlConfig;
+use super::postgres::PostgresConfig;
 use super::transforms::{TransformsConfig, TRANSFORMS_SOURCE};
 use super::{Deletes, LoadSpec, Mode, SchemaChangesSpec, Tables};
 use crate::schedule::Schedule;
@@ -19,19 +18,13 @@ pub enum SourceConfig {
     Files(FilesConfig),
     Mysql(MysqlConfig),
     Mongodb(MongodbConfig),
-    /// Kinds the contract names that this build does not have yet: refused by validation,
-    /// naming the kind.
-    Postgres(Unbuilt),
+    Postgres(PostgresConfig),
     Events(EventsConfig),
     /// `[transforms.NAME]` sections, gathered as one source (never a `kind` of
     /// `[sources.NAME]`).
     #[serde(skip)]
     Transforms(TransformsConfig),
 }
-
-/// The settings of a source kind this build does not have, kept unread.
-#[derive(Debug, Deserialize)]
-pub struct Unbuilt(pub BTreeMap<String, toml::Value>);
 
 /// What every source kind takes alike: where its tables go and how they load.
 #[derive(Debug, Default, Clone, Copy)]
@@ -165,6 +158,15 @@ macro_rules! tuning {
     };
 }
 
+/// A PostgreSQL source's sizes: snapshots only (it has no stream yet).
+fn pg_tuning(c: &PostgresConfig) -> Tuning {
+    Tuning {
+        snapshot_parallelism: c.snapshot_parallelism,
+        chunk_rows: c.chunk_rows,
+        ..Tuning::default()
+    }
+}
+
 impl SourceConfig {
     /// The kind, as `kind = "..."` writes it.
     pub fn kind(&self) -> &'static str {
@@ -185,6 +187,7 @@ impl SourceConfig {
                 shared!(c, c.cursor.as_ref(), tuning!(c, c.position_warn_files))
             }
             SourceConfig::Mongodb(c) => shared!(c, None, tuning!(c, None)),
+            SourceConfig::Postgres(c) => shared!(c, c.cursor.as_ref(), pg_tuning(c)),
             // Its tables are a plain list (no sections), and it has no trigger.
             SourceConfig::Events(c) => Shared {
                 warehouse: c.warehouse.as_ref(),
@@ -223,7 +226,6 @@ impl SourceConfig {
                 },
                 ..Shared::default()
             },
-            SourceConfig::Postgres(_) => Shared::default(),
         }
     }
 
@@ -232,6 +234,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Mysql(c) => c.mode(),
             SourceConfig::Mongodb(c) => c.mode(),
+            SourceConfig::Postgres(c) => c.mode(),
             SourceConfig::Events(c) => c.mode(),
             SourceConfig::Transforms(c) => c.mode(),
             _ => Mode::Snapshot,
@@ -291,6 +294,13 @@ impl SourceConfig {
         }
     }
 
+    pub fn as_postgres(&self) -> Option<&PostgresConfig> {
+        match self {
+            SourceConfig::Postgres(c) => Some(c),
+            _ => None,
+        }
+    }
+
     pub fn as_mysql(&self) -> Option<&MysqlConfig> {
         match self {
             SourceConfig::Mysql(c) => Some(c),
@@ -320,7 +330,7 @@ pub(super) fn strip_unknown_keys(src: &mut toml::Table) -> Vec<(String, String)>
             .and_then(|k| k.as_str())
             .unwrap_or("?")
             .to_string();
-        let takers: Vec<&str> = ["files", "mysql", "mongodb", "events"]
+        let takers: Vec<&str> = ["files", "mysql", "postgres", "mongodb", "events"]
             .into_iter()
             .filter(|other| *other != kind)
             .filter(|other| {

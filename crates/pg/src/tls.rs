@@ -1,4 +1,4 @@
-//! TLS for the PostgreSQL warehouse through rustls, with libpq's `sslmode` meanings:
+//! TLS for PostgreSQL connections through rustls, with libpq's `sslmode` meanings:
 //! `prefer`/`require` encrypt without checking the certificate, `verify-ca` checks the chain
 //! against the CA file, `verify-full` checks the chain and that the certificate names the host.
 
