@@ -16,6 +16,7 @@ pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
 pub mod source;
+pub mod typed;
 pub mod values;
 
 pub use error::SourceError;

@@ -492,6 +492,18 @@ pub trait Source: Send + Sync {
 /// A shared source.
 pub type SharedSource = Arc<dyn Source>;
 
+/// What `sluice check` adds about tables without a primary key (`names`), if any.
+pub fn keyless_note<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.into_iter().collect();
+    match names.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; no primary key (loaded in append mode unless primary_key is set): {}",
+            names.join(", ")
+        ),
+    }
+}
+
 fn unsupported(source: &str, what: &str) -> SourceError {
     SourceError::Config {
         source_name: source.to_string(),

@@ -4,19 +4,15 @@
 //! row lands with identical values whichever way it was read.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, Int8Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
-};
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use chrono::NaiveDate;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::Value;
 
 use super::columns::{arrow_schema, ColumnDef, Kind};
+use crate::typed::{append, fits, Builder, Cell};
 use crate::values::parse_decimal;
 
 /// Where a value was read: its shape depends on it.
@@ -28,87 +24,6 @@ pub enum Origin {
     Binlog,
 }
 
-enum Builder {
-    I8(Int8Builder),
-    I16(Int16Builder),
-    I32(Int32Builder),
-    I64(Int64Builder),
-    Dec(Decimal128Builder),
-    F32(Float32Builder),
-    F64(Float64Builder),
-    Bool(BooleanBuilder),
-    Str(StringBuilder),
-    Bin(BinaryBuilder),
-    Date(Date32Builder),
-    Ts(TimestampMicrosecondBuilder),
-}
-
-impl Builder {
-    fn for_kind(kind: &Kind) -> Builder {
-        match kind {
-            Kind::Int { bits: 8, .. } => Builder::I8(Int8Builder::new()),
-            Kind::Int { bits: 16, .. } | Kind::Year => Builder::I16(Int16Builder::new()),
-            Kind::Int { bits: 32, .. } => Builder::I32(Int32Builder::new()),
-            Kind::Int { .. } => Builder::I64(Int64Builder::new()),
-            Kind::UnsignedBig => {
-                Builder::Dec(Decimal128Builder::new().with_data_type(kind.arrow_type()))
-            }
-            Kind::Decimal { .. } => {
-                Builder::Dec(Decimal128Builder::new().with_data_type(kind.arrow_type()))
-            }
-            Kind::Float => Builder::F32(Float32Builder::new()),
-            Kind::Double => Builder::F64(Float64Builder::new()),
-            Kind::Bool => Builder::Bool(BooleanBuilder::new()),
-            Kind::Bits { .. } | Kind::FixedBinary { .. } | Kind::Binary | Kind::Geometry => {
-                Builder::Bin(BinaryBuilder::new())
-            }
-            Kind::WideDecimal
-            | Kind::Text { .. }
-            | Kind::Json
-            | Kind::Enum { .. }
-            | Kind::Set { .. }
-            | Kind::Time { .. } => Builder::Str(StringBuilder::new()),
-            Kind::Date => Builder::Date(Date32Builder::new()),
-            Kind::DateTime => Builder::Ts(TimestampMicrosecondBuilder::new()),
-            Kind::Timestamp => Builder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
-        }
-    }
-
-    fn null(&mut self) {
-        match self {
-            Builder::I8(b) => b.append_null(),
-            Builder::I16(b) => b.append_null(),
-            Builder::I32(b) => b.append_null(),
-            Builder::I64(b) => b.append_null(),
-            Builder::Dec(b) => b.append_null(),
-            Builder::F32(b) => b.append_null(),
-            Builder::F64(b) => b.append_null(),
-            Builder::Bool(b) => b.append_null(),
-            Builder::Str(b) => b.append_null(),
-            Builder::Bin(b) => b.append_null(),
-            Builder::Date(b) => b.append_null(),
-            Builder::Ts(b) => b.append_null(),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Builder::I8(b) => Arc::new(b.finish()),
-            Builder::I16(b) => Arc::new(b.finish()),
-            Builder::I32(b) => Arc::new(b.finish()),
-            Builder::I64(b) => Arc::new(b.finish()),
-            Builder::Dec(b) => Arc::new(b.finish()),
-            Builder::F32(b) => Arc::new(b.finish()),
-            Builder::F64(b) => Arc::new(b.finish()),
-            Builder::Bool(b) => Arc::new(b.finish()),
-            Builder::Str(b) => Arc::new(b.finish()),
-            Builder::Bin(b) => Arc::new(b.finish()),
-            Builder::Date(b) => Arc::new(b.finish()),
-            Builder::Ts(b) => Arc::new(b.finish()),
-        }
-    }
-}
-
 /// A row sluice could not convert, for the quarantine: the column to blame, why, and the
 /// row's values as SQL literals. Snapshot and binlog rows are refused by the same rules.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -118,22 +33,6 @@ pub struct RowReject {
     pub column_type: String,
     pub message: String,
     pub raw: String,
-}
-
-/// A converted value, before it goes into its builder; text and bytes borrow the row's
-/// value where they can (the builder copies them once).
-enum Cell<'a> {
-    Null,
-    /// A zero date or time: NULL, counted.
-    Zero,
-    I(i64),
-    D(i128),
-    F(f64),
-    B(bool),
-    S(Cow<'a, str>),
-    Bytes(Cow<'a, [u8]>),
-    Days(i32),
-    Micros(i64),
 }
 
 /// Builds one table's rows column by column.
@@ -157,7 +56,10 @@ impl RowsBuilder {
     pub fn new(defs: &[ColumnDef]) -> RowsBuilder {
         let kinds: Vec<Kind> = defs.iter().map(ColumnDef::kind).collect();
         RowsBuilder {
-            builders: kinds.iter().map(Builder::for_kind).collect(),
+            builders: kinds
+                .iter()
+                .map(|k| Builder::for_type(&k.arrow_type()))
+                .collect(),
             kinds,
             defs: defs.to_vec(),
             schema: arrow_schema(defs),
@@ -213,7 +115,7 @@ impl RowsBuilder {
                 let cell = convert(&self.kinds[i], v, origin)
                     .and_then(|c| fits(&self.builders[i], c))
                     .and_then(|c| match c {
-                        Cell::Null | Cell::Zero if self.keys.contains(&i) => {
+                        Cell::Null | Cell::NoEquivalent if self.keys.contains(&i) => {
                             Err("NULL in a key column (merge cannot place the row)".to_string())
                         }
                         c => Ok(c),
@@ -225,7 +127,7 @@ impl RowsBuilder {
         }
         for cells in converted {
             for (i, cell) in cells.into_iter().enumerate() {
-                if matches!(cell, Cell::Zero) {
+                if matches!(cell, Cell::NoEquivalent) {
                     self.zero_dates += 1;
                 }
                 append(&mut self.builders[i], cell);
@@ -320,7 +222,7 @@ pub fn key_ordinal(kind: &Kind, v: &Value, origin: Origin) -> Option<i128> {
         }
         (Kind::Timestamp | Kind::Decimal { .. }, _) => match convert(kind, v, origin).ok()? {
             Cell::Micros(m) => Some(m as i128),
-            Cell::Zero => Some(0),
+            Cell::NoEquivalent => Some(0),
             Cell::D(d) => Some(d),
             _ => None,
         },
@@ -384,52 +286,6 @@ pub fn unpack_datetime(v: i128) -> Value {
 /// An integer key value as the server returned it (a plan's MIN or MAX), any signedness.
 pub fn key_integer(v: &Value) -> Option<i128> {
     (*v != Value::NULL).then(|| integer(v).ok()).flatten()
-}
-
-/// `cell` as its column's builder takes it (integers narrowed), or why it does not fit.
-fn fits<'a>(b: &Builder, cell: Cell<'a>) -> Result<Cell<'a>, String> {
-    fn range(v: i64, min: i64, max: i64) -> Result<(), String> {
-        (min..=max)
-            .contains(&v)
-            .then_some(())
-            .ok_or_else(|| format!("{v} is out of range"))
-    }
-    match (b, &cell) {
-        (_, Cell::Null | Cell::Zero) => {}
-        (Builder::I8(_), Cell::I(v)) => range(*v, i8::MIN as i64, i8::MAX as i64)?,
-        (Builder::I16(_), Cell::I(v)) => range(*v, i16::MIN as i64, i16::MAX as i64)?,
-        (Builder::I32(_), Cell::I(v)) => range(*v, i32::MIN as i64, i32::MAX as i64)?,
-        (Builder::I64(_), Cell::I(_))
-        | (Builder::Dec(_), Cell::D(_))
-        | (Builder::F32(_) | Builder::F64(_), Cell::F(_))
-        | (Builder::Bool(_), Cell::B(_))
-        | (Builder::Str(_), Cell::S(_))
-        | (Builder::Bin(_), Cell::Bytes(_))
-        | (Builder::Date(_), Cell::Days(_))
-        | (Builder::Ts(_), Cell::Micros(_)) => {}
-        _ => return Err("value does not fit the column's Arrow type".into()),
-    }
-    Ok(cell)
-}
-
-/// Appends a converted value that [`fits`] its column's builder.
-fn append(b: &mut Builder, cell: Cell) {
-    match (b, cell) {
-        (b, Cell::Null | Cell::Zero) => b.null(),
-        (Builder::I8(b), Cell::I(v)) => b.append_value(v as i8),
-        (Builder::I16(b), Cell::I(v)) => b.append_value(v as i16),
-        (Builder::I32(b), Cell::I(v)) => b.append_value(v as i32),
-        (Builder::I64(b), Cell::I(v)) => b.append_value(v),
-        (Builder::Dec(b), Cell::D(v)) => b.append_value(v),
-        (Builder::F32(b), Cell::F(v)) => b.append_value(v as f32),
-        (Builder::F64(b), Cell::F(v)) => b.append_value(v),
-        (Builder::Bool(b), Cell::B(v)) => b.append_value(v),
-        (Builder::Str(b), Cell::S(v)) => b.append_value(v),
-        (Builder::Bin(b), Cell::Bytes(v)) => b.append_value(v),
-        (Builder::Date(b), Cell::Days(v)) => b.append_value(v),
-        (Builder::Ts(b), Cell::Micros(v)) => b.append_value(v),
-        _ => unreachable!("checked by fits"),
-    }
 }
 
 fn text(v: &Value) -> Result<Cow<'_, [u8]>, String> {
@@ -620,24 +476,26 @@ fn convert<'a>(kind: &Kind, v: &'a Value, origin: Origin) -> Result<Cell<'a>, St
             })
         }
         Kind::Date => match v {
-            Value::Date(y, m, d, ..) => days(*y, *m, *d).map(Cell::Days).unwrap_or(Cell::Zero),
+            Value::Date(y, m, d, ..) => days(*y, *m, *d)
+                .map(Cell::Days)
+                .unwrap_or(Cell::NoEquivalent),
             other => return Err(format!("unexpected DATE value {other:?}")),
         },
         Kind::DateTime => match v {
             Value::Date(y, mo, d, h, mi, s, us) => micros(*y, *mo, *d, *h, *mi, *s, *us)
                 .map(Cell::Micros)
-                .unwrap_or(Cell::Zero),
+                .unwrap_or(Cell::NoEquivalent),
             other => return Err(format!("unexpected DATETIME value {other:?}")),
         },
         Kind::Timestamp => match v {
             // Read with the session in UTC.
             Value::Date(y, mo, d, h, mi, s, us) => micros(*y, *mo, *d, *h, *mi, *s, *us)
                 .map(Cell::Micros)
-                .unwrap_or(Cell::Zero),
+                .unwrap_or(Cell::NoEquivalent),
             Value::Bytes(b) => epoch_text_micros(b)?
                 .map(Cell::Micros)
-                .unwrap_or(Cell::Zero),
-            Value::Int(0) => Cell::Zero,
+                .unwrap_or(Cell::NoEquivalent),
+            Value::Int(0) => Cell::NoEquivalent,
             Value::Int(sec) => Cell::Micros(sec * 1_000_000),
             other => return Err(format!("unexpected TIMESTAMP value {other:?}")),
         },
@@ -723,7 +581,7 @@ mod tests {
         let d = kind("date", "date");
         assert!(matches!(
             convert(&d, &Value::Date(0, 0, 0, 0, 0, 0, 0), Origin::Query),
-            Ok(Cell::Zero)
+            Ok(Cell::NoEquivalent)
         ));
     }
 

@@ -222,17 +222,12 @@ impl Source for MySqlSource {
                 detail += &format!(" (GTID {g})");
             }
         }
-        let keyless: Vec<&str> = tables
-            .iter()
-            .filter(|t| t.primary_key.is_empty())
-            .map(|t| t.name.as_str())
-            .collect();
-        if !keyless.is_empty() {
-            detail += &format!(
-                "; no primary key (loaded in append mode unless primary_key is set): {}",
-                keyless.join(", ")
-            );
-        }
+        detail += &crate::source::keyless_note(
+            tables
+                .iter()
+                .filter(|t| t.primary_key.is_empty())
+                .map(|t| t.name.as_str()),
+        );
         let _ = conn.disconnect().await;
         Ok(detail)
     }

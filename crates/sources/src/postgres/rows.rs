@@ -1,17 +1,14 @@
 //! Binary COPY rows into Arrow batches, one row at a time and all or nothing: a row whose any
 //! value does not convert adds nothing and is kept, with the reason, for the quarantine.
 
-use std::sync::Arc;
+use std::borrow::Cow;
 
-use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
-};
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use tokio_postgres::types::{FromSql, Type};
 
 use super::columns::{arrow_schema, ColumnDef, Kind};
+use crate::typed::{append, Builder, Cell};
 use crate::values::parse_decimal;
 use sluice_core::reject::Reject;
 
@@ -33,22 +30,6 @@ impl<'a> FromSql<'a> for Raw<'a> {
     }
 }
 
-/// A decoded value, before it goes into its builder.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Cell<'a> {
-    Null,
-    /// ±infinity dates and timestamps: no Arrow value holds them; NULL, counted.
-    NoEquivalent,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Dec(i128),
-    Str(&'a str),
-    Bytes(&'a [u8]),
-    Days(i32),
-    Micros(i64),
-}
-
 fn fixed<const N: usize>(raw: &[u8]) -> Result<[u8; N], String> {
     raw.try_into()
         .map_err(|_| format!("{} bytes where {N} were expected", raw.len()))
@@ -57,23 +38,23 @@ fn fixed<const N: usize>(raw: &[u8]) -> Result<[u8; N], String> {
 /// Decodes one value of a column of `kind` (as [`ColumnDef::select`] selects it).
 fn decode(kind: Kind, raw: &[u8]) -> Result<Cell<'_>, String> {
     Ok(match kind {
-        Kind::Bool => Cell::Bool(fixed::<1>(raw)?[0] != 0),
-        Kind::Int16 => Cell::Int(i16::from_be_bytes(fixed(raw)?) as i64),
-        Kind::Int32 => Cell::Int(i32::from_be_bytes(fixed(raw)?) as i64),
-        Kind::Int64 => Cell::Int(i64::from_be_bytes(fixed(raw)?)),
-        Kind::Float32 => Cell::Float(f32::from_be_bytes(fixed(raw)?) as f64),
-        Kind::Float64 => Cell::Float(f64::from_be_bytes(fixed(raw)?)),
+        Kind::Bool => Cell::B(fixed::<1>(raw)?[0] != 0),
+        Kind::Int16 => Cell::I(i16::from_be_bytes(fixed(raw)?) as i64),
+        Kind::Int32 => Cell::I(i32::from_be_bytes(fixed(raw)?) as i64),
+        Kind::Int64 => Cell::I(i64::from_be_bytes(fixed(raw)?)),
+        Kind::Float32 => Cell::F(f32::from_be_bytes(fixed(raw)?) as f64),
+        Kind::Float64 => Cell::F(f64::from_be_bytes(fixed(raw)?)),
         Kind::Decimal { precision, scale } => {
             let text = utf8(raw)?;
-            Cell::Dec(parse_decimal(text, precision, scale).map_err(|e| match text {
+            Cell::D(parse_decimal(text, precision, scale).map_err(|e| match text {
                 "NaN" | "Infinity" | "-Infinity" => {
                     format!("{text} has no decimal value (make the column unbounded numeric to keep it as text)")
                 }
                 _ => e,
             })?)
         }
-        Kind::Text | Kind::AsText | Kind::Json => Cell::Str(utf8(raw)?),
-        Kind::Bytes => Cell::Bytes(raw),
+        Kind::Text | Kind::AsText | Kind::Json => Cell::S(Cow::Borrowed(utf8(raw)?)),
+        Kind::Bytes => Cell::Bytes(Cow::Borrowed(raw)),
         Kind::Date => match i32::from_be_bytes(fixed(raw)?) {
             i32::MAX | i32::MIN => Cell::NoEquivalent,
             d => Cell::Days(
@@ -93,94 +74,6 @@ fn decode(kind: Kind, raw: &[u8]) -> Result<Cell<'_>, String> {
 
 fn utf8(raw: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(raw).map_err(|e| format!("invalid UTF-8: {e}"))
-}
-
-enum Builder {
-    Bool(BooleanBuilder),
-    I16(Int16Builder),
-    I32(Int32Builder),
-    I64(Int64Builder),
-    F32(Float32Builder),
-    F64(Float64Builder),
-    Dec(Decimal128Builder),
-    Str(StringBuilder),
-    Bin(BinaryBuilder),
-    Date(Date32Builder),
-    Ts(TimestampMicrosecondBuilder),
-}
-
-impl Builder {
-    fn for_kind(kind: Kind) -> Builder {
-        match kind {
-            Kind::Bool => Builder::Bool(BooleanBuilder::new()),
-            Kind::Int16 => Builder::I16(Int16Builder::new()),
-            Kind::Int32 => Builder::I32(Int32Builder::new()),
-            Kind::Int64 => Builder::I64(Int64Builder::new()),
-            Kind::Float32 => Builder::F32(Float32Builder::new()),
-            Kind::Float64 => Builder::F64(Float64Builder::new()),
-            Kind::Decimal { .. } => {
-                Builder::Dec(Decimal128Builder::new().with_data_type(kind.arrow_type()))
-            }
-            Kind::Text | Kind::AsText | Kind::Json => Builder::Str(StringBuilder::new()),
-            Kind::Bytes => Builder::Bin(BinaryBuilder::new()),
-            Kind::Date => Builder::Date(Date32Builder::new()),
-            Kind::Timestamp => Builder::Ts(TimestampMicrosecondBuilder::new()),
-            Kind::Timestamptz => {
-                Builder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
-            }
-        }
-    }
-
-    fn append(&mut self, cell: Cell) {
-        match (self, cell) {
-            (b, Cell::Null | Cell::NoEquivalent) => b.null(),
-            (Builder::Bool(b), Cell::Bool(v)) => b.append_value(v),
-            (Builder::I16(b), Cell::Int(v)) => b.append_value(v as i16),
-            (Builder::I32(b), Cell::Int(v)) => b.append_value(v as i32),
-            (Builder::I64(b), Cell::Int(v)) => b.append_value(v),
-            (Builder::F32(b), Cell::Float(v)) => b.append_value(v as f32),
-            (Builder::F64(b), Cell::Float(v)) => b.append_value(v),
-            (Builder::Dec(b), Cell::Dec(v)) => b.append_value(v),
-            (Builder::Str(b), Cell::Str(v)) => b.append_value(v),
-            (Builder::Bin(b), Cell::Bytes(v)) => b.append_value(v),
-            (Builder::Date(b), Cell::Days(v)) => b.append_value(v),
-            (Builder::Ts(b), Cell::Micros(v)) => b.append_value(v),
-            // decode() gives each kind its one cell; anything else is a bug.
-            (_, cell) => unreachable!("cell {cell:?} does not match its builder"),
-        }
-    }
-
-    fn null(&mut self) {
-        match self {
-            Builder::Bool(b) => b.append_null(),
-            Builder::I16(b) => b.append_null(),
-            Builder::I32(b) => b.append_null(),
-            Builder::I64(b) => b.append_null(),
-            Builder::F32(b) => b.append_null(),
-            Builder::F64(b) => b.append_null(),
-            Builder::Dec(b) => b.append_null(),
-            Builder::Str(b) => b.append_null(),
-            Builder::Bin(b) => b.append_null(),
-            Builder::Date(b) => b.append_null(),
-            Builder::Ts(b) => b.append_null(),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Builder::Bool(b) => Arc::new(b.finish()),
-            Builder::I16(b) => Arc::new(b.finish()),
-            Builder::I32(b) => Arc::new(b.finish()),
-            Builder::I64(b) => Arc::new(b.finish()),
-            Builder::F32(b) => Arc::new(b.finish()),
-            Builder::F64(b) => Arc::new(b.finish()),
-            Builder::Dec(b) => Arc::new(b.finish()),
-            Builder::Str(b) => Arc::new(b.finish()),
-            Builder::Bin(b) => Arc::new(b.finish()),
-            Builder::Date(b) => Arc::new(b.finish()),
-            Builder::Ts(b) => Arc::new(b.finish()),
-        }
-    }
 }
 
 /// Builds one table's rows, column by column.
@@ -205,7 +98,10 @@ impl PgRows {
     pub fn new(defs: &[ColumnDef], key: &[String]) -> PgRows {
         let kinds: Vec<Kind> = defs.iter().map(ColumnDef::kind).collect();
         PgRows {
-            builders: kinds.iter().map(|k| Builder::for_kind(*k)).collect(),
+            builders: kinds
+                .iter()
+                .map(|k| Builder::for_type(&k.arrow_type()))
+                .collect(),
             keys: key
                 .iter()
                 .filter_map(|k| defs.iter().position(|d| &d.name == k))
@@ -259,11 +155,11 @@ impl PgRows {
                 }
             }
         }
-        for (b, c) in self.builders.iter_mut().zip(&cells) {
+        for (b, c) in self.builders.iter_mut().zip(cells) {
             if matches!(c, Cell::NoEquivalent) {
                 self.no_equivalent += 1;
             }
-            b.append(*c);
+            append(b, c);
         }
         self.rows += 1;
         self.bytes += values.iter().flatten().map(|v| v.len()).sum::<usize>();
@@ -301,7 +197,7 @@ fn literal(kind: Kind, v: Option<&[u8]>) -> String {
         return "NULL".into();
     };
     match decode(kind, raw) {
-        Ok(Cell::Str(s)) => sluice_core::names::quote_literal(s),
+        Ok(Cell::S(s)) => sluice_core::names::quote_literal(&s),
         Ok(Cell::Bytes(b)) => {
             let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
             format!("'\\x{hex}'")
@@ -334,18 +230,15 @@ mod tests {
     fn binary_values_decode_exactly_at_their_edges() {
         assert_eq!(
             decode(Kind::Int64, &i64::MIN.to_be_bytes()),
-            Ok(Cell::Int(i64::MIN))
+            Ok(Cell::I(i64::MIN))
         );
-        assert_eq!(
-            decode(Kind::Int16, &(-2i16).to_be_bytes()),
-            Ok(Cell::Int(-2))
-        );
+        assert_eq!(decode(Kind::Int16, &(-2i16).to_be_bytes()), Ok(Cell::I(-2)));
         assert!(
-            matches!(decode(Kind::Float64, &f64::NAN.to_be_bytes()), Ok(Cell::Float(f)) if f.is_nan())
+            matches!(decode(Kind::Float64, &f64::NAN.to_be_bytes()), Ok(Cell::F(f)) if f.is_nan())
         );
         assert_eq!(
             decode(Kind::Float32, &f32::NEG_INFINITY.to_be_bytes()),
-            Ok(Cell::Float(f64::NEG_INFINITY))
+            Ok(Cell::F(f64::NEG_INFINITY))
         );
         // 2000-01-01 is day 0 of PostgreSQL and 10,957 of Arrow; 44 BC is far before both.
         assert_eq!(
@@ -372,7 +265,7 @@ mod tests {
             precision: 5,
             scale: 2,
         };
-        assert_eq!(decode(dec, b"-123.45"), Ok(Cell::Dec(-12345)));
+        assert_eq!(decode(dec, b"-123.45"), Ok(Cell::D(-12345)));
         assert!(decode(dec, b"NaN")
             .unwrap_err()
             .contains("no decimal value"));
